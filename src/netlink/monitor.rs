@@ -1,0 +1,195 @@
+//! The nf_tables change feed (NFNLGRP_NFTABLES): every change by anyone, as typed events. The
+//! service uses it to notice when someone else flushes or edits its tables.
+
+use std::time::Duration;
+
+use super::attr::{AttrIter, Attrs};
+use super::conn::parse_msgs;
+use super::consts::*;
+use super::data::Family;
+use super::error::{Error, Result};
+use super::objects::{Chain, Obj, Rule, Set, SetElem, Table};
+use super::socket::Socket;
+use super::sys::*;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    NewTable(Table),
+    DelTable(Table),
+    NewChain(Chain),
+    DelChain(Chain),
+    NewRule(Rule),
+    DelRule(Rule),
+    NewSet(Set),
+    DelSet(Set),
+    NewElems {
+        family: Family,
+        table: String,
+        set: String,
+        elems: Vec<SetElem>,
+    },
+    DelElems {
+        family: Family,
+        table: String,
+        set: String,
+        elems: Vec<SetElem>,
+    },
+    NewObj(Obj),
+    DelObj(Obj),
+    /// End of a transaction: the new generation, and who made it.
+    NewGen {
+        id: u32,
+        pid: Option<u32>,
+        process: Option<String>,
+    },
+}
+
+impl Change {
+    /// (family, table) the change is about, if any.
+    pub fn table(&self) -> Option<(Family, &str)> {
+        match self {
+            Change::NewTable(t) | Change::DelTable(t) => Some((t.family, &t.name)),
+            Change::NewChain(c) | Change::DelChain(c) => Some((c.family, &c.table)),
+            Change::NewRule(r) | Change::DelRule(r) => Some((r.family, &r.table)),
+            Change::NewSet(s) | Change::DelSet(s) => Some((s.family, &s.table)),
+            Change::NewElems { family, table, .. } | Change::DelElems { family, table, .. } => {
+                Some((*family, table))
+            }
+            Change::NewObj(o) | Change::DelObj(o) => Some((o.family, &o.table)),
+            Change::NewGen { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Port id of the socket that made the change (compare with `Connection::portid`).
+    pub origin: u32,
+    pub change: Change,
+}
+
+pub struct Monitor {
+    sock: Socket,
+    buf: Vec<u8>,
+    pending: std::collections::VecDeque<Event>,
+}
+
+impl Monitor {
+    pub fn new() -> Result<Self> {
+        let mut sock = Socket::open(NFNLGRP_NFTABLES)?;
+        sock.set_rcvbuf(8 << 20)?;
+        Ok(Self {
+            sock,
+            buf: vec![0; 64 * 1024],
+            pending: Default::default(),
+        })
+    }
+
+    /// The socket, for registering with an event loop.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.sock.as_raw_fd()
+    }
+
+    /// Waits for the next event; `None` when `timeout` passes first. ENOBUFS (events lost because
+    /// the reader was too slow) is returned as an error: the caller must re-read the state.
+    pub fn next(&mut self, timeout: Option<Duration>) -> Result<Option<Event>> {
+        if let Some(e) = self.pending.pop_front() {
+            return Ok(Some(e));
+        }
+        self.sock.set_recv_timeout(timeout)?;
+        let n = match self.sock.recv(&mut self.buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for m in parse_msgs(&self.buf[..n]) {
+            let m = m?;
+            if let Some(change) = decode_change(m.ty, m.body)? {
+                self.pending.push_back(Event {
+                    origin: m.portid,
+                    change,
+                });
+            }
+        }
+        Ok(self.pending.pop_front())
+    }
+}
+
+fn decode_change(ty: u16, body: &[u8]) -> Result<Option<Change>> {
+    if ty >> 8 != NFNL_SUBSYS_NFTABLES as u16 || body.len() < NFGENMSG_LEN {
+        return Ok(None);
+    }
+    let family = Family::from_raw(body[0]);
+    let a = &body[NFGENMSG_LEN..];
+    let msg = ty & 0xff;
+    if msg == NFT_MSG_NEWGEN {
+        let g = Attrs::parse(a, "generation")?;
+        return Ok(Some(Change::NewGen {
+            id: g.be32(NFTA_GEN_ID)?,
+            pid: g.opt_be32(NFTA_GEN_PROC_PID)?,
+            process: g.opt_string(NFTA_GEN_PROC_NAME)?,
+        }));
+    }
+    let Ok(family) = family else { return Ok(None) };
+    let elems = |a: &[u8]| -> Result<(String, String, Vec<SetElem>)> {
+        let l = Attrs::parse(a, "set element list")?;
+        let mut v = Vec::new();
+        if let Some(list) = l.get(NFTA_SET_ELEM_LIST_ELEMENTS) {
+            for e in AttrIter::new(list) {
+                v.push(SetElem::decode(e?.1, None)?);
+            }
+        }
+        Ok((
+            l.string(NFTA_SET_ELEM_LIST_TABLE)?,
+            l.string(NFTA_SET_ELEM_LIST_SET)?,
+            v,
+        ))
+    };
+    Ok(Some(match msg {
+        NFT_MSG_NEWTABLE => Change::NewTable(Table::decode(family, a)?),
+        NFT_MSG_DELTABLE => Change::DelTable(Table::decode(family, a)?),
+        NFT_MSG_NEWCHAIN => Change::NewChain(Chain::decode(family, a)?),
+        NFT_MSG_DELCHAIN => Change::DelChain(Chain::decode(family, a)?),
+        NFT_MSG_NEWRULE => Change::NewRule(Rule::decode(family, a)?),
+        NFT_MSG_DELRULE => Change::DelRule(Rule::decode(family, a)?),
+        NFT_MSG_NEWSET => Change::NewSet(Set::decode(family, a)?),
+        NFT_MSG_DELSET => Change::DelSet(Set::decode(family, a)?),
+        NFT_MSG_NEWSETELEM => {
+            let (table, set, elems) = elems(a)?;
+            Change::NewElems {
+                family,
+                table,
+                set,
+                elems,
+            }
+        }
+        NFT_MSG_DELSETELEM => {
+            let (table, set, elems) = elems(a)?;
+            Change::DelElems {
+                family,
+                table,
+                set,
+                elems,
+            }
+        }
+        NFT_MSG_NEWOBJ => match Obj::decode(family, a) {
+            Ok(o) => Change::NewObj(o),
+            Err(Error::Decode(_)) => return Ok(None), // an object type we do not model
+            Err(e) => return Err(e),
+        },
+        NFT_MSG_DELOBJ => match Obj::decode(family, a) {
+            Ok(o) => Change::DelObj(o),
+            Err(Error::Decode(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        },
+        _ => return Ok(None),
+    }))
+}
