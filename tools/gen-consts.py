@@ -24,7 +24,7 @@ def emit(name, value, seen):
     if name in seen or name.startswith("__"):
         return
     seen.add(name)
-    ty = "u16" if name.startswith(U16_PREFIXES) else "u32"
+    ty = "u16" if name.startswith(U16_PREFIXES) and not name.startswith("NFTA_FIB_F_") else "u32"
     if value < 0:
         ty = "i32"
     print(f"pub const {name}: {ty} = {value};")
@@ -40,7 +40,9 @@ def main():
         values = {}
         for m in re.finditer(r"enum\s*\w*\s*\{(.*?)\}", src, flags=re.S):
             n = 0
-            for item in m.group(1).split(","):
+            # A #define inside an enum (an alias such as NFT_META_IIFTYPE) is not a member.
+            body = re.sub(r"^\s*#.*$", "", m.group(1), flags=re.M)
+            for item in body.split(","):
                 item = item.strip()
                 if not item:
                     continue

@@ -21,11 +21,11 @@ pub(crate) struct Msg<'a> {
 
 impl<'a> Msg<'a> {
     /// The nf_tables family and attributes of a (non-error) message.
-    pub fn nft(&self) -> Result<(Family, &'a [u8])> {
+    pub fn nft(&self) -> Result<(u8, &'a [u8])> {
         if self.body.len() < NFGENMSG_LEN {
             return Err(Error::decode("message shorter than nfgenmsg"));
         }
-        Ok((Family::from_raw(self.body[0])?, &self.body[NFGENMSG_LEN..]))
+        Ok((self.body[0], &self.body[NFGENMSG_LEN..]))
     }
 
     /// For NLMSG_ERROR: (positive errno or 0, extack message, extack offset).
@@ -266,7 +266,7 @@ impl Connection {
         flags: u16,
         family: Family,
         attrs: impl Fn(&mut AttrWriter),
-    ) -> Result<Vec<(Family, Vec<u8>)>> {
+    ) -> Result<Vec<(u8, Vec<u8>)>> {
         for _ in 0..16 {
             let seq = self.next_seq(1);
             let mut w = AttrWriter::new();
@@ -337,7 +337,7 @@ impl Connection {
         msg: u16,
         family: Option<Family>,
         attrs: impl Fn(&mut AttrWriter),
-    ) -> Result<Vec<(Family, Vec<u8>)>> {
+    ) -> Result<Vec<(u8, Vec<u8>)>> {
         // NFPROTO_UNSPEC (0) dumps every family; Family has no such value, so patch the header.
         match family {
             Some(f) => self.request(msg, NLM_F_DUMP, f, attrs),
@@ -345,11 +345,7 @@ impl Connection {
         }
     }
 
-    fn request_unspec(
-        &mut self,
-        msg: u16,
-        attrs: impl Fn(&mut AttrWriter),
-    ) -> Result<Vec<(Family, Vec<u8>)>> {
+    fn request_unspec(&mut self, msg: u16, attrs: impl Fn(&mut AttrWriter)) -> Result<Vec<(u8, Vec<u8>)>> {
         let mut all = Vec::new();
         for f in [
             Family::Inet,
@@ -367,7 +363,7 @@ impl Connection {
     pub fn list_tables(&mut self, family: Option<Family>) -> Result<Vec<Table>> {
         self.dump(NFT_MSG_GETTABLE, family, |_| {})?
             .iter()
-            .map(|(f, a)| Table::decode(*f, a))
+            .map(|(f, a)| Table::decode(Family::from_raw(*f)?, a))
             .collect()
     }
 
@@ -377,7 +373,7 @@ impl Connection {
         })?;
         let all: Vec<Chain> = v
             .iter()
-            .map(|(f, a)| Chain::decode(*f, a))
+            .map(|(f, a)| Chain::decode(Family::from_raw(*f)?, a))
             .collect::<Result<_>>()?;
         Ok(all.into_iter().filter(|c| c.table == table).collect())
     }
@@ -390,13 +386,18 @@ impl Connection {
                 w.put_str(NFTA_RULE_CHAIN, c);
             }
         })?;
-        v.iter().map(|(f, a)| Rule::decode(*f, a)).collect()
+        v.iter()
+            .map(|(f, a)| Rule::decode(Family::from_raw(*f)?, a))
+            .collect()
     }
 
     /// Rules with their counters reset atomically (NFT_MSG_GETRULE_RESET).
     pub fn list_sets(&mut self, family: Family, table: &str) -> Result<Vec<Set>> {
         let v = self.dump(NFT_MSG_GETSET, Some(family), |w| w.put_str(NFTA_SET_TABLE, table))?;
-        let all: Vec<Set> = v.iter().map(|(f, a)| Set::decode(*f, a)).collect::<Result<_>>()?;
+        let all: Vec<Set> = v
+            .iter()
+            .map(|(f, a)| Set::decode(Family::from_raw(*f)?, a))
+            .collect::<Result<_>>()?;
         Ok(all.into_iter().filter(|s| s.table == table).collect())
     }
 
@@ -406,7 +407,7 @@ impl Connection {
             w.put_str(NFTA_SET_NAME, name);
         })?;
         let (f, a) = v.first().ok_or_else(|| Error::decode("empty reply to GETSET"))?;
-        Set::decode(*f, a)
+        Set::decode(Family::from_raw(*f)?, a)
     }
 
     /// Elements of a set, including dynamic ones with their remaining timeout.
@@ -449,7 +450,10 @@ impl Connection {
                 w.put_be32(NFTA_OBJ_TYPE, t);
             }
         })?;
-        let all: Vec<Obj> = v.iter().map(|(f, a)| Obj::decode(*f, a)).collect::<Result<_>>()?;
+        let all: Vec<Obj> = v
+            .iter()
+            .map(|(f, a)| Obj::decode(Family::from_raw(*f)?, a))
+            .collect::<Result<_>>()?;
         Ok(all
             .into_iter()
             .filter(|o| o.table == table && obj_type.is_none_or(|t| o.kind.type_id() == t))

@@ -4,8 +4,6 @@
 /// `NLMSG_MIN_TYPE`: nfnetlink batch delimiters.
 pub const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 pub const NFNL_MSG_BATCH_END: u16 = 0x11;
-/// Multicast group of nf_tables change notifications (enum nfnetlink_groups).
-pub const NFNLGRP_NFTABLES: u32 = 7;
 /// Table flag: the table survives its owner's exit (kernel 6.9+).
 pub const NFT_TABLE_F_PERSIST: u32 = 0x4;
 
@@ -55,3 +53,10 @@ pub mod reg {
         8 + n
     }
 }
+
+/// `ct state` bits (linux/netfilter/nf_conntrack_common.h: NF_CT_STATE_BIT).
+pub const NF_CT_STATE_INVALID_BIT: u32 = 1 << 0;
+pub const NF_CT_STATE_BIT_ESTABLISHED: u32 = 1 << 1;
+pub const NF_CT_STATE_BIT_RELATED: u32 = 1 << 2;
+pub const NF_CT_STATE_BIT_NEW: u32 = 1 << 3;
+pub const NF_CT_STATE_UNTRACKED_BIT: u32 = 1 << 6;

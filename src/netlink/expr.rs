@@ -393,6 +393,26 @@ impl Expr {
         }
     }
 
+    /// `masquerade` (optionally to a port range), flags as the kernel reports them.
+    pub fn masq(proto: Option<(u32, u32)>, flags: u32) -> Self {
+        let flags = if proto.is_some() {
+            flags | NF_NAT_RANGE_PROTO_SPECIFIED
+        } else {
+            flags
+        };
+        Expr::Masq { flags, proto }
+    }
+
+    /// `redirect` (optionally to a port range), flags as the kernel reports them.
+    pub fn redir(proto: Option<(u32, u32)>, flags: u32) -> Self {
+        let flags = if proto.is_some() {
+            flags | NF_NAT_RANGE_PROTO_SPECIFIED
+        } else {
+            flags
+        };
+        Expr::Redir { flags, proto }
+    }
+
     pub fn log(prefix: Option<&str>) -> Self {
         Expr::Log {
             prefix: prefix.map(Into::into),

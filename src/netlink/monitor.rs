@@ -10,7 +10,7 @@ use super::data::Family;
 use super::error::{Error, Result};
 use super::objects::{Chain, Obj, Rule, Set, SetElem, Table};
 use super::socket::Socket;
-use super::sys::*;
+use super::sys::*; // NFNLGRP_NFTABLES among them
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {

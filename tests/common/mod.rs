@@ -1,0 +1,87 @@
+//! Helpers for tests that need the real kernel: a fresh network namespace per test, and `nft`.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// Runs `f` on a thread that has moved into a new, empty network namespace (namespaces are per
+/// thread; children it spawns, such as `nft`, inherit it). Needs root: a test that cannot reach
+/// the kernel must fail, not pass silently.
+pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "kernel tests need root (CAP_NET_ADMIN + CAP_SYS_ADMIN for unshare); run them as root"
+    );
+    std::thread::spawn(move || {
+        // SAFETY: unshare only affects this thread's namespaces.
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Runs nft with `args`; panics with its stderr if it fails.
+pub fn nft(args: &[&str]) -> String {
+    let out = Command::new("nft")
+        .args(args)
+        .output()
+        .expect("run nft (is the nftables package installed?)");
+    assert!(
+        out.status.success(),
+        "nft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Feeds `input` to `nft <args> -f -`; returns stderr on failure.
+pub fn nft_stdin(args: &[&str], input: &str) -> Result<String, String> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write nft input");
+    let out = child.wait_with_output().expect("wait nft");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// What nft prints, minus indentation and blank lines: easy to compare with expected text.
+pub fn normalize(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The whole ruleset must survive `nft list ruleset | nft -c -f -` (operators dump and restore).
+pub fn assert_nft_reparses() {
+    let listing = nft(&["list", "ruleset"]);
+    if let Err(e) = nft_stdin(&["-c"], &listing) {
+        panic!("nft -c -f refused our ruleset:\n{e}\n--- ruleset ---\n{listing}");
+    }
+}
+
+pub fn ip4(a: [u8; 4]) -> Vec<u8> {
+    a.to_vec()
+}
+
+pub fn port(p: u16) -> Vec<u8> {
+    p.to_be_bytes().to_vec()
+}
