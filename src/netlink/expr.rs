@@ -302,6 +302,14 @@ pub enum Expr {
         result: u32,
         flags: u32,
     },
+    /// Converts `len` bytes of `size`-byte words between host and network order (`hton` when true).
+    Byteorder {
+        sreg: u32,
+        dreg: u32,
+        hton: bool,
+        len: u32,
+        size: u32,
+    },
 }
 
 impl Expr {
@@ -453,6 +461,7 @@ impl Expr {
             Expr::Notrack => "notrack",
             Expr::Objref { .. } => "objref",
             Expr::Fib { .. } => "fib",
+            Expr::Byteorder { .. } => "byteorder",
         }
     }
 
@@ -780,6 +789,26 @@ impl Expr {
                 w.put_be32(NFTA_FIB_RESULT, *result);
                 w.put_be32(NFTA_FIB_FLAGS, *flags);
             }
+            Expr::Byteorder {
+                sreg,
+                dreg,
+                hton,
+                len,
+                size,
+            } => {
+                w.put_be32(NFTA_BYTEORDER_SREG, *sreg);
+                w.put_be32(NFTA_BYTEORDER_DREG, *dreg);
+                w.put_be32(
+                    NFTA_BYTEORDER_OP,
+                    if *hton {
+                        NFT_BYTEORDER_HTON
+                    } else {
+                        NFT_BYTEORDER_NTOH
+                    },
+                );
+                w.put_be32(NFTA_BYTEORDER_LEN, *len);
+                w.put_be32(NFTA_BYTEORDER_SIZE, *size);
+            }
         }
     }
 
@@ -1013,6 +1042,13 @@ impl Expr {
                 dreg: a.be32(NFTA_FIB_DREG)?,
                 result: a.be32(NFTA_FIB_RESULT)?,
                 flags: a.opt_be32(NFTA_FIB_FLAGS)?.unwrap_or(0),
+            },
+            "byteorder" => Expr::Byteorder {
+                sreg: a.be32(NFTA_BYTEORDER_SREG)?,
+                dreg: a.be32(NFTA_BYTEORDER_DREG)?,
+                hton: a.be32(NFTA_BYTEORDER_OP)? == NFT_BYTEORDER_HTON,
+                len: a.be32(NFTA_BYTEORDER_LEN)?,
+                size: a.be32(NFTA_BYTEORDER_SIZE)?,
             },
             other => {
                 return Err(Error::decode(format!(

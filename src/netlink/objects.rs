@@ -280,7 +280,7 @@ impl Set {
             table: table.into(),
             name: name.into(),
             handle: None,
-            flags: if key.is_concat() { NFT_SET_CONCAT } else { 0 },
+            flags: 0,
             key,
             data: None,
             size: None,
@@ -314,7 +314,16 @@ impl Set {
         check_name("set", &self.name)?;
         w.put_str(NFTA_SET_TABLE, &self.table);
         w.put_str(NFTA_SET_NAME, &self.name);
-        w.put_be32(NFTA_SET_FLAGS, self.flags);
+        let concat_interval = self.key.is_concat() && self.is_interval();
+        // Concatenated ranges need the pipapo backend, selected by CONCAT and the field lengths.
+        w.put_be32(
+            NFTA_SET_FLAGS,
+            if concat_interval {
+                self.flags | NFT_SET_CONCAT
+            } else {
+                self.flags
+            },
+        );
         w.put_be32(NFTA_SET_KEY_TYPE, self.key.id());
         w.put_be32(NFTA_SET_KEY_LEN, self.key.byte_len());
         if let Some(d) = &self.data {
@@ -329,7 +338,6 @@ impl Set {
         if let Some(g) = self.gc_interval_ms {
             w.put_be32(NFTA_SET_GC_INTERVAL, g);
         }
-        let concat_interval = self.key.is_concat() && self.is_interval();
         if self.size.is_some() || concat_interval {
             w.nest(NFTA_SET_DESC, |w| {
                 if let Some(s) = self.size {
@@ -359,8 +367,9 @@ impl Set {
     pub(crate) fn decode(family: Family, b: &[u8]) -> Result<Self> {
         use super::types::DataType;
         let a = Attrs::parse(b, "set")?;
-        let key_id = a.be32(NFTA_SET_KEY_TYPE)?;
-        let key_len = a.be32(NFTA_SET_KEY_LEN)?;
+        // Delete notifications carry only table, name and handle.
+        let key_id = a.opt_be32(NFTA_SET_KEY_TYPE)?.unwrap_or(4);
+        let key_len = a.opt_be32(NFTA_SET_KEY_LEN)?.unwrap_or(0);
         let mut size = None;
         let mut field_lens = Vec::new();
         if let Some(d) = a.get(NFTA_SET_DESC) {
@@ -391,7 +400,7 @@ impl Set {
             table: a.string(NFTA_SET_TABLE)?,
             name: a.string(NFTA_SET_NAME)?,
             handle: a.opt_be64(NFTA_SET_HANDLE)?,
-            flags: a.opt_be32(NFTA_SET_FLAGS)?.unwrap_or(0),
+            flags: a.opt_be32(NFTA_SET_FLAGS)?.unwrap_or(0) & !NFT_SET_CONCAT,
             key,
             data,
             size,

@@ -72,8 +72,11 @@ pub fn normalize(s: &str) -> String {
 
 /// The whole ruleset must survive `nft list ruleset | nft -c -f -` (operators dump and restore).
 pub fn assert_nft_reparses() {
-    let listing = nft(&["list", "ruleset"]);
-    if let Err(e) = nft_stdin(&["-c"], &listing) {
+    assert_listing_reparses(&nft(&["list", "ruleset"]));
+}
+
+pub fn assert_listing_reparses(listing: &str) {
+    if let Err(e) = nft_stdin(&["-c"], listing) {
         panic!("nft -c -f refused our ruleset:\n{e}\n--- ruleset ---\n{listing}");
     }
 }
