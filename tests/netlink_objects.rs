@@ -192,13 +192,17 @@ fn sets_and_maps_of_every_shape_list_as_nft_would() {
             TypeSpec::of(DataType::Ipv4Addr),
             TypeSpec::of(DataType::EtherAddr),
         );
+        let fixed = Set::new(f, "t", "fixed", TypeSpec::of(DataType::Ipv4Addr)).with_flags(NFT_SET_CONSTANT);
 
         commit(&mut conn, |b| {
             b.add_table(&Table::new(f, "t")).unwrap();
             b.add_chain(&Chain::regular(f, "t", "web")).unwrap();
-            for s in [&ports, &blacklist, &services, &sessions, &sched, &macs] {
+            for s in [&ports, &blacklist, &services, &sessions, &sched, &macs, &fixed] {
                 b.add_set(s).unwrap();
             }
+            // A constant set takes its elements only in the transaction that creates it.
+            b.add_elems(f, "t", "fixed", &[SetElem::key(ip4([10, 0, 0, 1]))])
+                .unwrap();
             let mut e = SetElem::range(&port(80), &port(80), None);
             e.extend(SetElem::range(&port(8000), &port(8010), None));
             b.add_elems(f, "t", "ports", &e).unwrap();
@@ -264,6 +268,7 @@ fn sets_and_maps_of_every_shape_list_as_nft_would() {
              map persist {\ntype ipv4_addr . inet_service : mark\nsize 65535\ntimeout 50s\nelements = { 10.9.0.1 . 4000 timeout 20s expires : 0x00000007 }\n}\n\
              map sched {\ntypeof numgen random mod 10 : ct mark\nflags interval\nelements = { 0-4 : 0x00000001, 5-9 : 0x00000002 }\n}\n\
              map macs {\ntype ipv4_addr : ether_addr\nelements = { 10.1.0.2 : 02:00:00:00:00:02 }\n}\n\
+             set fixed {\ntype ipv4_addr\nflags constant\nelements = { 10.0.0.1 }\n}\n\
              chain web {\n}\n}"
         );
         assert_eq!(
@@ -275,7 +280,7 @@ fn sets_and_maps_of_every_shape_list_as_nft_would() {
 
         // Dumps decode back to the same definitions.
         let sets = conn.list_sets(f, "t").unwrap();
-        for want in [&ports, &blacklist, &services, &sessions, &sched, &macs] {
+        for want in [&ports, &blacklist, &services, &sessions, &sched, &macs, &fixed] {
             let mut got = sets.iter().find(|s| s.name == want.name).unwrap().clone();
             got.handle = None;
             assert_eq!(&got, want, "set {} decodes differently", want.name);

@@ -402,6 +402,27 @@ fn nat_masquerade_redirect() {
         ],
         "snat to 192.0.2.1",
     );
+    // Address and port ranges, with NAT flags.
+    case(
+        "pre",
+        with(
+            tcp(),
+            [
+                Expr::immediate(r1(), ip4([10, 1, 0, 2])),
+                Expr::immediate(reg::R2, ip4([10, 1, 0, 9])),
+                Expr::immediate(reg::R3, port(8000)),
+                Expr::immediate(reg::R4, port(8009)),
+                Expr::nat(
+                    NatType::Dnat,
+                    2,
+                    Some((r1(), reg::R2)),
+                    Some((reg::R3, reg::R4)),
+                    NF_NAT_RANGE_PERSISTENT,
+                ),
+            ],
+        ),
+        "meta l4proto tcp dnat to 10.1.0.2-10.1.0.9:8000-8009 persistent",
+    );
     case("post", vec![Expr::masq(None, 0)], "masquerade");
     case(
         "post",
@@ -677,6 +698,18 @@ fn dup_to_address_and_device() {
             },
         ],
         "dup to 127.0.0.2",
+    );
+    case(
+        "raw",
+        vec![
+            Expr::immediate(r1(), ip4([127, 0, 0, 2])),
+            Expr::immediate(reg::R2, 1u32.to_ne_bytes()),
+            Expr::Dup {
+                sreg_addr: r1(),
+                sreg_dev: Some(reg::R2),
+            },
+        ],
+        "dup to 127.0.0.2 device \"lo\"",
     );
 }
 

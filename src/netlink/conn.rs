@@ -411,8 +411,38 @@ impl Connection {
     }
 
     /// Elements of a set, including dynamic ones with their remaining timeout.
+    ///
+    /// The kernel resumes a multi-part set dump by skipping the elements it already sent; while a
+    /// hash set is still being resized (right after a bulk insert) the order changes between parts,
+    /// and a dump returns some elements twice and misses others. Duplicates are the tell-tale, so
+    /// such a dump is read again until it is consistent.
     pub fn list_elems(&mut self, family: Family, table: &str, set: &str) -> Result<Vec<SetElem>> {
         let set_timeout = self.get_set(family, table, set)?.timeout_ms;
+        for _ in 0..100 {
+            let elems = self.dump_elems_once(family, table, set, set_timeout)?;
+            let mut seen = std::collections::HashSet::with_capacity(elems.len());
+            if elems
+                .iter()
+                .all(|e| seen.insert((&e.key, &e.key_end, e.interval_end)))
+            {
+                return Ok(elems);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(Error::Kernel {
+            what: format!("dump of set {family} {table} {set}"),
+            errno: libc::EAGAIN,
+            detail: Some("the set kept being resized during the dump".into()),
+        })
+    }
+
+    fn dump_elems_once(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+        set_timeout: Option<u64>,
+    ) -> Result<Vec<SetElem>> {
         let v = self.dump(NFT_MSG_GETSETELEM, Some(family), |w| {
             w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
             w.put_str(NFTA_SET_ELEM_LIST_SET, set);
