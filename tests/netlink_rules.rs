@@ -545,14 +545,7 @@ fn dynset_with_nested_limit_connlimit_and_update() {
         "c",
         vec![
             saddr.clone(),
-            Expr::Dynset {
-                set: "d".into(),
-                op: DynsetOp::Add,
-                sreg_key: r1(),
-                sreg_data: None,
-                timeout_ms: None,
-                exprs: vec![Expr::Limit(limit)],
-            },
+            Expr::set_add("d", r1(), None, vec![Expr::Limit(limit)]),
             Expr::verdict(Verdict::Drop),
         ],
         "add @d { ip saddr limit rate over 10/second burst 20 packets } drop",
@@ -561,14 +554,7 @@ fn dynset_with_nested_limit_connlimit_and_update() {
         "c",
         vec![
             saddr.clone(),
-            Expr::Dynset {
-                set: "d".into(),
-                op: DynsetOp::Add,
-                sreg_key: r1(),
-                sreg_data: None,
-                timeout_ms: Some(30_000),
-                exprs: vec![Expr::counter()],
-            },
+            Expr::set_add("d", r1(), Some(30_000), vec![Expr::counter()]),
         ],
         "add @d { ip saddr timeout 30s counter }",
     );
@@ -577,14 +563,7 @@ fn dynset_with_nested_limit_connlimit_and_update() {
         "c",
         vec![
             saddr.clone(),
-            Expr::Dynset {
-                set: "e".into(),
-                op: DynsetOp::Add,
-                sreg_key: r1(),
-                sreg_data: None,
-                timeout_ms: None,
-                exprs: vec![Expr::Connlimit { count: 5, over: true }],
-            },
+            Expr::set_add("e", r1(), None, vec![Expr::Connlimit { count: 5, over: true }]),
         ],
         "add @e { ip saddr ct count over 5 }",
     );

@@ -4,13 +4,9 @@
 # round-robin, then a third backend is added live in one atomic transaction.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 2; }
-need=()
-command -v nft >/dev/null || need+=(nftables)
-command -v ip >/dev/null || need+=(iproute2)
-command -v curl >/dev/null || need+=(curl)
-[ -x /usr/bin/python3 ] || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; fi
+. tools/lib.sh
+require_root
+ensure_commands nft:nftables ip:iproute2 curl:curl /usr/bin/python3:python3
 cargo build -q --release --example lb_demo
 DEMO=$PWD/target/release/examples/lb_demo
 

@@ -4,17 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[ "$(id -u)" = 0 ] || { echo "tools/test.sh: run as root (kernel tests need CAP_NET_ADMIN and namespaces)" >&2; exit 2; }
-
-need=()
-command -v nft >/dev/null || need+=(nftables)
-command -v ip >/dev/null || need+=(iproute2)
-command -v unshare >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "== installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+. tools/lib.sh
+require_root
+ensure_commands nft:nftables ip:iproute2 unshare:util-linux
 
 echo "== format and lints"
 cargo fmt --all -- --check

@@ -401,6 +401,18 @@ impl Expr {
         }
     }
 
+    /// `add @set { key [timeout T] [exprs] }`: add the packet's key (in `sreg_key`) to a dynamic set.
+    pub fn set_add(set: &str, sreg_key: u32, timeout_ms: Option<u64>, exprs: Vec<Expr>) -> Self {
+        Expr::Dynset {
+            set: set.into(),
+            op: DynsetOp::Add,
+            sreg_key,
+            sreg_data: None,
+            timeout_ms,
+            exprs,
+        }
+    }
+
     /// `masquerade` (optionally to a port range), flags as the kernel reports them.
     pub fn masq(proto: Option<(u32, u32)>, flags: u32) -> Self {
         let flags = if proto.is_some() {
