@@ -391,7 +391,7 @@ impl Connection {
             .collect()
     }
 
-    /// Rules with their counters reset atomically (NFT_MSG_GETRULE_RESET).
+    /// The named sets and maps of a table (anonymous sets bound to rules included).
     pub fn list_sets(&mut self, family: Family, table: &str) -> Result<Vec<Set>> {
         let v = self.dump(NFT_MSG_GETSET, Some(family), |w| w.put_str(NFTA_SET_TABLE, table))?;
         let all: Vec<Set> = v
