@@ -59,11 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut b = Batch::new();
     if !exists {
         b.add_table(&Table::new(Family::Ip, T))?;
-        let hook = Hook {
-            point: HookPoint::Prerouting,
-            priority: -100,
-            device: None,
-        };
+        let hook = Hook::new(HookPoint::Prerouting, -100);
         b.add_chain(&Chain::base(
             Family::Ip,
             T,

@@ -12,18 +12,7 @@ use nftlbd::netlink::*;
 const T: &str = "t";
 
 fn base(name: &str, ty: ChainType, point: HookPoint, prio: i32) -> Chain {
-    Chain::base(
-        Family::Ip,
-        T,
-        name,
-        ty,
-        Hook {
-            point,
-            priority: prio,
-            device: None,
-        },
-        Verdict::Accept,
-    )
+    Chain::base(Family::Ip, T, name, ty, Hook::new(point, prio), Verdict::Accept)
 }
 
 /// Table `ip t` with a regular chain `c`, nat chains `pre`/`post`, a raw-priority `raw` chain,

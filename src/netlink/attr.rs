@@ -169,6 +169,17 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// A host-order u32 (NLA_U32, as in netlink's own attributes such as the extack offset).
+    pub fn opt_ne32(&self, ty: u16) -> Result<Option<u32>> {
+        match self.get(ty) {
+            None => Ok(None),
+            Some(b) => b
+                .try_into()
+                .map(|a: [u8; 4]| Some(u32::from_ne_bytes(a)))
+                .map_err(|_| self.bad(ty, b.len())),
+        }
+    }
+
     pub fn opt_be16(&self, ty: u16) -> Result<Option<u16>> {
         match self.get(ty) {
             None => Ok(None),

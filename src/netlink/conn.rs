@@ -9,6 +9,9 @@ use super::objects::{Chain, Obj, Rule, Set, SetElem, Table};
 use super::socket::Socket;
 use super::sys::*;
 
+/// Family of requests about every family, and of generation messages.
+const NFPROTO_UNSPEC: u8 = 0;
+
 /// One received netlink message.
 pub(crate) struct Msg<'a> {
     pub ty: u16,
@@ -51,7 +54,7 @@ impl<'a> Msg<'a> {
                 .unwrap_or_default();
             let a = Attrs::parse(tlvs, "extended ack")?;
             msg = a.opt_string(NLMSGERR_ATTR_MSG)?;
-            offs = a.opt_be32(NLMSGERR_ATTR_OFFS)?.map(u32::from_be); // host order on the wire
+            offs = a.opt_ne32(NLMSGERR_ATTR_OFFS)?;
         }
         Ok((err, msg, offs))
     }
@@ -253,7 +256,7 @@ impl Connection {
 
     /// The current ruleset generation (bumps on every commit by anyone).
     pub fn generation(&mut self) -> Result<u32> {
-        let msgs = self.request(NFT_MSG_GETGEN, 0, Family::Ip, |_| {})?;
+        let msgs = self.request(NFT_MSG_GETGEN, 0, NFPROTO_UNSPEC, |_| {})?;
         let (_, attrs) = msgs.first().ok_or_else(|| Error::decode("no generation reply"))?;
         Attrs::parse(attrs, "generation")?.be32(NFTA_GEN_ID)
     }
@@ -264,13 +267,13 @@ impl Connection {
         &mut self,
         msg: u16,
         flags: u16,
-        family: Family,
+        family: u8,
         attrs: impl Fn(&mut AttrWriter),
     ) -> Result<Vec<(u8, Vec<u8>)>> {
         for _ in 0..16 {
             let seq = self.next_seq(1);
             let mut w = AttrWriter::new();
-            let h = put_header(&mut w, nft_type(msg), flags | NLM_F_ACK, family.to_raw(), 0);
+            let h = put_header(&mut w, nft_type(msg), flags | NLM_F_ACK, family, 0);
             attrs(&mut w);
             end_msg(&mut w, h);
             w.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -332,32 +335,19 @@ impl Connection {
         })
     }
 
+    /// A dump; `None` asks for every family at once (NFPROTO_UNSPEC).
     fn dump(
         &mut self,
         msg: u16,
         family: Option<Family>,
         attrs: impl Fn(&mut AttrWriter),
     ) -> Result<Vec<(u8, Vec<u8>)>> {
-        // NFPROTO_UNSPEC (0) dumps every family; Family has no such value, so patch the header.
-        match family {
-            Some(f) => self.request(msg, NLM_F_DUMP, f, attrs),
-            None => self.request_unspec(msg, attrs),
-        }
-    }
-
-    fn request_unspec(&mut self, msg: u16, attrs: impl Fn(&mut AttrWriter)) -> Result<Vec<(u8, Vec<u8>)>> {
-        let mut all = Vec::new();
-        for f in [
-            Family::Inet,
-            Family::Ip,
-            Family::Arp,
-            Family::Netdev,
-            Family::Bridge,
-            Family::Ip6,
-        ] {
-            all.extend(self.request(msg, NLM_F_DUMP, f, &attrs)?);
-        }
-        Ok(all)
+        self.request(
+            msg,
+            NLM_F_DUMP,
+            family.map_or(NFPROTO_UNSPEC, Family::to_raw),
+            attrs,
+        )
     }
 
     pub fn list_tables(&mut self, family: Option<Family>) -> Result<Vec<Table>> {
@@ -402,7 +392,7 @@ impl Connection {
     }
 
     pub fn get_set(&mut self, family: Family, table: &str, name: &str) -> Result<Set> {
-        let v = self.request(NFT_MSG_GETSET, 0, family, |w| {
+        let v = self.request(NFT_MSG_GETSET, 0, family.to_raw(), |w| {
             w.put_str(NFTA_SET_TABLE, table);
             w.put_str(NFTA_SET_NAME, name);
         })?;

@@ -213,6 +213,17 @@ pub struct Hook {
     pub device: Option<String>,
 }
 
+impl Hook {
+    /// A hook without a device (every family but netdev).
+    pub fn new(point: HookPoint, priority: i32) -> Self {
+        Self {
+            point,
+            priority,
+            device: None,
+        }
+    }
+}
+
 /// Chain type of a base chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChainType {
