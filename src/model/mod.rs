@@ -1,10 +1,19 @@
 //! The model: farms, backends and policies as data, and their validation. Pure: no I/O.
 //!
-//! Only the value types specified exactly by the public interface live here so far (names, ports);
-//! farms and backends follow with the engine.
+//! `config` is the canonical JSON document (API.md), `values` its enumerations and small value
+//! types, `validate` the whole-document checks that run before anything reaches the kernel.
 
+mod config;
 mod names;
 mod ports;
+mod validate;
+mod values;
 
+pub use config::{Backend, Config, Farm, Policy, Session};
 pub use names::{NameError, bus_path_escape, validate_name};
 pub use ports::{PortError, PortRange, parse_ports};
+pub use validate::{
+    FieldError, Invalid, KeyValue, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, parse_config,
+    parse_policy_element, parse_session_client, validate,
+};
+pub use values::*;

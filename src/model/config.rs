@@ -1,0 +1,217 @@
+//! The canonical configuration document (API.md): `{"farms":[...], "policies":[...]}` with nftlb's
+//! key names in kebab-case and real JSON types. Unknown keys are refused (`deny_unknown_fields`);
+//! defaults are nftlb's.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::*;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub farms: Vec<Farm>,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn one() -> u32 {
+    1
+}
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+fn sixty() -> u32 {
+    60
+}
+fn is_sixty(v: &u32) -> bool {
+    *v == 60
+}
+fn limits_ttl_default() -> u32 {
+    120
+}
+fn is_limits_ttl_default(v: &u32) -> bool {
+    *v == 120
+}
+fn queue_off() -> i32 {
+    -1
+}
+fn is_queue_off(v: &i32) -> bool {
+    *v == -1
+}
+fn verdict_default() -> Vec<VerdictAction> {
+    vec![VerdictAction::Log, VerdictAction::Drop, VerdictAction::Accept]
+}
+fn is_verdict_default(v: &Vec<VerdictAction>) -> bool {
+    *v == verdict_default()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Farm {
+    pub name: String,
+    #[serde(default)]
+    pub family: FarmFamily,
+    #[serde(default)]
+    pub virtual_addresses: Vec<IpAddr>,
+    /// `"80,443,8000-8010"`; empty means every port.
+    #[serde(default)]
+    pub virtual_ports: String,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    /// Hash input of the `hash` scheduler; empty means `srcip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sched_param: Vec<KeyField>,
+    /// Stickiness key; empty means no persistence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persistence: Vec<KeyField>,
+    /// Seconds a client stays with its backend after its last new connection.
+    #[serde(default = "sixty", skip_serializing_if = "is_sixty")]
+    pub persist_ttl: u32,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub helper: Helper,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log: Vec<LogPoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_rtlimit: Option<Rate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub priority: u32,
+    #[serde(default)]
+    pub state: FarmState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_addr: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oface: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iether_addr: Option<EtherAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oether_addr: Option<EtherAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_rtlimit: Option<Rate>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub new_rtlimit_burst: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rst_rtlimit: Option<Rate>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub rst_rtlimit_burst: u32,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub est_connlimit: u32,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tcp_strict: bool,
+    /// NFQUEUE number for new connections, -1 = off.
+    #[serde(default = "queue_off", skip_serializing_if = "is_queue_off")]
+    pub queue: i32,
+    #[serde(default = "verdict_default", skip_serializing_if = "is_verdict_default")]
+    pub verdict: Vec<VerdictAction>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub intra_connect: bool,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub flow_offload: bool,
+    #[serde(default = "limits_ttl_default", skip_serializing_if = "is_limits_ttl_default")]
+    pub limits_ttl: u32,
+    /// Names of attached policies, in evaluation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+    /// Static sessions: a client key (in the farm's persistence format) pinned to a backend.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<Session>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Backend {
+    pub name: String,
+    pub ip_addr: IpAddr,
+    /// Destination port on the backend; none keeps the client's destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default = "one")]
+    pub priority: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+    #[serde(default)]
+    pub state: BackendState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_addr: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ether_addr: Option<EtherAddr>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub est_connlimit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Session {
+    /// The persistence key's fields joined with `" . "`, e.g. `"192.0.2.7 . 40000"`.
+    pub client: String,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Policy {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: PolicyType,
+    #[serde(default)]
+    pub family: PolicyFamily,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub timeout: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_prefix: Option<String>,
+    #[serde(default)]
+    pub elements: Vec<String>,
+}
+
+impl Farm {
+    /// A farm with nftlb's defaults, for building configurations in code.
+    pub fn new(name: &str) -> Farm {
+        serde_json::from_value(serde_json::json!({ "name": name })).expect("a name alone is a complete farm")
+    }
+
+    /// The hash input actually used: `sched-param`, or `srcip` when it is empty.
+    pub fn hash_fields(&self) -> Vec<KeyField> {
+        if self.sched_param.is_empty() {
+            vec![KeyField::Srcip]
+        } else {
+            self.sched_param.clone()
+        }
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+impl Backend {
+    pub fn new(name: &str, ip: IpAddr) -> Backend {
+        serde_json::from_value(serde_json::json!({ "name": name, "ip-addr": ip }))
+            .expect("a name and an address make a complete backend")
+    }
+}
+
+impl Config {
+    pub fn farm(&self, name: &str) -> Option<&Farm> {
+        self.farms.iter().find(|f| f.name == name)
+    }
+}

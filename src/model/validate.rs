@@ -1,0 +1,541 @@
+//! Whole-document validation. Every problem is reported with the field it is in (as a path such as
+//! `farms[web].backends[b1].ip-addr`) and the reason; nothing is applied unless the document is valid.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use super::config::{Config, Farm, Policy};
+use super::names::validate_name;
+use super::ports::{PortRange, parse_ports};
+use super::values::*;
+
+/// One refused field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// All the problems found in a document (never empty).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Invalid(pub Vec<FieldError>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Invalid {
+    pub fn one(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
+        Invalid(vec![FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }])
+    }
+}
+
+/// Upper bounds that come from the datapath layout (see `engine::layout`).
+pub const MAX_FARMS: usize = 65_535;
+pub const MAX_BACKENDS_PER_FARM: usize = 65_535;
+/// Sum of the weights of one farm: the size of its scheduling slot range.
+pub const MAX_FARM_WEIGHT: u64 = 1 << 20;
+pub const MAX_WEIGHT: u32 = 10_000;
+/// A dynamic set timeout in seconds must fit the kernel's millisecond u64 and stay sane.
+pub const MAX_TTL: u32 = 365 * 24 * 3600;
+
+/// Parses and validates a canonical JSON document.
+pub fn parse_config(json: &str) -> Result<Config, Invalid> {
+    let de = &mut serde_json::Deserializer::from_str(json);
+    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "document".to_string() } else { path };
+        Invalid::one(field, e.into_inner().to_string())
+    })?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// A persistence key value of a static session, in the order of the persistence fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyValue {
+    Ip(IpAddr),
+    Port(u16),
+    Mac(EtherAddr),
+}
+
+/// Parses a session client string (`"192.0.2.7 . 40000"`) against the persistence fields.
+pub fn parse_session_client(fields: &[KeyField], client: &str) -> Result<Vec<KeyValue>, String> {
+    let parts: Vec<&str> = client.split(" . ").map(str::trim).collect();
+    if parts.len() != fields.len() {
+        let want: Vec<&str> = fields.iter().map(|f| f.as_str()).collect();
+        return Err(format!(
+            "{client:?} has {} part(s) but the persistence key is {} ({}), joined with \" . \"",
+            parts.len(),
+            fields.len(),
+            want.join(" . ")
+        ));
+    }
+    fields
+        .iter()
+        .zip(parts)
+        .map(|(f, p)| match f {
+            KeyField::Srcip | KeyField::Dstip => p
+                .parse()
+                .map(KeyValue::Ip)
+                .map_err(|_| format!("{p:?} is not an IP address ({})", f.as_str())),
+            KeyField::Srcport | KeyField::Dstport => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(KeyValue::Port(n)),
+                _ => Err(format!("{p:?} is not a port 1-65535 ({})", f.as_str())),
+            },
+            KeyField::Srcmac | KeyField::Dstmac => p.parse().map(KeyValue::Mac),
+        })
+        .collect()
+}
+
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn err(&mut self, field: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+fn family_allows(family: FarmFamily, ip: &IpAddr) -> bool {
+    matches!(
+        (family, ip),
+        (FarmFamily::Dual, _) | (FarmFamily::Ipv4, IpAddr::V4(_)) | (FarmFamily::Ipv6, IpAddr::V6(_))
+    )
+}
+
+fn family_name(ip: &IpAddr) -> &'static str {
+    if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+}
+
+/// An address that can be a service or backend address: not unspecified, multicast or broadcast.
+fn unicast_problem(ip: &IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        return Some("the unspecified address cannot be used");
+    }
+    if ip.is_multicast() {
+        return Some("a multicast address cannot be used");
+    }
+    if let IpAddr::V4(v4) = ip
+        && v4.is_broadcast()
+    {
+        return Some("the broadcast address cannot be used");
+    }
+    None
+}
+
+fn check_keys(c: &mut Checker, field: &str, keys: &[KeyField]) {
+    let mut seen = HashSet::new();
+    for k in keys {
+        if !seen.insert(*k) {
+            c.err(field, format!("{} is listed twice", k.as_str()));
+        }
+    }
+}
+
+fn check_ttl(c: &mut Checker, field: &str, v: u32) {
+    if v > MAX_TTL {
+        c.err(field, format!("{v} is more than a year ({MAX_TTL} seconds)"));
+    }
+}
+
+fn check_log_prefix(c: &mut Checker, field: &str, p: &Option<String>) {
+    if let Some(p) = p {
+        if p.len() > 127 {
+            c.err(
+                field,
+                format!("is {} bytes long; the kernel takes at most 127", p.len()),
+            );
+        }
+        if p.chars().any(|ch| ch.is_control() || ch == '"') {
+            c.err(field, "may not contain control characters or '\"'");
+        }
+    }
+}
+
+fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec<PortRange>> {
+    let at = format!("farms[{}]", f.name);
+    if f.virtual_addresses.is_empty() && !matches!(f.state, FarmState::Off) {
+        c.err(
+            format!("{at}.virtual-addresses"),
+            "at least one virtual address is required",
+        );
+    }
+    let mut vips = HashSet::new();
+    for (i, ip) in f.virtual_addresses.iter().enumerate() {
+        let field = format!("{at}.virtual-addresses[{i}]");
+        if !family_allows(f.family, ip) {
+            c.err(
+                &field,
+                format!(
+                    "{ip} is an {} address but the farm's family is {}",
+                    family_name(ip),
+                    serde_json::to_string(&f.family)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                ),
+            );
+        }
+        if let Some(p) = unicast_problem(ip) {
+            c.err(&field, format!("{ip}: {p}"));
+        }
+        if !vips.insert(ip) {
+            c.err(&field, format!("{ip} is listed twice"));
+        }
+    }
+    let ports = match parse_ports(&f.virtual_ports) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            c.err(format!("{at}.virtual-ports"), e.to_string());
+            None
+        }
+    };
+    match f.mode {
+        Mode::Dnat if f.source_addr.is_some() => c.err(
+            format!("{at}.source-addr"),
+            "is used only by modes snat and local (mode dnat does no source NAT)",
+        ),
+        _ => {}
+    }
+    if let Some(src) = &f.source_addr {
+        if f.family == FarmFamily::Dual {
+            c.err(
+                format!("{at}.source-addr"),
+                "a dual farm has no single source address; set source-addr on its backends",
+            );
+        } else if !family_allows(f.family, src) {
+            c.err(
+                format!("{at}.source-addr"),
+                format!("{src} is not of the farm's family"),
+            );
+        }
+        if let Some(p) = unicast_problem(src) {
+            c.err(format!("{at}.source-addr"), format!("{src}: {p}"));
+        }
+    }
+    match f.scheduler {
+        Scheduler::Hash => check_keys(c, &format!("{at}.sched-param"), &f.sched_param),
+        _ if !f.sched_param.is_empty() => c.err(
+            format!("{at}.sched-param"),
+            "is the hash input of scheduler hash; this farm's scheduler does not use it",
+        ),
+        _ => {}
+    }
+    check_keys(c, &format!("{at}.persistence"), &f.persistence);
+    if f.persist_ttl == 0 {
+        c.err(format!("{at}.persist-ttl"), "must be at least 1 second");
+    }
+    check_ttl(c, &format!("{at}.persist-ttl"), f.persist_ttl);
+    check_ttl(c, &format!("{at}.limits-ttl"), f.limits_ttl);
+    let helper_ok = matches!(
+        (f.helper, f.protocol),
+        (Helper::None, _)
+            | (Helper::Ftp | Helper::Pptp, Protocol::Tcp)
+            | (Helper::Tftp | Helper::Snmp, Protocol::Udp)
+            | (Helper::Sip, Protocol::Tcp | Protocol::Udp | Protocol::All)
+    );
+    if !helper_ok {
+        let h = serde_json::to_string(&f.helper).unwrap_or_default();
+        let p = serde_json::to_string(&f.protocol).unwrap_or_default();
+        c.err(
+            format!("{at}.helper"),
+            format!(
+                "helper {} does not work with protocol {} (ftp, pptp: tcp; tftp, snmp: udp; sip: tcp, udp, all)",
+                h.trim_matches('"'),
+                p.trim_matches('"')
+            ),
+        );
+    }
+    check_log_prefix(c, &format!("{at}.log-prefix"), &f.log_prefix);
+    if f.priority == 0 {
+        c.err(format!("{at}.priority"), "must be at least 1");
+    }
+    if f.queue < -1 || f.queue > 65535 {
+        c.err(
+            format!("{at}.queue"),
+            format!("{} is not -1 (off) or a queue number 0-65535", f.queue),
+        );
+    }
+    for p in &f.policies {
+        if !policies.contains(p.as_str()) {
+            c.err(format!("{at}.policies"), format!("no policy is named {p:?}"));
+        }
+    }
+    if let Some(iface) = f.iface.iter().chain(f.oface.iter()).find(|i| !valid_ifname(i)) {
+        c.err(
+            format!("{at}.iface"),
+            format!("{iface:?} is not an interface name"),
+        );
+    }
+
+    // Backends.
+    if f.backends.len() > MAX_BACKENDS_PER_FARM {
+        c.err(
+            format!("{at}.backends"),
+            format!(
+                "{} backends; at most {MAX_BACKENDS_PER_FARM} per farm",
+                f.backends.len()
+            ),
+        );
+    }
+    let mut names = HashSet::new();
+    let mut total_weight = 0u64;
+    for b in &f.backends {
+        let bat = format!("{at}.backends[{}]", b.name);
+        if let Err(e) = validate_name(&b.name) {
+            c.err(format!("{bat}.name"), e.to_string());
+        }
+        if !names.insert(b.name.as_str()) {
+            c.err(
+                format!("{bat}.name"),
+                "another backend of this farm has this name",
+            );
+        }
+        if !family_allows(f.family, &b.ip_addr) {
+            c.err(
+                format!("{bat}.ip-addr"),
+                format!(
+                    "{} is an {} address but the farm serves only {}",
+                    b.ip_addr,
+                    family_name(&b.ip_addr),
+                    if f.family == FarmFamily::Ipv4 {
+                        "IPv4"
+                    } else {
+                        "IPv6"
+                    }
+                ),
+            );
+        }
+        if let Some(p) = unicast_problem(&b.ip_addr) {
+            c.err(format!("{bat}.ip-addr"), format!("{}: {p}", b.ip_addr));
+        }
+        if b.port == Some(0) {
+            c.err(format!("{bat}.port"), "must be 1-65535");
+        }
+        if b.weight == 0 || b.weight > MAX_WEIGHT {
+            c.err(
+                format!("{bat}.weight"),
+                format!("{} is not 1-{MAX_WEIGHT}", b.weight),
+            );
+        }
+        total_weight += u64::from(b.weight);
+        if b.priority == 0 {
+            c.err(format!("{bat}.priority"), "must be at least 1");
+        }
+        if let Some(src) = &b.source_addr {
+            if f.mode == Mode::Dnat {
+                c.err(
+                    format!("{bat}.source-addr"),
+                    "is used only by modes snat and local (mode dnat does no source NAT)",
+                );
+            }
+            if src.is_ipv4() != b.ip_addr.is_ipv4() {
+                c.err(
+                    format!("{bat}.source-addr"),
+                    format!(
+                        "{src} is not of the backend's family ({})",
+                        family_name(&b.ip_addr)
+                    ),
+                );
+            }
+            if let Some(p) = unicast_problem(src) {
+                c.err(format!("{bat}.source-addr"), format!("{src}: {p}"));
+            }
+        }
+    }
+    if total_weight > MAX_FARM_WEIGHT {
+        c.err(
+            format!("{at}.backends"),
+            format!("the weights add up to {total_weight}; at most {MAX_FARM_WEIGHT} per farm"),
+        );
+    }
+    // Static sessions.
+    let mut clients = HashSet::new();
+    for (i, s) in f.sessions.iter().enumerate() {
+        let sat = format!("{at}.sessions[{i}]");
+        if f.persistence.is_empty() {
+            c.err(&sat, "static sessions need the farm's persistence to be set");
+            continue;
+        }
+        match parse_session_client(&f.persistence, &s.client) {
+            Ok(vals) => {
+                for v in &vals {
+                    if let KeyValue::Ip(ip) = v
+                        && !family_allows(f.family, ip)
+                    {
+                        c.err(
+                            format!("{sat}.client"),
+                            format!("{ip} is not of the farm's family"),
+                        );
+                    }
+                }
+                if !clients.insert(vals) {
+                    c.err(format!("{sat}.client"), "another static session has this client");
+                }
+            }
+            Err(e) => c.err(format!("{sat}.client"), e),
+        }
+        if f.backend(&s.backend).is_none() {
+            c.err(
+                format!("{sat}.backend"),
+                format!("no backend of this farm is named {:?}", s.backend),
+            );
+        }
+    }
+    ports
+}
+
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty() && s.len() < 16 && !s.contains(['/', ' ', '\0']) && s != "." && s != ".."
+}
+
+fn check_policy(c: &mut Checker, p: &Policy) {
+    let at = format!("policies[{}]", p.name);
+    check_log_prefix(c, &format!("{at}.log-prefix"), &p.log_prefix);
+    for (i, e) in p.elements.iter().enumerate() {
+        if let Err(why) = parse_policy_element(p.family, e) {
+            c.err(format!("{at}.elements[{i}]"), why);
+        }
+    }
+}
+
+/// A policy element: an address, a CIDR or an `a-b` range, of the policy's family.
+pub fn parse_policy_element(family: PolicyFamily, s: &str) -> Result<(IpAddr, IpAddr), String> {
+    let want_v4 = family == PolicyFamily::Ipv4;
+    let parse = |t: &str| -> Result<IpAddr, String> {
+        let ip: IpAddr = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("{t:?} is not an IP address"))?;
+        if ip.is_ipv4() != want_v4 {
+            return Err(format!("{ip} is not of the policy's family"));
+        }
+        Ok(ip)
+    };
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b {
+            return Err(format!("range {s:?} runs backwards"));
+        }
+        return Ok((a, b));
+    }
+    if let Some((a, len)) = s.split_once('/') {
+        let a = parse(a)?;
+        let max = if want_v4 { 32 } else { 128 };
+        let len: u32 = match len.parse() {
+            Ok(l) if l <= max => l,
+            _ => return Err(format!("{s:?}: prefix length must be 0-{max}")),
+        };
+        return Ok(match a {
+            IpAddr::V4(v) => {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                let lo = u32::from(v) & mask;
+                (IpAddr::V4(lo.into()), IpAddr::V4((lo | !mask).into()))
+            }
+            IpAddr::V6(v) => {
+                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let lo = u128::from(v) & mask;
+                (IpAddr::V6(lo.into()), IpAddr::V6((lo | !mask).into()))
+            }
+        });
+    }
+    let a = parse(s)?;
+    Ok((a, a))
+}
+
+/// Checks every rule that spans more than one field or object.
+pub fn validate(config: &Config) -> Result<(), Invalid> {
+    let mut c = Checker { errors: Vec::new() };
+    if config.farms.len() > MAX_FARMS {
+        c.err(
+            "farms",
+            format!("{} farms; at most {MAX_FARMS}", config.farms.len()),
+        );
+    }
+    let mut policy_names = HashSet::new();
+    for p in &config.policies {
+        if let Err(e) = validate_name(&p.name) {
+            c.err(format!("policies[{}].name", p.name), e.to_string());
+        }
+        if !policy_names.insert(p.name.as_str()) {
+            c.err(
+                format!("policies[{}].name", p.name),
+                "another policy has this name",
+            );
+        }
+        check_policy(&mut c, p);
+    }
+    let mut farm_names = HashSet::new();
+    // (protocol, VIP) → the farms' port ranges, to find two farms claiming the same service.
+    let mut services: HashMap<(u8, IpAddr), Vec<(&str, PortRange)>> = HashMap::new();
+    for f in &config.farms {
+        if let Err(e) = validate_name(&f.name) {
+            c.err(format!("farms[{}].name", f.name), e.to_string());
+        }
+        if !farm_names.insert(f.name.as_str()) {
+            c.err(format!("farms[{}].name", f.name), "another farm has this name");
+        }
+        let Some(ports) = check_farm(&mut c, f, &policy_names) else {
+            continue;
+        };
+        let ports = if ports.is_empty() {
+            vec![PortRange {
+                first: 1,
+                last: 65535,
+            }]
+        } else {
+            ports
+        };
+        for proto in f.protocol.numbers() {
+            for vip in &f.virtual_addresses {
+                let claims = services.entry((*proto, *vip)).or_default();
+                for r in &ports {
+                    if let Some((other, o)) = claims
+                        .iter()
+                        .find(|(n, o)| *n != f.name && o.first <= r.last && r.first <= o.last)
+                    {
+                        c.err(
+                            format!("farms[{}].virtual-ports", f.name),
+                            format!(
+                                "{vip} ports {}-{} overlap farm {other:?} ({}-{}) for the same protocol",
+                                r.first, r.last, o.first, o.last
+                            ),
+                        );
+                    }
+                }
+                claims.extend(ports.iter().map(|r| (f.name.as_str(), *r)));
+            }
+        }
+    }
+    if c.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Invalid(c.errors))
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
