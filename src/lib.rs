@@ -1,9 +1,11 @@
 //! nftlbd: a load balancer whose datapath is the kernel's nf_tables and whose control plane is a small,
 //! hardened system service.
 //!
-//! Layers, data flowing one way: `model` → `engine` → [`netlink`] ↔ kernel; `service` drives the engine
-//! and is driven by the D-Bus and varlink front ends. Present so far: the netlink layer and the first
-//! value types of the model.
+//! Layers, data flowing one way: [`model`] (pure configuration and validation) → [`engine`] (objects,
+//! diff, one transaction) → [`netlink`] (the nf_tables wire protocol) ↔ kernel; [`state`] persists what
+//! was committed. The service and its D-Bus and varlink front ends will drive the engine.
 
+pub mod engine;
 pub mod model;
 pub mod netlink;
+pub mod state;

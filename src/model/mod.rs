@@ -6,12 +6,14 @@
 mod config;
 mod names;
 mod ports;
+mod states;
 mod validate;
 mod values;
 
 pub use config::{Backend, Config, Farm, Policy, Session};
 pub use names::{NameError, bus_path_escape, validate_name};
 pub use ports::{PortError, PortRange, parse_ports};
+pub use states::{effective_priority, keeps_clients, takes_new_flows};
 pub use validate::{
     FieldError, Invalid, KeyValue, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, parse_config,
     parse_policy_element, parse_session_client, validate,

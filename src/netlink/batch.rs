@@ -69,6 +69,11 @@ impl Batch {
         self.msgs.is_empty()
     }
 
+    /// One line per message ("add rule ip t c", …), for logs and tests.
+    pub fn describe(&self) -> Vec<String> {
+        self.msgs.iter().map(|m| m.what.clone()).collect()
+    }
+
     /// Number of messages (not counting BEGIN and END).
     pub fn len(&self) -> usize {
         self.msgs.len()

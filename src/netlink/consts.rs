@@ -48,9 +48,11 @@ pub mod reg {
     pub const R2: u32 = 2;
     pub const R3: u32 = 3;
     pub const R4: u32 = 4;
-    /// `NFT_REG32_00 + n`, the n-th 4-byte register (n < 16).
+    /// The n-th 4-byte register (n < 16), numbered as the kernel reports it back: registers that
+    /// start a 16-byte register are dumped as `NFT_REG_1..4` (`NFT_REG32_04` comes back as
+    /// `NFT_REG_2`), so using that number keeps what we send equal to what we read.
     pub const fn r32(n: u32) -> u32 {
-        8 + n
+        if n % 4 == 0 { 1 + n / 4 } else { 8 + n }
     }
 }
 

@@ -1,0 +1,70 @@
+//! Reading what is really in our tables, to reconcile at start-up and to repair foreign changes.
+//! Both sides are compared flattened (all chains, all elements by set), because the kernel does
+//! not know which farm an element belongs to.
+
+use std::collections::BTreeMap;
+
+use crate::netlink::{Connection, Family, Result, SetElem};
+
+use super::layout::{TABLE, chain_farm};
+use super::ruleset::{ChainDef, FamilyState, FarmPart};
+
+/// One state as a single part: every chain in `chains`, every element under one nameless farm.
+pub fn flatten(state: &FamilyState) -> FamilyState {
+    let mut chains = state.chains.clone();
+    let mut elems: BTreeMap<String, Vec<SetElem>> = BTreeMap::new();
+    for part in state.farms.values() {
+        chains.extend(part.chain.iter().cloned());
+        for (set, e) in &part.elems {
+            elems.entry(set.clone()).or_default().extend(e.iter().cloned());
+        }
+    }
+    FamilyState {
+        table: state.table.clone(),
+        sets: state.sets.clone(),
+        chains,
+        farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
+    }
+}
+
+/// Reads our table of one family, flattened; `None` if it does not exist. Elements that expire
+/// (sessions learnt by the datapath) are runtime state, not configuration, and are left out.
+pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<FamilyState>> {
+    let Some(mut table) = conn
+        .list_tables(Some(family))?
+        .into_iter()
+        .find(|t| t.name == TABLE)
+    else {
+        return Ok(None);
+    };
+    table.handle = None;
+    table.owner = None;
+    let mut rules_by_chain: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for mut r in conn.list_rules(family, TABLE, None)? {
+        r.handle = None;
+        rules_by_chain.entry(r.chain.clone()).or_default().push(r);
+    }
+    let mut chains = Vec::new();
+    for mut c in conn.list_chains(family, TABLE)? {
+        c.handle = None;
+        let rules = rules_by_chain.remove(&c.name).unwrap_or_default();
+        chains.push(ChainDef { chain: c, rules });
+    }
+    let mut sets = BTreeMap::new();
+    let mut elems = BTreeMap::new();
+    for mut s in conn.list_sets(family, TABLE)? {
+        s.handle = None;
+        let mut e = conn.list_elems(family, TABLE, &s.name)?;
+        e.retain(|e| e.timeout_ms.is_none() && e.expires_ms.is_none());
+        elems.insert(s.name.clone(), e);
+        sets.insert(s.name.clone(), s);
+    }
+    // Base chains first, like the rendered state, so creation order matches.
+    chains.sort_by_key(|c| chain_farm(&c.chain.name).is_some());
+    Ok(Some(FamilyState {
+        table,
+        sets,
+        chains,
+        farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
+    }))
+}

@@ -1,0 +1,124 @@
+//! The kernel layout: table, chain and set names, and how connection marks encode farms and
+//! backends. Every name the engine writes into the kernel comes from here.
+//!
+//! # Datapath (per family table `ip nftlbd` / `ip6 nftlbd`)
+//!
+//! ```text
+//! prerouting (nat, dstnat)   meta l4proto . ip daddr . th dport vmap @services  → goto farm-<f>
+//! farm-<f>                   ct mark set <farm tag>
+//!                            [persistence: look up @persist-<key>, keep a live backend, refresh]
+//!                            ct mark set <numgen|jhash|symhash> mod N offset <base> map @slots-<shard>
+//!                            goto to-backend
+//! to-backend                 meta mark set ct mark map @user-marks
+//!                            dnat to ct mark map @targets-ap / @targets-a
+//! postrouting (nat, srcnat)  ct status dnat: ct mark @masq masquerade / snat to ct mark map @snat-src
+//! mangle (filter, mangle)    ct status dnat meta mark set ct mark map @user-marks
+//! ```
+//!
+//! Per packet this is one dispatch lookup and one slot lookup, whatever the number of farms and
+//! backends. Rules in nat chains see only the first packet of a connection.
+//!
+//! # Why the slot maps are sharded
+//! The kernel validates every element added to a *map* against every rule that binds the map
+//! (`nft_add_set_elem` walks `set->bindings`), and binding a map from a new chain walks all its
+//! elements. One slot map bound from 10,000 farm chains makes a full load O(farms × elements)
+//! (measured: 10k farms took 4.9-16 s with `nft -f`). So farms are grouped into shards of
+//! [`FARMS_PER_SHARD`] that share one slot map: the cost per element is bounded by the shard, and
+//! the number of sets stays small (157 for 10,000 farms). Plain sets (`live`, `masq`) and maps
+//! bound from shared chains only (`services`, `targets-*`) do not have this cost and are global.
+//!
+//! # Marks
+//! A connection's `ct mark` is its backend id: `farm id << 16 | member id`, both 1..=65535. While
+//! a new connection is being scheduled, it holds the farm tag (`farm id << 16`); persistence keys
+//! use `ct mark & 0xffff0000`, so the farm stays part of the key after the backend is chosen.
+//! Users' `mark` keys are separate: they set the packet mark through `@user-marks` and never
+//! share bits with the ids (no OR-collisions as in nftlb).
+
+use crate::model::KeyField;
+
+/// The table name in every family we use.
+pub const TABLE: &str = "nftlbd";
+
+pub const CHAIN_PREROUTING: &str = "prerouting";
+pub const CHAIN_POSTROUTING: &str = "postrouting";
+pub const CHAIN_MANGLE: &str = "mangle";
+pub const CHAIN_TO_BACKEND: &str = "to-backend";
+
+pub const SET_SERVICES: &str = "services";
+pub const SET_TARGETS_ADDR_PORT: &str = "targets-ap";
+pub const SET_TARGETS_ADDR: &str = "targets-a";
+pub const SET_MASQ: &str = "masq";
+pub const SET_SNAT: &str = "snat-src";
+pub const SET_USER_MARKS: &str = "user-marks";
+pub const SET_LIVE: &str = "live";
+
+/// How many farms share one slot map (see the module documentation).
+pub const FARMS_PER_SHARD: u32 = 64;
+/// Bits of a farm's slot range inside its shard's key space: 2^20 slots (sum of weights).
+pub const SLOT_BITS: u32 = 20;
+/// Maximum number of dynamic persistence entries per persistence key kind.
+pub const PERSIST_SIZE: u32 = 262_144;
+
+pub const FARM_MASK: u32 = 0xffff_0000;
+pub const MEMBER_MASK: u32 = 0x0000_ffff;
+
+pub fn farm_chain(farm: &str) -> String {
+    format!("farm-{farm}")
+}
+
+/// The farm name of a chain we created, if it is a farm chain.
+pub fn chain_farm(chain: &str) -> Option<&str> {
+    chain.strip_prefix("farm-")
+}
+
+pub fn shard_of(farm_id: u16) -> u32 {
+    u32::from(farm_id) / FARMS_PER_SHARD
+}
+
+pub fn slots_set(shard: u32) -> String {
+    format!("slots-{shard}")
+}
+
+/// First slot number of a farm in its shard's map.
+pub fn slot_base(farm_id: u16) -> u32 {
+    (u32::from(farm_id) % FARMS_PER_SHARD) << SLOT_BITS
+}
+
+pub fn farm_tag(farm_id: u16) -> u32 {
+    u32::from(farm_id) << 16
+}
+
+pub fn backend_id(farm_id: u16, member: u16) -> u32 {
+    farm_tag(farm_id) | u32::from(member)
+}
+
+/// The persistence map of one key kind, e.g. `persist-srcip-srcport`.
+pub fn persist_set(keys: &[KeyField]) -> String {
+    let mut name = String::from("persist");
+    for k in keys {
+        name.push('-');
+        name.push_str(k.as_str());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_farm_and_member_apart() {
+        assert_eq!(backend_id(5, 7), 0x0005_0007);
+        assert_eq!(backend_id(5, 7) & FARM_MASK, farm_tag(5));
+        assert_eq!(backend_id(65535, 65535), u32::MAX);
+        assert_eq!(shard_of(63), 0);
+        assert_eq!(shard_of(64), 1);
+        // The largest slot of the last farm of a shard still fits in 32 bits.
+        assert_eq!(slot_base(63) + (1 << SLOT_BITS) - 1, 0x03ff_ffff);
+        assert_eq!(
+            persist_set(&[KeyField::Srcip, KeyField::Srcport]),
+            "persist-srcip-srcport"
+        );
+        assert_eq!(chain_farm(&farm_chain("web")), Some("web"));
+    }
+}

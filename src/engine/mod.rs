@@ -1,0 +1,226 @@
+//! The engine: desired configuration → nftables objects, diffed against what was committed, sent as
+//! one transaction. It is the only code that writes our tables.
+//!
+//! - `layout`: names and mark encoding of the kernel objects (and why the layout scales).
+//! - `alloc`: ids and scheduling slots that must survive restarts.
+//! - `render`: configuration → objects (pure).
+//! - `ruleset`: the desired state's shape and the diff that orders a transaction.
+//! - `actual`: reading our tables back, for start-up reconciliation and repair.
+
+mod actual;
+pub mod alloc;
+pub mod layout;
+mod render;
+pub mod ruleset;
+
+use std::collections::BTreeSet;
+
+use crate::model::{self, Config, Invalid, Mode};
+use crate::netlink::{self, Batch, Connection, KernelFeatures};
+
+pub use alloc::Allocation;
+pub use render::IpFamily;
+use ruleset::FamilyState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request is invalid: each field and reason is listed.
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    /// This kernel or this version of nftlbd cannot do what was asked.
+    #[error("{field}: {reason}")]
+    Unsupported { field: String, reason: String },
+    /// The kernel refused the transaction (nothing was changed) or could not be reached.
+    #[error("{0}")]
+    Kernel(#[from] netlink::Error),
+    #[error("{0}")]
+    Alloc(#[from] alloc::AllocError),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The ruleset generation after the commit; `None` when there was nothing to change.
+    pub generation: Option<u32>,
+    /// Number of netlink messages in the transaction.
+    pub messages: usize,
+    /// What each message did (`add rule ip nftlbd farm-web`, …).
+    pub changes: Vec<String>,
+}
+
+/// Refuses what this version does not implement yet, or what the kernel cannot do, with the field
+/// that asks for it. Nothing is partially applied: this runs before anything is rendered.
+pub fn check_supported(config: &Config, features: &KernelFeatures) -> Result<()> {
+    let unsupported = |field: String, reason: &str| EngineError::Unsupported {
+        field,
+        reason: reason.to_string(),
+    };
+    const LATER: &str = "is not implemented yet in this version of nftlbd";
+    if let Some(p) = config.policies.first() {
+        return Err(unsupported(format!("policies[{}]", p.name), LATER));
+    }
+    for f in &config.farms {
+        let at = |k: &str| format!("farms[{}].{k}", f.name);
+        if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat) {
+            return Err(unsupported(
+                at("mode"),
+                "layer-2 modes (dsr, stlsdnat) are not implemented yet in this version of nftlbd",
+            ));
+        }
+        if f.queue >= 0 && !features.queue {
+            return Err(unsupported(
+                at("queue"),
+                "this kernel has no nf_tables queue support (NFT_QUEUE)",
+            ));
+        }
+        if f.flow_offload && !features.flowtable {
+            return Err(unsupported(
+                at("flow-offload"),
+                "this kernel has no flowtable support (NF_FLOW_TABLE)",
+            ));
+        }
+        let later = [
+            ("helper", f.helper != model::Helper::None),
+            ("log", !f.log.is_empty()),
+            ("log-rtlimit", f.log_rtlimit.is_some()),
+            ("new-rtlimit", f.new_rtlimit.is_some()),
+            ("rst-rtlimit", f.rst_rtlimit.is_some()),
+            (
+                "est-connlimit",
+                f.est_connlimit > 0 || f.backends.iter().any(|b| b.est_connlimit > 0),
+            ),
+            ("tcp-strict", f.tcp_strict),
+            ("queue", f.queue >= 0),
+            ("intra-connect", f.intra_connect),
+            ("flow-offload", f.flow_offload),
+            ("policies", !f.policies.is_empty()),
+        ];
+        if let Some((key, _)) = later.iter().find(|(_, set)| *set) {
+            return Err(unsupported(at(key), LATER));
+        }
+    }
+    Ok(())
+}
+
+/// The single writer of our tables.
+pub struct Engine {
+    conn: Connection,
+    features: KernelFeatures,
+    config: Config,
+    alloc: Allocation,
+    /// What was last committed, per family (`IpFamily::BOTH` order).
+    committed: [Option<FamilyState>; 2],
+}
+
+impl Engine {
+    /// Connects to nf_tables and probes the kernel. Nothing is written until `reconcile`.
+    pub fn open() -> Result<Engine> {
+        let mut conn = Connection::new()?;
+        let features = conn.probe()?;
+        Ok(Engine {
+            conn,
+            features,
+            config: Config::default(),
+            alloc: Allocation::default(),
+            committed: [None, None],
+        })
+    }
+
+    /// Our netlink port id: the origin of our changes in monitor events.
+    pub fn portid(&self) -> u32 {
+        self.conn.portid()
+    }
+
+    pub fn features(&self) -> &KernelFeatures {
+        &self.features
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn allocation(&self) -> &Allocation {
+        &self.alloc
+    }
+
+    fn flags(&self) -> u32 {
+        render::table_flags(&self.features)
+    }
+
+    fn validate(&self, config: &Config) -> Result<()> {
+        model::validate(config)?;
+        check_supported(config, &self.features)
+    }
+
+    /// Makes the kernel match `config` whatever is in our tables now (start-up, reload, repair):
+    /// reads the tables back and sends only the differences. With a state the kernel already
+    /// has, nothing is sent. `alloc` is the allocation saved with that configuration.
+    pub fn reconcile(&mut self, config: Config, mut alloc: Allocation) -> Result<Outcome> {
+        self.validate(&config)?;
+        alloc.update(&config)?;
+        let mut batch = Batch::new();
+        let mut desired: [Option<FamilyState>; 2] = [None, None];
+        for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
+            let want = render::render_family(fam, &config, &alloc, self.flags(), None, None);
+            let have = actual::read_family(&mut self.conn, fam.family())?;
+            let want_flat = want.as_ref().map(actual::flatten);
+            ruleset::diff(have.as_ref(), want_flat.as_ref(), None, &mut batch)?;
+            desired[i] = want;
+        }
+        let outcome = self.commit(batch)?;
+        self.config = config;
+        self.alloc = alloc;
+        self.committed = desired;
+        Ok(outcome)
+    }
+
+    /// Applies a new configuration incrementally: only farms that differ from the committed
+    /// configuration are rendered and compared. All or nothing.
+    pub fn apply(&mut self, config: Config) -> Result<Outcome> {
+        self.validate(&config)?;
+        let mut alloc = self.alloc.clone();
+        alloc.update(&config)?;
+        let mut changed = BTreeSet::new();
+        for f in &config.farms {
+            if self.config.farm(&f.name) != Some(f)
+                || self.alloc.farms.get(&f.name) != alloc.farms.get(&f.name)
+            {
+                changed.insert(f.name.clone());
+            }
+        }
+        for f in &self.config.farms {
+            if config.farm(&f.name).is_none() {
+                changed.insert(f.name.clone());
+            }
+        }
+        let mut batch = Batch::new();
+        let mut desired: [Option<FamilyState>; 2] = [None, None];
+        for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
+            let old = self.committed[i].as_ref();
+            let new = render::render_family(fam, &config, &alloc, self.flags(), old, Some(&changed));
+            ruleset::diff(old, new.as_ref(), Some(&changed), &mut batch)?;
+            desired[i] = new;
+        }
+        let outcome = self.commit(batch)?;
+        self.config = config;
+        self.alloc = alloc;
+        self.committed = desired;
+        Ok(outcome)
+    }
+
+    fn commit(&mut self, batch: Batch) -> Result<Outcome> {
+        if batch.is_empty() {
+            return Ok(Outcome::default());
+        }
+        let messages = batch.len();
+        let changes = batch.describe();
+        let generation = self.conn.commit(batch)?;
+        Ok(Outcome {
+            generation: Some(generation),
+            messages,
+            changes,
+        })
+    }
+}

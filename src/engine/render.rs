@@ -1,0 +1,624 @@
+//! Desired state → nftables objects (pure). The layout is described in `layout`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crate::model::{
+    Config, Farm, FarmState, KeyField, KeyValue, Mode, Scheduler, keeps_clients, parse_session_client,
+};
+use crate::netlink::consts::reg;
+use crate::netlink::sys::*;
+use crate::netlink::types::concat;
+use crate::netlink::*;
+
+use super::alloc::{Allocation, FarmAlloc};
+use super::layout::*;
+use super::ruleset::{ChainDef, FamilyState, FarmPart};
+
+/// IP_CT_DST_NAT status bit (`ct status dnat`).
+const IPS_DST_NAT: u32 = 1 << 5;
+const ARPHRD_ETHER: u16 = 1;
+/// 4-byte register that holds a dynset's value (after a key of up to 15 words).
+const DATA_REG: u32 = reg::r32(15);
+
+/// The two IP families a farm can render into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IpFamily {
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub fn family(self) -> Family {
+        match self {
+            IpFamily::V4 => Family::Ip,
+            IpFamily::V6 => Family::Ip6,
+        }
+    }
+
+    fn nfproto(self) -> u32 {
+        match self {
+            IpFamily::V4 => NFPROTO_IPV4,
+            IpFamily::V6 => NFPROTO_IPV6,
+        }
+    }
+
+    fn is_v6(self) -> bool {
+        self == IpFamily::V6
+    }
+
+    fn has(self, ip: &IpAddr) -> bool {
+        ip.is_ipv6() == self.is_v6()
+    }
+
+    fn addr_type(self) -> DataType {
+        match self {
+            IpFamily::V4 => DataType::Ipv4Addr,
+            IpFamily::V6 => DataType::Ipv6Addr,
+        }
+    }
+
+    fn saddr(self) -> PayloadField {
+        match self {
+            IpFamily::V4 => PayloadField::IpSaddr,
+            IpFamily::V6 => PayloadField::Ip6Saddr,
+        }
+    }
+
+    fn daddr(self) -> PayloadField {
+        match self {
+            IpFamily::V4 => PayloadField::IpDaddr,
+            IpFamily::V6 => PayloadField::Ip6Daddr,
+        }
+    }
+
+    pub const BOTH: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
+}
+
+fn octets(ip: &IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn mark(v: u32) -> Vec<u8> {
+    v.to_ne_bytes().to_vec()
+}
+
+/// Whether the farm has anything to render in this family.
+pub fn farm_uses(farm: &Farm, fam: IpFamily) -> bool {
+    farm.virtual_addresses.iter().any(|ip| fam.has(ip))
+}
+
+/// Table flags. Not `owner`/`persist`, although they would lock the table to the daemon: an owned
+/// table makes every other `nft -c -f` fail with EPERM, and nft 1.0.6 prints its flags as an empty
+/// `flags` line that breaks `nft list ruleset | nft -f -` for the whole ruleset. Administrators'
+/// backups and other tools matter more; foreign changes are detected and repaired instead.
+pub fn table_flags(_features: &KernelFeatures) -> u32 {
+    0
+}
+
+// --- expression helpers ----------------------------------------------------------------------
+
+struct Exprs(Vec<Expr>);
+
+impl Exprs {
+    fn new() -> Self {
+        Exprs(Vec::new())
+    }
+    fn push(&mut self, e: Expr) -> &mut Self {
+        self.0.push(e);
+        self
+    }
+    fn ct_mark(&mut self, dreg: u32) -> &mut Self {
+        self.push(Expr::ct(NFT_CT_MARK, dreg))
+    }
+    fn set_ct_mark(&mut self, sreg: u32) -> &mut Self {
+        self.push(Expr::CtSet {
+            key: NFT_CT_MARK,
+            sreg,
+            dir: None,
+        })
+    }
+    fn mask(&mut self, r: u32, mask: u32) -> &mut Self {
+        self.push(Expr::Bitwise {
+            sreg: r,
+            dreg: r,
+            len: 4,
+            mask: mark(mask),
+            xor: vec![0; 4],
+        })
+    }
+    /// `ct status dnat`.
+    fn ct_dnat(&mut self) -> &mut Self {
+        self.push(Expr::ct(NFT_CT_STATUS, reg::R1))
+            .mask(reg::R1, IPS_DST_NAT)
+            .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0; 4]))
+    }
+    fn goto(&mut self, chain: &str) -> &mut Self {
+        self.push(Expr::verdict(Verdict::Goto(chain.into())))
+    }
+    /// The `meta iiftype ether` dependency nft adds before link-layer matches.
+    fn ether_dependency(&mut self, keys: &[KeyField]) -> &mut Self {
+        if keys
+            .iter()
+            .any(|k| matches!(k, KeyField::Srcmac | KeyField::Dstmac))
+        {
+            self.push(Expr::meta(NFT_META_IFTYPE, reg::R1)).push(Expr::cmp(
+                reg::R1,
+                CmpOp::Eq,
+                ARPHRD_ETHER.to_ne_bytes().to_vec(),
+            ));
+        }
+        self
+    }
+    /// Loads the packet fields of a key into consecutive 4-byte registers from `first_word`.
+    fn key_fields(&mut self, fam: IpFamily, keys: &[KeyField], first_word: u32) -> u32 {
+        let mut word = first_word;
+        for k in keys {
+            let field = match k {
+                KeyField::Srcip => fam.saddr(),
+                KeyField::Dstip => fam.daddr(),
+                KeyField::Srcport => PayloadField::ThSport,
+                KeyField::Dstport => PayloadField::ThDport,
+                KeyField::Srcmac => PayloadField::EtherSaddr,
+                KeyField::Dstmac => PayloadField::EtherDaddr,
+            };
+            let dreg = if word == 0 { reg::R1 } else { reg::r32(word) };
+            self.push(Expr::payload(field, dreg));
+            word += types::reg_len(field.location().2) / 4;
+        }
+        word
+    }
+    /// `ct mark & 0xffff0000 . <keys>` into the registers from R1.
+    fn persist_key(&mut self, fam: IpFamily, keys: &[KeyField]) -> &mut Self {
+        self.ct_mark(reg::R1).mask(reg::R1, FARM_MASK);
+        self.key_fields(fam, keys, 1);
+        self
+    }
+    fn persist_op(&mut self, fam: IpFamily, keys: &[KeyField], op: DynsetOp, ttl: Option<u32>) -> &mut Self {
+        self.persist_key(fam, keys).ct_mark(DATA_REG).push(Expr::Dynset {
+            set: persist_set(keys),
+            op,
+            sreg_key: reg::R1,
+            sreg_data: Some(DATA_REG),
+            timeout_ms: ttl.map(|t| u64::from(t) * 1000),
+            exprs: Vec::new(),
+        })
+    }
+}
+
+fn rule(fam: IpFamily, chain: &str, e: &mut Exprs) -> Rule {
+    Rule::new(fam.family(), TABLE, chain, std::mem::take(&mut e.0))
+}
+
+// --- sets --------------------------------------------------------------------------------------
+
+fn key_type(fam: IpFamily, k: KeyField) -> DataType {
+    match k {
+        KeyField::Srcip | KeyField::Dstip => fam.addr_type(),
+        KeyField::Srcport | KeyField::Dstport => DataType::InetService,
+        KeyField::Srcmac | KeyField::Dstmac => DataType::EtherAddr,
+    }
+}
+
+fn shared_sets(fam: IpFamily) -> Vec<Set> {
+    let f = fam.family();
+    let m = TypeSpec::of(DataType::Mark);
+    let addr = TypeSpec::of(fam.addr_type());
+    vec![
+        Set::map(
+            f,
+            TABLE,
+            SET_SERVICES,
+            TypeSpec::concat(&[DataType::InetProto, fam.addr_type(), DataType::InetService]),
+            TypeSpec::of(DataType::Verdict),
+        )
+        .with_flags(NFT_SET_INTERVAL),
+        Set::map(
+            f,
+            TABLE,
+            SET_TARGETS_ADDR_PORT,
+            m.clone(),
+            TypeSpec::concat(&[fam.addr_type(), DataType::InetService]),
+        ),
+        Set::map(f, TABLE, SET_TARGETS_ADDR, m.clone(), addr.clone()),
+        Set::new(f, TABLE, SET_MASQ, m.clone()),
+        Set::map(f, TABLE, SET_SNAT, m.clone(), addr),
+        Set::map(f, TABLE, SET_USER_MARKS, m.clone(), m.clone()),
+        Set::new(f, TABLE, SET_LIVE, m),
+    ]
+}
+
+fn slots_map(fam: IpFamily, shard: u32) -> Set {
+    let mut s = Set::map(
+        fam.family(),
+        TABLE,
+        &slots_set(shard),
+        TypeSpec::of(DataType::Integer(4)),
+        TypeSpec::of(DataType::Mark),
+    );
+    // nft types a numgen key as `integer`; without typeof it refuses to re-read the listing.
+    s.userdata.key_typeof = Some(Typeof::Numgen {
+        random: false,
+        modulus: 2,
+        offset: 0,
+    });
+    s.userdata.data_typeof = Some(Typeof::Ct { key: NFT_CT_MARK });
+    s
+}
+
+fn persist_map(fam: IpFamily, keys: &[KeyField]) -> Set {
+    let mut fields = vec![DataType::Mark];
+    fields.extend(keys.iter().map(|k| key_type(fam, *k)));
+    let mut s = Set::map(
+        fam.family(),
+        TABLE,
+        &persist_set(keys),
+        TypeSpec::concat(&fields),
+        TypeSpec::of(DataType::Mark),
+    )
+    .with_flags(NFT_SET_TIMEOUT);
+    s.size = Some(PERSIST_SIZE);
+    s
+}
+
+// --- base chains -------------------------------------------------------------------------------
+
+fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
+    let f = fam.family();
+    let base = |name: &str, ty: ChainType, point: HookPoint, prio: i32| {
+        Chain::base(f, TABLE, name, ty, Hook::new(point, prio), Verdict::Accept)
+    };
+    let mut e = Exprs::new();
+
+    // Dispatch: one lookup of protocol, address and port.
+    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+    let w = 1 + types::reg_len(fam.addr_type().byte_len()) / 4;
+    e.push(Expr::payload(fam.daddr(), reg::r32(1)))
+        .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
+        .push(Expr::map(SET_SERVICES, reg::R1, reg::VERDICT));
+    let prerouting = ChainDef {
+        chain: base(CHAIN_PREROUTING, ChainType::Nat, HookPoint::Prerouting, -100),
+        rules: vec![rule(fam, CHAIN_PREROUTING, &mut e)],
+    };
+
+    let mut rules = Vec::new();
+    e.ct_mark(reg::R1)
+        .push(Expr::map(SET_USER_MARKS, reg::R1, reg::R1))
+        .push(Expr::MetaSet {
+            key: NFT_META_MARK,
+            sreg: reg::R1,
+        });
+    rules.push(rule(fam, CHAIN_TO_BACKEND, &mut e));
+    let port_reg = reg::r32(types::reg_len(fam.addr_type().byte_len()) / 4);
+    for proto in [6u8, 17, 132] {
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![proto]))
+            .ct_mark(reg::R1)
+            .push(Expr::map(SET_TARGETS_ADDR_PORT, reg::R1, reg::R1))
+            .push(Expr::nat(
+                NatType::Dnat,
+                fam.nfproto(),
+                Some((reg::R1, reg::R1)),
+                Some((port_reg, port_reg)),
+                0,
+            ));
+        rules.push(rule(fam, CHAIN_TO_BACKEND, &mut e));
+    }
+    e.ct_mark(reg::R1)
+        .push(Expr::map(SET_TARGETS_ADDR, reg::R1, reg::R1))
+        .push(Expr::nat(
+            NatType::Dnat,
+            fam.nfproto(),
+            Some((reg::R1, reg::R1)),
+            None,
+            0,
+        ));
+    rules.push(rule(fam, CHAIN_TO_BACKEND, &mut e));
+    let to_backend = ChainDef {
+        chain: Chain::regular(f, TABLE, CHAIN_TO_BACKEND),
+        rules,
+    };
+
+    e.ct_dnat()
+        .ct_mark(reg::R1)
+        .push(Expr::lookup(SET_MASQ, reg::R1))
+        .push(Expr::masq(None, 0));
+    let masq = rule(fam, CHAIN_POSTROUTING, &mut e);
+    e.ct_dnat()
+        .ct_mark(reg::R1)
+        .push(Expr::map(SET_SNAT, reg::R1, reg::R1))
+        .push(Expr::nat(
+            NatType::Snat,
+            fam.nfproto(),
+            Some((reg::R1, reg::R1)),
+            None,
+            0,
+        ));
+    let snat = rule(fam, CHAIN_POSTROUTING, &mut e);
+    let postrouting = ChainDef {
+        chain: base(CHAIN_POSTROUTING, ChainType::Nat, HookPoint::Postrouting, 100),
+        rules: vec![masq, snat],
+    };
+
+    // Later packets of a connection get the user's mark too (before routing).
+    e.ct_dnat()
+        .ct_mark(reg::R1)
+        .push(Expr::map(SET_USER_MARKS, reg::R1, reg::R1))
+        .push(Expr::MetaSet {
+            key: NFT_META_MARK,
+            sreg: reg::R1,
+        });
+    let mangle = ChainDef {
+        chain: base(CHAIN_MANGLE, ChainType::Filter, HookPoint::Prerouting, -150),
+        rules: vec![rule(fam, CHAIN_MANGLE, &mut e)],
+    };
+    vec![to_backend, prerouting, postrouting, mangle]
+}
+
+// --- farms -------------------------------------------------------------------------------------
+
+fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> Vec<Rule> {
+    let chain = farm_chain(&farm.name);
+    let mut rules = Vec::new();
+    let mut e = Exprs::new();
+    e.push(Expr::immediate(reg::R1, mark(farm_tag(fa.id))))
+        .set_ct_mark(reg::R1);
+    if farm.mode == Mode::Local {
+        // Served by a local process: claim the connection, no address translation.
+        e.push(Expr::verdict(Verdict::Accept));
+        rules.push(rule(fam, &chain, &mut e));
+        return rules;
+    }
+    rules.push(rule(fam, &chain, &mut e));
+    let keys = &farm.persistence;
+    let ttl = Some(farm.persist_ttl);
+    if !keys.is_empty() {
+        // A known client goes back to its backend while that backend keeps clients.
+        e.ether_dependency(keys)
+            .persist_key(fam, keys)
+            .push(Expr::map(&persist_set(keys), reg::R1, reg::R1))
+            .set_ct_mark(reg::R1);
+        rules.push(rule(fam, &chain, &mut e));
+        e.ether_dependency(keys)
+            .ct_mark(reg::R1)
+            .push(Expr::lookup(SET_LIVE, reg::R1))
+            .persist_op(fam, keys, DynsetOp::Update, ttl)
+            .goto(CHAIN_TO_BACKEND);
+        rules.push(rule(fam, &chain, &mut e));
+        // Its backend is gone: forget the session so the new choice is remembered.
+        e.ether_dependency(keys)
+            .ct_mark(reg::R1)
+            .mask(reg::R1, MEMBER_MASK)
+            .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0; 4]))
+            .persist_op(fam, keys, DynsetOp::Delete, None);
+        rules.push(rule(fam, &chain, &mut e));
+    }
+    let slots = fa.slots(fam.is_v6()).len() as u32;
+    if slots > 0 {
+        let modulus = slots;
+        let offset = slot_base(fa.id);
+        match farm.scheduler {
+            Scheduler::Rr | Scheduler::Weight => {
+                e.push(Expr::Numgen {
+                    dreg: reg::R1,
+                    modulus,
+                    random: farm.scheduler == Scheduler::Weight,
+                    offset,
+                });
+            }
+            Scheduler::Hash => {
+                let fields = farm.hash_fields();
+                e.ether_dependency(&fields);
+                let words = e.key_fields(fam, &fields, 0);
+                // A single field hashes its own length; a concatenation its padded registers.
+                let len = match fields.as_slice() {
+                    [one] => key_type(fam, *one).byte_len(),
+                    _ => words * 4,
+                };
+                e.push(Expr::Jhash {
+                    sreg: reg::R1,
+                    dreg: reg::R1,
+                    len,
+                    modulus,
+                    seed: Some(0),
+                    offset,
+                });
+            }
+            Scheduler::Symhash => {
+                e.push(Expr::Symhash {
+                    dreg: reg::R1,
+                    modulus,
+                    offset,
+                });
+            }
+        }
+        e.push(Expr::map(&slots_set(shard_of(fa.id)), reg::R1, reg::R1))
+            .set_ct_mark(reg::R1);
+        if !keys.is_empty() {
+            e.ether_dependency(keys)
+                .persist_op(fam, keys, DynsetOp::Update, ttl);
+        }
+        e.goto(CHAIN_TO_BACKEND);
+        rules.push(rule(fam, &chain, &mut e));
+    }
+    // No backend takes new connections.
+    e.push(Expr::verdict(Verdict::Drop));
+    rules.push(rule(fam, &chain, &mut e));
+    rules
+}
+
+fn push(part: &mut FarmPart, set: &str, e: SetElem) {
+    part.elems.entry(set.to_string()).or_default().push(e);
+}
+
+fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
+    let f = fam.family();
+    let chain = farm_chain(&farm.name);
+    let mut part = FarmPart {
+        chain: Some(ChainDef {
+            chain: Chain::regular(f, TABLE, &chain),
+            rules: farm_rules(fam, farm, fa),
+        }),
+        elems: BTreeMap::new(),
+    };
+    if farm.state == FarmState::Up {
+        let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
+        let ranges: Vec<(u16, u16)> = if ports.is_empty() {
+            vec![(0, 65535)]
+        } else {
+            ports.iter().map(|r| (r.first, r.last)).collect()
+        };
+        for proto in farm.protocol.numbers() {
+            for vip in farm.virtual_addresses.iter().filter(|ip| fam.has(ip)) {
+                let a = octets(vip);
+                for (lo, hi) in &ranges {
+                    let from = concat(&[&[*proto], &a, &lo.to_be_bytes()]);
+                    let to = concat(&[&[*proto], &a, &hi.to_be_bytes()]);
+                    let verdict = Data::Verdict(Verdict::Goto(chain.clone()));
+                    push(
+                        &mut part,
+                        SET_SERVICES,
+                        SetElem::concat_range(from, to, Some(verdict)),
+                    );
+                }
+            }
+        }
+    }
+    if farm.mode == Mode::Local {
+        return part;
+    }
+    let base = slot_base(fa.id);
+    let shard = slots_set(shard_of(fa.id));
+    for (i, member) in fa.slots(fam.is_v6()).iter().enumerate() {
+        let key = mark(base + i as u32);
+        let data = Data::Value(mark(backend_id(fa.id, *member)));
+        push(&mut part, &shard, SetElem::mapping(key, data));
+    }
+    for b in farm.backends.iter().filter(|b| fam.has(&b.ip_addr)) {
+        let Some(member) = fa.members.get(&b.name) else {
+            continue;
+        };
+        let id = mark(backend_id(fa.id, *member));
+        let addr = octets(&b.ip_addr);
+        match b.port {
+            Some(p) => push(
+                &mut part,
+                SET_TARGETS_ADDR_PORT,
+                SetElem::mapping(id.clone(), Data::Value(concat(&[&addr, &p.to_be_bytes()]))),
+            ),
+            None => push(
+                &mut part,
+                SET_TARGETS_ADDR,
+                SetElem::mapping(id.clone(), Data::Value(addr)),
+            ),
+        }
+        if farm.mode == Mode::Snat {
+            match b.source_addr.or(farm.source_addr) {
+                Some(src) => push(
+                    &mut part,
+                    SET_SNAT,
+                    SetElem::mapping(id.clone(), Data::Value(octets(&src))),
+                ),
+                None => push(&mut part, SET_MASQ, SetElem::key(id.clone())),
+            }
+        }
+        if let Some(m) = b.mark.or(farm.mark) {
+            push(
+                &mut part,
+                SET_USER_MARKS,
+                SetElem::mapping(id.clone(), Data::Value(mark(m.0))),
+            );
+        }
+        if !farm.persistence.is_empty() && keeps_clients(b) {
+            push(&mut part, SET_LIVE, SetElem::key(id));
+        }
+    }
+    // Static sessions: persistence entries without a timeout.
+    for s in &farm.sessions {
+        let (Some(b), Ok(values)) = (
+            farm.backend(&s.backend),
+            parse_session_client(&farm.persistence, &s.client),
+        ) else {
+            continue;
+        };
+        let Some(member) = fa.members.get(&b.name) else {
+            continue;
+        };
+        let in_family = values
+            .iter()
+            .all(|v| !matches!(v, KeyValue::Ip(ip) if !fam.has(ip)));
+        if !in_family || !fam.has(&b.ip_addr) {
+            continue;
+        }
+        let tag = mark(farm_tag(fa.id));
+        let mut parts: Vec<Vec<u8>> = vec![tag];
+        for v in &values {
+            parts.push(match v {
+                KeyValue::Ip(ip) => octets(ip),
+                KeyValue::Port(p) => p.to_be_bytes().to_vec(),
+                KeyValue::Mac(m) => m.0.to_vec(),
+            });
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let data = Data::Value(mark(backend_id(fa.id, *member)));
+        push(
+            &mut part,
+            &persist_set(&farm.persistence),
+            SetElem::mapping(concat(&refs), data),
+        );
+    }
+    part
+}
+
+/// The whole desired table of one family, or `None` when no farm uses the family. Farm parts of
+/// farms not in `changed` are taken from `previous` (they are unchanged by definition).
+pub fn render_family(
+    fam: IpFamily,
+    config: &Config,
+    alloc: &Allocation,
+    flags: u32,
+    previous: Option<&FamilyState>,
+    changed: Option<&BTreeSet<String>>,
+) -> Option<FamilyState> {
+    let farms: Vec<(&Farm, &FarmAlloc)> = config
+        .farms
+        .iter()
+        .filter(|f| farm_uses(f, fam))
+        .filter_map(|f| alloc.farms.get(&f.name).map(|a| (f, a)))
+        .collect();
+    if farms.is_empty() {
+        return None;
+    }
+    let mut sets: BTreeMap<String, Set> = shared_sets(fam)
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let mut parts = BTreeMap::new();
+    for (farm, fa) in &farms {
+        if farm.mode != Mode::Local {
+            let s = slots_map(fam, shard_of(fa.id));
+            sets.entry(s.name.clone()).or_insert(s);
+            if !farm.persistence.is_empty() {
+                let p = persist_map(fam, &farm.persistence);
+                sets.entry(p.name.clone()).or_insert(p);
+            }
+        }
+        let reuse = match (previous, changed) {
+            (Some(prev), Some(ch)) if !ch.contains(&farm.name) => prev.farms.get(&farm.name).cloned(),
+            _ => None,
+        };
+        let part = reuse.unwrap_or_else(|| farm_part(fam, farm, fa));
+        parts.insert(farm.name.clone(), part);
+    }
+    let mut table = Table::new(fam.family(), TABLE);
+    table.flags = flags;
+    Some(FamilyState {
+        table,
+        sets,
+        chains: base_chains(fam),
+        farms: parts,
+    })
+}

@@ -1,0 +1,242 @@
+//! What the engine wants in one family's table, split so that a change costs O(change): the
+//! shared skeleton (table, base chains, sets) and one part per farm (its chain and the elements
+//! it contributes to shared sets). `diff` turns two states into one ordered batch.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::netlink::{Batch, Chain, Family, Result, Rule, Set, SetElem, Table};
+
+use super::layout::TABLE;
+
+/// A chain and its rules, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainDef {
+    pub chain: Chain,
+    pub rules: Vec<Rule>,
+}
+
+/// What one farm adds to a family's table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FarmPart {
+    pub chain: Option<ChainDef>,
+    /// Set name → elements.
+    pub elems: BTreeMap<String, Vec<SetElem>>,
+}
+
+/// Everything of one family's table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyState {
+    pub table: Table,
+    pub sets: BTreeMap<String, Set>,
+    /// Base and shared chains, in creation order.
+    pub chains: Vec<ChainDef>,
+    pub farms: BTreeMap<String, FarmPart>,
+}
+
+impl FamilyState {
+    pub fn family(&self) -> Family {
+        self.table.family
+    }
+}
+
+/// The identity of an element in its set: key and range end.
+type ElemKey = (Vec<u8>, Option<Vec<u8>>);
+
+fn elem_key(e: &SetElem) -> ElemKey {
+    (e.key.clone(), e.key_end.clone())
+}
+
+/// Element changes of one set: what to delete and what to add.
+#[derive(Default)]
+struct ElemDelta {
+    del: Vec<SetElem>,
+    add: Vec<SetElem>,
+}
+
+/// Compares two element lists of one set; an element whose value changed is deleted and re-added
+/// in the same transaction.
+fn diff_elems(old: &[SetElem], new: &[SetElem], delta: &mut ElemDelta) {
+    let old_by_key: HashMap<ElemKey, &SetElem> = old.iter().map(|e| (elem_key(e), e)).collect();
+    let new_by_key: HashMap<ElemKey, &SetElem> = new.iter().map(|e| (elem_key(e), e)).collect();
+    for e in old {
+        match new_by_key.get(&elem_key(e)) {
+            Some(n) if *n == e => {}
+            _ => delta.del.push(e.clone()),
+        }
+    }
+    for e in new {
+        match old_by_key.get(&elem_key(e)) {
+            Some(o) if *o == e => {}
+            _ => delta.add.push(e.clone()),
+        }
+    }
+}
+
+/// The ordered steps of one transaction. Order matters to the kernel: chains must exist before
+/// verdict elements point at them, elements must go before the chains they point at, rules that
+/// bind a map are added before its elements (binding walks existing elements), and sets can only
+/// be deleted once no rule uses them.
+#[derive(Default)]
+struct Steps {
+    add_sets: Vec<Set>,
+    add_chains: Vec<Chain>,
+    elems: BTreeMap<String, ElemDelta>,
+    /// Chains whose rules are replaced (flushed, then re-added) or newly filled.
+    fill_chains: Vec<(bool, ChainDef)>,
+    del_chains: Vec<Chain>,
+    del_sets: Vec<String>,
+}
+
+fn part_elems(part: Option<&FarmPart>) -> impl Iterator<Item = (&String, &Vec<SetElem>)> {
+    part.into_iter().flat_map(|p| p.elems.iter())
+}
+
+impl Steps {
+    fn chain(&mut self, old: Option<&ChainDef>, new: Option<&ChainDef>) {
+        match (old, new) {
+            (None, Some(n)) => {
+                self.add_chains.push(n.chain.clone());
+                self.fill_chains.push((false, n.clone()));
+            }
+            (Some(o), None) => self.del_chains.push(o.chain.clone()),
+            (Some(o), Some(n)) if o.chain != n.chain => {
+                // A base chain's hook cannot change in place; farm chains never differ here.
+                self.del_chains.push(o.chain.clone());
+                self.add_chains.push(n.chain.clone());
+                self.fill_chains.push((false, n.clone()));
+            }
+            (Some(o), Some(n)) if o.rules != n.rules => self.fill_chains.push((true, n.clone())),
+            _ => {}
+        }
+    }
+
+    fn farm(&mut self, old: Option<&FarmPart>, new: Option<&FarmPart>) {
+        self.chain(
+            old.and_then(|p| p.chain.as_ref()),
+            new.and_then(|p| p.chain.as_ref()),
+        );
+        let names: BTreeSet<&String> = part_elems(old).chain(part_elems(new)).map(|(n, _)| n).collect();
+        for name in names {
+            let o = old
+                .and_then(|p| p.elems.get(name))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let n = new
+                .and_then(|p| p.elems.get(name))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            diff_elems(o, n, self.elems.entry(name.clone()).or_default());
+        }
+    }
+
+    fn write(self, family: Family, b: &mut Batch) -> Result<()> {
+        for s in &self.add_sets {
+            b.add_set(s)?;
+        }
+        for c in &self.add_chains {
+            b.add_chain(c)?;
+        }
+        for (set, d) in &self.elems {
+            if !d.del.is_empty() {
+                b.del_elems(family, TABLE, set, &d.del)?;
+            }
+        }
+        for (flush, c) in &self.fill_chains {
+            if *flush {
+                b.flush_chain(family, TABLE, &c.chain.name)?;
+            }
+            for r in &c.rules {
+                b.add_rule(r)?;
+            }
+        }
+        for (set, d) in &self.elems {
+            if !d.add.is_empty() {
+                b.add_elems(family, TABLE, set, &d.add)?;
+            }
+        }
+        for c in &self.del_chains {
+            b.flush_chain(family, TABLE, &c.name)?;
+            b.del_chain(family, TABLE, &c.name)?;
+        }
+        for s in &self.del_sets {
+            b.del_set(family, TABLE, s)?;
+        }
+        Ok(())
+    }
+}
+
+/// Appends to `b` what turns `old` into `new` for one family. `farms` limits the comparison of
+/// farm parts to the named farms (the ones that changed); `None` compares all of them.
+pub fn diff(
+    old: Option<&FamilyState>,
+    new: Option<&FamilyState>,
+    farms: Option<&BTreeSet<String>>,
+    b: &mut Batch,
+) -> Result<()> {
+    let family = match (old, new) {
+        (_, Some(n)) => n.family(),
+        (Some(o), None) => {
+            // The family has no farm left: the whole table goes.
+            b.del_table(o.family(), TABLE)?;
+            return Ok(());
+        }
+        (None, None) => return Ok(()),
+    };
+    let new = new.expect("matched above");
+    if let Some(o) = old
+        && o.sets
+            .iter()
+            .any(|(name, s)| new.sets.get(name).is_some_and(|n| n != s))
+    {
+        // Sets cannot be changed in place, and the engine never renders two definitions under
+        // one name: this is a foreign change. Rebuild the table in the same transaction.
+        b.del_table(family, TABLE)?;
+        return diff(None, Some(new), None, b);
+    }
+    let mut steps = Steps::default();
+    match old {
+        None => b.add_table(&new.table)?,
+        Some(o) if o.table.flags != new.table.flags => b.add_table(&new.table)?,
+        _ => {}
+    }
+    let empty = BTreeMap::new();
+    let old_sets = old.map(|o| &o.sets).unwrap_or(&empty);
+    for (name, s) in &new.sets {
+        if !old_sets.contains_key(name) {
+            steps.add_sets.push(s.clone());
+        }
+    }
+    for name in old_sets.keys().filter(|n| !new.sets.contains_key(*n)) {
+        steps.del_sets.push(name.clone());
+    }
+    let old_chains: HashMap<&str, &ChainDef> = old
+        .map(|o| o.chains.iter().map(|c| (c.chain.name.as_str(), c)).collect())
+        .unwrap_or_default();
+    for c in &new.chains {
+        steps.chain(old_chains.get(c.chain.name.as_str()).copied(), Some(c));
+    }
+    if let Some(o) = old {
+        for c in o
+            .chains
+            .iter()
+            .filter(|c| !new.chains.iter().any(|n| n.chain.name == c.chain.name))
+        {
+            steps.chain(Some(c), None);
+        }
+    }
+    let no_farms = BTreeMap::new();
+    let old_farms = old.map(|o| &o.farms).unwrap_or(&no_farms);
+    let names: Vec<&String> = match farms {
+        Some(set) => set.iter().collect(),
+        None => old_farms
+            .keys()
+            .chain(new.farms.keys())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    };
+    for name in names {
+        steps.farm(old_farms.get(name), new.farms.get(name));
+    }
+    steps.write(family, b)
+}
