@@ -1,0 +1,345 @@
+//! Real traffic through the engine's rulesets: a client, a balancer and backends in network
+//! namespaces (tests/common/topo.rs). Needs root.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use common::topo::*;
+use nftlbd::engine::{Allocation, Engine};
+use nftlbd::model::{Config, parse_config};
+use serde_json::{Value, json};
+
+fn config(farms: Value) -> Config {
+    parse_config(&json!({ "farms": farms }).to_string()).expect("valid test configuration")
+}
+
+fn backends(n: usize, v6: bool) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, v6)}))
+            .collect(),
+    )
+}
+
+/// An engine living in the balancer's namespace, with `farms` applied.
+fn engine(t: &Topo, farms: Value) -> Engine {
+    let c = config(farms);
+    run_in(&t.lb, move || {
+        let mut e = Engine::open().expect("open the engine");
+        e.reconcile(c, Allocation::default()).expect("first commit");
+        e
+    })
+}
+
+fn apply(e: &mut Engine, farms: Value) {
+    e.apply(config(farms)).expect("apply");
+}
+
+fn names(answers: &[String]) -> Vec<String> {
+    answers.iter().map(|a| who(a)).collect()
+}
+
+fn count(answers: &[String]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for a in answers {
+        *m.entry(who(a)).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn snat_round_robin_alternates_over_tcp_and_udp_ipv4() {
+    let t = Topo::new(3);
+    let _e = engine(
+        &t,
+        json!([{"name": "web", "virtual-addresses": [vip4(10)], "virtual-ports": "80", "backends": backends(3, false)},
+               {"name": "dns", "protocol": "udp", "virtual-addresses": [vip4(10)], "virtual-ports": "53", "backends": backends(3, false)}]),
+    );
+    let got = names(&t.tcp_n(vip4(10), 80, 9));
+    let first = got.iter().position(|n| n == "be0").expect("be0 answered");
+    for (i, n) in got.iter().enumerate() {
+        assert_eq!(
+            *n,
+            format!("be{}", (i + 3 - first) % 3),
+            "strict rotation: {got:?}"
+        );
+    }
+    // snat: backends see the balancer, not the client.
+    assert!(
+        t.tcp(vip4(10), 80).ends_with("10.1.0.1") || t.tcp(vip4(10), 80).contains(" 10.1."),
+        "masquerade"
+    );
+    let udp = count(&t.udp_n(vip4(10), 53, 9));
+    assert_eq!(udp.len(), 3, "every backend answers udp: {udp:?}");
+    assert!(udp.values().all(|n| *n == 3), "{udp:?}");
+    // A port the farm does not serve is not balanced.
+    assert!(t.tcp(vip4(10), 8080).starts_with("ERROR"));
+}
+
+#[test]
+fn dnat_keeps_the_client_address_and_serves_ipv6_and_dual() {
+    let t = Topo::new(2);
+    let mut b = backends(2, false);
+    b.as_array_mut()
+        .unwrap()
+        .extend(backends(2, true).as_array().unwrap().iter().map(|v| {
+            let mut v = v.clone();
+            v["name"] = json!(format!("{}-6", v["name"].as_str().unwrap()));
+            v
+        }));
+    let _e = engine(
+        &t,
+        json!([{"name": "web", "family": "dual", "mode": "dnat", "virtual-addresses": [vip4(20), vip6(20)],
+                "virtual-ports": "80", "backends": b}]),
+    );
+    let v4 = t.tcp_n(vip4(20), 80, 4);
+    assert_eq!(count(&v4).len(), 2, "{v4:?}");
+    assert!(
+        v4.iter().all(|a| a.ends_with(" 10.8.0.2")),
+        "dnat keeps the client address: {v4:?}"
+    );
+    let v6 = t.tcp_n(vip6(20), 80, 4);
+    assert_eq!(count(&v6).len(), 2, "{v6:?}");
+    assert!(v6.iter().all(|a| a.ends_with(" fd08::2")), "{v6:?}");
+}
+
+#[test]
+fn weights_give_three_to_one() {
+    let t = Topo::new(2);
+    let mut b = backends(2, false);
+    b[0]["weight"] = json!(3);
+    let _e = engine(
+        &t,
+        json!([{"name": "rr", "virtual-addresses": [vip4(30)], "virtual-ports": "80", "backends": b.clone()},
+               {"name": "rand", "scheduler": "weight", "virtual-addresses": [vip4(31)], "virtual-ports": "80", "backends": b}]),
+    );
+    // Weighted round robin is exact: 3 then 1.
+    let rr = count(&t.tcp_n(vip4(30), 80, 40));
+    assert_eq!((rr["be0"], rr["be1"]), (30, 10));
+    // Random by weight: 3:1 within a tolerance (binomial, p = 0.75, n = 400: sd ≈ 8.7; ±4 sd).
+    let n = 400;
+    let w = count(&t.tcp_n(vip4(31), 80, n));
+    let be0 = w.get("be0").copied().unwrap_or(0);
+    assert!((265..=335).contains(&be0), "be0 got {be0} of {n}: {w:?}");
+    assert_eq!(w.values().sum::<usize>(), n);
+}
+
+#[test]
+fn hash_sends_a_client_to_the_same_backend() {
+    let t = Topo::new(3);
+    let _e = engine(
+        &t,
+        json!([{"name": "h", "scheduler": "hash", "virtual-addresses": [vip4(40)], "virtual-ports": "80", "backends": backends(3, false)},
+               {"name": "hp", "scheduler": "hash", "sched-param": ["srcip", "srcport"], "virtual-addresses": [vip4(41)], "virtual-ports": "80", "backends": backends(3, false)},
+               {"name": "s", "scheduler": "symhash", "virtual-addresses": [vip4(42)], "virtual-ports": "80", "backends": backends(3, false)}]),
+    );
+    let h = count(&t.tcp_n(vip4(40), 80, 20));
+    assert_eq!(h.len(), 1, "srcip hash: one client, one backend: {h:?}");
+    // With the source port in the hash, one client's connections spread.
+    let hp = count(&t.tcp_n(vip4(41), 80, 30));
+    assert!(hp.len() >= 2, "{hp:?}");
+    let s = count(&t.tcp_n(vip4(42), 80, 30));
+    assert!(s.len() >= 2, "{s:?}");
+}
+
+#[test]
+fn local_farms_are_served_by_the_balancer_itself() {
+    let t = Topo::new(1);
+    t.serve_locally(vip4(50), "lb");
+    let _e = engine(
+        &t,
+        json!([{"name": "loc", "mode": "local", "virtual-addresses": [vip4(50)], "virtual-ports": "80", "backends": backends(1, false)}]),
+    );
+    assert_eq!(who(&t.tcp(vip4(50), 80)), "lb");
+}
+
+fn set_backend(farms: &mut Value, farm: usize, backend: usize, key: &str, v: Value) {
+    farms[farm]["backends"][backend][key] = v;
+}
+
+#[test]
+fn persistence_sticks_until_the_ttl_then_rebalances() {
+    let t = Topo::new(3);
+    let _e = engine(
+        &t,
+        json!([{"name": "p", "persistence": ["srcip"], "persist-ttl": 2, "virtual-addresses": [vip4(60)],
+                "virtual-ports": "80", "backends": backends(3, false)},
+               {"name": "s", "persistence": ["srcip"], "virtual-addresses": [vip4(61)], "virtual-ports": "80",
+                "backends": backends(3, false), "sessions": [{"client": "10.8.0.2", "backend": "be2"}]}]),
+    );
+    let first = count(&t.tcp_n(vip4(60), 80, 10));
+    assert_eq!(
+        first.len(),
+        1,
+        "one client, one backend while it keeps coming: {first:?}"
+    );
+    let stuck = first.keys().next().unwrap().clone();
+    std::thread::sleep(std::time::Duration::from_millis(2600));
+    let after = who(&t.tcp(vip4(60), 80));
+    assert_ne!(
+        after, stuck,
+        "after the ttl the client is scheduled again (round robin moves on)"
+    );
+    // A static session pins the client regardless of the scheduler, and has no expiry.
+    let s = count(&t.tcp_n(vip4(61), 80, 6));
+    assert_eq!(s.get("be2"), Some(&6), "{s:?}");
+    let listing = t.nft(&["list", "map", "ip", "nftlbd", "persist-srcip"]);
+    assert!(listing.contains(". 10.8.0.2 : 0x"), "{listing}");
+}
+
+#[test]
+fn drain_keeps_established_and_persistent_clients_down_moves_them() {
+    let t = Topo::new(2);
+    let mut farms = json!([
+        {"name": "web", "virtual-addresses": [vip4(70)], "virtual-ports": "80", "backends": backends(2, false)},
+        {"name": "sticky", "persistence": ["srcip"], "virtual-addresses": [vip4(71)], "virtual-ports": "80",
+         "backends": backends(2, false)}]);
+    let mut e = engine(&t, farms.clone());
+    let mut held: Vec<Held> = (0..2)
+        .map(|_| Held::open(&t.client, SocketAddr::new(vip4(70), 80)))
+        .collect();
+    let on_be0 = held
+        .iter()
+        .position(|h| who(&h.greeting) == "be0")
+        .expect("a connection to be0");
+    let sticky = who(&t.tcp(vip4(71), 80));
+    let sticky_i: usize = sticky[2..].parse().unwrap();
+    set_backend(&mut farms, 0, 0, "state", json!("drain"));
+    set_backend(&mut farms, 1, sticky_i, "state", json!("drain"));
+    apply(&mut e, farms.clone());
+    let new = count(&t.tcp_n(vip4(70), 80, 6));
+    assert_eq!(
+        new.get("be1"),
+        Some(&6),
+        "no new flows to a draining backend: {new:?}"
+    );
+    assert_eq!(held[on_be0].echo("still there").unwrap(), "still there");
+    let s = count(&t.tcp_n(vip4(71), 80, 4));
+    assert_eq!(
+        s.get(&sticky),
+        Some(&4),
+        "a persistent client stays with its draining backend: {s:?}"
+    );
+    // Down: the persistent client moves to the other backend, and stays there.
+    set_backend(&mut farms, 1, sticky_i, "state", json!("down"));
+    apply(&mut e, farms.clone());
+    let s = count(&t.tcp_n(vip4(71), 80, 4));
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert!(!s.contains_key(&sticky), "{s:?}");
+    // Off behaves like down for new flows.
+    set_backend(&mut farms, 0, 0, "state", json!("off"));
+    apply(&mut e, farms);
+    assert_eq!(count(&t.tcp_n(vip4(70), 80, 4)).get("be1"), Some(&4));
+}
+
+#[test]
+fn priority_tiers_fail_over_and_back() {
+    let t = Topo::new(3);
+    let mut farms = json!([{"name": "web", "virtual-addresses": [vip4(80)], "virtual-ports": "80", "backends": backends(3, false)}]);
+    set_backend(&mut farms, 0, 1, "priority", json!(2));
+    set_backend(&mut farms, 0, 2, "priority", json!(3));
+    let mut e = engine(&t, farms.clone());
+    assert_eq!(
+        count(&t.tcp_n(vip4(80), 80, 4)).get("be0"),
+        Some(&4),
+        "only the first tier"
+    );
+    set_backend(&mut farms, 0, 0, "state", json!("down"));
+    apply(&mut e, farms.clone());
+    assert_eq!(
+        count(&t.tcp_n(vip4(80), 80, 4)).get("be1"),
+        Some(&4),
+        "the standby tier takes over"
+    );
+    set_backend(&mut farms, 0, 1, "state", json!("off"));
+    apply(&mut e, farms.clone());
+    assert_eq!(
+        count(&t.tcp_n(vip4(80), 80, 4)).get("be2"),
+        Some(&4),
+        "two failures bring in tier 3"
+    );
+    set_backend(&mut farms, 0, 0, "state", json!("up"));
+    set_backend(&mut farms, 0, 1, "state", json!("up"));
+    apply(&mut e, farms);
+    assert_eq!(
+        count(&t.tcp_n(vip4(80), 80, 4)).get("be0"),
+        Some(&4),
+        "back to the first tier"
+    );
+}
+
+#[test]
+fn ipv6_udp_and_farm_states() {
+    let t = Topo::new(2);
+    let mut farms = json!([{"name": "dns6", "family": "ipv6", "protocol": "udp", "virtual-addresses": [vip6(90)],
+                            "virtual-ports": "53", "backends": backends(2, true)}]);
+    let mut e = engine(&t, farms.clone());
+    let got = count(&t.udp_n(vip6(90), 53, 6));
+    assert_eq!((got.get("be0"), got.get("be1")), (Some(&3), Some(&3)), "{got:?}");
+    farms[0]["state"] = json!("off");
+    apply(&mut e, farms.clone());
+    assert!(
+        t.udp_n(vip6(90), 53, 1)[0].starts_with("ERROR"),
+        "an off farm takes no traffic"
+    );
+    farms[0]["state"] = json!("up");
+    apply(&mut e, farms);
+    assert!(!t.udp_n(vip6(90), 53, 1)[0].starts_with("ERROR"));
+}
+
+#[test]
+fn farm_changes_mid_traffic_break_no_connection() {
+    let t = Topo::new(4);
+    let three = |v: &Value| Value::Array(v.as_array().unwrap()[..3].to_vec());
+    let all = backends(4, false);
+    let mut farms = json!([{"name": "web", "virtual-addresses": [vip4(100)], "virtual-ports": "80", "backends": three(&all)}]);
+    let mut e = engine(&t, farms.clone());
+    let mut held: Vec<Held> = (0..3)
+        .map(|_| Held::open(&t.client, SocketAddr::new(vip4(100), 80)))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let load = in_ns(&t.client, move || {
+        let mut answers = Vec::new();
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            answers.push(tcp_hello(SocketAddr::new(vip4(100), 80)));
+        }
+        answers
+    });
+    // Add a backend, change weights, remove one, add a second VIP and port: each one transaction.
+    farms[0]["backends"] = all.clone();
+    apply(&mut e, farms.clone());
+    set_backend(&mut farms, 0, 3, "weight", json!(5));
+    apply(&mut e, farms.clone());
+    farms[0]["backends"].as_array_mut().unwrap().remove(1);
+    apply(&mut e, farms.clone());
+    farms[0]["virtual-addresses"] = json!([vip4(100), vip4(101)]);
+    farms[0]["virtual-ports"] = json!("80,8080");
+    apply(&mut e, farms);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = load.join().unwrap();
+    let failed: Vec<&String> = answers.iter().filter(|a| a.starts_with("ERROR")).collect();
+    assert!(
+        answers.len() > 20 && failed.is_empty(),
+        "{} requests, failures: {failed:?}",
+        answers.len()
+    );
+    for (i, h) in held.iter_mut().enumerate() {
+        assert_eq!(
+            h.echo(&format!("ping {i}")).unwrap(),
+            format!("ping {i}"),
+            "{}",
+            h.greeting
+        );
+    }
+    // be1 is gone; weights 1, 1, 5 over two full rounds of 7 slots.
+    let after = count(&t.tcp_n(vip4(101), 8080, 14));
+    assert_eq!(
+        (after.get("be0"), after.get("be2"), after.get("be3")),
+        (Some(&2), Some(&2), Some(&10)),
+        "{after:?}"
+    );
+}
