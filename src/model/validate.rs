@@ -54,6 +54,8 @@ pub const MAX_BACKENDS_PER_FARM: usize = 65_535;
 /// Sum of the weights of one farm: the size of its scheduling slot range.
 pub const MAX_FARM_WEIGHT: u64 = 1 << 20;
 pub const MAX_WEIGHT: u32 = 10_000;
+/// Fields of a persistence key (the farm tag is the fifth part of the set key).
+pub const MAX_PERSIST_FIELDS: usize = 4;
 /// A dynamic set timeout in seconds must fit the kernel's millisecond u64 and stay sane.
 pub const MAX_TTL: u32 = 365 * 24 * 3600;
 
@@ -244,6 +246,14 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
         _ => {}
     }
     check_keys(c, &format!("{at}.persistence"), &f.persistence);
+    if f.persistence.len() > MAX_PERSIST_FIELDS {
+        c.err(
+            format!("{at}.persistence"),
+            format!(
+                "at most {MAX_PERSIST_FIELDS} fields: with the farm they make the 5 types an nftables set key can name"
+            ),
+        );
+    }
     if f.persist_ttl == 0 {
         c.err(format!("{at}.persist-ttl"), "must be at least 1 second");
     }

@@ -324,6 +324,13 @@ impl Set {
                 self.flags
             },
         );
+        // nft packs a concatenation's types into one u32, 6 bits each: five at most.
+        if self.key.fields.len() > 5 || self.data.as_ref().is_some_and(|d| d.fields.len() > 5) {
+            return Err(Error::Invalid(format!(
+                "set {}: a key or value concatenates more than 5 types",
+                self.name
+            )));
+        }
         w.put_be32(NFTA_SET_KEY_TYPE, self.key.id());
         w.put_be32(NFTA_SET_KEY_LEN, self.key.byte_len());
         if let Some(d) = &self.data {
