@@ -746,7 +746,9 @@ fn netdev_ingress_fwd_and_mac_rewrite() {
 fn queue_is_reported_unsupported_by_probe_and_kernel() {
     in_netns(|| {
         let mut conn = Connection::new().unwrap();
+        let before = conn.generation().unwrap();
         let f = conn.probe().unwrap();
+        assert_eq!(conn.generation().unwrap(), before, "probing commits nothing");
         assert!(f.table_owner, "kernel 6.18 has table owner: {f:?}");
         assert!(f.table_persist, "kernel 6.18 has table persist: {f:?}");
         assert!(!f.queue, "this kernel is built without NFT_QUEUE: {f:?}");

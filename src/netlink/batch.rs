@@ -107,11 +107,16 @@ impl Batch {
     }
 
     /// Sets seq numbers (`first` for BEGIN, then one per message) and appends END.
-    pub(crate) fn finish(&mut self, first: u32) -> &[u8] {
+    /// Numbers the messages from `first`; with `commit` false the END message is left out, so
+    /// the kernel checks every message and then aborts the transaction (as `nft -c` does).
+    pub(crate) fn finish(&mut self, first: u32, commit: bool) -> &[u8] {
         self.w.buf[8..12].copy_from_slice(&first.to_ne_bytes());
         for (i, m) in self.msgs.iter().enumerate() {
             let seq = first + 1 + i as u32;
             self.w.buf[m.offset + 8..m.offset + 12].copy_from_slice(&seq.to_ne_bytes());
+        }
+        if !commit {
+            return &self.w.buf;
         }
         let end = put_header(&mut self.w, NFNL_MSG_BATCH_END, 0, 0, NFNL_SUBSYS_NFTABLES as u16);
         end_msg(&mut self.w, end);

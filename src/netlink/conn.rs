@@ -147,13 +147,23 @@ impl Connection {
 
     /// Commits the batch as one transaction; returns the new ruleset generation.
     /// On failure nothing of the batch is applied and the error names the refused message.
-    pub fn commit(&mut self, mut batch: Batch) -> Result<u32> {
+    pub fn commit(&mut self, batch: Batch) -> Result<u32> {
+        self.send_batch(batch, true)
+    }
+
+    /// Has the kernel check every message of the batch, then abort it: nothing changes, not even
+    /// the generation. Errors are reported as `commit` reports them.
+    pub fn check(&mut self, batch: Batch) -> Result<()> {
+        self.send_batch(batch, false).map(|_| ())
+    }
+
+    fn send_batch(&mut self, mut batch: Batch, commit: bool) -> Result<u32> {
         if batch.is_empty() {
             return self.generation();
         }
         let first = self.next_seq(batch.len() as u32 + 2);
         let wire_len = {
-            let bytes = batch.finish(first);
+            let bytes = batch.finish(first, commit);
             bytes.len()
         };
         self.sock.ensure_sndbuf(wire_len)?;

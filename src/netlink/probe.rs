@@ -52,13 +52,13 @@ fn probe_table(flags: u32) -> Table {
 }
 
 impl Connection {
-    /// Tries one probe batch: Ok(true) if the kernel accepted it, Ok(false) if it refused the feature.
+    /// Has the kernel check one probe batch without committing it: Ok(true) if it accepted it,
+    /// Ok(false) if it refused the feature. The ruleset and its generation stay as they are.
     fn try_probe(&mut self, build: impl FnOnce(&mut Batch) -> Result<()>) -> Result<bool> {
         let mut b = Batch::new();
         build(&mut b)?;
-        b.del_table(Family::Ip, PROBE_TABLE)?;
-        match self.commit(b) {
-            Ok(_) => Ok(true),
+        match self.check(b) {
+            Ok(()) => Ok(true),
             Err(Error::Kernel { errno, .. })
                 if [libc::EOPNOTSUPP, libc::ENOENT, libc::EINVAL, libc::EAFNOSUPPORT].contains(&errno) =>
             {
