@@ -7,7 +7,7 @@
 //! Changes move as few slots as possible: a removed backend's slots are refilled from the end,
 //! so adding or removing one backend of weight w changes O(w) map elements, not the farm.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -142,11 +142,72 @@ pub enum AllocError {
     MemberIds(String),
 }
 
+/// The allocation of some farms, to put back if a commit is refused.
+pub struct Snapshot {
+    farms: Vec<(String, Option<FarmAlloc>)>,
+    next_farm_id: u16,
+}
+
 impl Allocation {
+    pub fn snapshot(&self, farms: &BTreeSet<String>) -> Snapshot {
+        Snapshot {
+            farms: farms
+                .iter()
+                .map(|n| (n.clone(), self.farms.get(n).cloned()))
+                .collect(),
+            next_farm_id: self.next_farm_id,
+        }
+    }
+
+    pub fn restore(&mut self, s: Snapshot) {
+        for (name, fa) in s.farms {
+            match fa {
+                Some(fa) => self.farms.insert(name, fa),
+                None => self.farms.remove(&name),
+            };
+        }
+        self.next_farm_id = s.next_farm_id;
+    }
+
+    /// Like `update`, for the named farms only (the others are unchanged by the caller's
+    /// knowledge): O(changed farms), not O(configuration).
+    pub fn update_farms(&mut self, config: &Config, names: &BTreeSet<String>) -> Result<(), AllocError> {
+        let present: HashSet<&str> = config.farms.iter().map(|f| f.name.as_str()).collect();
+        for name in names {
+            if !present.contains(name.as_str()) {
+                self.farms.remove(name);
+            }
+        }
+        let mut farm_ids: Option<FreeIds> = None;
+        // In configuration order, so ids come out as a full `update` would give them.
+        for farm in config.farms.iter().filter(|f| names.contains(&f.name)) {
+            let name = &farm.name;
+            if !self.farms.contains_key(name) {
+                let ids = farm_ids.get_or_insert_with(|| {
+                    FreeIds::new(self.farms.values().map(|f| f.id), self.next_farm_id)
+                });
+                let id = ids.take().ok_or(AllocError::FarmIds)?;
+                self.next_farm_id = ids.cursor();
+                self.farms.insert(
+                    name.clone(),
+                    FarmAlloc {
+                        id,
+                        ..FarmAlloc::default()
+                    },
+                );
+            }
+            if let Some(fa) = self.farms.get_mut(name) {
+                fa.update(farm)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Brings the allocation in line with `config`: ids for new farms and backends, none for
     /// removed ones, slots for the backends that take new flows. Untouched farms keep everything.
     pub fn update(&mut self, config: &Config) -> Result<(), AllocError> {
-        self.farms.retain(|name, _| config.farm(name).is_some());
+        let names: HashSet<&str> = config.farms.iter().map(|f| f.name.as_str()).collect();
+        self.farms.retain(|name, _| names.contains(name.as_str()));
         let mut farm_ids = FreeIds::new(self.farms.values().map(|f| f.id), self.next_farm_id);
         for farm in &config.farms {
             if !self.farms.contains_key(&farm.name) {
@@ -170,7 +231,8 @@ impl Allocation {
 
 impl FarmAlloc {
     fn update(&mut self, farm: &Farm) -> Result<(), AllocError> {
-        self.members.retain(|name, _| farm.backend(name).is_some());
+        let names: HashSet<&str> = farm.backends.iter().map(|b| b.name.as_str()).collect();
+        self.members.retain(|name, _| names.contains(name.as_str()));
         if self.members.len() < farm.backends.len() {
             let mut ids = FreeIds::new(self.members.values().copied(), self.next_member);
             for b in &farm.backends {
@@ -260,6 +322,36 @@ mod tests {
             }
         }
         assert_eq!(rebalance_slots(&s2, &HashMap::new(), &[]), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn updating_only_the_changed_farms_gives_the_full_result() {
+        let doc = |n: usize| -> Config {
+            let farms: Vec<serde_json::Value> = (0..n)
+                .map(|i| {
+                    serde_json::json!({"name": format!("f{i}"), "virtual-addresses": [format!("192.0.2.{i}")],
+                    "backends": [{"name": "a", "ip-addr": "10.0.0.1", "weight": i + 1}]})
+                })
+                .collect();
+            serde_json::from_value(serde_json::json!({ "farms": farms })).unwrap()
+        };
+        let mut full = Allocation::default();
+        full.update(&doc(5)).unwrap();
+        let mut part = full.clone();
+        let mut next = doc(8);
+        next.farms.remove(1);
+        next.farms[0].backends[0].weight = 9;
+        full.update(&next).unwrap();
+        let changed: BTreeSet<String> = ["f0", "f1", "f5", "f6", "f7"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let snap = part.snapshot(&changed);
+        let before = part.clone();
+        part.update_farms(&next, &changed).unwrap();
+        assert_eq!(part, full);
+        part.restore(snap);
+        assert_eq!(part, before, "a snapshot puts the changed farms back");
     }
 
     #[test]

@@ -13,14 +13,14 @@ pub mod layout;
 mod render;
 pub mod ruleset;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::model::{self, Config, Invalid, Mode};
+use crate::model::{self, Config, Farm, Invalid, Mode};
 use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
 pub use render::IpFamily;
-use ruleset::FamilyState;
+use ruleset::{FamilyState, FarmPart};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -163,10 +163,10 @@ impl Engine {
         let mut batch = Batch::new();
         let mut desired: [Option<FamilyState>; 2] = [None, None];
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
-            let want = render::render_family(fam, &config, &alloc, self.flags(), None, None);
+            let want = render::render_family(fam, &config, &alloc, self.flags());
             let have = actual::read_family(&mut self.conn, fam.family())?;
             let want_flat = want.as_ref().map(actual::flatten);
-            ruleset::diff(have.as_ref(), want_flat.as_ref(), None, &mut batch)?;
+            ruleset::diff(have.as_ref(), want_flat.as_ref(), true, &mut batch)?;
             desired[i] = want;
         }
         let outcome = self.commit(batch)?;
@@ -180,33 +180,71 @@ impl Engine {
     /// configuration are rendered and compared. All or nothing.
     pub fn apply(&mut self, config: Config) -> Result<Outcome> {
         self.validate(&config)?;
-        let mut alloc = self.alloc.clone();
-        alloc.update(&config)?;
+        let old_farms: HashMap<&str, &Farm> =
+            self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+        let new_names: HashSet<&str> = config.farms.iter().map(|f| f.name.as_str()).collect();
         let mut changed = BTreeSet::new();
         for f in &config.farms {
-            if self.config.farm(&f.name) != Some(f)
-                || self.alloc.farms.get(&f.name) != alloc.farms.get(&f.name)
-            {
+            if old_farms.get(f.name.as_str()) != Some(&f) {
                 changed.insert(f.name.clone());
             }
         }
         for f in &self.config.farms {
-            if config.farm(&f.name).is_none() {
+            if !new_names.contains(f.name.as_str()) {
                 changed.insert(f.name.clone());
             }
         }
+        // Only the changed farms' allocations change; keep theirs to undo a refused commit.
+        let undo = self.alloc.snapshot(&changed);
+        let result = self.apply_changed(&config, &changed);
+        match result {
+            Ok(outcome) => {
+                self.config = config;
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.alloc.restore(undo);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renders and diffs only the changed farms (plus the small shared skeleton), commits, and
+    /// on success swaps the new parts into the committed state: O(change) apart from a scan of
+    /// the farm list.
+    fn apply_changed(&mut self, config: &Config, changed: &BTreeSet<String>) -> Result<Outcome> {
+        self.alloc.update_farms(config, changed)?;
         let mut batch = Batch::new();
-        let mut desired: [Option<FamilyState>; 2] = [None, None];
+        let mut next: Vec<(Option<FamilyState>, BTreeMap<String, FarmPart>)> = Vec::new();
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
-            let old = self.committed[i].as_ref();
-            let new = render::render_family(fam, &config, &alloc, self.flags(), old, Some(&changed));
-            ruleset::diff(old, new.as_ref(), Some(&changed), &mut batch)?;
-            desired[i] = new;
+            let skeleton = render::skeleton(fam, config, &self.alloc, self.flags());
+            let mut new_parts = BTreeMap::new();
+            for farm in config.farms.iter().filter(|f| changed.contains(&f.name)) {
+                if let Some(part) = render::render_farm(fam, farm, &self.alloc) {
+                    new_parts.insert(farm.name.clone(), part);
+                }
+            }
+            let committed = self.committed[i].as_ref();
+            let parts = changed
+                .iter()
+                .map(|n| (committed.and_then(|s| s.farms.get(n)), new_parts.get(n)));
+            ruleset::diff_parts(committed, skeleton.as_ref(), parts, false, &mut batch)?;
+            next.push((skeleton, new_parts));
         }
         let outcome = self.commit(batch)?;
-        self.config = config;
-        self.alloc = alloc;
-        self.committed = desired;
+        for (i, (skeleton, parts)) in next.into_iter().enumerate() {
+            self.committed[i] = skeleton.map(|sk| {
+                let mut state = self.committed[i].take().unwrap_or_else(|| sk.clone());
+                state.table = sk.table;
+                state.sets = sk.sets;
+                state.chains = sk.chains;
+                for name in changed {
+                    state.farms.remove(name);
+                }
+                state.farms.extend(parts);
+                state
+            });
+        }
         Ok(outcome)
     }
 

@@ -1,10 +1,11 @@
 //! Desired state → nftables objects (pure). The layout is described in `layout`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::model::{
-    Config, Farm, FarmState, KeyField, KeyValue, Mode, Scheduler, keeps_clients, parse_session_client,
+    Backend, Config, Farm, FarmState, KeyField, KeyValue, Mode, Scheduler, keeps_clients,
+    parse_session_client,
 };
 use crate::netlink::consts::reg;
 use crate::netlink::sys::*;
@@ -537,9 +538,14 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
         }
     }
     // Static sessions: persistence entries without a timeout.
+    let by_name: HashMap<&str, &Backend> = if farm.sessions.is_empty() {
+        HashMap::new()
+    } else {
+        farm.backends.iter().map(|b| (b.name.as_str(), b)).collect()
+    };
     for s in &farm.sessions {
         let (Some(b), Ok(values)) = (
-            farm.backend(&s.backend),
+            by_name.get(s.backend.as_str()).copied(),
             parse_session_client(&farm.persistence, &s.client),
         ) else {
             continue;
@@ -573,52 +579,53 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
     part
 }
 
-/// The whole desired table of one family, or `None` when no farm uses the family. Farm parts of
-/// farms not in `changed` are taken from `previous` (they are unchanged by definition).
-pub fn render_family(
-    fam: IpFamily,
-    config: &Config,
-    alloc: &Allocation,
-    flags: u32,
-    previous: Option<&FamilyState>,
-    changed: Option<&BTreeSet<String>>,
-) -> Option<FamilyState> {
-    let farms: Vec<(&Farm, &FarmAlloc)> = config
-        .farms
-        .iter()
-        .filter(|f| farm_uses(f, fam))
-        .filter_map(|f| alloc.farms.get(&f.name).map(|a| (f, a)))
-        .collect();
-    if farms.is_empty() {
-        return None;
-    }
-    let mut sets: BTreeMap<String, Set> = shared_sets(fam)
-        .into_iter()
-        .map(|s| (s.name.clone(), s))
-        .collect();
-    let mut parts = BTreeMap::new();
-    for (farm, fa) in &farms {
+/// The table of one family without farm parts: table, sets and shared chains. `None` when no
+/// farm uses the family. O(farms) but cheap: it only looks at which shards and persistence kinds
+/// are in use.
+pub fn skeleton(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) -> Option<FamilyState> {
+    let mut sets: BTreeMap<String, Set> = BTreeMap::new();
+    let mut used = false;
+    for farm in config.farms.iter().filter(|f| farm_uses(f, fam)) {
+        let Some(fa) = alloc.farms.get(&farm.name) else {
+            continue;
+        };
+        used = true;
         if farm.mode != Mode::Local {
-            let s = slots_map(fam, shard_of(fa.id));
-            sets.entry(s.name.clone()).or_insert(s);
+            sets.entry(slots_set(shard_of(fa.id)))
+                .or_insert_with(|| slots_map(fam, shard_of(fa.id)));
             if !farm.persistence.is_empty() {
-                let p = persist_map(fam, &farm.persistence);
-                sets.entry(p.name.clone()).or_insert(p);
+                sets.entry(persist_set(&farm.persistence))
+                    .or_insert_with(|| persist_map(fam, &farm.persistence));
             }
         }
-        let reuse = match (previous, changed) {
-            (Some(prev), Some(ch)) if !ch.contains(&farm.name) => prev.farms.get(&farm.name).cloned(),
-            _ => None,
-        };
-        let part = reuse.unwrap_or_else(|| farm_part(fam, farm, fa));
-        parts.insert(farm.name.clone(), part);
     }
+    if !used {
+        return None;
+    }
+    sets.extend(shared_sets(fam).into_iter().map(|s| (s.name.clone(), s)));
     let mut table = Table::new(fam.family(), TABLE);
     table.flags = flags;
     Some(FamilyState {
         table,
         sets,
         chains: base_chains(fam),
-        farms: parts,
+        farms: BTreeMap::new(),
     })
+}
+
+/// One farm's part of a family's table, if the farm uses the family.
+pub fn render_farm(fam: IpFamily, farm: &Farm, alloc: &Allocation) -> Option<FarmPart> {
+    let fa = alloc.farms.get(&farm.name)?;
+    farm_uses(farm, fam).then(|| farm_part(fam, farm, fa))
+}
+
+/// The whole desired table of one family, or `None` when no farm uses the family.
+pub fn render_family(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) -> Option<FamilyState> {
+    let mut state = skeleton(fam, config, alloc, flags)?;
+    for farm in &config.farms {
+        if let Some(part) = render_farm(fam, farm, alloc) {
+            state.farms.insert(farm.name.clone(), part);
+        }
+    }
+    Some(state)
 }

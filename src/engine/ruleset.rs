@@ -2,7 +2,9 @@
 //! shared skeleton (table, base chains, sets) and one part per farm (its chain and the elements
 //! it contributes to shared sets). `diff` turns two states into one ordered batch.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 
 use crate::netlink::{Batch, Chain, Family, Result, Rule, Set, SetElem, Table};
 
@@ -40,10 +42,10 @@ impl FamilyState {
 }
 
 /// The identity of an element in its set: key and range end.
-type ElemKey = (Vec<u8>, Option<Vec<u8>>);
+type ElemKey<'a> = (&'a [u8], Option<&'a [u8]>);
 
-fn elem_key(e: &SetElem) -> ElemKey {
-    (e.key.clone(), e.key_end.clone())
+fn elem_key(e: &SetElem) -> ElemKey<'_> {
+    (&e.key, e.key_end.as_deref())
 }
 
 /// Element changes of one set: what to delete and what to add.
@@ -54,20 +56,32 @@ struct ElemDelta {
 }
 
 /// Compares two element lists of one set; an element whose value changed is deleted and re-added
-/// in the same transaction.
+/// in the same transaction. Only the differing elements are copied.
 fn diff_elems(old: &[SetElem], new: &[SetElem], delta: &mut ElemDelta) {
-    let old_by_key: HashMap<ElemKey, &SetElem> = old.iter().map(|e| (elem_key(e), e)).collect();
-    let new_by_key: HashMap<ElemKey, &SetElem> = new.iter().map(|e| (elem_key(e), e)).collect();
+    if old == new {
+        return;
+    }
+    // Elements come in the same order on both sides when little changed: skip the common prefix
+    // and suffix, and hash only the rest (a fast hash: keys are a few bytes).
+    let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let (old, new) = (&old[head..], &new[head..]);
+    let tail = old
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (old, new) = (&old[..old.len() - tail], &new[..new.len() - tail]);
+    let old_by_key: FxHashMap<ElemKey, &SetElem> = old.iter().map(|e| (elem_key(e), e)).collect();
+    let new_by_key: FxHashMap<ElemKey, &SetElem> = new.iter().map(|e| (elem_key(e), e)).collect();
     for e in old {
-        match new_by_key.get(&elem_key(e)) {
-            Some(n) if *n == e => {}
-            _ => delta.del.push(e.clone()),
+        if new_by_key.get(&elem_key(e)).is_none_or(|n| *n != e) {
+            delta.del.push(e.clone());
         }
     }
     for e in new {
-        match old_by_key.get(&elem_key(e)) {
-            Some(o) if *o == e => {}
-            _ => delta.add.push(e.clone()),
+        if old_by_key.get(&elem_key(e)).is_none_or(|o| *o != e) {
+            delta.add.push(e.clone());
         }
     }
 }
@@ -165,12 +179,34 @@ impl Steps {
     }
 }
 
-/// Appends to `b` what turns `old` into `new` for one family. `farms` limits the comparison of
-/// farm parts to the named farms (the ones that changed); `None` compares all of them.
+/// Appends to `b` what turns `old` into `new` for one family: every farm part present on either
+/// side is compared (callers pass views holding only the farms that changed).
+///
+/// `old` may hold a set whose definition differs from the one wanted under the same name only
+/// when it was read from the kernel (a foreign change); sets cannot be changed in place, so with
+/// `complete` (both sides hold every farm) the whole table is rebuilt in the same transaction.
+/// Without it the conflict is an error.
 pub fn diff(
     old: Option<&FamilyState>,
     new: Option<&FamilyState>,
-    farms: Option<&BTreeSet<String>>,
+    complete: bool,
+    b: &mut Batch,
+) -> Result<()> {
+    let no_farms = BTreeMap::new();
+    let old_farms = old.map(|o| &o.farms).unwrap_or(&no_farms);
+    let new_farms = new.map(|n| &n.farms).unwrap_or(&no_farms);
+    let names: BTreeSet<&String> = old_farms.keys().chain(new_farms.keys()).collect();
+    let parts = names.into_iter().map(|n| (old_farms.get(n), new_farms.get(n)));
+    diff_parts(old, new, parts, complete, b)
+}
+
+/// Like [`diff`], but the farm parts to compare are given (old, new) instead of taken from the
+/// states, whose own `farms` are then ignored: a change compares only the farms it touches.
+pub fn diff_parts<'a>(
+    old: Option<&FamilyState>,
+    new: Option<&FamilyState>,
+    parts: impl Iterator<Item = (Option<&'a FarmPart>, Option<&'a FarmPart>)>,
+    complete: bool,
     b: &mut Batch,
 ) -> Result<()> {
     let family = match (old, new) {
@@ -184,14 +220,20 @@ pub fn diff(
     };
     let new = new.expect("matched above");
     if let Some(o) = old
-        && o.sets
+        && let Some((name, _)) = o
+            .sets
             .iter()
-            .any(|(name, s)| new.sets.get(name).is_some_and(|n| n != s))
+            .find(|(name, s)| new.sets.get(*name).is_some_and(|n| n != *s))
     {
-        // Sets cannot be changed in place, and the engine never renders two definitions under
-        // one name: this is a foreign change. Rebuild the table in the same transaction.
+        if !complete {
+            return Err(crate::netlink::Error::Invalid(format!(
+                "set {name} would change its definition; reconcile the whole table instead"
+            )));
+        }
+        // A foreign change (the engine never renders two definitions under one name): sets
+        // cannot be changed in place, so the table is rebuilt in the same transaction.
         b.del_table(family, TABLE)?;
-        return diff(None, Some(new), None, b);
+        return diff(None, Some(new), true, b);
     }
     let mut steps = Steps::default();
     match old {
@@ -216,27 +258,17 @@ pub fn diff(
         steps.chain(old_chains.get(c.chain.name.as_str()).copied(), Some(c));
     }
     if let Some(o) = old {
+        let wanted: HashSet<&str> = new.chains.iter().map(|c| c.chain.name.as_str()).collect();
         for c in o
             .chains
             .iter()
-            .filter(|c| !new.chains.iter().any(|n| n.chain.name == c.chain.name))
+            .filter(|c| !wanted.contains(c.chain.name.as_str()))
         {
             steps.chain(Some(c), None);
         }
     }
-    let no_farms = BTreeMap::new();
-    let old_farms = old.map(|o| &o.farms).unwrap_or(&no_farms);
-    let names: Vec<&String> = match farms {
-        Some(set) => set.iter().collect(),
-        None => old_farms
-            .keys()
-            .chain(new.farms.keys())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-    };
-    for name in names {
-        steps.farm(old_farms.get(name), new.farms.get(name));
+    for (o, n) in parts {
+        steps.farm(o, n);
     }
     steps.write(family, b)
 }

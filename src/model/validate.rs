@@ -407,7 +407,7 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
             }
             Err(e) => c.err(format!("{sat}.client"), e),
         }
-        if f.backend(&s.backend).is_none() {
+        if !names.contains(s.backend.as_str()) {
             c.err(
                 format!("{sat}.backend"),
                 format!("no backend of this farm is named {:?}", s.backend),
