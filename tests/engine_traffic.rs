@@ -343,3 +343,84 @@ fn farm_changes_mid_traffic_break_no_connection() {
         "{after:?}"
     );
 }
+
+#[test]
+fn sessions_are_listed_deleted_and_flushed() {
+    let t = Topo::new(3);
+    let mut e = engine(
+        &t,
+        json!([{"name": "p", "persistence": ["srcip"], "persist-ttl": 100, "virtual-addresses": [vip4(110)],
+                "virtual-ports": "80", "backends": backends(3, false),
+                "sessions": [{"client": "192.0.2.99", "backend": "be1"}]}]),
+    );
+    let first = who(&t.tcp(vip4(110), 80));
+    let list = e.sessions("p").unwrap();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let learnt = list
+        .iter()
+        .find(|s| s.client == "10.8.0.2")
+        .expect("the learnt session");
+    assert_eq!(learnt.backend.as_deref(), Some(first.as_str()));
+    assert!(
+        learnt.expires_ms.is_some_and(|ms| ms > 90_000 && ms <= 100_000),
+        "{learnt:?}"
+    );
+    let fixed = list
+        .iter()
+        .find(|s| s.client == "192.0.2.99")
+        .expect("the static session");
+    assert_eq!((fixed.backend.as_deref(), fixed.expires_ms), (Some("be1"), None));
+    // Deleting the learnt session lets round robin choose again.
+    e.delete_session("p", "10.8.0.2").unwrap();
+    let second = who(&t.tcp(vip4(110), 80));
+    assert_ne!(second, first);
+    assert!(matches!(
+        e.delete_session("p", "10.8.0.77"),
+        Err(nftlbd::engine::EngineError::NotFound(_))
+    ));
+    assert!(matches!(
+        e.delete_session("p", "not-an-ip"),
+        Err(nftlbd::engine::EngineError::Invalid(_))
+    ));
+    // Flushing forgets learnt sessions only; deleting a static one changes the configuration.
+    e.flush_sessions("p").unwrap();
+    let list = e.sessions("p").unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    e.delete_session("p", "192.0.2.99").unwrap();
+    assert!(e.sessions("p").unwrap().is_empty());
+    assert!(e.config().farms[0].sessions.is_empty());
+}
+
+#[test]
+fn user_marks_reach_the_packets_of_each_backend() {
+    let t = Topo::new(2);
+    let mut b = backends(2, false);
+    b[0]["mark"] = json!("0x99");
+    let _e = engine(
+        &t,
+        json!([{"name": "m", "mark": 32, "virtual-addresses": [vip4(120)], "virtual-ports": "80", "backends": b}]),
+    );
+    // Someone else's table on the same host counts packets by mark after routing.
+    let counting = "table inet count {\n chain post {\n  type filter hook postrouting priority 0; policy accept;\n  meta mark 0x99 counter\n  meta mark 0x20 counter\n }\n}\n";
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.lb, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(counting.as_bytes())?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(out.success());
+    let got = count(&t.tcp_n(vip4(120), 80, 4));
+    assert_eq!(got.len(), 2);
+    let listing = t.nft(&["list", "table", "inet", "count"]);
+    let packets: Vec<u64> = listing
+        .lines()
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    // Each connection: SYN, ACK, data, FIN… in both directions, first packets included.
+    assert!(packets.len() == 2 && packets.iter().all(|p| *p >= 8), "{listing}");
+}

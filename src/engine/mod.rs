@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod layout;
 mod render;
 pub mod ruleset;
+mod sessions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -21,6 +22,7 @@ use crate::netlink::{self, Batch, Connection, KernelFeatures};
 pub use alloc::Allocation;
 pub use render::IpFamily;
 use ruleset::{FamilyState, FarmPart};
+pub use sessions::SessionInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -35,6 +37,9 @@ pub enum EngineError {
     Kernel(#[from] netlink::Error),
     #[error("{0}")]
     Alloc(#[from] alloc::AllocError),
+    /// The named farm, backend or session does not exist.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;
@@ -246,6 +251,68 @@ impl Engine {
             });
         }
         Ok(outcome)
+    }
+
+    fn farm_and_alloc(&self, farm: &str) -> Result<(&Farm, &alloc::FarmAlloc)> {
+        let f = self
+            .config
+            .farm(farm)
+            .ok_or_else(|| EngineError::NotFound(format!("no farm is named {farm:?}")))?;
+        let fa = self
+            .alloc
+            .farms
+            .get(farm)
+            .ok_or_else(|| EngineError::NotFound(format!("farm {farm:?} has no allocation")))?;
+        Ok((f, fa))
+    }
+
+    /// The farm's sessions: static ones (no expiry) and the ones the datapath learnt.
+    pub fn sessions(&mut self, farm: &str) -> Result<Vec<SessionInfo>> {
+        let (f, fa) = self.farm_and_alloc(farm)?;
+        if f.persistence.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (f, fa) = (f.clone(), fa.clone());
+        Ok(sessions::list(&mut self.conn, &f, &fa)?)
+    }
+
+    /// Forgets one client's session: a static one leaves the configuration (returned changed in
+    /// `config()`), a learnt one is deleted from the kernel.
+    pub fn delete_session(&mut self, farm: &str, client: &str) -> Result<Outcome> {
+        let (f, fa) = self.farm_and_alloc(farm)?;
+        let values = model::parse_session_client(&f.persistence, client)
+            .map_err(|e| Invalid::one(format!("farms[{farm}].sessions.client"), e))?;
+        let static_at = f
+            .sessions
+            .iter()
+            .position(|s| model::parse_session_client(&f.persistence, &s.client).is_ok_and(|v| v == values));
+        if let Some(i) = static_at {
+            let mut config = self.config.clone();
+            if let Some(cf) = config.farms.iter_mut().find(|x| x.name == farm) {
+                cf.sessions.remove(i);
+            }
+            return self.apply(config);
+        }
+        let (f, fa) = (f.clone(), fa.clone());
+        let mut batch = Batch::new();
+        if sessions::delete_learnt(&mut self.conn, &mut batch, &f, &fa, Some(&values))? == 0 {
+            return Err(EngineError::NotFound(format!(
+                "farm {farm:?} has no session for {client:?}"
+            )));
+        }
+        self.commit(batch)
+    }
+
+    /// Forgets every session the datapath learnt for the farm (static sessions are configuration
+    /// and stay).
+    pub fn flush_sessions(&mut self, farm: &str) -> Result<Outcome> {
+        let (f, fa) = self.farm_and_alloc(farm)?;
+        let (f, fa) = (f.clone(), fa.clone());
+        let mut batch = Batch::new();
+        if !f.persistence.is_empty() {
+            sessions::delete_learnt(&mut self.conn, &mut batch, &f, &fa, None)?;
+        }
+        self.commit(batch)
     }
 
     fn commit(&mut self, batch: Batch) -> Result<Outcome> {

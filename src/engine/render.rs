@@ -559,21 +559,12 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
         if !in_family || !fam.has(&b.ip_addr) {
             continue;
         }
-        let tag = mark(farm_tag(fa.id));
-        let mut parts: Vec<Vec<u8>> = vec![tag];
-        for v in &values {
-            parts.push(match v {
-                KeyValue::Ip(ip) => octets(ip),
-                KeyValue::Port(p) => p.to_be_bytes().to_vec(),
-                KeyValue::Mac(m) => m.0.to_vec(),
-            });
-        }
-        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
         let data = Data::Value(mark(backend_id(fa.id, *member)));
+        let key = super::sessions::encode_key(fa.id, &values);
         push(
             &mut part,
             &persist_set(&farm.persistence),
-            SetElem::mapping(concat(&refs), data),
+            SetElem::mapping(key, data),
         );
     }
     part
