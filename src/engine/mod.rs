@@ -117,6 +117,9 @@ pub struct Engine {
     alloc: Allocation,
     /// What was last committed, per family (`IpFamily::BOTH` order).
     committed: [Option<FamilyState>; 2],
+    /// A transaction's outcome is unknown (the socket failed after sending it): the next change
+    /// reads the kernel back first instead of trusting `committed`.
+    unsure: bool,
 }
 
 impl Engine {
@@ -130,6 +133,7 @@ impl Engine {
             config: Config::default(),
             alloc: Allocation::default(),
             committed: [None, None],
+            unsure: true,
         })
     }
 
@@ -178,12 +182,18 @@ impl Engine {
         self.config = config;
         self.alloc = alloc;
         self.committed = desired;
+        self.unsure = false;
         Ok(outcome)
     }
 
     /// Applies a new configuration incrementally: only farms that differ from the committed
     /// configuration are rendered and compared. All or nothing.
     pub fn apply(&mut self, config: Config) -> Result<Outcome> {
+        if self.unsure {
+            // First change, or the last one's outcome is unknown: compare with the kernel itself.
+            let alloc = self.alloc.clone();
+            return self.reconcile(config, alloc);
+        }
         self.validate(&config)?;
         let old_farms: HashMap<&str, &Farm> =
             self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
@@ -321,7 +331,13 @@ impl Engine {
         }
         let messages = batch.len();
         let changes = batch.describe();
-        let generation = self.conn.commit(batch)?;
+        let generation = self.conn.commit(batch).inspect_err(|e| {
+            // A refusal changed nothing; a socket failure may have happened after the kernel
+            // took the batch.
+            if matches!(e, netlink::Error::Io(_)) {
+                self.unsure = true;
+            }
+        })?;
         Ok(Outcome {
             generation: Some(generation),
             messages,
