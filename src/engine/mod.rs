@@ -58,6 +58,15 @@ pub struct Outcome {
 /// Refuses what this version does not implement yet, or what the kernel cannot do, with the field
 /// that asks for it. Nothing is partially applied: this runs before anything is rendered.
 pub fn check_supported(config: &Config, features: &KernelFeatures) -> Result<()> {
+    check_supported_farms(config, None, features)
+}
+
+/// [`check_supported`] for the farms in `only` (all when `None`) and the policies.
+fn check_supported_farms(
+    config: &Config,
+    only: Option<&BTreeSet<String>>,
+    features: &KernelFeatures,
+) -> Result<()> {
     let unsupported = |field: String, reason: &str| EngineError::Unsupported {
         field,
         reason: reason.to_string(),
@@ -66,7 +75,11 @@ pub fn check_supported(config: &Config, features: &KernelFeatures) -> Result<()>
     if let Some(p) = config.policies.first() {
         return Err(unsupported(format!("policies[{}]", p.name), LATER));
     }
-    for f in &config.farms {
+    for f in config
+        .farms
+        .iter()
+        .filter(|f| only.is_none_or(|o| o.contains(&f.name)))
+    {
         let at = |k: &str| format!("farms[{}].{k}", f.name);
         if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat) {
             return Err(unsupported(
@@ -120,6 +133,8 @@ pub struct Engine {
     /// A transaction's outcome is unknown (the socket failed after sending it): the next change
     /// reads the kernel back first instead of trusting `committed`.
     unsure: bool,
+    /// The services the committed configuration claims, to validate a change in O(change).
+    index: model::ServiceIndex,
 }
 
 impl Engine {
@@ -134,6 +149,7 @@ impl Engine {
             alloc: Allocation::default(),
             committed: [None, None],
             unsure: true,
+            index: model::ServiceIndex::default(),
         })
     }
 
@@ -183,6 +199,7 @@ impl Engine {
         self.alloc = alloc;
         self.committed = desired;
         self.unsure = false;
+        self.index = model::ServiceIndex::of(&self.config);
         Ok(outcome)
     }
 
@@ -194,7 +211,6 @@ impl Engine {
             let alloc = self.alloc.clone();
             return self.reconcile(config, alloc);
         }
-        self.validate(&config)?;
         let old_farms: HashMap<&str, &Farm> =
             self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let new_names: HashSet<&str> = config.farms.iter().map(|f| f.name.as_str()).collect();
@@ -209,11 +225,25 @@ impl Engine {
                 changed.insert(f.name.clone());
             }
         }
+        model::validate_changes(&config, &changed, &self.index)?;
+        check_supported_farms(&config, Some(&changed), &self.features)?;
         // Only the changed farms' allocations change; keep theirs to undo a refused commit.
         let undo = self.alloc.snapshot(&changed);
         let result = self.apply_changed(&config, &changed);
         match result {
             Ok(outcome) => {
+                let old_by: HashMap<&str, &Farm> =
+                    self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+                let new_by: HashMap<&str, &Farm> =
+                    config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+                for name in &changed {
+                    if let Some(f) = old_by.get(name.as_str()) {
+                        self.index.remove(f);
+                    }
+                    if let Some(f) = new_by.get(name.as_str()) {
+                        self.index.insert(f);
+                    }
+                }
                 self.config = config;
                 Ok(outcome)
             }

@@ -15,7 +15,7 @@ pub use names::{NameError, bus_path_escape, validate_name};
 pub use ports::{PortError, PortRange, parse_ports};
 pub use states::{effective_priority, keeps_clients, takes_new_flows};
 pub use validate::{
-    FieldError, Invalid, KeyValue, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, parse_config,
-    parse_policy_element, parse_session_client, validate,
+    FieldError, Invalid, KeyValue, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,
+    parse_config, parse_policy_element, parse_session_client, validate, validate_changes,
 };
 pub use values::*;

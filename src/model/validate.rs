@@ -1,7 +1,7 @@
 //! Whole-document validation. Every problem is reported with the field it is in (as a path such as
 //! `farms[web].backends[b1].ip-addr`) and the reason; nothing is applied unless the document is valid.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -475,8 +475,95 @@ pub fn parse_policy_element(family: PolicyFamily, s: &str) -> Result<(IpAddr, Ip
     Ok((a, a))
 }
 
+/// Which farms claim which services (protocol, address, port range): two farms may not claim the
+/// same one. Kept by the engine for the committed configuration so that a change is checked
+/// against it in O(change).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceIndex {
+    claims: HashMap<(u8, IpAddr), Vec<(String, PortRange)>>,
+}
+
+/// A farm's claims; an empty port list claims every port. Unparsable ports claim nothing (that
+/// is reported on its own).
+fn farm_claims(f: &Farm) -> Vec<(u8, IpAddr, PortRange)> {
+    let Ok(mut ports) = parse_ports(&f.virtual_ports) else {
+        return Vec::new();
+    };
+    if ports.is_empty() {
+        ports.push(PortRange {
+            first: 1,
+            last: 65535,
+        });
+    }
+    let mut out = Vec::new();
+    for proto in f.protocol.numbers() {
+        for vip in &f.virtual_addresses {
+            out.extend(ports.iter().map(|r| (*proto, *vip, *r)));
+        }
+    }
+    out
+}
+
+impl ServiceIndex {
+    pub fn of(config: &Config) -> ServiceIndex {
+        let mut i = ServiceIndex::default();
+        for f in &config.farms {
+            i.insert(f);
+        }
+        i
+    }
+
+    pub fn insert(&mut self, f: &Farm) {
+        for (proto, vip, r) in farm_claims(f) {
+            self.claims
+                .entry((proto, vip))
+                .or_default()
+                .push((f.name.clone(), r));
+        }
+    }
+
+    pub fn remove(&mut self, f: &Farm) {
+        for proto in f.protocol.numbers() {
+            for vip in &f.virtual_addresses {
+                if let Some(v) = self.claims.get_mut(&(*proto, *vip)) {
+                    v.retain(|(n, _)| *n != f.name);
+                    if v.is_empty() {
+                        self.claims.remove(&(*proto, *vip));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Another farm's claim overlapping `r`, ignoring farms for which `ignore` is true.
+    fn conflict(
+        &self,
+        proto: u8,
+        vip: IpAddr,
+        r: PortRange,
+        ignore: impl Fn(&str) -> bool,
+    ) -> Option<(&str, PortRange)> {
+        self.claims.get(&(proto, vip))?.iter().find_map(|(n, o)| {
+            (!ignore(n) && o.first <= r.last && r.first <= o.last).then_some((n.as_str(), *o))
+        })
+    }
+}
+
 /// Checks every rule that spans more than one field or object.
 pub fn validate(config: &Config) -> Result<(), Invalid> {
+    let all: BTreeSet<String> = config.farms.iter().map(|f| f.name.clone()).collect();
+    validate_changes(config, &all, &ServiceIndex::default())
+}
+
+/// Validates `config` knowing that only the farms in `changed` differ from a configuration that
+/// was valid and whose services `committed` indexes: per-farm checks run for those farms only,
+/// and their services are checked against the index. Names and policies are checked whole (a
+/// hash pass; policy lists are short).
+pub fn validate_changes(
+    config: &Config,
+    changed: &BTreeSet<String>,
+    committed: &ServiceIndex,
+) -> Result<(), Invalid> {
     let mut c = Checker { errors: Vec::new() };
     if config.farms.len() > MAX_FARMS {
         c.err(
@@ -497,47 +584,36 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
         }
         check_policy(&mut c, p);
     }
-    let mut farm_names = HashSet::new();
-    // (protocol, VIP) → the farms' port ranges, to find two farms claiming the same service.
-    let mut services: HashMap<(u8, IpAddr), Vec<(&str, PortRange)>> = HashMap::new();
+    let mut farm_names = HashSet::with_capacity(config.farms.len());
     for f in &config.farms {
-        if let Err(e) = validate_name(&f.name) {
-            c.err(format!("farms[{}].name", f.name), e.to_string());
-        }
         if !farm_names.insert(f.name.as_str()) {
             c.err(format!("farms[{}].name", f.name), "another farm has this name");
         }
-        let Some(ports) = check_farm(&mut c, f, &policy_names) else {
+    }
+    // Claims of the changed farms checked so far.
+    let mut local = ServiceIndex::default();
+    for f in config.farms.iter().filter(|f| changed.contains(&f.name)) {
+        if let Err(e) = validate_name(&f.name) {
+            c.err(format!("farms[{}].name", f.name), e.to_string());
+        }
+        if check_farm(&mut c, f, &policy_names).is_none() {
             continue;
-        };
-        let ports = if ports.is_empty() {
-            vec![PortRange {
-                first: 1,
-                last: 65535,
-            }]
-        } else {
-            ports
-        };
-        for proto in f.protocol.numbers() {
-            for vip in &f.virtual_addresses {
-                let claims = services.entry((*proto, *vip)).or_default();
-                for r in &ports {
-                    if let Some((other, o)) = claims
-                        .iter()
-                        .find(|(n, o)| *n != f.name && o.first <= r.last && r.first <= o.last)
-                    {
-                        c.err(
-                            format!("farms[{}].virtual-ports", f.name),
-                            format!(
-                                "{vip} ports {}-{} overlap farm {other:?} ({}-{}) for the same protocol",
-                                r.first, r.last, o.first, o.last
-                            ),
-                        );
-                    }
-                }
-                claims.extend(ports.iter().map(|r| (f.name.as_str(), *r)));
+        }
+        for (proto, vip, r) in farm_claims(f) {
+            let clash = committed
+                .conflict(proto, vip, r, |n| changed.contains(n))
+                .or_else(|| local.conflict(proto, vip, r, |n| n == f.name));
+            if let Some((other, o)) = clash {
+                c.err(
+                    format!("farms[{}].virtual-ports", f.name),
+                    format!(
+                        "{vip} ports {}-{} overlap farm {other:?} ({}-{}) for the same protocol",
+                        r.first, r.last, o.first, o.last
+                    ),
+                );
             }
         }
+        local.insert(f);
     }
     if c.errors.is_empty() {
         Ok(())
