@@ -148,11 +148,35 @@ fn hash_sends_a_client_to_the_same_backend() {
 fn local_farms_are_served_by_the_balancer_itself() {
     let t = Topo::new(1);
     t.serve_locally(vip4(50), "lb");
+    t.serve_locally(vip6(50), "lb");
     let _e = engine(
         &t,
-        json!([{"name": "loc", "mode": "local", "virtual-addresses": [vip4(50)], "virtual-ports": "80", "backends": backends(1, false)}]),
+        json!([{"name": "loc", "mode": "local", "family": "dual", "virtual-addresses": [vip4(50), vip6(50)],
+                "virtual-ports": "80", "backends": backends(1, false)}]),
     );
     assert_eq!(who(&t.tcp(vip4(50), 80)), "lb");
+    assert_eq!(who(&t.tcp(vip6(50), 80)), "lb");
+}
+
+#[test]
+fn source_addresses_backend_ports_and_protocol_all() {
+    let t = Topo::new(2);
+    let mut b = backends(2, false);
+    b[0]["port"] = json!(8080);
+    b[0]["source-addr"] = json!("10.7.7.8");
+    let _e = engine(
+        &t,
+        json!([{"name": "src", "source-addr": "10.7.7.7", "virtual-addresses": [vip4(130)], "virtual-ports": "80", "backends": b},
+               {"name": "any", "protocol": "all", "virtual-addresses": [vip4(131)], "virtual-ports": "", "backends": backends(2, false)}]),
+    );
+    // The backend's own port and source address win over the farm's.
+    let mut got = t.tcp_n(vip4(130), 80, 2);
+    got.sort();
+    assert_eq!(got, ["be0@8080 10.7.7.8", "be1@80 10.7.7.7"]);
+    // Protocol all, every port: tcp on any port (kept, as backends have none) and udp.
+    assert_eq!(count(&t.tcp_n(vip4(131), 8080, 4)).len(), 2);
+    assert!(t.tcp(vip4(131), 8080).starts_with("be") && t.tcp(vip4(131), 8080).contains("@8080 "));
+    assert_eq!(count(&t.udp_n(vip4(131), 53, 4)).len(), 2);
 }
 
 fn set_backend(farms: &mut Value, farm: usize, backend: usize, key: &str, v: Value) {

@@ -12,5 +12,6 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "== tests (unit, kernel in fresh network namespaces, bench smoke run)"
-cargo test --all-targets --locked
+echo "== tests (unit, kernel and traffic in network namespaces, bench smoke runs)"
+# A hung test must fail the run, not use up CI's time.
+timeout 1500 cargo test --all-targets --locked

@@ -13,6 +13,8 @@ pub mod layout;
 mod render;
 pub mod ruleset;
 mod sessions;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

@@ -6,7 +6,7 @@
 //! client 10.8.0.2 fd08::2 ── l0 [balancer] b<i> ── backend i: 10.1.<i>.2 fd01:<i>::2
 //!   VIPs 10.9.0.0/24 and fd09::/64 are routed through the balancer.
 //! ```
-//! Servers on every backend: TCP 80 and 8080 (`<name> <peer address>` then echo each line),
+//! Servers on every backend: TCP 80 and 8080 (`<name>@<port> <peer address>`, then echo each line),
 //! UDP 53 (answers `<name> <peer address>`).
 #![allow(dead_code)]
 
@@ -63,6 +63,7 @@ pub struct Topo {
     pub lb: String,
     pub backends: Vec<String>,
     names: Vec<String>,
+    lb_serving: std::cell::Cell<bool>,
 }
 
 pub fn vip4(n: u8) -> IpAddr {
@@ -105,6 +106,7 @@ impl Topo {
             lb,
             backends,
             names,
+            lb_serving: std::cell::Cell::new(false),
         };
         for ns in &t.names {
             sh(&["ip", "netns", "add", ns]);
@@ -197,7 +199,8 @@ impl Topo {
         t
     }
 
-    /// Adds an address to the balancer's loopback (for `local` farms) and serves on it.
+    /// Adds an address to the balancer's loopback (for `local` farms); the balancer's own servers
+    /// (started on the first call) answer on it.
     pub fn serve_locally(&self, vip: IpAddr, name: &str) {
         let plen = if vip.is_ipv6() { "128" } else { "32" };
         sh(&[
@@ -210,7 +213,9 @@ impl Topo {
             "dev",
             "lo",
         ]);
-        serve(&self.lb, name);
+        if !self.lb_serving.replace(true) {
+            serve(&self.lb, name);
+        }
     }
 
     /// Runs `nftlbd` with arguments inside the balancer's namespace.
@@ -266,8 +271,10 @@ impl Drop for Topo {
 }
 
 /// The answering backend's name only (first word of the greeting).
+/// The answering backend's name only (greetings read `<name>@<port> <peer address>`).
 pub fn who(greeting: &str) -> String {
-    greeting.split_whitespace().next().unwrap_or("").to_string()
+    let first = greeting.split_whitespace().next().unwrap_or("");
+    first.split('@').next().unwrap_or("").to_string()
 }
 
 pub fn tcp_hello(addr: SocketAddr) -> String {
@@ -345,7 +352,7 @@ fn serve(ns: &str, name: &str) {
                         .map(|a| a.ip().to_canonical().to_string())
                         .unwrap_or_default();
                     let mut s = s;
-                    if writeln!(s, "{name} {peer}").is_err() {
+                    if writeln!(s, "{name}@{port} {peer}").is_err() {
                         return;
                     }
                     let mut r = BufReader::new(s.try_clone().expect("clone"));
@@ -361,17 +368,28 @@ fn serve(ns: &str, name: &str) {
         });
     }
     let name = name.to_string();
-    let ready = std::sync::Arc::new(std::sync::Barrier::new(2));
-    let r2 = ready.clone();
+    // The server thread reports its bind; a failure fails the test instead of hanging it.
+    let (ready, bound) = std::sync::mpsc::channel();
     in_ns(ns, move || {
-        let s = UdpSocket::bind(("::", 53)).expect("bind udp");
-        r2.wait();
+        let s = match UdpSocket::bind(("::", 53)) {
+            Ok(s) => {
+                let _ = ready.send(Ok(()));
+                s
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        };
         let mut buf = [0u8; 512];
         while let Ok((_, peer)) = s.recv_from(&mut buf) {
             let _ = s.send_to(format!("{name} {}", peer.ip().to_canonical()).as_bytes(), peer);
         }
     });
-    ready.wait();
+    match bound.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => {}
+        other => panic!("udp server in {ns}: {other:?}"),
+    }
     // Let the TCP listeners bind before the first connection.
     for _ in 0..50 {
         let ok = run_in(ns, || {
