@@ -182,6 +182,14 @@ pub enum PolicyType {
     Whitelist,
 }
 
+/// A JSON value that may be written as a number or as a string (marks, rates).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Raw {
+    N(u64),
+    S(String),
+}
+
 /// A packet/connection mark: a JSON number, or a string in hex (`"0x1f"`) or decimal. Printed
 /// back as a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,12 +203,6 @@ impl Serialize for Mark {
 
 impl<'de> Deserialize<'de> for Mark {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
         let bad =
             || serde::de::Error::custom("a mark is a number 1-4294967295 or a hex string like \"0x1f\"");
         let v = match Raw::deserialize(d).map_err(|_| bad())? {
@@ -283,12 +285,6 @@ impl Serialize for Rate {
 
 impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
         match Raw::deserialize(d)
             .map_err(|_| serde::de::Error::custom("a rate is a number (per second) or \"N/unit\""))?
         {

@@ -32,6 +32,43 @@ fn sh(args: &[&str]) {
     );
 }
 
+fn sysctl(ns: &str, setting: &str) {
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", setting]);
+}
+
+/// Connections from the client to `vip:port`, one after the other, until `stop` is set; joined,
+/// the handle gives every answer.
+pub fn load(
+    t: &Topo,
+    vip: IpAddr,
+    port: u16,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = in_ns(&t.client, move || {
+        let mut answers = Vec::new();
+        while !s.load(Ordering::Relaxed) {
+            answers.push(tcp_hello(SocketAddr::new(vip, port)));
+        }
+        answers
+    });
+    (stop, h)
+}
+
+/// Asserts that a load run made enough connections and none failed.
+pub fn assert_all_answered(answers: &[String]) {
+    let failed: Vec<&String> = answers.iter().filter(|a| a.starts_with("ERROR")).collect();
+    assert!(
+        answers.len() > 20 && failed.is_empty(),
+        "{} connections, failed: {failed:?}",
+        answers.len()
+    );
+}
+
 /// Runs `f` on a new thread inside the named network namespace.
 pub fn in_ns<T: Send + 'static>(
     ns: &str,
@@ -114,15 +151,7 @@ impl Topo {
             // No duplicate address detection: link-local addresses would stay tentative for a
             // second or two, and neighbour discovery (so the first IPv6 flows) would stall.
             for conf in ["all", "default"] {
-                sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv6.conf.{conf}.accept_dad=0"),
-                ]);
+                sysctl(ns, &format!("net.ipv6.conf.{conf}.accept_dad=0"));
             }
         }
         let (c, lb) = (t.client.as_str(), t.lb.as_str());
@@ -139,24 +168,8 @@ impl Topo {
         }
         sh(&["ip", "-n", c, "route", "add", "default", "via", "10.8.0.1"]);
         sh(&["ip", "-n", c, "-6", "route", "add", "default", "via", "fd08::1"]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            lb,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            lb,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.forwarding=1",
-        ]);
+        sysctl(lb, "net.ipv4.ip_forward=1");
+        sysctl(lb, "net.ipv6.conf.all.forwarding=1");
         for (i, b) in t.backends.iter().enumerate() {
             let dev = format!("b{i}");
             sh(&[
