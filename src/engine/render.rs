@@ -208,15 +208,11 @@ fn shared_sets(fam: IpFamily) -> Vec<Set> {
     let f = fam.family();
     let m = TypeSpec::of(DataType::Mark);
     let addr = TypeSpec::of(fam.addr_type());
+    let service = TypeSpec::concat(&[DataType::InetProto, fam.addr_type(), DataType::InetService]);
+    let verdict = TypeSpec::of(DataType::Verdict);
     vec![
-        Set::map(
-            f,
-            TABLE,
-            SET_SERVICES,
-            TypeSpec::concat(&[DataType::InetProto, fam.addr_type(), DataType::InetService]),
-            TypeSpec::of(DataType::Verdict),
-        )
-        .with_flags(NFT_SET_INTERVAL),
+        Set::map(f, TABLE, SET_SERVICES, service.clone(), verdict.clone()),
+        Set::map(f, TABLE, SET_SERVICE_RANGES, service, verdict).with_flags(NFT_SET_INTERVAL),
         Set::map(
             f,
             TABLE,
@@ -274,15 +270,20 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
     };
     let mut e = Exprs::new();
 
-    // Dispatch: one lookup of protocol, address and port.
-    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+    // Dispatch: one hash lookup of protocol, address and port; then, for port ranges (and
+    // farms of every port), the interval map, whose lookup cost grows with its size (pipapo).
     let w = 1 + types::reg_len(fam.addr_type().byte_len()) / 4;
-    e.push(Expr::payload(fam.daddr(), reg::r32(1)))
-        .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
-        .push(Expr::map(SET_SERVICES, reg::R1, reg::VERDICT));
+    let mut dispatch = Vec::new();
+    for set in [SET_SERVICES, SET_SERVICE_RANGES] {
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::payload(fam.daddr(), reg::r32(1)))
+            .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
+            .push(Expr::map(set, reg::R1, reg::VERDICT));
+        dispatch.push(rule(fam, CHAIN_PREROUTING, &mut e));
+    }
     let prerouting = ChainDef {
         chain: base(CHAIN_PREROUTING, ChainType::Nat, HookPoint::Prerouting, -100),
-        rules: vec![rule(fam, CHAIN_PREROUTING, &mut e)],
+        rules: dispatch,
     };
 
     let mut rules = Vec::new();
@@ -477,13 +478,22 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
                 let a = octets(vip);
                 for (lo, hi) in &ranges {
                     let from = concat(&[&[*proto], &a, &lo.to_be_bytes()]);
-                    let to = concat(&[&[*proto], &a, &hi.to_be_bytes()]);
-                    let verdict = Data::Verdict(Verdict::Goto(chain.clone()));
-                    push(
-                        &mut part,
-                        SET_SERVICES,
-                        SetElem::concat_range(from, to, Some(verdict)),
-                    );
+                    let verdict = Some(Data::Verdict(Verdict::Goto(chain.clone())));
+                    let elem = if lo == hi {
+                        SetElem {
+                            data: verdict,
+                            ..SetElem::key(from)
+                        }
+                    } else {
+                        let to = concat(&[&[*proto], &a, &hi.to_be_bytes()]);
+                        SetElem::concat_range(from, to, verdict)
+                    };
+                    let set = if lo == hi {
+                        SET_SERVICES
+                    } else {
+                        SET_SERVICE_RANGES
+                    };
+                    push(&mut part, set, elem);
                 }
             }
         }

@@ -70,7 +70,12 @@ fn a_first_commit_creates_in_the_order_the_kernel_needs() {
     assert!(position(&m, "add map ip nftlbd slots-0") < position(&m, "add chain ip nftlbd farm-web"));
     assert!(position(&m, "add chain ip nftlbd farm-web") < position(&m, "add rule ip nftlbd farm-web"));
     assert!(
-        position(&m, "add rule ip nftlbd farm-web") < position(&m, "add elements 0..3 of ip nftlbd services")
+        position(&m, "add rule ip nftlbd farm-web") < position(&m, "add elements 0..2 of ip nftlbd services")
+    );
+    // Single ports go to the hash map, "every port" to the interval map.
+    assert!(
+        position(&m, "add rule ip nftlbd farm-web")
+            < position(&m, "add elements 0..1 of ip nftlbd service-ranges")
     );
     assert!(m.iter().all(|x| !x.starts_with("delete")), "{m:#?}");
 }
