@@ -228,3 +228,51 @@ fn every_persistence_and_hash_key_is_accepted_and_reads_back_identically() {
         );
     });
 }
+
+#[test]
+fn port_ranges_shared_by_farms_on_one_address_change_incrementally() {
+    in_netns(|| {
+        let f = |name: &str, ports: &str| {
+            json!({"name": name, "virtual-addresses": ["192.0.2.1"], "virtual-ports": ports,
+                   "backends": [{"name": "x", "ip-addr": "10.0.0.1"}]})
+        };
+        let mut e = Engine::open().unwrap();
+        e.reconcile(
+            config(json!([f("a", "80,1000-1999"), f("b", "2000-2999,3005")])),
+            Allocation::default(),
+        )
+        .unwrap();
+        let chain = nft(&["list", "chain", "ip", "nftlbd", "ports-6-c0000201"]);
+        assert!(
+            chain.contains("th dport 1000-1999 goto farm-a")
+                && chain.contains("th dport 2000-2999 goto farm-b"),
+            "{chain}"
+        );
+        let steps: [Value; 4] = [
+            json!([
+                f("a", "80,1000-1999"),
+                f("b", "2000-2500,3005"),
+                f("c", "4000-4999")
+            ]),
+            json!([f("a", "80"), f("b", "2000-2500,3005"), f("c", "4000-4999")]),
+            json!([f("b", "2000-2500"), f("c", "4000-4999,5005-5999")]),
+            json!([f("b", "3000")]),
+        ];
+        for farms in steps {
+            let o = e.apply(config(farms.clone())).unwrap();
+            assert!(o.messages < 20, "{:#?}", o.changes);
+            // What the engine committed is what a full read-back finds.
+            let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+            assert_eq!(
+                e.reconcile(cfg, alloc).unwrap().changes,
+                Vec::<String>::new(),
+                "after {farms}"
+            );
+            nft_stdin(&["-c"], &nft(&["list", "ruleset"])).unwrap();
+        }
+        assert!(
+            !nft(&["list", "table", "ip", "nftlbd"]).contains("ports-"),
+            "no range left, no chain left"
+        );
+    });
+}

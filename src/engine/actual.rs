@@ -13,7 +13,7 @@ use super::ruleset::{ChainDef, FamilyState, FarmPart};
 pub fn flatten(state: &FamilyState) -> FamilyState {
     let mut chains = state.chains.clone();
     let mut elems: BTreeMap<String, Vec<SetElem>> = BTreeMap::new();
-    for part in state.farms.values() {
+    for part in state.ports.values().chain(state.farms.values()) {
         chains.extend(part.chain.iter().cloned());
         for (set, e) in &part.elems {
             elems.entry(set.clone()).or_default().extend(e.iter().cloned());
@@ -23,6 +23,7 @@ pub fn flatten(state: &FamilyState) -> FamilyState {
         table: state.table.clone(),
         sets: state.sets.clone(),
         chains,
+        ports: BTreeMap::new(),
         farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
     }
 }
@@ -60,11 +61,12 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
         sets.insert(s.name.clone(), s);
     }
     // Base chains first, like the rendered state, so creation order matches.
-    chains.sort_by_key(|c| chain_farm(&c.chain.name).is_some());
+    chains.sort_by_key(|c| chain_farm(&c.chain.name).is_some() || c.chain.name.starts_with("ports-"));
     Ok(Some(FamilyState {
         table,
         sets,
         chains,
+        ports: BTreeMap::new(),
         farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
     }))
 }

@@ -23,7 +23,7 @@ use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
 pub use render::IpFamily;
-use ruleset::{FamilyState, FarmPart};
+use ruleset::FamilyState;
 pub use sessions::SessionInfo;
 
 #[derive(Debug, thiserror::Error)]
@@ -261,9 +261,47 @@ impl Engine {
     /// the farm list.
     fn apply_changed(&mut self, config: &Config, changed: &BTreeSet<String>) -> Result<Outcome> {
         self.alloc.update_farms(config, changed)?;
+        let new_by_name: HashMap<&str, &Farm> = config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+        let old_by_name: HashMap<&str, &Farm> =
+            self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let mut batch = Batch::new();
-        let mut next: Vec<(Option<FamilyState>, BTreeMap<String, FarmPart>)> = Vec::new();
+        let mut next = Vec::new();
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
+            // Port-range dispatch of the addresses the changed farms take (or took) ranges on:
+            // rebuilt from every farm on those addresses.
+            let mut touched: BTreeSet<(u8, std::net::IpAddr)> = BTreeSet::new();
+            for name in changed {
+                for f in [old_by_name.get(name.as_str()), new_by_name.get(name.as_str())]
+                    .into_iter()
+                    .flatten()
+                {
+                    for (proto, vip, lo, hi) in render::dispatch_claims(fam, f) {
+                        if lo != hi {
+                            touched.insert((proto, vip));
+                        }
+                    }
+                }
+            }
+            let mut new_ports = BTreeMap::new();
+            for (proto, vip) in &touched {
+                let names: BTreeSet<&str> = self
+                    .index
+                    .farms_on(*proto, vip)
+                    .chain(changed.iter().map(String::as_str))
+                    .collect();
+                let claims: Vec<(&str, u16, u16)> = names
+                    .iter()
+                    .filter_map(|n| new_by_name.get(n))
+                    .flat_map(|f| {
+                        render::dispatch_claims(fam, f)
+                            .into_iter()
+                            .filter(|c| (c.0, c.1) == (*proto, *vip) && c.2 != c.3)
+                            .map(move |c| (f.name.as_str(), c.2, c.3))
+                    })
+                    .collect();
+                let name = layout::ports_chain(*proto, vip);
+                new_ports.insert(name, render::ports_part(fam, *proto, vip, &claims));
+            }
             let skeleton = render::skeleton(fam, config, &self.alloc, self.flags());
             let mut new_parts = BTreeMap::new();
             for farm in config.farms.iter().filter(|f| changed.contains(&f.name)) {
@@ -272,14 +310,24 @@ impl Engine {
                 }
             }
             let committed = self.committed[i].as_ref();
-            let parts = changed
+            let ports = new_ports
+                .iter()
+                .map(|(n, p)| (committed.and_then(|s| s.ports.get(n)), p.as_ref()));
+            let farms = changed
                 .iter()
                 .map(|n| (committed.and_then(|s| s.farms.get(n)), new_parts.get(n)));
-            ruleset::diff_parts(committed, skeleton.as_ref(), parts, false, &mut batch)?;
-            next.push((skeleton, new_parts));
+            // Port dispatch first: its chains point at farm chains, which may be going.
+            ruleset::diff_parts(
+                committed,
+                skeleton.as_ref(),
+                ports.chain(farms),
+                false,
+                &mut batch,
+            )?;
+            next.push((skeleton, new_parts, new_ports));
         }
         let outcome = self.commit(batch)?;
-        for (i, (skeleton, parts)) in next.into_iter().enumerate() {
+        for (i, (skeleton, parts, ports)) in next.into_iter().enumerate() {
             self.committed[i] = skeleton.map(|sk| {
                 let mut state = self.committed[i].take().unwrap_or_else(|| sk.clone());
                 state.table = sk.table;
@@ -289,6 +337,12 @@ impl Engine {
                     state.farms.remove(name);
                 }
                 state.farms.extend(parts);
+                for (name, part) in ports {
+                    match part {
+                        Some(p) => state.ports.insert(name, p),
+                        None => state.ports.remove(&name),
+                    };
+                }
                 state
             });
         }

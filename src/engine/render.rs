@@ -212,7 +212,13 @@ fn shared_sets(fam: IpFamily) -> Vec<Set> {
     let verdict = TypeSpec::of(DataType::Verdict);
     vec![
         Set::map(f, TABLE, SET_SERVICES, service.clone(), verdict.clone()),
-        Set::map(f, TABLE, SET_SERVICE_RANGES, service, verdict).with_flags(NFT_SET_INTERVAL),
+        Set::map(
+            f,
+            TABLE,
+            SET_SERVICE_ADDRS,
+            TypeSpec::concat(&[DataType::InetProto, fam.addr_type()]),
+            verdict,
+        ),
         Set::map(
             f,
             TABLE,
@@ -270,17 +276,19 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
     };
     let mut e = Exprs::new();
 
-    // Dispatch: one hash lookup of protocol, address and port; then, for port ranges (and
-    // farms of every port), the interval map, whose lookup cost grows with its size (pipapo).
+    // Dispatch: one hash lookup of protocol, address and port; then, for port ranges (and farms
+    // of every port), one of protocol and address that leads to that address's `ports-` chain.
     let w = 1 + types::reg_len(fam.addr_type().byte_len()) / 4;
     let mut dispatch = Vec::new();
-    for set in [SET_SERVICES, SET_SERVICE_RANGES] {
-        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-            .push(Expr::payload(fam.daddr(), reg::r32(1)))
-            .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
-            .push(Expr::map(set, reg::R1, reg::VERDICT));
-        dispatch.push(rule(fam, CHAIN_PREROUTING, &mut e));
-    }
+    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+        .push(Expr::payload(fam.daddr(), reg::r32(1)))
+        .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
+        .push(Expr::map(SET_SERVICES, reg::R1, reg::VERDICT));
+    dispatch.push(rule(fam, CHAIN_PREROUTING, &mut e));
+    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+        .push(Expr::payload(fam.daddr(), reg::r32(1)))
+        .push(Expr::map(SET_SERVICE_ADDRS, reg::R1, reg::VERDICT));
+    dispatch.push(rule(fam, CHAIN_PREROUTING, &mut e));
     let prerouting = ChainDef {
         chain: base(CHAIN_PREROUTING, ChainType::Nat, HookPoint::Prerouting, -100),
         rules: dispatch,
@@ -466,36 +474,12 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
         }),
         elems: BTreeMap::new(),
     };
-    if farm.state == FarmState::Up {
-        let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
-        let ranges: Vec<(u16, u16)> = if ports.is_empty() {
-            vec![(0, 65535)]
-        } else {
-            ports.iter().map(|r| (r.first, r.last)).collect()
-        };
-        for proto in farm.protocol.numbers() {
-            for vip in farm.virtual_addresses.iter().filter(|ip| fam.has(ip)) {
-                let a = octets(vip);
-                for (lo, hi) in &ranges {
-                    let from = concat(&[&[*proto], &a, &lo.to_be_bytes()]);
-                    let verdict = Some(Data::Verdict(Verdict::Goto(chain.clone())));
-                    let elem = if lo == hi {
-                        SetElem {
-                            data: verdict,
-                            ..SetElem::key(from)
-                        }
-                    } else {
-                        let to = concat(&[&[*proto], &a, &hi.to_be_bytes()]);
-                        SetElem::concat_range(from, to, verdict)
-                    };
-                    let set = if lo == hi {
-                        SET_SERVICES
-                    } else {
-                        SET_SERVICE_RANGES
-                    };
-                    push(&mut part, set, elem);
-                }
-            }
+    // Single ports: elements of the exact dispatch map. Ranges go to the `ports-` chains.
+    for (proto, vip, lo, hi) in dispatch_claims(fam, farm) {
+        if lo == hi {
+            let key = concat(&[&[proto], &octets(&vip), &lo.to_be_bytes()]);
+            let verdict = Data::Verdict(Verdict::Goto(chain.clone()));
+            push(&mut part, SET_SERVICES, SetElem::mapping(key, verdict));
         }
     }
     if farm.mode == Mode::Local {
@@ -580,6 +564,89 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
     part
 }
 
+/// The services a farm takes in this family: (protocol, address, first port, last port). A farm
+/// that is not up takes none; an empty port list is every port, 0-65535.
+pub fn dispatch_claims(fam: IpFamily, farm: &Farm) -> Vec<(u8, IpAddr, u16, u16)> {
+    if farm.state != FarmState::Up {
+        return Vec::new();
+    }
+    let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
+    let ranges: Vec<(u16, u16)> = if ports.is_empty() {
+        vec![(0, 65535)]
+    } else {
+        ports.iter().map(|r| (r.first, r.last)).collect()
+    };
+    let mut out = Vec::new();
+    for proto in farm.protocol.numbers() {
+        for vip in farm.virtual_addresses.iter().filter(|ip| fam.has(ip)) {
+            out.extend(ranges.iter().map(|(lo, hi)| (*proto, *vip, *lo, *hi)));
+        }
+    }
+    out
+}
+
+/// A farm's port range on one protocol and address: (farm, first, last).
+pub type RangeClaim<'a> = (&'a str, u16, u16);
+
+/// The port-range dispatch of one protocol and address, from its range claims (farm, first,
+/// last); `None` when there is none. A chain of one rule per range, sorted, and the element of
+/// `service-addrs` that leads to it.
+pub fn ports_part(fam: IpFamily, proto: u8, vip: &IpAddr, claims: &[RangeClaim]) -> Option<FarmPart> {
+    if claims.is_empty() {
+        return None;
+    }
+    let name = ports_chain(proto, vip);
+    let mut sorted = claims.to_vec();
+    sorted.sort_by_key(|c| c.1);
+    let mut e = Exprs::new();
+    let rules = sorted
+        .iter()
+        .map(|(farm, lo, hi)| {
+            if (*lo, *hi) != (0, 65535) {
+                e.push(Expr::payload(PayloadField::ThDport, reg::R1))
+                    .push(Expr::Range {
+                        sreg: reg::R1,
+                        op: CmpOp::Eq,
+                        from: lo.to_be_bytes().to_vec(),
+                        to: hi.to_be_bytes().to_vec(),
+                    });
+            }
+            e.goto(&farm_chain(farm));
+            rule(fam, &name, &mut e)
+        })
+        .collect();
+    let key = concat(&[&[proto], &octets(vip)]);
+    let elem = SetElem::mapping(key, Data::Verdict(Verdict::Goto(name.clone())));
+    Some(FarmPart {
+        chain: Some(ChainDef {
+            chain: Chain::regular(fam.family(), TABLE, &name),
+            rules,
+        }),
+        elems: BTreeMap::from([(SET_SERVICE_ADDRS.to_string(), vec![elem])]),
+    })
+}
+
+/// The port-range dispatch parts of every address the given farms take ranges on.
+pub fn ports_parts<'a>(fam: IpFamily, farms: impl Iterator<Item = &'a Farm>) -> BTreeMap<String, FarmPart> {
+    let mut claims: BTreeMap<(u8, IpAddr), Vec<RangeClaim>> = BTreeMap::new();
+    for farm in farms {
+        for (proto, vip, lo, hi) in dispatch_claims(fam, farm) {
+            if lo != hi {
+                claims
+                    .entry((proto, vip))
+                    .or_default()
+                    .push((farm.name.as_str(), lo, hi));
+            }
+        }
+    }
+    claims
+        .iter()
+        .filter_map(|((proto, vip), c)| {
+            ports_part(fam, *proto, vip, c).map(|p| (ports_chain(*proto, vip), p))
+        })
+        .collect()
+}
+
 /// The table of one family without farm parts: table, sets and shared chains. `None` when no
 /// farm uses the family. O(farms) but cheap: it only looks at which shards and persistence kinds
 /// are in use.
@@ -610,6 +677,7 @@ pub fn skeleton(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) 
         table,
         sets,
         chains: base_chains(fam),
+        ports: BTreeMap::new(),
         farms: BTreeMap::new(),
     })
 }
@@ -628,5 +696,6 @@ pub fn render_family(fam: IpFamily, config: &Config, alloc: &Allocation, flags: 
             state.farms.insert(farm.name.clone(), part);
         }
     }
+    state.ports = ports_parts(fam, config.farms.iter());
     Some(state)
 }

@@ -32,6 +32,9 @@ pub struct FamilyState {
     pub sets: BTreeMap<String, Set>,
     /// Base and shared chains, in creation order.
     pub chains: Vec<ChainDef>,
+    /// Port-range dispatch, one part per protocol and address (its chain and its element in
+    /// `service-addrs`), by chain name. Shared by the farms of that address.
+    pub ports: BTreeMap<String, FarmPart>,
     pub farms: BTreeMap<String, FarmPart>,
 }
 
@@ -168,8 +171,11 @@ impl Steps {
                 b.add_elems(family, TABLE, set, &d.add)?;
             }
         }
+        // Empty every doomed chain first: one may still jump to another.
         for c in &self.del_chains {
             b.flush_chain(family, TABLE, &c.name)?;
+        }
+        for c in &self.del_chains {
             b.del_chain(family, TABLE, &c.name)?;
         }
         for s in &self.del_sets {
@@ -192,11 +198,15 @@ pub fn diff(
     complete: bool,
     b: &mut Batch,
 ) -> Result<()> {
-    let no_farms = BTreeMap::new();
-    let old_farms = old.map(|o| &o.farms).unwrap_or(&no_farms);
-    let new_farms = new.map(|n| &n.farms).unwrap_or(&no_farms);
-    let names: BTreeSet<&String> = old_farms.keys().chain(new_farms.keys()).collect();
-    let parts = names.into_iter().map(|n| (old_farms.get(n), new_farms.get(n)));
+    let none = BTreeMap::new();
+    let pairs = |pick: fn(&FamilyState) -> &BTreeMap<String, FarmPart>| {
+        let o = old.map(pick).unwrap_or(&none);
+        let n = new.map(pick).unwrap_or(&none);
+        let names: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
+        names.into_iter().map(move |k| (o.get(k), n.get(k)))
+    };
+    // Port dispatch first: its chains point at farm chains, so they must go before them.
+    let parts = pairs(|s| &s.ports).chain(pairs(|s| &s.farms));
     diff_parts(old, new, parts, complete, b)
 }
 

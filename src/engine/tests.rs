@@ -74,8 +74,11 @@ fn a_first_commit_creates_in_the_order_the_kernel_needs() {
     );
     // Single ports go to the hash map, "every port" to the interval map.
     assert!(
-        position(&m, "add rule ip nftlbd farm-web")
-            < position(&m, "add elements 0..1 of ip nftlbd service-ranges")
+        position(&m, "add chain ip nftlbd farm-other") < position(&m, "add rule ip nftlbd ports-6-c0000202")
+    );
+    assert!(
+        position(&m, "add rule ip nftlbd ports-6-c0000202")
+            < position(&m, "add elements 0..1 of ip nftlbd service-addrs")
     );
     assert!(m.iter().all(|x| !x.starts_with("delete")), "{m:#?}");
 }

@@ -535,6 +535,15 @@ impl ServiceIndex {
         }
     }
 
+    /// The farms that claim some port of this protocol and address.
+    pub fn farms_on(&self, proto: u8, vip: &IpAddr) -> impl Iterator<Item = &str> {
+        self.claims
+            .get(&(proto, *vip))
+            .into_iter()
+            .flatten()
+            .map(|(n, _)| n.as_str())
+    }
+
     /// Another farm's claim overlapping `r`, ignoring farms for which `ignore` is true.
     fn conflict(
         &self,
