@@ -210,8 +210,7 @@ fn every_persistence_and_hash_key_is_accepted_and_reads_back_identically() {
                 } else {
                     (format!("192.0.2.{bits}"), "10.0.0.1".to_string())
                 };
-                // Persistence keys have at most 4 fields; hash input takes all 6.
-                let persist: Vec<&str> = keys.iter().take(4).copied().collect();
+                let persist = keys.clone();
                 farms.push(json!({"name": format!("k{bits}-{v6}"), "family": if v6 { "ipv6" } else { "ipv4" },
                     "virtual-addresses": [vip], "scheduler": "hash", "sched-param": keys, "persistence": persist,
                     "backends": [{"name": "x", "ip-addr": be}]}));

@@ -434,3 +434,27 @@ fn user_marks_reach_the_packets_of_each_backend() {
     // Each connection: SYN, ACK, data, FIN… in both directions, first packets included.
     assert!(packets.len() == 2 && packets.iter().all(|p| *p >= 8), "{listing}");
 }
+
+#[test]
+fn persistence_on_every_key_field_works_and_lists() {
+    let t = Topo::new(2);
+    let all = json!(["srcip", "dstip", "srcport", "dstport", "srcmac", "dstmac"]);
+    let mut e = engine(
+        &t,
+        json!([{"name": "six", "persistence": all, "virtual-addresses": [vip4(140)], "virtual-ports": "80",
+                "backends": backends(2, false)}]),
+    );
+    let got = t.tcp_n(vip4(140), 80, 3);
+    assert!(got.iter().all(|g| g.starts_with("be")), "{got:?}");
+    let s = e.sessions("six").unwrap();
+    assert_eq!(s.len(), 3, "one session per source port: {s:?}");
+    for x in &s {
+        let parts: Vec<&str> = x.client.split(" . ").collect();
+        assert_eq!(
+            (parts.len(), parts[0], parts[1], parts[3]),
+            (6, "10.8.0.2", "10.9.0.140", "80"),
+            "{x:?}"
+        );
+        assert!(x.backend.is_some() && x.expires_ms.is_some(), "{x:?}");
+    }
+}

@@ -255,11 +255,20 @@ fn slots_map(fam: IpFamily, shard: u32) -> Set {
 fn persist_map(fam: IpFamily, keys: &[KeyField]) -> Set {
     let mut fields = vec![DataType::Mark];
     fields.extend(keys.iter().map(|k| key_type(fam, *k)));
+    // nft names at most 5 concatenated types (6 bits each in a u32); a longer key is described
+    // as one integer of the same length, which the kernel treats alike.
+    let key = if fields.len() <= 5 {
+        TypeSpec::concat(&fields)
+    } else {
+        TypeSpec::of(DataType::Integer(
+            fields.iter().map(|f| types::reg_len(f.byte_len())).sum(),
+        ))
+    };
     let mut s = Set::map(
         fam.family(),
         TABLE,
         &persist_set(keys),
-        TypeSpec::concat(&fields),
+        key,
         TypeSpec::of(DataType::Mark),
     )
     .with_flags(NFT_SET_TIMEOUT);

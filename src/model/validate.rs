@@ -54,8 +54,6 @@ pub const MAX_BACKENDS_PER_FARM: usize = 65_535;
 /// Sum of the weights of one farm: the size of its scheduling slot range.
 pub const MAX_FARM_WEIGHT: u64 = 1 << 20;
 pub const MAX_WEIGHT: u32 = 10_000;
-/// Fields of a persistence key (the farm tag is the fifth part of the set key).
-pub const MAX_PERSIST_FIELDS: usize = 4;
 /// A dynamic set timeout in seconds must fit the kernel's millisecond u64 and stay sane.
 pub const MAX_TTL: u32 = 365 * 24 * 3600;
 
@@ -246,14 +244,6 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
         _ => {}
     }
     check_keys(c, &format!("{at}.persistence"), &f.persistence);
-    if f.persistence.len() > MAX_PERSIST_FIELDS {
-        c.err(
-            format!("{at}.persistence"),
-            format!(
-                "at most {MAX_PERSIST_FIELDS} fields: with the farm they make the 5 types an nftables set key can name"
-            ),
-        );
-    }
     if f.persist_ttl == 0 {
         c.err(format!("{at}.persist-ttl"), "must be at least 1 second");
     }
@@ -313,19 +303,17 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
     let mut names = HashSet::new();
     let mut total_weight = 0u64;
     for b in &f.backends {
-        let bat = format!("{at}.backends[{}]", b.name);
+        // Formatted only for an error: a farm may have tens of thousands of backends.
+        let bat = |key: &str| format!("{at}.backends[{}].{key}", b.name);
         if let Err(e) = validate_name(&b.name) {
-            c.err(format!("{bat}.name"), e.to_string());
+            c.err(bat("name"), e.to_string());
         }
         if !names.insert(b.name.as_str()) {
-            c.err(
-                format!("{bat}.name"),
-                "another backend of this farm has this name",
-            );
+            c.err(bat("name"), "another backend of this farm has this name");
         }
         if !family_allows(f.family, &b.ip_addr) {
             c.err(
-                format!("{bat}.ip-addr"),
+                bat("ip-addr"),
                 format!(
                     "{} is an {} address but the farm serves only {}",
                     b.ip_addr,
@@ -339,31 +327,28 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
             );
         }
         if let Some(p) = unicast_problem(&b.ip_addr) {
-            c.err(format!("{bat}.ip-addr"), format!("{}: {p}", b.ip_addr));
+            c.err(bat("ip-addr"), format!("{}: {p}", b.ip_addr));
         }
         if b.port == Some(0) {
-            c.err(format!("{bat}.port"), "must be 1-65535");
+            c.err(bat("port"), "must be 1-65535");
         }
         if b.weight == 0 || b.weight > MAX_WEIGHT {
-            c.err(
-                format!("{bat}.weight"),
-                format!("{} is not 1-{MAX_WEIGHT}", b.weight),
-            );
+            c.err(bat("weight"), format!("{} is not 1-{MAX_WEIGHT}", b.weight));
         }
         total_weight += u64::from(b.weight);
         if b.priority == 0 {
-            c.err(format!("{bat}.priority"), "must be at least 1");
+            c.err(bat("priority"), "must be at least 1");
         }
         if let Some(src) = &b.source_addr {
             if f.mode == Mode::Dnat {
                 c.err(
-                    format!("{bat}.source-addr"),
+                    bat("source-addr"),
                     "is used only by modes snat and local (mode dnat does no source NAT)",
                 );
             }
             if src.is_ipv4() != b.ip_addr.is_ipv4() {
                 c.err(
-                    format!("{bat}.source-addr"),
+                    bat("source-addr"),
                     format!(
                         "{src} is not of the backend's family ({})",
                         family_name(&b.ip_addr)
@@ -371,7 +356,7 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
                 );
             }
             if let Some(p) = unicast_problem(src) {
-                c.err(format!("{bat}.source-addr"), format!("{src}: {p}"));
+                c.err(bat("source-addr"), format!("{src}: {p}"));
             }
         }
     }
