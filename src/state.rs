@@ -31,6 +31,41 @@ pub enum StateError {
     Format { path: PathBuf, reason: String },
     #[error("{path}: the saved configuration is invalid: {source}")]
     Invalid { path: PathBuf, source: Invalid },
+    #[error("{path} is locked by a running nftlbd; change the configuration through it")]
+    Busy { path: PathBuf },
+}
+
+/// The state directory's lock: one writer of the tables and the state file at a time.
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes the lock of `dir` (creating the directory), or says who holds it.
+pub fn lock(dir: &Path) -> Result<StateLock, StateError> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join("lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a descriptor we own; released when the file is closed.
+    let r = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if r != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            StateError::Busy { path }
+        } else {
+            io_err(&path)(e)
+        });
+    }
+    Ok(StateLock { _file: file })
 }
 
 impl State {
@@ -116,6 +151,10 @@ mod tests {
         save(&dir, &state).unwrap();
         assert_eq!(load(&dir).unwrap(), Some(state));
         assert!(!dir.join(".state.json.tmp").exists());
+        let held = lock(&dir).unwrap();
+        assert!(matches!(lock(&dir), Err(StateError::Busy { .. })));
+        drop(held);
+        lock(&dir).unwrap();
         fs::write(dir.join(STATE_FILE), "{\"version\":1,").unwrap();
         assert!(matches!(load(&dir), Err(StateError::Format { .. })));
         fs::remove_dir_all(&dir).unwrap();

@@ -134,6 +134,13 @@ fn the_daemon_repairs_foreign_changes_to_its_tables() {
     );
     let ruleset = t.nft(&["list", "ruleset"]);
     let daemon = start(&t, &dir);
+    // One writer: while the daemon runs, a one-shot apply is refused and changes nothing.
+    let out = t.nftlbd(&["--state-dir", dir.to_str().unwrap(), "apply", &cfg]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked by a running nftlbd"),
+        "{out:?}"
+    );
     t.nft(&["flush", "chain", "ip", "nftlbd", "farm-web"]);
     t.nft(&["delete", "element", "ip", "nftlbd", "masq", "{ 0x00010001 }"]);
     t.nft(&["add", "chain", "ip", "nftlbd", "intruder"]);

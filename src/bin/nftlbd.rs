@@ -59,7 +59,35 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-fn fail(e: &EngineError) -> ExitCode {
+/// What a command can fail with: the engine (exit codes by kind) or the state directory.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+impl From<nftlbd::netlink::Error> for CliError {
+    fn from(e: nftlbd::netlink::Error) -> Self {
+        CliError::Engine(e.into())
+    }
+}
+
+impl From<model::Invalid> for CliError {
+    fn from(e: model::Invalid) -> Self {
+        CliError::Engine(e.into())
+    }
+}
+
+fn fail(e: &CliError) -> ExitCode {
+    let e = match e {
+        CliError::Engine(e) => e,
+        CliError::State(s) => {
+            eprintln!("nftlbd: {s}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     match e {
         EngineError::Invalid(i) => {
             for fe in &i.0 {
@@ -78,13 +106,13 @@ fn fail(e: &EngineError) -> ExitCode {
     }
 }
 
-fn read_config(path: &PathBuf) -> Result<Config, EngineError> {
+fn read_config(path: &PathBuf) -> Result<Config, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| model::Invalid::one(path.display().to_string(), e.to_string()))?;
     Ok(model::parse_config(&text)?)
 }
 
-fn check(args: &Args) -> Result<(), EngineError> {
+fn check(args: &Args) -> Result<(), CliError> {
     let config = read_config(args.file.as_ref().expect("checked by parse_args"))?;
     // Kernel features matter only for a few keys; without privileges assume none is missing.
     let features = nftlbd::netlink::Connection::new()
@@ -104,17 +132,18 @@ fn check(args: &Args) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn save(args: &Args, engine: &Engine) -> Result<(), EngineError> {
+fn save(args: &Args, engine: &Engine) -> Result<(), CliError> {
     let st = State::new(engine.config().clone(), engine.allocation().clone());
-    state::save(&args.state_dir, &st).map_err(|e| model::Invalid::one("state", e.to_string()).into())
+    Ok(state::save(&args.state_dir, &st)?)
 }
 
-fn saved_state(args: &Args) -> Result<Option<State>, EngineError> {
-    state::load(&args.state_dir).map_err(|e| model::Invalid::one("state", e.to_string()).into())
+fn saved_state(args: &Args) -> Result<Option<State>, CliError> {
+    Ok(state::load(&args.state_dir)?)
 }
 
-fn apply(args: &Args) -> Result<(), EngineError> {
+fn apply(args: &Args) -> Result<(), CliError> {
     let config = read_config(args.file.as_ref().expect("checked by parse_args"))?;
+    let _lock = state::lock(&args.state_dir)?;
     let mut engine = Engine::open()?;
     let alloc = saved_state(args)?.map(|s| s.allocation).unwrap_or_default();
     let outcome = engine.reconcile(config, alloc)?;
@@ -149,10 +178,11 @@ fn install_signals() {
     }
 }
 
-fn run(args: &Args) -> Result<(), EngineError> {
+fn run(args: &Args) -> Result<(), CliError> {
     install_signals();
+    let _lock = state::lock(&args.state_dir)?;
     let mut engine = Engine::open()?;
-    let reconcile = |engine: &mut Engine| -> Result<(), EngineError> {
+    let reconcile = |engine: &mut Engine| -> Result<(), CliError> {
         let st = saved_state(args)?;
         let (config, alloc) = st.map(|s| (s.config, s.allocation)).unwrap_or_default();
         let o = engine.reconcile(config, alloc)?;
