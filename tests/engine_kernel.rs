@@ -275,3 +275,37 @@ fn port_ranges_shared_by_farms_on_one_address_change_incrementally() {
         );
     });
 }
+
+#[test]
+fn security_rules_list_reparse_and_read_back() {
+    in_netns(|| {
+        let c = parse_config(
+            &json!({"farms": [{"name": "sec", "family": "dual", "virtual-addresses": ["192.0.2.1", "2001:db8::1"],
+                "policies": ["bl", "wl6"], "new-rtlimit": "10/second", "new-rtlimit-burst": 20, "est-connlimit": 5,
+                "limits-ttl": 30, "verdict": ["log", "drop"], "log-prefix": "lb1-",
+                "backends": [{"name": "x", "ip-addr": "10.0.0.1"}, {"name": "y", "ip-addr": "2001:db8:1::1"}]}],
+              "policies": [{"name": "bl", "elements": ["10.1.0.0/16", "10.2.0.1-10.2.0.9", "10.1.255.255", "10.3.0.1"]},
+                           {"name": "wl6", "type": "whitelist", "family": "ipv6", "elements": ["2001:db8:ffff::/48"]}]})
+            .to_string(),
+        )
+        .unwrap();
+        let mut e = Engine::open().unwrap();
+        e.reconcile(c.clone(), Allocation::default()).unwrap();
+        let listing = nft(&["list", "ruleset"]);
+        nft_stdin(&["-c"], &listing).unwrap_or_else(|err| panic!("{err}\n{listing}"));
+        for want in [
+            "ip saddr @policy-bl log prefix \"lb1-policy-BL-bl \" drop",
+            "ip6 saddr != @policy-wl6 log prefix \"lb1-policy-WL-wl6 \" drop",
+            "add @new-rtlimit { ct mark & 0xffff0000 . ip saddr timeout 30s limit rate over 10/second burst 20 packets }",
+            "add @est-connlimit { ct mark & 0xffff0000 . ip6 saddr ct count over 5 }",
+            "elements = { 10.1.0.0/16 counter packets 0 bytes 0, 10.2.0.1-10.2.0.9 counter packets 0 bytes 0,",
+        ] {
+            assert!(listing.contains(want), "missing {want:?} in\n{listing}");
+        }
+        let alloc = e.allocation().clone();
+        assert_eq!(e.reconcile(c, alloc).unwrap().changes, Vec::<String>::new());
+        let counters = e.policy_counters("bl").unwrap();
+        assert_eq!(counters.len(), 3, "merged: {counters:?}");
+        assert_eq!(counters[0].0, "10.1.0.0-10.1.255.255");
+    });
+}

@@ -458,3 +458,93 @@ fn persistence_on_every_key_field_works_and_lists() {
         assert!(x.backend.is_some() && x.expires_ms.is_some(), "{x:?}");
     }
 }
+
+fn policies_config(farms: Value, policies: Value) -> Config {
+    parse_config(&json!({ "farms": farms, "policies": policies }).to_string())
+        .expect("valid test configuration")
+}
+
+#[test]
+fn blacklists_drop_and_count_whitelists_admit_only_listed_clients() {
+    let t = Topo::new(1);
+    let farm = |name: &str, vip: u8, policy: &str| {
+        json!({"name": name, "virtual-addresses": [vip4(vip)], "virtual-ports": "80", "backends": backends(1, false),
+               "policies": [policy]})
+    };
+    let farms = json!([
+        farm("bl", 150, "deny"),
+        farm("wl", 151, "allow-other"),
+        farm("ok", 152, "allow-client")
+    ]);
+    let mut policies = json!([
+        {"name": "deny", "type": "blacklist", "elements": ["10.8.0.2", "198.51.100.0/24"]},
+        {"name": "allow-other", "type": "whitelist", "elements": ["192.0.2.0/24"]},
+        {"name": "allow-client", "type": "whitelist", "elements": ["10.8.0.0-10.8.0.9"]}]);
+    let c = policies_config(farms.clone(), policies.clone());
+    let mut e = run_in(&t.lb, move || {
+        let mut e = Engine::open().unwrap();
+        e.reconcile(c, Allocation::default()).unwrap();
+        e
+    });
+    assert!(
+        t.tcp_tries(vip4(150), 80, 2)
+            .iter()
+            .all(|a| a.starts_with("ERROR")),
+        "blacklisted"
+    );
+    assert!(
+        t.tcp_tries(vip4(151), 80, 1)[0].starts_with("ERROR"),
+        "not on the whitelist"
+    );
+    assert_eq!(who(&t.tcp(vip4(152), 80)), "be0", "on the whitelist");
+    let counters = e.policy_counters("deny").unwrap();
+    let client = counters
+        .iter()
+        .find(|c| c.0 == "10.8.0.2")
+        .expect("the client's element");
+    assert!(client.1 >= 2 && client.2 > 0, "{counters:?}");
+    assert_eq!(
+        counters
+            .iter()
+            .find(|c| c.0 == "198.51.100.0-198.51.100.255")
+            .map(|c| c.1),
+        Some(0)
+    );
+    // Replacing the elements (one transaction) lets the client in.
+    policies[0]["elements"] = json!(["198.51.100.0/24"]);
+    e.apply(policies_config(farms, policies)).unwrap();
+    assert_eq!(who(&t.tcp(vip4(150), 80)), "be0");
+    let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+    let again = e.reconcile(cfg, alloc).unwrap().changes;
+    assert!(again.is_empty(), "counters are not configuration: {again:?}");
+}
+
+#[test]
+fn new_connection_rate_and_established_connection_limits() {
+    let t = Topo::new(1);
+    let _e = engine(
+        &t,
+        json!([{"name": "rate", "virtual-addresses": [vip4(160)], "virtual-ports": "80", "backends": backends(1, false),
+                "new-rtlimit": "1/second", "new-rtlimit-burst": 3},
+               {"name": "conns", "virtual-addresses": [vip4(161)], "virtual-ports": "80", "backends": backends(1, false),
+                "est-connlimit": 2}]),
+    );
+    let got = t.tcp_tries(vip4(160), 80, 8);
+    let ok = got.iter().filter(|a| a.starts_with("be0")).count();
+    assert!(
+        (3..=6).contains(&ok) && got.len() - ok >= 2,
+        "burst 3, then 1/s: {got:?}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(who(&t.tcp(vip4(160), 80)), "be0", "the rate recovers");
+    // Two established connections are allowed, the third is refused, and a closed one frees a place.
+    let mut held: Vec<Held> = (0..2)
+        .map(|_| Held::open(&t.client, SocketAddr::new(vip4(161), 80)))
+        .collect();
+    assert!(t.tcp_tries(vip4(161), 80, 1)[0].starts_with("ERROR"));
+    assert_eq!(held[0].echo("alive").unwrap(), "alive");
+    held.pop();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let after: Vec<String> = t.tcp_tries(vip4(161), 80, 1);
+    assert!(after[0].starts_with("be0"), "{after:?}");
+}

@@ -13,7 +13,7 @@ use super::ruleset::{ChainDef, FamilyState, FarmPart};
 pub fn flatten(state: &FamilyState) -> FamilyState {
     let mut chains = state.chains.clone();
     let mut elems: BTreeMap<String, Vec<SetElem>> = BTreeMap::new();
-    for part in state.ports.values().chain(state.farms.values()) {
+    for part in state.shared.values().chain(state.farms.values()) {
         chains.extend(part.chain.iter().cloned());
         for (set, e) in &part.elems {
             elems.entry(set.clone()).or_default().extend(e.iter().cloned());
@@ -23,7 +23,7 @@ pub fn flatten(state: &FamilyState) -> FamilyState {
         table: state.table.clone(),
         sets: state.sets.clone(),
         chains,
-        ports: BTreeMap::new(),
+        shared: BTreeMap::new(),
         farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
     }
 }
@@ -57,6 +57,12 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
         s.handle = None;
         let mut e = conn.list_elems(family, TABLE, &s.name)?;
         e.retain(|e| e.timeout_ms.is_none() && e.expires_ms.is_none());
+        if !s.exprs.is_empty() {
+            // Counters the set gives every element are runtime state, not configuration.
+            for x in &mut e {
+                x.exprs.clear();
+            }
+        }
         elems.insert(s.name.clone(), e);
         sets.insert(s.name.clone(), s);
     }
@@ -66,7 +72,7 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
         table,
         sets,
         chains,
-        ports: BTreeMap::new(),
+        shared: BTreeMap::new(),
         farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
     }))
 }

@@ -61,6 +61,17 @@ pub const SET_MASQ: &str = "masq";
 pub const SET_SNAT: &str = "snat-src";
 pub const SET_USER_MARKS: &str = "user-marks";
 pub const SET_LIVE: &str = "live";
+/// Per farm and client: the new-connection rate (`new-rtlimit`).
+pub const SET_NEW_RTLIMIT: &str = "new-rtlimit";
+/// Per farm and client: established connections (`est-connlimit`; no timeout, conntrack counts).
+pub const SET_EST_CONNLIMIT: &str = "est-connlimit";
+/// Maximum number of clients tracked by each limit set.
+pub const LIMIT_SIZE: u32 = 262_144;
+
+/// The set holding a policy's addresses.
+pub fn policy_set(policy: &str) -> String {
+    format!("policy-{policy}")
+}
 
 /// How many farms share one slot map (see the module documentation).
 pub const FARMS_PER_SHARD: u32 = 64;

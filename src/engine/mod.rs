@@ -9,6 +9,7 @@
 
 mod actual;
 pub mod alloc;
+mod counters;
 pub mod layout;
 mod render;
 pub mod ruleset;
@@ -74,9 +75,6 @@ fn check_supported_farms(
         reason: reason.to_string(),
     };
     const LATER: &str = "is not implemented yet in this version of nftlbd";
-    if let Some(p) = config.policies.first() {
-        return Err(unsupported(format!("policies[{}]", p.name), LATER));
-    }
     for f in config
         .farms
         .iter()
@@ -105,23 +103,37 @@ fn check_supported_farms(
             ("helper", f.helper != model::Helper::None),
             ("log", !f.log.is_empty()),
             ("log-rtlimit", f.log_rtlimit.is_some()),
-            ("new-rtlimit", f.new_rtlimit.is_some()),
             ("rst-rtlimit", f.rst_rtlimit.is_some()),
             (
-                "est-connlimit",
-                f.est_connlimit > 0 || f.backends.iter().any(|b| b.est_connlimit > 0),
+                "backends.est-connlimit",
+                f.backends.iter().any(|b| b.est_connlimit > 0),
             ),
             ("tcp-strict", f.tcp_strict),
             ("queue", f.queue >= 0),
             ("intra-connect", f.intra_connect),
             ("flow-offload", f.flow_offload),
-            ("policies", !f.policies.is_empty()),
         ];
         if let Some((key, _)) = later.iter().find(|(_, set)| *set) {
             return Err(unsupported(at(key), LATER));
         }
     }
     Ok(())
+}
+
+/// Names of the policies that differ between two configurations (added, removed or changed).
+fn changed_policies(old: &Config, new: &Config) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for p in &new.policies {
+        if old.policies.iter().find(|o| o.name == p.name) != Some(p) {
+            out.insert(p.name.clone());
+        }
+    }
+    for p in &old.policies {
+        if !new.policies.iter().any(|n| n.name == p.name) {
+            out.insert(p.name.clone());
+        }
+    }
+    out
 }
 
 /// The single writer of our tables.
@@ -227,11 +239,20 @@ impl Engine {
                 changed.insert(f.name.clone());
             }
         }
+        // A changed policy changes the farms that attach it (their rules name its type).
+        let changed_policies = changed_policies(&self.config, &config);
+        if !changed_policies.is_empty() {
+            for f in &config.farms {
+                if f.policies.iter().any(|p| changed_policies.contains(p)) {
+                    changed.insert(f.name.clone());
+                }
+            }
+        }
         model::validate_changes(&config, &changed, &self.index)?;
         check_supported_farms(&config, Some(&changed), &self.features)?;
         // Only the changed farms' allocations change; keep theirs to undo a refused commit.
         let undo = self.alloc.snapshot(&changed);
-        let result = self.apply_changed(&config, &changed);
+        let result = self.apply_changed(&config, &changed, &changed_policies);
         match result {
             Ok(outcome) => {
                 let old_by: HashMap<&str, &Farm> =
@@ -259,7 +280,12 @@ impl Engine {
     /// Renders and diffs only the changed farms (plus the small shared skeleton), commits, and
     /// on success swaps the new parts into the committed state: O(change) apart from a scan of
     /// the farm list.
-    fn apply_changed(&mut self, config: &Config, changed: &BTreeSet<String>) -> Result<Outcome> {
+    fn apply_changed(
+        &mut self,
+        config: &Config,
+        changed: &BTreeSet<String>,
+        changed_policies: &BTreeSet<String>,
+    ) -> Result<Outcome> {
         self.alloc.update_farms(config, changed)?;
         let new_by_name: HashMap<&str, &Farm> = config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let old_by_name: HashMap<&str, &Farm> =
@@ -302,17 +328,25 @@ impl Engine {
                 let name = layout::ports_chain(*proto, vip);
                 new_ports.insert(name, render::ports_part(fam, *proto, vip, &claims));
             }
+            for name in changed_policies {
+                let part = config
+                    .policies
+                    .iter()
+                    .find(|p| p.name == *name)
+                    .and_then(|p| render::policy_part(fam, p));
+                new_ports.insert(layout::policy_set(name), part);
+            }
             let skeleton = render::skeleton(fam, config, &self.alloc, self.flags());
             let mut new_parts = BTreeMap::new();
             for farm in config.farms.iter().filter(|f| changed.contains(&f.name)) {
-                if let Some(part) = render::render_farm(fam, farm, &self.alloc) {
+                if let Some(part) = render::render_farm(fam, farm, &self.alloc, &config.policies) {
                     new_parts.insert(farm.name.clone(), part);
                 }
             }
             let committed = self.committed[i].as_ref();
             let ports = new_ports
                 .iter()
-                .map(|(n, p)| (committed.and_then(|s| s.ports.get(n)), p.as_ref()));
+                .map(|(n, p)| (committed.and_then(|s| s.shared.get(n)), p.as_ref()));
             let farms = changed
                 .iter()
                 .map(|n| (committed.and_then(|s| s.farms.get(n)), new_parts.get(n)));
@@ -339,8 +373,8 @@ impl Engine {
                 state.farms.extend(parts);
                 for (name, part) in ports {
                     match part {
-                        Some(p) => state.ports.insert(name, p),
-                        None => state.ports.remove(&name),
+                        Some(p) => state.shared.insert(name, p),
+                        None => state.shared.remove(&name),
                     };
                 }
                 state
@@ -360,6 +394,19 @@ impl Engine {
             .get(farm)
             .ok_or_else(|| EngineError::NotFound(format!("farm {farm:?} has no allocation")))?;
         Ok((f, fa))
+    }
+
+    /// A policy's elements (merged ranges) with how many packets and bytes each has refused or
+    /// admitted.
+    pub fn policy_counters(&mut self, policy: &str) -> Result<Vec<(String, u64, u64)>> {
+        let p = self
+            .config
+            .policies
+            .iter()
+            .find(|p| p.name == policy)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("no policy is named {policy:?}")))?;
+        Ok(counters::read(&mut self.conn, &p)?)
     }
 
     /// The farm's sessions: static ones (no expiry) and the ones the datapath learnt.

@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::model::{
-    Backend, Config, Farm, FarmState, KeyField, KeyValue, Mode, Scheduler, keeps_clients,
-    parse_session_client,
+    Backend, Config, Farm, FarmState, KeyField, KeyValue, Mode, Policy, PolicyFamily, PolicyType, Rate,
+    Scheduler, VerdictAction, keeps_clients, parse_session_client,
 };
+use crate::netlink::RateUnit as LimitUnit;
 use crate::netlink::consts::reg;
 use crate::netlink::sys::*;
 use crate::netlink::types::concat;
@@ -379,19 +380,118 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
 
 // --- farms -------------------------------------------------------------------------------------
 
-fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> Vec<Rule> {
+/// Ends a rule that refuses a packet as the farm's `verdict` says: log (with `prefix`), drop.
+fn refuse(e: &mut Exprs, farm: &Farm, prefix: &str) {
+    if farm.verdict.contains(&VerdictAction::Log) {
+        let p = farm
+            .log_prefix
+            .as_deref()
+            .map(|p| format!("{p}{prefix} "))
+            .unwrap_or(format!("{prefix}-{} ", farm.name));
+        e.push(Expr::Log {
+            prefix: Some(p.chars().take(127).collect()),
+            group: None,
+            snaplen: None,
+            qthreshold: None,
+            // The kernel stores the default level (warning) explicitly; say it so reads match.
+            level: Some(4),
+            flags: 0,
+        });
+    }
+    if farm.verdict.contains(&VerdictAction::Drop) {
+        e.push(Expr::verdict(Verdict::Drop));
+    }
+}
+
+/// `ct mark & 0xffff0000 . <saddr>` into the registers from R1: the farm and the client.
+fn farm_and_client(e: &mut Exprs, fam: IpFamily) {
+    e.ct_mark(reg::R1).mask(reg::R1, FARM_MASK);
+    e.key_fields(fam, &[KeyField::Srcip], 1);
+}
+
+fn limit(rate: Rate, burst: u32) -> Expr {
+    Expr::Limit(Limit {
+        rate: rate.count,
+        unit: match rate.unit {
+            crate::model::RateUnit::Second => LimitUnit::Second,
+            crate::model::RateUnit::Minute => LimitUnit::Minute,
+            crate::model::RateUnit::Hour => LimitUnit::Hour,
+            crate::model::RateUnit::Day => LimitUnit::Day,
+            crate::model::RateUnit::Week => LimitUnit::Week,
+        },
+        // nft prints a burst of 0 as no burst and reads that back as 5: always say it.
+        burst: burst.max(1),
+        bytes: false,
+        over: true,
+    })
+}
+
+/// Security rules of a farm, first in its chain (new connections only, as the chain is a nat
+/// chain): its policies in attachment order, then its per-client limits.
+fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str, rules: &mut Vec<Rule>) {
+    let mut e = Exprs::new();
+    for p in policies.iter().filter(|p| policy_in(p, fam)) {
+        // A blacklist refuses what it lists; a whitelist refuses everything it does not list.
+        e.push(Expr::payload(fam.saddr(), reg::R1)).push(Expr::Lookup {
+            set: policy_set(&p.name),
+            sreg: reg::R1,
+            dreg: None,
+            invert: p.kind == PolicyType::Whitelist,
+        });
+        let kind = if p.kind == PolicyType::Whitelist {
+            "WL"
+        } else {
+            "BL"
+        };
+        refuse(&mut e, farm, &format!("policy-{kind}-{}", p.name));
+        rules.push(rule(fam, chain, &mut e));
+    }
+    let ttl = Some(u64::from(farm.limits_ttl.max(1)) * 1000);
+    if let Some(rate) = farm.new_rtlimit.filter(|r| r.count > 0) {
+        farm_and_client(&mut e, fam);
+        e.push(Expr::Dynset {
+            set: SET_NEW_RTLIMIT.into(),
+            op: DynsetOp::Add,
+            sreg_key: reg::R1,
+            sreg_data: None,
+            timeout_ms: ttl,
+            exprs: vec![limit(rate, farm.new_rtlimit_burst)],
+        });
+        refuse(&mut e, farm, "new-rtlimit");
+        rules.push(rule(fam, chain, &mut e));
+    }
+    if farm.est_connlimit > 0 {
+        farm_and_client(&mut e, fam);
+        e.push(Expr::Dynset {
+            set: SET_EST_CONNLIMIT.into(),
+            op: DynsetOp::Add,
+            sreg_key: reg::R1,
+            sreg_data: None,
+            timeout_ms: None,
+            exprs: vec![Expr::Connlimit {
+                count: farm.est_connlimit,
+                over: true,
+            }],
+        });
+        refuse(&mut e, farm, "est-connlimit");
+        rules.push(rule(fam, chain, &mut e));
+    }
+}
+
+fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[&Policy]) -> Vec<Rule> {
     let chain = farm_chain(&farm.name);
     let mut rules = Vec::new();
     let mut e = Exprs::new();
     e.push(Expr::immediate(reg::R1, mark(farm_tag(fa.id))))
         .set_ct_mark(reg::R1);
+    rules.push(rule(fam, &chain, &mut e));
+    security_rules(fam, farm, policies, &chain, &mut rules);
     if farm.mode == Mode::Local {
         // Served by a local process: claim the connection, no address translation.
         e.push(Expr::verdict(Verdict::Accept));
         rules.push(rule(fam, &chain, &mut e));
         return rules;
     }
-    rules.push(rule(fam, &chain, &mut e));
     let keys = &farm.persistence;
     let ttl = Some(farm.persist_ttl);
     if !keys.is_empty() {
@@ -473,13 +573,88 @@ fn push(part: &mut FarmPart, set: &str, e: SetElem) {
     part.elems.entry(set.to_string()).or_default().push(e);
 }
 
-fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc) -> FarmPart {
+fn policy_in(p: &Policy, fam: IpFamily) -> bool {
+    (p.family == PolicyFamily::Ipv6) == fam.is_v6()
+}
+
+/// The policies a farm attaches, in its order (validation made sure they exist).
+fn attached<'a>(farm: &Farm, policies: &'a [Policy]) -> Vec<&'a Policy> {
+    farm.policies
+        .iter()
+        .filter_map(|n| policies.iter().find(|p| p.name == *n))
+        .collect()
+}
+
+/// A policy's set: addresses, CIDRs and ranges as intervals, each with a counter.
+fn policy_map(fam: IpFamily, p: &Policy) -> Set {
+    let mut s = Set::new(
+        fam.family(),
+        TABLE,
+        &policy_set(&p.name),
+        TypeSpec::of(fam.addr_type()),
+    )
+    .with_flags(NFT_SET_INTERVAL);
+    s.exprs = vec![Expr::counter()];
+    s
+}
+
+/// A policy's elements (merged: the kernel refuses overlapping or touching intervals).
+pub fn policy_part(fam: IpFamily, p: &Policy) -> Option<FarmPart> {
+    if !policy_in(p, fam) {
+        return None;
+    }
+    let mut ranges: Vec<(u128, u128)> = p
+        .elements
+        .iter()
+        .filter_map(|e| crate::model::parse_policy_element(p.family, e).ok())
+        .map(|(a, b)| (ip_num(&a), ip_num(&b)))
+        .collect();
+    ranges.sort();
+    let mut merged: Vec<(u128, u128)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let width = if fam.is_v6() { 16 } else { 4 };
+    let bytes = |n: u128| n.to_be_bytes()[16 - width..].to_vec();
+    let elems = merged
+        .iter()
+        .flat_map(|(a, b)| SetElem::range(&bytes(*a), &bytes(*b), None))
+        .collect();
+    Some(FarmPart {
+        chain: None,
+        elems: BTreeMap::from([(policy_set(&p.name), elems)]),
+    })
+}
+
+fn ip_num(ip: &IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(*a)),
+        IpAddr::V6(a) => u128::from(*a),
+    }
+}
+
+fn limit_set(fam: IpFamily, name: &str, timeout: bool) -> Set {
+    let mut s = Set::new(
+        fam.family(),
+        TABLE,
+        name,
+        TypeSpec::concat(&[DataType::Mark, fam.addr_type()]),
+    )
+    .with_flags(NFT_SET_EVAL | if timeout { NFT_SET_TIMEOUT } else { 0 });
+    s.size = Some(LIMIT_SIZE);
+    s
+}
+
+fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) -> FarmPart {
     let f = fam.family();
     let chain = farm_chain(&farm.name);
     let mut part = FarmPart {
         chain: Some(ChainDef {
             chain: Chain::regular(f, TABLE, &chain),
-            rules: farm_rules(fam, farm, fa),
+            rules: farm_rules(fam, farm, fa, &attached(farm, policies)),
         }),
         elems: BTreeMap::new(),
     };
@@ -679,6 +854,16 @@ pub fn skeleton(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) 
     if !used {
         return None;
     }
+    for p in config.policies.iter().filter(|p| policy_in(p, fam)) {
+        sets.insert(policy_set(&p.name), policy_map(fam, p));
+    }
+    let farms_here = || config.farms.iter().filter(|f| farm_uses(f, fam));
+    if farms_here().any(|f| f.new_rtlimit.is_some_and(|r| r.count > 0)) {
+        sets.insert(SET_NEW_RTLIMIT.into(), limit_set(fam, SET_NEW_RTLIMIT, true));
+    }
+    if farms_here().any(|f| f.est_connlimit > 0) {
+        sets.insert(SET_EST_CONNLIMIT.into(), limit_set(fam, SET_EST_CONNLIMIT, false));
+    }
     sets.extend(shared_sets(fam).into_iter().map(|s| (s.name.clone(), s)));
     let mut table = Table::new(fam.family(), TABLE);
     table.flags = flags;
@@ -686,25 +871,30 @@ pub fn skeleton(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) 
         table,
         sets,
         chains: base_chains(fam),
-        ports: BTreeMap::new(),
+        shared: BTreeMap::new(),
         farms: BTreeMap::new(),
     })
 }
 
 /// One farm's part of a family's table, if the farm uses the family.
-pub fn render_farm(fam: IpFamily, farm: &Farm, alloc: &Allocation) -> Option<FarmPart> {
+pub fn render_farm(fam: IpFamily, farm: &Farm, alloc: &Allocation, policies: &[Policy]) -> Option<FarmPart> {
     let fa = alloc.farms.get(&farm.name)?;
-    farm_uses(farm, fam).then(|| farm_part(fam, farm, fa))
+    farm_uses(farm, fam).then(|| farm_part(fam, farm, fa, policies))
 }
 
 /// The whole desired table of one family, or `None` when no farm uses the family.
 pub fn render_family(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) -> Option<FamilyState> {
     let mut state = skeleton(fam, config, alloc, flags)?;
     for farm in &config.farms {
-        if let Some(part) = render_farm(fam, farm, alloc) {
+        if let Some(part) = render_farm(fam, farm, alloc, &config.policies) {
             state.farms.insert(farm.name.clone(), part);
         }
     }
-    state.ports = ports_parts(fam, config.farms.iter());
+    state.shared = ports_parts(fam, config.farms.iter());
+    for p in &config.policies {
+        if let Some(part) = policy_part(fam, p) {
+            state.shared.insert(policy_set(&p.name), part);
+        }
+    }
     Some(state)
 }

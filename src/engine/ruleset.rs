@@ -32,9 +32,10 @@ pub struct FamilyState {
     pub sets: BTreeMap<String, Set>,
     /// Base and shared chains, in creation order.
     pub chains: Vec<ChainDef>,
-    /// Port-range dispatch, one part per protocol and address (its chain and its element in
-    /// `service-addrs`), by chain name. Shared by the farms of that address.
-    pub ports: BTreeMap<String, FarmPart>,
+    /// Parts shared by several farms, by name: the port-range dispatch of one protocol and
+    /// address (`ports-…`: its chain and its element in `service-addrs`), and the elements of
+    /// each policy (`policy-…`).
+    pub shared: BTreeMap<String, FarmPart>,
     pub farms: BTreeMap<String, FarmPart>,
 }
 
@@ -206,7 +207,7 @@ pub fn diff(
         names.into_iter().map(move |k| (o.get(k), n.get(k)))
     };
     // Port dispatch first: its chains point at farm chains, so they must go before them.
-    let parts = pairs(|s| &s.ports).chain(pairs(|s| &s.farms));
+    let parts = pairs(|s| &s.shared).chain(pairs(|s| &s.farms));
     diff_parts(old, new, parts, complete, b)
 }
 

@@ -39,7 +39,9 @@ fn change(old: &Config, new: &Config) -> Vec<String> {
     let before = render_family(IpFamily::V4, old, &a, 0);
     a.update(new).unwrap();
     let sk = skeleton(IpFamily::V4, new, &a, 0);
-    let part = new.farm("web").and_then(|f| render_farm(IpFamily::V4, f, &a));
+    let part = new
+        .farm("web")
+        .and_then(|f| render_farm(IpFamily::V4, f, &a, &new.policies));
     let old_part = before.as_ref().and_then(|s| s.farms.get("web"));
     let mut b = Batch::new();
     diff_parts(

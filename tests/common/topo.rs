@@ -260,6 +260,15 @@ impl Topo {
         run_in(&self.client, move || tcp_hello(SocketAddr::new(vip, port)))
     }
 
+    /// `n` quick TCP attempts (300 ms each); the answers in order.
+    pub fn tcp_tries(&self, vip: IpAddr, port: u16, n: usize) -> Vec<String> {
+        run_in(&self.client, move || {
+            (0..n)
+                .map(|_| tcp_hello_within(SocketAddr::new(vip, port), Duration::from_millis(300)))
+                .collect()
+        })
+    }
+
     /// `n` TCP requests; the answers in order.
     pub fn tcp_n(&self, vip: IpAddr, port: u16, n: usize) -> Vec<String> {
         run_in(&self.client, move || {
@@ -291,7 +300,13 @@ pub fn who(greeting: &str) -> String {
 }
 
 pub fn tcp_hello(addr: SocketAddr) -> String {
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+    tcp_hello_within(addr, Duration::from_secs(2))
+}
+
+/// A TCP request that gives up after `timeout` (for connections expected to be refused: a
+/// dropped SYN would otherwise wait for retransmissions).
+pub fn tcp_hello_within(addr: SocketAddr, timeout: Duration) -> String {
+    match TcpStream::connect_timeout(&addr, timeout) {
         Ok(s) => {
             s.set_read_timeout(Some(Duration::from_secs(2))).ok();
             let mut line = String::new();

@@ -1,0 +1,64 @@
+//! Per-element counters of a policy's set, read from the kernel (API.md `Policy.GetCounters`).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::model::{Policy, PolicyFamily};
+use crate::netlink::{Connection, Expr, Family, Result};
+
+use super::layout::{TABLE, policy_set};
+
+/// (element as `a` or `a-b`, packets, bytes) for every merged range of the policy.
+pub fn read(conn: &mut Connection, p: &Policy) -> Result<Vec<(String, u64, u64)>> {
+    let family = if p.family == PolicyFamily::Ipv6 {
+        Family::Ip6
+    } else {
+        Family::Ip
+    };
+    let set = policy_set(&p.name);
+    if !conn.list_tables(Some(family))?.iter().any(|t| t.name == TABLE)
+        || !conn.list_sets(family, TABLE)?.iter().any(|s| s.name == set)
+    {
+        return Ok(Vec::new());
+    }
+    let mut elems = conn.list_elems(family, TABLE, &set)?;
+    elems.sort_by(|a, b| a.key.cmp(&b.key));
+    let addr = |k: &[u8]| -> Option<IpAddr> {
+        Some(match k.len() {
+            4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(k).ok()?)),
+            16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(k).ok()?)),
+            _ => return None,
+        })
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < elems.len() {
+        let e = &elems[i];
+        i += 1;
+        if e.interval_end {
+            continue;
+        }
+        let Some(first) = addr(&e.key) else { continue };
+        // The range ends just before the next interval end (or at the top of the space).
+        let last = match elems.get(i).filter(|n| n.interval_end).and_then(|n| addr(&n.key)) {
+            Some(IpAddr::V4(n)) => IpAddr::V4(Ipv4Addr::from(u32::from(n).wrapping_sub(1))),
+            Some(IpAddr::V6(n)) => IpAddr::V6(Ipv6Addr::from(u128::from(n).wrapping_sub(1))),
+            None if first.is_ipv4() => IpAddr::V4(Ipv4Addr::BROADCAST),
+            None => IpAddr::V6(Ipv6Addr::from(u128::MAX)),
+        };
+        let (packets, bytes) = e
+            .exprs
+            .iter()
+            .find_map(|x| match x {
+                Expr::Counter { packets, bytes } => Some((*packets, *bytes)),
+                _ => None,
+            })
+            .unwrap_or((0, 0));
+        let text = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        out.push((text, packets, bytes));
+    }
+    Ok(out)
+}
