@@ -54,7 +54,7 @@ fn every_layout_feature_lists_and_reparses_with_nft() {
             "jhash ip6 saddr . th sport . ether daddr mod 4 seed 0x0 offset 1048576",
             "symhash mod 1 offset 4194304",
             "numgen random mod 0",
-            "ct mark set 0x00060000 accept",
+            "ct mark set 0x00060000\n\t\taccept",
             "update @persist-srcip-srcport-srcmac { ct mark & 0xffff0000 . ip saddr . th sport . ether saddr timeout 1m30s : ct mark }",
             "0x00020000 . 198.51.100.1 . 1000 . 02:00:00:00:00:01 : 0x00020001",
             "update @persist-srcip { ct mark & 0xffff0000 . ip6 saddr timeout 1m : ct mark }",
