@@ -296,8 +296,8 @@ fn security_rules_list_reparse_and_read_back() {
         for want in [
             "ip saddr @policy-bl log prefix \"lb1-policy-BL-bl \" drop",
             "ip6 saddr != @policy-wl6 log prefix \"lb1-policy-WL-wl6 \" drop",
-            "add @new-rtlimit { ct mark & 0xffff0000 . ip saddr timeout 30s limit rate over 10/second burst 20 packets }",
-            "add @est-connlimit { ct mark & 0xffff0000 . ip6 saddr ct count over 5 }",
+            "add @new-rtlimit-10-second-20 { ct mark & 0xffff0000 . ip saddr timeout 30s limit rate over 10/second burst 20 packets }",
+            "add @est-connlimit-5 { ct mark & 0xffff0000 . ip6 saddr ct count over 5 }",
             "elements = { 10.1.0.0/16 counter packets 0 bytes 0, 10.2.0.1-10.2.0.9 counter packets 0 bytes 0,",
         ] {
             assert!(listing.contains(want), "missing {want:?} in\n{listing}");

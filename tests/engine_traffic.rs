@@ -548,3 +548,41 @@ fn new_connection_rate_and_established_connection_limits() {
     let after: Vec<String> = t.tcp_tries(vip4(161), 80, 1);
     assert!(after[0].starts_with("be0"), "{after:?}");
 }
+
+#[test]
+fn a_backend_at_its_connection_limit_refuses_new_ones() {
+    let t = Topo::new(1);
+    let mut farms = json!([{"name": "lim", "virtual-addresses": [vip4(170)], "virtual-ports": "80", "backends": backends(1, false)}]);
+    farms[0]["backends"][0]["est-connlimit"] = json!(1);
+    let mut e = engine(&t, farms.clone());
+    let held = Held::open(&t.client, SocketAddr::new(vip4(170), 80));
+    assert!(
+        t.tcp_tries(vip4(170), 80, 1)[0].starts_with("ERROR"),
+        "the second connection is refused"
+    );
+    drop(held);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(t.tcp_tries(vip4(170), 80, 1)[0].starts_with("be0"));
+    // Raising the limit is one element and one new chain; the old chain goes.
+    farms[0]["backends"][0]["est-connlimit"] = json!(3);
+    let o = e.apply(config(farms)).unwrap();
+    assert!(
+        o.changes.iter().any(|c| c == "add chain ip nftlbd climit-3"),
+        "{:#?}",
+        o.changes
+    );
+    assert!(
+        o.changes.iter().any(|c| c == "delete chain ip nftlbd climit-1"),
+        "{:#?}",
+        o.changes
+    );
+    let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+    assert!(e.reconcile(cfg, alloc).unwrap().changes.is_empty());
+    // Closed connections stop counting once conntrack sees them closed.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let held: Vec<Held> = (0..3)
+        .map(|_| Held::open(&t.client, SocketAddr::new(vip4(170), 80)))
+        .collect();
+    assert!(t.tcp_tries(vip4(170), 80, 1)[0].starts_with("ERROR"));
+    drop(held);
+}

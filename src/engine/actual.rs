@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::netlink::sys::NFT_SET_EVAL;
 use crate::netlink::{Connection, Family, Result, SetElem};
 
 use super::layout::{TABLE, chain_farm};
@@ -55,7 +56,12 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
     let mut elems = BTreeMap::new();
     for mut s in conn.list_sets(family, TABLE)? {
         s.handle = None;
-        let mut e = conn.list_elems(family, TABLE, &s.name)?;
+        // Sets the datapath fills (limits, connection counts) hold runtime state only.
+        let mut e = if s.flags & NFT_SET_EVAL != 0 {
+            Vec::new()
+        } else {
+            conn.list_elems(family, TABLE, &s.name)?
+        };
         e.retain(|e| e.timeout_ms.is_none() && e.expires_ms.is_none());
         if !s.exprs.is_empty() {
             // Counters the set gives every element are runtime state, not configuration.

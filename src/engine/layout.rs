@@ -61,10 +61,30 @@ pub const SET_MASQ: &str = "masq";
 pub const SET_SNAT: &str = "snat-src";
 pub const SET_USER_MARKS: &str = "user-marks";
 pub const SET_LIVE: &str = "live";
-/// Per farm and client: the new-connection rate (`new-rtlimit`).
-pub const SET_NEW_RTLIMIT: &str = "new-rtlimit";
-/// Per farm and client: established connections (`est-connlimit`; no timeout, conntrack counts).
-pub const SET_EST_CONNLIMIT: &str = "est-connlimit";
+/// Per farm and client, one set per limit value: the new-connection rate (`new-rtlimit`). A set
+/// per value because an element keeps the limit it was created with: a farm whose limit changes
+/// moves to another set instead of keeping stale limits.
+pub fn new_rtlimit_set(rate: &crate::model::Rate, burst: u32) -> String {
+    format!("new-rtlimit-{}-{burst}", rate.to_string().replace('/', "-"))
+}
+
+/// Per farm and client: established connections (`est-connlimit` of `n`; no timeout, conntrack
+/// counts them).
+pub fn est_connlimit_set(n: u32) -> String {
+    format!("est-connlimit-{n}")
+}
+/// Backend id → `jump climit-<N>` for backends with an `est-connlimit` of N.
+pub const SET_BACKEND_LIMITS: &str = "backend-limits";
+/// Established connections per backend with a limit of `n` (conntrack counts them).
+pub fn backend_conns_set(n: u32) -> String {
+    format!("backend-conns-{n}")
+}
+
+/// The chain that refuses a new connection to a backend that has `n` already.
+pub fn climit_chain(n: u32) -> String {
+    format!("climit-{n}")
+}
+
 /// Maximum number of clients tracked by each limit set.
 pub const LIMIT_SIZE: u32 = 262_144;
 

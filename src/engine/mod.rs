@@ -104,10 +104,6 @@ fn check_supported_farms(
             ("log", !f.log.is_empty()),
             ("log-rtlimit", f.log_rtlimit.is_some()),
             ("rst-rtlimit", f.rst_rtlimit.is_some()),
-            (
-                "backends.est-connlimit",
-                f.backends.iter().any(|b| b.est_connlimit > 0),
-            ),
             ("tcp-strict", f.tcp_strict),
             ("queue", f.queue >= 0),
             ("intra-connect", f.intra_connect),
@@ -149,6 +145,8 @@ pub struct Engine {
     unsure: bool,
     /// The services the committed configuration claims, to validate a change in O(change).
     index: model::ServiceIndex,
+    /// Per family: backend `est-connlimit` value → how many backends use it.
+    climits: [BTreeMap<u32, usize>; 2],
 }
 
 impl Engine {
@@ -164,6 +162,7 @@ impl Engine {
             committed: [None, None],
             unsure: true,
             index: model::ServiceIndex::default(),
+            climits: [BTreeMap::new(), BTreeMap::new()],
         })
     }
 
@@ -214,6 +213,9 @@ impl Engine {
         self.committed = desired;
         self.unsure = false;
         self.index = model::ServiceIndex::of(&self.config);
+        for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
+            self.climits[i] = render::climit_users(fam, self.config.farms.iter());
+        }
         Ok(outcome)
     }
 
@@ -292,6 +294,7 @@ impl Engine {
             self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let mut batch = Batch::new();
         let mut next = Vec::new();
+        let mut climits = Vec::new();
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
             // Port-range dispatch of the addresses the changed farms take (or took) ranges on:
             // rebuilt from every farm on those addresses.
@@ -328,6 +331,31 @@ impl Engine {
                 let name = layout::ports_chain(*proto, vip);
                 new_ports.insert(name, render::ports_part(fam, *proto, vip, &claims));
             }
+            // Backend connection limits: a `climit-N` chain lives while some backend uses N.
+            let count = |cfg: &HashMap<&str, &Farm>| {
+                render::climit_users(fam, changed.iter().filter_map(|n| cfg.get(n.as_str()).copied()))
+            };
+            let (before, after) = (count(&old_by_name), count(&new_by_name));
+            let mut users = self.climits[i].clone();
+            for (n, k) in &before {
+                if let Some(u) = users.get_mut(n) {
+                    *u = u.saturating_sub(*k);
+                }
+            }
+            for (n, k) in &after {
+                *users.entry(*n).or_default() += k;
+            }
+            for n in before.keys().chain(after.keys()) {
+                let live = users.get(n).is_some_and(|u| *u > 0);
+                new_ports.insert(
+                    layout::climit_chain(*n),
+                    live.then(|| render::climit_part(fam, *n)),
+                );
+            }
+            users.retain(|_, u| *u > 0);
+            let values: Vec<u32> = users.keys().copied().collect();
+            let skeleton = render::skeleton(fam, config, &self.alloc, self.flags(), &values);
+            climits.push(users);
             for name in changed_policies {
                 let part = config
                     .policies
@@ -336,7 +364,6 @@ impl Engine {
                     .and_then(|p| render::policy_part(fam, p));
                 new_ports.insert(layout::policy_set(name), part);
             }
-            let skeleton = render::skeleton(fam, config, &self.alloc, self.flags());
             let mut new_parts = BTreeMap::new();
             for farm in config.farms.iter().filter(|f| changed.contains(&f.name)) {
                 if let Some(part) = render::render_farm(fam, farm, &self.alloc, &config.policies) {
@@ -361,6 +388,9 @@ impl Engine {
             next.push((skeleton, new_parts, new_ports));
         }
         let outcome = self.commit(batch)?;
+        for (i, users) in climits.into_iter().enumerate() {
+            self.climits[i] = users;
+        }
         for (i, (skeleton, parts, ports)) in next.into_iter().enumerate() {
             self.committed[i] = skeleton.map(|sk| {
                 let mut state = self.committed[i].take().unwrap_or_else(|| sk.clone());

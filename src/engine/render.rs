@@ -231,7 +231,8 @@ fn shared_sets(fam: IpFamily) -> Vec<Set> {
         Set::new(f, TABLE, SET_MASQ, m.clone()),
         Set::map(f, TABLE, SET_SNAT, m.clone(), addr),
         Set::map(f, TABLE, SET_USER_MARKS, m.clone(), m.clone()),
-        Set::new(f, TABLE, SET_LIVE, m),
+        Set::new(f, TABLE, SET_LIVE, m.clone()),
+        Set::map(f, TABLE, SET_BACKEND_LIMITS, m, TypeSpec::of(DataType::Verdict)),
     ]
 }
 
@@ -305,6 +306,10 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
     };
 
     let mut rules = Vec::new();
+    // A backend at its established-connection limit refuses the new one.
+    e.ct_mark(reg::R1)
+        .push(Expr::map(SET_BACKEND_LIMITS, reg::R1, reg::VERDICT));
+    rules.push(rule(fam, CHAIN_TO_BACKEND, &mut e));
     e.ct_mark(reg::R1)
         .push(Expr::map(SET_USER_MARKS, reg::R1, reg::R1))
         .push(Expr::MetaSet {
@@ -450,7 +455,7 @@ fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str,
     if let Some(rate) = farm.new_rtlimit.filter(|r| r.count > 0) {
         farm_and_client(&mut e, fam);
         e.push(Expr::Dynset {
-            set: SET_NEW_RTLIMIT.into(),
+            set: new_rtlimit_set(&rate, farm.new_rtlimit_burst),
             op: DynsetOp::Add,
             sreg_key: reg::R1,
             sreg_data: None,
@@ -463,7 +468,7 @@ fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str,
     if farm.est_connlimit > 0 {
         farm_and_client(&mut e, fam);
         e.push(Expr::Dynset {
-            set: SET_EST_CONNLIMIT.into(),
+            set: est_connlimit_set(farm.est_connlimit),
             op: DynsetOp::Add,
             sreg_key: reg::R1,
             sreg_data: None,
@@ -712,7 +717,11 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) ->
             );
         }
         if !farm.persistence.is_empty() && keeps_clients(b) {
-            push(&mut part, SET_LIVE, SetElem::key(id));
+            push(&mut part, SET_LIVE, SetElem::key(id.clone()));
+        }
+        if b.est_connlimit > 0 {
+            let jump = Data::Verdict(Verdict::Jump(climit_chain(b.est_connlimit)));
+            push(&mut part, SET_BACKEND_LIMITS, SetElem::mapping(id, jump));
         }
     }
     // Static sessions: persistence entries without a timeout.
@@ -831,10 +840,54 @@ pub fn ports_parts<'a>(fam: IpFamily, farms: impl Iterator<Item = &'a Farm>) -> 
         .collect()
 }
 
+/// The chain that refuses new connections to backends that have `n` established ones.
+pub fn climit_part(fam: IpFamily, n: u32) -> FarmPart {
+    let name = climit_chain(n);
+    let mut e = Exprs::new();
+    e.ct_mark(reg::R1)
+        .push(Expr::Dynset {
+            set: backend_conns_set(n),
+            op: DynsetOp::Add,
+            sreg_key: reg::R1,
+            sreg_data: None,
+            timeout_ms: None,
+            exprs: vec![Expr::Connlimit { count: n, over: true }],
+        })
+        .push(Expr::verdict(Verdict::Drop));
+    FarmPart {
+        chain: Some(ChainDef {
+            chain: Chain::regular(fam.family(), TABLE, &name),
+            rules: vec![rule(fam, &name, &mut e)],
+        }),
+        elems: BTreeMap::new(),
+    }
+}
+
+/// How many backends of the farms use each `est-connlimit` value in this family.
+pub fn climit_users<'a>(fam: IpFamily, farms: impl Iterator<Item = &'a Farm>) -> BTreeMap<u32, usize> {
+    let mut m = BTreeMap::new();
+    for f in farms.filter(|f| farm_uses(f, fam) && f.mode != Mode::Local) {
+        for b in f
+            .backends
+            .iter()
+            .filter(|b| b.est_connlimit > 0 && fam.has(&b.ip_addr))
+        {
+            *m.entry(b.est_connlimit).or_default() += 1;
+        }
+    }
+    m
+}
+
 /// The table of one family without farm parts: table, sets and shared chains. `None` when no
 /// farm uses the family. O(farms) but cheap: it only looks at which shards and persistence kinds
 /// are in use.
-pub fn skeleton(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) -> Option<FamilyState> {
+pub fn skeleton(
+    fam: IpFamily,
+    config: &Config,
+    alloc: &Allocation,
+    flags: u32,
+    backend_limits: &[u32],
+) -> Option<FamilyState> {
     let mut sets: BTreeMap<String, Set> = BTreeMap::new();
     let mut used = false;
     for farm in config.farms.iter().filter(|f| farm_uses(f, fam)) {
@@ -857,12 +910,24 @@ pub fn skeleton(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) 
     for p in config.policies.iter().filter(|p| policy_in(p, fam)) {
         sets.insert(policy_set(&p.name), policy_map(fam, p));
     }
-    let farms_here = || config.farms.iter().filter(|f| farm_uses(f, fam));
-    if farms_here().any(|f| f.new_rtlimit.is_some_and(|r| r.count > 0)) {
-        sets.insert(SET_NEW_RTLIMIT.into(), limit_set(fam, SET_NEW_RTLIMIT, true));
+    for f in config.farms.iter().filter(|f| farm_uses(f, fam)) {
+        if let Some(rate) = f.new_rtlimit.filter(|r| r.count > 0) {
+            let name = new_rtlimit_set(&rate, f.new_rtlimit_burst);
+            sets.entry(name.clone())
+                .or_insert_with(|| limit_set(fam, &name, true));
+        }
+        if f.est_connlimit > 0 {
+            let name = est_connlimit_set(f.est_connlimit);
+            sets.entry(name.clone())
+                .or_insert_with(|| limit_set(fam, &name, false));
+        }
     }
-    if farms_here().any(|f| f.est_connlimit > 0) {
-        sets.insert(SET_EST_CONNLIMIT.into(), limit_set(fam, SET_EST_CONNLIMIT, false));
+    for n in backend_limits {
+        let name = backend_conns_set(*n);
+        let mut s =
+            Set::new(fam.family(), TABLE, &name, TypeSpec::of(DataType::Mark)).with_flags(NFT_SET_EVAL);
+        s.size = Some(LIMIT_SIZE);
+        sets.insert(name, s);
     }
     sets.extend(shared_sets(fam).into_iter().map(|s| (s.name.clone(), s)));
     let mut table = Table::new(fam.family(), TABLE);
@@ -884,7 +949,9 @@ pub fn render_farm(fam: IpFamily, farm: &Farm, alloc: &Allocation, policies: &[P
 
 /// The whole desired table of one family, or `None` when no farm uses the family.
 pub fn render_family(fam: IpFamily, config: &Config, alloc: &Allocation, flags: u32) -> Option<FamilyState> {
-    let mut state = skeleton(fam, config, alloc, flags)?;
+    let climits = climit_users(fam, config.farms.iter());
+    let values: Vec<u32> = climits.keys().copied().collect();
+    let mut state = skeleton(fam, config, alloc, flags, &values)?;
     for farm in &config.farms {
         if let Some(part) = render_farm(fam, farm, alloc, &config.policies) {
             state.farms.insert(farm.name.clone(), part);
@@ -895,6 +962,9 @@ pub fn render_family(fam: IpFamily, config: &Config, alloc: &Allocation, flags: 
         if let Some(part) = policy_part(fam, p) {
             state.shared.insert(policy_set(&p.name), part);
         }
+    }
+    for n in values {
+        state.shared.insert(climit_chain(n), climit_part(fam, n));
     }
     Some(state)
 }

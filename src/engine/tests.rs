@@ -38,7 +38,7 @@ fn change(old: &Config, new: &Config) -> Vec<String> {
     a.update(old).unwrap();
     let before = render_family(IpFamily::V4, old, &a, 0);
     a.update(new).unwrap();
-    let sk = skeleton(IpFamily::V4, new, &a, 0);
+    let sk = skeleton(IpFamily::V4, new, &a, 0, &[]);
     let part = new
         .farm("web")
         .and_then(|f| render_farm(IpFamily::V4, f, &a, &new.policies));
