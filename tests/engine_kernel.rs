@@ -282,7 +282,7 @@ fn security_rules_list_reparse_and_read_back() {
         let c = parse_config(
             &json!({"farms": [{"name": "sec", "family": "dual", "virtual-addresses": ["192.0.2.1", "2001:db8::1"],
                 "policies": ["bl", "wl6"], "new-rtlimit": "10/second", "new-rtlimit-burst": 20, "est-connlimit": 5,
-                "limits-ttl": 30, "verdict": ["log", "drop"], "log-prefix": "lb1-",
+                "limits-ttl": 30, "verdict": ["log", "drop"], "log-prefix": "lb1-", "helper": "sip", "protocol": "all",
                 "backends": [{"name": "x", "ip-addr": "10.0.0.1"}, {"name": "y", "ip-addr": "2001:db8:1::1"}]}],
               "policies": [{"name": "bl", "elements": ["10.1.0.0/16", "10.2.0.1-10.2.0.9", "10.1.255.255", "10.3.0.1"]},
                            {"name": "wl6", "type": "whitelist", "family": "ipv6", "elements": ["2001:db8:ffff::/48"]}]})
@@ -299,6 +299,8 @@ fn security_rules_list_reparse_and_read_back() {
             "add @new-rtlimit-10-second-20 { ct mark & 0xffff0000 . ip saddr timeout 30s limit rate over 10/second burst 20 packets }",
             "add @est-connlimit-5 { ct mark & 0xffff0000 . ip6 saddr ct count over 5 }",
             "elements = { 10.1.0.0/16 counter packets 0 bytes 0, 10.2.0.1-10.2.0.9 counter packets 0 bytes 0,",
+            "ct helper helper-sip-udp {\n\t\ttype \"sip\" protocol udp\n\t\tl3proto ip6",
+            "meta l4proto tcp ct helper set \"helper-sip-tcp\"",
         ] {
             assert!(listing.contains(want), "missing {want:?} in\n{listing}");
         }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use common::topo::*;
 use nftlbd::engine::{Allocation, Engine};
@@ -585,4 +585,121 @@ fn a_backend_at_its_connection_limit_refuses_new_ones() {
         .collect();
     assert!(t.tcp_tries(vip4(170), 80, 1)[0].starts_with("ERROR"));
     drop(held);
+}
+
+/// A minimal FTP server (PASV + RETR) on the backend's address, port 21.
+fn ftp_server(t: &Topo, backend: usize) {
+    let ip = backend_ip(backend, false);
+    let (ready, bound) = std::sync::mpsc::channel();
+    in_ns(&t.backends[backend], move || {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind((ip, 21)).expect("bind ftp");
+        ready.send(()).unwrap();
+        for c in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut w = c.try_clone().unwrap();
+                let mut r = BufReader::new(c);
+                let _ = w.write_all(b"220 ready\r\n");
+                let mut data: Option<std::net::TcpListener> = None;
+                let mut line = String::new();
+                while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                    let cmd = line.trim().to_string();
+                    line.clear();
+                    if cmd == "PASV" {
+                        let d = std::net::TcpListener::bind((ip, 0)).unwrap();
+                        let p = d.local_addr().unwrap().port();
+                        let IpAddr::V4(a) = ip else { unreachable!() };
+                        let o = a.octets();
+                        // One write, as real servers do: the kernel's helper reads a reply only
+                        // when the whole line is in one packet.
+                        let reply = format!(
+                            "227 Entering Passive Mode ({},{},{},{},{},{}).\r\n",
+                            o[0],
+                            o[1],
+                            o[2],
+                            o[3],
+                            p >> 8,
+                            p & 255
+                        );
+                        let _ = w.write_all(reply.as_bytes());
+                        data = Some(d);
+                    } else if cmd.starts_with("RETR") {
+                        let _ = w.write_all(b"150 sending\r\n");
+                        if let Some(d) = data.take()
+                            && let Ok((mut s, _)) = d.accept()
+                        {
+                            let _ = s.write_all(b"hello over ftp\n");
+                        }
+                        let _ = w.write_all(b"226 done\r\n");
+                    } else {
+                        let _ = w.write_all(b"221 bye\r\n");
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    bound
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("ftp server up");
+}
+
+/// PASV through the balancer: (address:port the server announced, the file's content).
+fn ftp_fetch(t: &Topo, vip: IpAddr) -> (SocketAddr, String) {
+    run_in(&t.client, move || {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let c = std::net::TcpStream::connect_timeout(
+            &SocketAddr::new(vip, 21),
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(3))).ok();
+        let mut w = c.try_clone().unwrap();
+        let mut r = BufReader::new(c);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        w.write_all(b"PASV\r\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let inner = line
+            .split('(')
+            .nth(1)
+            .and_then(|x| x.split(')').next())
+            .unwrap_or("")
+            .to_string();
+        let n: Vec<u16> = inner.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        assert_eq!(n.len(), 6, "{line}");
+        let at = SocketAddr::new(
+            IpAddr::from([n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8]),
+            n[4] * 256 + n[5],
+        );
+        let mut data = String::new();
+        if let Ok(mut d) = std::net::TcpStream::connect_timeout(&at, std::time::Duration::from_secs(2)) {
+            w.write_all(b"RETR file\r\n").unwrap();
+            d.set_read_timeout(Some(std::time::Duration::from_secs(3))).ok();
+            let _ = d.read_to_string(&mut data);
+        }
+        let _ = w.write_all(b"QUIT\r\n");
+        (at, data)
+    })
+}
+
+#[test]
+fn an_ftp_transfer_works_through_a_helper_farm() {
+    let t = Topo::new(1);
+    ftp_server(&t, 0);
+    let b = backends(1, false);
+    let _e = engine(
+        &t,
+        json!([{"name": "ftp", "helper": "ftp", "virtual-addresses": [vip4(180)], "virtual-ports": "21", "backends": b.clone()},
+               {"name": "plain", "virtual-addresses": [vip4(181)], "virtual-ports": "21", "backends": b}]),
+    );
+    // With the helper the server's passive address is rewritten to the VIP and the data
+    // connection follows the control connection's NAT.
+    let (at, data) = ftp_fetch(&t, vip4(180));
+    assert_eq!(at.ip(), vip4(180), "the PASV reply names the VIP");
+    assert_eq!(data, "hello over ftp\n");
+    // Without it the client is told the backend's own address.
+    let (at, _) = ftp_fetch(&t, vip4(181));
+    assert_eq!(at.ip(), backend_ip(0, false));
 }

@@ -23,6 +23,7 @@ pub fn flatten(state: &FamilyState) -> FamilyState {
     FamilyState {
         table: state.table.clone(),
         sets: state.sets.clone(),
+        objs: state.objs.clone(),
         chains,
         shared: BTreeMap::new(),
         farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
@@ -74,9 +75,15 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
     }
     // Base chains first, like the rendered state, so creation order matches.
     chains.sort_by_key(|c| chain_farm(&c.chain.name).is_some() || c.chain.name.starts_with("ports-"));
+    let mut objs = BTreeMap::new();
+    for mut o in conn.list_objs(family, TABLE, None, false)? {
+        o.handle = None;
+        objs.insert(o.name.clone(), o);
+    }
     Ok(Some(FamilyState {
         table,
         sets,
+        objs,
         chains,
         shared: BTreeMap::new(),
         farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),

@@ -88,6 +88,11 @@ pub fn climit_chain(n: u32) -> String {
 /// Maximum number of clients tracked by each limit set.
 pub const LIMIT_SIZE: u32 = 262_144;
 
+/// The conntrack helper object of a helper and layer-4 protocol, e.g. `helper-ftp-tcp`.
+pub fn helper_obj(helper: &str, proto: &str) -> String {
+    format!("helper-{helper}-{proto}")
+}
+
 /// The set holding a policy's addresses.
 pub fn policy_set(policy: &str) -> String {
     format!("policy-{policy}")

@@ -100,7 +100,6 @@ fn check_supported_farms(
             ));
         }
         let later = [
-            ("helper", f.helper != model::Helper::None),
             ("log", !f.log.is_empty()),
             ("log-rtlimit", f.log_rtlimit.is_some()),
             ("rst-rtlimit", f.rst_rtlimit.is_some()),

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::model::{
-    Backend, Config, Farm, FarmState, KeyField, KeyValue, Mode, Policy, PolicyFamily, PolicyType, Rate,
-    Scheduler, VerdictAction, keeps_clients, parse_session_client,
+    Backend, Config, Farm, FarmState, Helper, KeyField, KeyValue, Mode, Policy, PolicyFamily, PolicyType,
+    Rate, Scheduler, VerdictAction, keeps_clients, parse_session_client,
 };
 use crate::netlink::RateUnit as LimitUnit;
 use crate::netlink::consts::reg;
@@ -483,6 +483,28 @@ fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str,
     }
 }
 
+/// The conntrack helper objects a farm needs: (object name, kernel helper, layer-4 protocol).
+fn helpers(farm: &Farm) -> Vec<(String, &'static str, u8)> {
+    let helper = match farm.helper {
+        Helper::None => return Vec::new(),
+        Helper::Ftp => "ftp",
+        Helper::Pptp => "pptp",
+        Helper::Sip => "sip",
+        Helper::Snmp => "snmp",
+        Helper::Tftp => "tftp",
+    };
+    farm.protocol
+        .numbers()
+        .iter()
+        .filter_map(|p| match p {
+            6 => Some(("tcp", 6)),
+            17 => Some(("udp", 17)),
+            _ => None,
+        })
+        .map(|(name, n)| (helper_obj(helper, name), helper, n))
+        .collect()
+}
+
 fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[&Policy]) -> Vec<Rule> {
     let chain = farm_chain(&farm.name);
     let mut rules = Vec::new();
@@ -491,6 +513,16 @@ fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[&Policy]) 
         .set_ct_mark(reg::R1);
     rules.push(rule(fam, &chain, &mut e));
     security_rules(fam, farm, policies, &chain, &mut rules);
+    // Conntrack helpers: expected related connections (FTP data, …) follow, NATed alike.
+    for (name, _, l4) in helpers(farm) {
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![l4]))
+            .push(Expr::Objref {
+                obj_type: NFT_OBJECT_CT_HELPER,
+                name,
+            });
+        rules.push(rule(fam, &chain, &mut e));
+    }
     if farm.mode == Mode::Local {
         // Served by a local process: claim the connection, no address translation.
         e.push(Expr::verdict(Verdict::Accept));
@@ -932,9 +964,26 @@ pub fn skeleton(
     sets.extend(shared_sets(fam).into_iter().map(|s| (s.name.clone(), s)));
     let mut table = Table::new(fam.family(), TABLE);
     table.flags = flags;
+    let mut objs = BTreeMap::new();
+    for f in config.farms.iter().filter(|f| farm_uses(f, fam)) {
+        for (name, helper, l4) in helpers(f) {
+            objs.entry(name.clone()).or_insert_with(|| Obj {
+                family: fam.family(),
+                table: TABLE.into(),
+                name,
+                handle: None,
+                kind: ObjKind::CtHelper {
+                    helper: helper.into(),
+                    l3proto: fam.nfproto() as u16,
+                    l4proto: l4,
+                },
+            });
+        }
+    }
     Some(FamilyState {
         table,
         sets,
+        objs,
         chains: base_chains(fam),
         shared: BTreeMap::new(),
         farms: BTreeMap::new(),

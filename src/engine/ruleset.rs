@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 
-use crate::netlink::{Batch, Chain, Family, Result, Rule, Set, SetElem, Table};
+use crate::netlink::{Batch, Chain, Family, Obj, Result, Rule, Set, SetElem, Table};
 
 use super::layout::TABLE;
 
@@ -30,6 +30,8 @@ pub struct FarmPart {
 pub struct FamilyState {
     pub table: Table,
     pub sets: BTreeMap<String, Set>,
+    /// Named objects (conntrack helpers), by name.
+    pub objs: BTreeMap<String, Obj>,
     /// Base and shared chains, in creation order.
     pub chains: Vec<ChainDef>,
     /// Parts shared by several farms, by name: the port-range dispatch of one protocol and
@@ -96,6 +98,8 @@ fn diff_elems(old: &[SetElem], new: &[SetElem], delta: &mut ElemDelta) {
 /// be deleted once no rule uses them.
 #[derive(Default)]
 struct Steps {
+    add_objs: Vec<Obj>,
+    del_objs: Vec<Obj>,
     add_sets: Vec<Set>,
     add_chains: Vec<Chain>,
     elems: BTreeMap<String, ElemDelta>,
@@ -148,6 +152,9 @@ impl Steps {
     }
 
     fn write(self, family: Family, b: &mut Batch) -> Result<()> {
+        for o in &self.add_objs {
+            b.add_obj(o)?;
+        }
         for s in &self.add_sets {
             b.add_set(s)?;
         }
@@ -181,6 +188,9 @@ impl Steps {
         }
         for s in &self.del_sets {
             b.del_set(family, TABLE, s)?;
+        }
+        for o in &self.del_objs {
+            b.del_obj(family, TABLE, o.kind.type_id(), &o.name)?;
         }
         Ok(())
     }
@@ -232,6 +242,20 @@ pub fn diff_parts<'a>(
     let new = new.expect("matched above");
     if let Some(o) = old
         && let Some((name, _)) = o
+            .objs
+            .iter()
+            .find(|(name, x)| new.objs.get(*name).is_some_and(|n| n != *x))
+    {
+        if !complete {
+            return Err(crate::netlink::Error::Invalid(format!(
+                "object {name} would change its definition; reconcile the whole table instead"
+            )));
+        }
+        b.del_table(family, TABLE)?;
+        return diff(None, Some(new), true, b);
+    }
+    if let Some(o) = old
+        && let Some((name, _)) = o
             .sets
             .iter()
             .find(|(name, s)| new.sets.get(*name).is_some_and(|n| n != *s))
@@ -261,6 +285,21 @@ pub fn diff_parts<'a>(
     }
     for name in old_sets.keys().filter(|n| !new.sets.contains_key(*n)) {
         steps.del_sets.push(name.clone());
+    }
+    // Objects: an object whose definition differs is replaced (deleted after the rules that use
+    // it are gone, then added under the same name is not possible in one batch, so it is an error
+    // case only a foreign change produces and a full rebuild handles).
+    let no_objs = BTreeMap::new();
+    let old_objs = old.map(|o| &o.objs).unwrap_or(&no_objs);
+    for (name, o) in &new.objs {
+        if !old_objs.contains_key(name) {
+            steps.add_objs.push(o.clone());
+        }
+    }
+    for (name, o) in old_objs {
+        if !new.objs.contains_key(name) {
+            steps.del_objs.push(o.clone());
+        }
     }
     let old_chains: HashMap<&str, &ChainDef> = old
         .map(|o| o.chains.iter().map(|c| (c.chain.name.as_str(), c)).collect())
