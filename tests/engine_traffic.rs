@@ -703,3 +703,40 @@ fn an_ftp_transfer_works_through_a_helper_farm() {
     let (at, _) = ftp_fetch(&t, vip4(181));
     assert_eq!(at.ip(), backend_ip(0, false));
 }
+
+#[test]
+fn intra_connect_balances_connections_from_the_balancer_itself() {
+    let t = Topo::new(2);
+    // The balancer needs a route to the VIPs for its own connections; NAT then re-routes them.
+    let out = std::process::Command::new("ip")
+        .args(["-n", &t.lb, "route", "add", "10.9.0.0/24", "dev", "l0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let _e = engine(
+        &t,
+        json!([{"name": "in", "intra-connect": true, "virtual-addresses": [vip4(190)], "virtual-ports": "80,8000-8100",
+                "backends": backends(2, false)},
+               {"name": "out", "virtual-addresses": [vip4(191)], "virtual-ports": "80", "backends": backends(2, false)}]),
+    );
+    let from_lb = |vip: IpAddr, port: u16, n: usize| {
+        run_in(&t.lb, move || {
+            (0..n)
+                .map(|_| tcp_hello_within(SocketAddr::new(vip, port), std::time::Duration::from_millis(500)))
+                .collect::<Vec<_>>()
+        })
+    };
+    let got = count(&from_lb(vip4(190), 80, 4));
+    assert_eq!((got.get("be0"), got.get("be1")), (Some(&2), Some(&2)), "{got:?}");
+    assert_eq!(
+        count(&from_lb(vip4(190), 8080, 2)).len(),
+        2,
+        "ports in a range too"
+    );
+    assert!(
+        from_lb(vip4(191), 80, 1)[0].starts_with("ERROR"),
+        "a farm without intra-connect"
+    );
+    // The client is balanced as before.
+    assert_eq!(count(&t.tcp_n(vip4(191), 80, 2)).len(), 2);
+}

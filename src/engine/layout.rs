@@ -53,6 +53,11 @@ pub const CHAIN_TO_BACKEND: &str = "to-backend";
 
 /// Dispatch of single ports (hash).
 pub const SET_SERVICES: &str = "services";
+/// The same dispatch for connections the balancer itself opens (`intra-connect` farms only).
+pub const SET_SERVICES_LOCAL: &str = "services-local";
+pub const SET_SERVICE_ADDRS_LOCAL: &str = "service-addrs-local";
+pub const CHAIN_OUTPUT: &str = "output";
+
 /// Dispatch of port ranges, first step: protocol and address → the `ports-…` chain of that pair.
 pub const SET_SERVICE_ADDRS: &str = "service-addrs";
 pub const SET_TARGETS_ADDR_PORT: &str = "targets-ap";

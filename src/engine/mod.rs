@@ -105,7 +105,6 @@ fn check_supported_farms(
             ("rst-rtlimit", f.rst_rtlimit.is_some()),
             ("tcp-strict", f.tcp_strict),
             ("queue", f.queue >= 0),
-            ("intra-connect", f.intra_connect),
             ("flow-offload", f.flow_offload),
         ];
         if let Some((key, _)) = later.iter().find(|(_, set)| *set) {
@@ -317,14 +316,14 @@ impl Engine {
                     .farms_on(*proto, vip)
                     .chain(changed.iter().map(String::as_str))
                     .collect();
-                let claims: Vec<(&str, u16, u16)> = names
+                let claims: Vec<render::RangeClaim> = names
                     .iter()
                     .filter_map(|n| new_by_name.get(n))
                     .flat_map(|f| {
                         render::dispatch_claims(fam, f)
                             .into_iter()
                             .filter(|c| (c.0, c.1) == (*proto, *vip) && c.2 != c.3)
-                            .map(move |c| (f.name.as_str(), c.2, c.3))
+                            .map(move |c| (f.name.as_str(), c.2, c.3, f.intra_connect))
                     })
                     .collect();
                 let name = layout::ports_chain(*proto, vip);

@@ -213,6 +213,14 @@ fn shared_sets(fam: IpFamily) -> Vec<Set> {
     let verdict = TypeSpec::of(DataType::Verdict);
     vec![
         Set::map(f, TABLE, SET_SERVICES, service.clone(), verdict.clone()),
+        Set::map(f, TABLE, SET_SERVICES_LOCAL, service.clone(), verdict.clone()),
+        Set::map(
+            f,
+            TABLE,
+            SET_SERVICE_ADDRS_LOCAL,
+            TypeSpec::concat(&[DataType::InetProto, fam.addr_type()]),
+            verdict.clone(),
+        ),
         Set::map(
             f,
             TABLE,
@@ -290,19 +298,25 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
     // Dispatch: one hash lookup of protocol, address and port; then, for port ranges (and farms
     // of every port), one of protocol and address that leads to that address's `ports-` chain.
     let w = 1 + types::reg_len(fam.addr_type().byte_len()) / 4;
-    let mut dispatch = Vec::new();
-    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-        .push(Expr::payload(fam.daddr(), reg::r32(1)))
-        .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
-        .push(Expr::map(SET_SERVICES, reg::R1, reg::VERDICT));
-    dispatch.push(rule(fam, CHAIN_PREROUTING, &mut e));
-    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-        .push(Expr::payload(fam.daddr(), reg::r32(1)))
-        .push(Expr::map(SET_SERVICE_ADDRS, reg::R1, reg::VERDICT));
-    dispatch.push(rule(fam, CHAIN_PREROUTING, &mut e));
+    let mut dispatch = |chain: &str, exact: &str, addrs: &str| {
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::payload(fam.daddr(), reg::r32(1)))
+            .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
+            .push(Expr::map(exact, reg::R1, reg::VERDICT));
+        let first = rule(fam, chain, &mut e);
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::payload(fam.daddr(), reg::r32(1)))
+            .push(Expr::map(addrs, reg::R1, reg::VERDICT));
+        vec![first, rule(fam, chain, &mut e)]
+    };
     let prerouting = ChainDef {
         chain: base(CHAIN_PREROUTING, ChainType::Nat, HookPoint::Prerouting, -100),
-        rules: dispatch,
+        rules: dispatch(CHAIN_PREROUTING, SET_SERVICES, SET_SERVICE_ADDRS),
+    };
+    // Connections the balancer opens itself, to `intra-connect` farms.
+    let output = ChainDef {
+        chain: base(CHAIN_OUTPUT, ChainType::Nat, HookPoint::Output, -100),
+        rules: dispatch(CHAIN_OUTPUT, SET_SERVICES_LOCAL, SET_SERVICE_ADDRS_LOCAL),
     };
 
     let mut rules = Vec::new();
@@ -380,7 +394,7 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
         chain: base(CHAIN_MANGLE, ChainType::Filter, HookPoint::Prerouting, -150),
         rules: vec![rule(fam, CHAIN_MANGLE, &mut e)],
     };
-    vec![to_backend, prerouting, postrouting, mangle]
+    vec![to_backend, prerouting, output, postrouting, mangle]
 }
 
 // --- farms -------------------------------------------------------------------------------------
@@ -700,6 +714,13 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) ->
         if lo == hi {
             let key = concat(&[&[proto], &octets(&vip), &lo.to_be_bytes()]);
             let verdict = Data::Verdict(Verdict::Goto(chain.clone()));
+            if farm.intra_connect {
+                push(
+                    &mut part,
+                    SET_SERVICES_LOCAL,
+                    SetElem::mapping(key.clone(), verdict.clone()),
+                );
+            }
             push(&mut part, SET_SERVICES, SetElem::mapping(key, verdict));
         }
     }
@@ -810,8 +831,8 @@ pub fn dispatch_claims(fam: IpFamily, farm: &Farm) -> Vec<(u8, IpAddr, u16, u16)
     out
 }
 
-/// A farm's port range on one protocol and address: (farm, first, last).
-pub type RangeClaim<'a> = (&'a str, u16, u16);
+/// A farm's port range on one protocol and address: (farm, first, last, intra-connect).
+pub type RangeClaim<'a> = (&'a str, u16, u16, bool);
 
 /// The port-range dispatch of one protocol and address, from its range claims (farm, first,
 /// last); `None` when there is none. A chain of one rule per range, sorted, and the element of
@@ -826,7 +847,7 @@ pub fn ports_part(fam: IpFamily, proto: u8, vip: &IpAddr, claims: &[RangeClaim])
     let mut e = Exprs::new();
     let rules = sorted
         .iter()
-        .map(|(farm, lo, hi)| {
+        .map(|(farm, lo, hi, _)| {
             if (*lo, *hi) != (0, 65535) {
                 e.push(Expr::payload(PayloadField::ThDport, reg::R1))
                     .push(Expr::Range {
@@ -842,12 +863,17 @@ pub fn ports_part(fam: IpFamily, proto: u8, vip: &IpAddr, claims: &[RangeClaim])
         .collect();
     let key = concat(&[&[proto], &octets(vip)]);
     let elem = SetElem::mapping(key, Data::Verdict(Verdict::Goto(name.clone())));
+    let mut elems = BTreeMap::from([(SET_SERVICE_ADDRS.to_string(), vec![elem.clone()])]);
+    // Connections from the balancer itself reach this address's ranges when a farm on it asks.
+    if claims.iter().any(|c| c.3) {
+        elems.insert(SET_SERVICE_ADDRS_LOCAL.to_string(), vec![elem]);
+    }
     Some(FarmPart {
         chain: Some(ChainDef {
             chain: Chain::regular(fam.family(), TABLE, &name),
             rules,
         }),
-        elems: BTreeMap::from([(SET_SERVICE_ADDRS.to_string(), vec![elem])]),
+        elems,
     })
 }
 
@@ -857,10 +883,12 @@ pub fn ports_parts<'a>(fam: IpFamily, farms: impl Iterator<Item = &'a Farm>) -> 
     for farm in farms {
         for (proto, vip, lo, hi) in dispatch_claims(fam, farm) {
             if lo != hi {
-                claims
-                    .entry((proto, vip))
-                    .or_default()
-                    .push((farm.name.as_str(), lo, hi));
+                claims.entry((proto, vip)).or_default().push((
+                    farm.name.as_str(),
+                    lo,
+                    hi,
+                    farm.intra_connect,
+                ));
             }
         }
     }
