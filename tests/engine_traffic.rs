@@ -740,3 +740,136 @@ fn intra_connect_balances_connections_from_the_balancer_itself() {
     // The client is balanced as before.
     assert_eq!(count(&t.tcp_n(vip4(191), 80, 2)).len(), 2);
 }
+
+/// Loads a table of someone else's into the balancer (to count what got past us).
+fn foreign_table(t: &Topo, text: &str) {
+    use std::io::Write;
+    let mut c = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.lb, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    assert!(c.wait().unwrap().success());
+}
+
+/// The packet counts of a foreign table's counters, in order.
+fn counters(t: &Topo, table: &str) -> Vec<u64> {
+    t.nft(&["list", "table", "inet", table])
+        .lines()
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .map(|r| r.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Sends one bare TCP segment with `flags` from the client to `dst` (a raw socket).
+fn send_tcp_flags(t: &Topo, dst: std::net::Ipv4Addr, port: u16, flags: u8) {
+    run_in(&t.client, move || {
+        let src = std::net::Ipv4Addr::new(10, 8, 0, 2);
+        let mut seg = [0u8; 20];
+        seg[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        seg[2..4].copy_from_slice(&port.to_be_bytes());
+        seg[4..8].copy_from_slice(&12345u32.to_be_bytes());
+        seg[12] = 5 << 4;
+        seg[13] = flags;
+        seg[14..16].copy_from_slice(&1024u16.to_be_bytes());
+        let mut sum: u32 = 0;
+        let mut add = |b: &[u8]| {
+            for c in b.chunks(2) {
+                sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+        };
+        add(&src.octets());
+        add(&dst.octets());
+        add(&[0, 6, 0, 20]);
+        add(&seg);
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        seg[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        // SAFETY: plain socket calls with valid buffers.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
+            assert!(fd >= 0, "raw socket");
+            let sa = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(dst.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let n = libc::sendto(
+                fd,
+                seg.as_ptr() as *const libc::c_void,
+                seg.len(),
+                0,
+                &sa as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert_eq!(n, 20);
+            libc::close(fd);
+        }
+    });
+}
+
+#[test]
+fn tcp_strict_drops_bogus_segments_and_rst_rtlimit_limits_resets() {
+    let t = Topo::new(1);
+    let _e = engine(
+        &t,
+        json!([{"name": "strict", "tcp-strict": true, "virtual-addresses": [vip4(200)], "virtual-ports": "80",
+                "backends": backends(1, false)},
+               {"name": "lax", "virtual-addresses": [vip4(201)], "virtual-ports": "80", "backends": backends(1, false)},
+               {"name": "rst", "rst-rtlimit": "1/minute", "rst-rtlimit-burst": 1, "virtual-addresses": [vip4(202)],
+                "virtual-ports": "80", "backends": backends(1, false)}]),
+    );
+    // Someone else's counters, just after our mangle chain.
+    foreign_table(
+        &t,
+        "table inet seen {\n chain pre {\n  type filter hook prerouting priority -140; policy accept;\n\
+         ip daddr 10.9.0.200 tcp flags & (syn|fin) == syn|fin counter\n\
+         ip daddr 10.9.0.201 tcp flags & (syn|fin) == syn|fin counter\n\
+         ip saddr 10.8.0.2 tcp flags rst counter\n }\n}\n",
+    );
+    for vip in [200u8, 201] {
+        send_tcp_flags(&t, std::net::Ipv4Addr::new(10, 9, 0, vip), 80, 0x03);
+    }
+    // Normal traffic to the strict farm still flows.
+    assert_eq!(who(&t.tcp(vip4(200), 80)), "be0");
+    // Five connections closed with a reset each: one reset per minute (burst 1) gets through.
+    run_in(&t.client, || {
+        for _ in 0..5 {
+            let s = std::net::TcpStream::connect((std::net::Ipv4Addr::new(10, 9, 0, 202), 80)).unwrap();
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid socket and a correctly sized option.
+            unsafe {
+                use std::os::fd::AsRawFd;
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &linger as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as u32,
+                );
+            }
+            let mut b = [0u8; 64];
+            let _ = std::io::Read::read(&mut &s, &mut b);
+            drop(s);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let c = counters(&t, "seen");
+    assert_eq!(
+        c[0], 0,
+        "the strict farm dropped the SYN+FIN segment first: {c:?}"
+    );
+    assert_eq!(c[1], 1, "the lax farm let it through: {c:?}");
+    assert!(
+        (1..=2).contains(&c[2]),
+        "resets past the limit were dropped: {c:?}"
+    );
+}

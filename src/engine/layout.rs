@@ -58,6 +58,19 @@ pub const SET_SERVICES_LOCAL: &str = "services-local";
 pub const SET_SERVICE_ADDRS_LOCAL: &str = "service-addrs-local";
 pub const CHAIN_OUTPUT: &str = "output";
 
+/// `tcp-strict`: the services (exact) and addresses (port ranges) whose TCP packets are checked.
+pub const SET_STRICT_SERVICES: &str = "strict-services";
+pub const SET_STRICT_ADDRS: &str = "strict-addrs";
+/// The chain that drops invalid or bogus TCP packets.
+pub const CHAIN_STRICT: &str = "tcp-strict";
+/// Farm tag → `jump rst-rtlimit-…` for farms with an `rst-rtlimit`.
+pub const SET_RST_LIMITS: &str = "rst-limits";
+
+/// Chain and set that limit one client's TCP resets to `rate` with `burst`.
+pub fn rst_rtlimit_name(rate: &crate::model::Rate, burst: u32, ttl: u32) -> String {
+    format!("rst-rtlimit-{}-{burst}-{ttl}", rate.to_string().replace('/', "-"))
+}
+
 /// Dispatch of port ranges, first step: protocol and address → the `ports-…` chain of that pair.
 pub const SET_SERVICE_ADDRS: &str = "service-addrs";
 pub const SET_TARGETS_ADDR_PORT: &str = "targets-ap";

@@ -100,10 +100,8 @@ fn check_supported_farms(
             ));
         }
         let later = [
-            ("log", !f.log.is_empty()),
+            ("log", f.log.iter().any(|l| *l != model::LogPoint::Input)),
             ("log-rtlimit", f.log_rtlimit.is_some()),
-            ("rst-rtlimit", f.rst_rtlimit.is_some()),
-            ("tcp-strict", f.tcp_strict),
             ("queue", f.queue >= 0),
             ("flow-offload", f.flow_offload),
         ];
@@ -323,7 +321,7 @@ impl Engine {
                         render::dispatch_claims(fam, f)
                             .into_iter()
                             .filter(|c| (c.0, c.1) == (*proto, *vip) && c.2 != c.3)
-                            .map(move |c| (f.name.as_str(), c.2, c.3, f.intra_connect))
+                            .map(move |c| (f.name.as_str(), c.2, c.3, f.intra_connect, f.tcp_strict))
                     })
                     .collect();
                 let name = layout::ports_chain(*proto, vip);

@@ -4,11 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::model::{
-    Backend, Config, Farm, FarmState, Helper, KeyField, KeyValue, Mode, Policy, PolicyFamily, PolicyType,
-    Rate, Scheduler, VerdictAction, keeps_clients, parse_session_client,
+    Backend, Config, Farm, FarmState, Helper, KeyField, KeyValue, LogPoint, Mode, Policy, PolicyFamily,
+    PolicyType, Rate, Scheduler, VerdictAction, keeps_clients, parse_session_client,
 };
 use crate::netlink::RateUnit as LimitUnit;
-use crate::netlink::consts::reg;
+use crate::netlink::consts::{NF_CT_STATE_INVALID_BIT, reg};
 use crate::netlink::sys::*;
 use crate::netlink::types::concat;
 use crate::netlink::*;
@@ -214,6 +214,20 @@ fn shared_sets(fam: IpFamily) -> Vec<Set> {
     vec![
         Set::map(f, TABLE, SET_SERVICES, service.clone(), verdict.clone()),
         Set::map(f, TABLE, SET_SERVICES_LOCAL, service.clone(), verdict.clone()),
+        Set::new(f, TABLE, SET_STRICT_SERVICES, service.clone()),
+        Set::new(
+            f,
+            TABLE,
+            SET_STRICT_ADDRS,
+            TypeSpec::concat(&[DataType::InetProto, fam.addr_type()]),
+        ),
+        Set::map(
+            f,
+            TABLE,
+            SET_RST_LIMITS,
+            TypeSpec::of(DataType::Mark),
+            verdict.clone(),
+        ),
         Set::map(
             f,
             TABLE,
@@ -382,6 +396,63 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
         rules: vec![masq, snat],
     };
 
+    // tcp-strict: every TCP packet to a strict farm's service is checked.
+    let mut mangle_rules = Vec::new();
+    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+        .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
+        .push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+        .push(Expr::payload(fam.daddr(), reg::r32(1)))
+        .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
+        .push(Expr::lookup(SET_STRICT_SERVICES, reg::R1))
+        .push(Expr::verdict(Verdict::Jump(CHAIN_STRICT.into())));
+    mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
+    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+        .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
+        .push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+        .push(Expr::payload(fam.daddr(), reg::r32(1)))
+        .push(Expr::lookup(SET_STRICT_ADDRS, reg::R1))
+        .push(Expr::verdict(Verdict::Jump(CHAIN_STRICT.into())));
+    mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
+    // rst-rtlimit: a client's resets, per farm (the farm is in the connection's mark).
+    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+        .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
+        .push(Expr::payload(PayloadField::TcpFlags, reg::R1))
+        .push(Expr::Bitwise {
+            sreg: reg::R1,
+            dreg: reg::R1,
+            len: 1,
+            mask: vec![0x04],
+            xor: vec![0],
+        })
+        .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0]))
+        .ct_mark(reg::R1)
+        .mask(reg::R1, FARM_MASK)
+        .push(Expr::map(SET_RST_LIMITS, reg::R1, reg::VERDICT));
+    mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
+    e.push(Expr::ct(NFT_CT_STATE, reg::R1))
+        .mask(reg::R1, NF_CT_STATE_INVALID_BIT)
+        .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0; 4]))
+        .push(Expr::verdict(Verdict::Drop));
+    let mut strict_rules = vec![rule(fam, CHAIN_STRICT, &mut e)];
+    for bogus in [0x03u8, 0x06] {
+        // syn+fin, syn+rst
+        e.push(Expr::payload(PayloadField::TcpFlags, reg::R1))
+            .push(Expr::Bitwise {
+                sreg: reg::R1,
+                dreg: reg::R1,
+                len: 1,
+                mask: vec![bogus],
+                xor: vec![0],
+            })
+            .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![bogus]))
+            .push(Expr::verdict(Verdict::Drop));
+        strict_rules.push(rule(fam, CHAIN_STRICT, &mut e));
+    }
+    let strict = ChainDef {
+        chain: Chain::regular(f, TABLE, CHAIN_STRICT),
+        rules: strict_rules,
+    };
+
     // Later packets of a connection get the user's mark too (before routing).
     e.ct_dnat()
         .ct_mark(reg::R1)
@@ -392,14 +463,29 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
         });
     let mangle = ChainDef {
         chain: base(CHAIN_MANGLE, ChainType::Filter, HookPoint::Prerouting, -150),
-        rules: vec![rule(fam, CHAIN_MANGLE, &mut e)],
+        rules: {
+            mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
+            mangle_rules
+        },
     };
-    vec![to_backend, prerouting, output, postrouting, mangle]
+    vec![strict, to_backend, prerouting, output, postrouting, mangle]
 }
 
 // --- farms -------------------------------------------------------------------------------------
 
 /// Ends a rule that refuses a packet as the farm's `verdict` says: log (with `prefix`), drop.
+fn log(prefix: String) -> Expr {
+    Expr::Log {
+        prefix: Some(prefix.chars().take(127).collect()),
+        group: None,
+        snaplen: None,
+        qthreshold: None,
+        // The kernel stores the default level (warning) explicitly; say it so reads match.
+        level: Some(4),
+        flags: 0,
+    }
+}
+
 fn refuse(e: &mut Exprs, farm: &Farm, prefix: &str) {
     if farm.verdict.contains(&VerdictAction::Log) {
         let p = farm
@@ -407,15 +493,7 @@ fn refuse(e: &mut Exprs, farm: &Farm, prefix: &str) {
             .as_deref()
             .map(|p| format!("{p}{prefix} "))
             .unwrap_or(format!("{prefix}-{} ", farm.name));
-        e.push(Expr::Log {
-            prefix: Some(p.chars().take(127).collect()),
-            group: None,
-            snaplen: None,
-            qthreshold: None,
-            // The kernel stores the default level (warning) explicitly; say it so reads match.
-            level: Some(4),
-            flags: 0,
-        });
+        e.push(log(p));
     }
     if farm.verdict.contains(&VerdictAction::Drop) {
         e.push(Expr::verdict(Verdict::Drop));
@@ -526,6 +604,12 @@ fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[&Policy]) 
     e.push(Expr::immediate(reg::R1, mark(farm_tag(fa.id))))
         .set_ct_mark(reg::R1);
     rules.push(rule(fam, &chain, &mut e));
+    if farm.log.contains(&LogPoint::Input) {
+        // Every new connection of the farm, as nftlb's `IN-<farm>` log.
+        let prefix = farm.log_prefix.clone().unwrap_or_default();
+        e.push(log(format!("{prefix}IN-{} ", farm.name)));
+        rules.push(rule(fam, &chain, &mut e));
+    }
     security_rules(fam, farm, policies, &chain, &mut rules);
     // Conntrack helpers: expected related connections (FTP data, …) follow, NATed alike.
     for (name, _, l4) in helpers(farm) {
@@ -721,8 +805,20 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) ->
                     SetElem::mapping(key.clone(), verdict.clone()),
                 );
             }
+            if farm.tcp_strict && proto == 6 {
+                push(&mut part, SET_STRICT_SERVICES, SetElem::key(key.clone()));
+            }
             push(&mut part, SET_SERVICES, SetElem::mapping(key, verdict));
         }
+    }
+    if let Some(rate) = farm.rst_rtlimit.filter(|r| r.count > 0) {
+        let chain = rst_rtlimit_name(&rate, farm.rst_rtlimit_burst, farm.limits_ttl);
+        let jump = Data::Verdict(Verdict::Jump(chain));
+        push(
+            &mut part,
+            SET_RST_LIMITS,
+            SetElem::mapping(mark(farm_tag(fa.id)), jump),
+        );
     }
     if farm.mode == Mode::Local {
         return part;
@@ -831,8 +927,9 @@ pub fn dispatch_claims(fam: IpFamily, farm: &Farm) -> Vec<(u8, IpAddr, u16, u16)
     out
 }
 
-/// A farm's port range on one protocol and address: (farm, first, last, intra-connect).
-pub type RangeClaim<'a> = (&'a str, u16, u16, bool);
+/// A farm's port range on one protocol and address: (farm, first, last, intra-connect,
+/// tcp-strict).
+pub type RangeClaim<'a> = (&'a str, u16, u16, bool, bool);
 
 /// The port-range dispatch of one protocol and address, from its range claims (farm, first,
 /// last); `None` when there is none. A chain of one rule per range, sorted, and the element of
@@ -847,7 +944,7 @@ pub fn ports_part(fam: IpFamily, proto: u8, vip: &IpAddr, claims: &[RangeClaim])
     let mut e = Exprs::new();
     let rules = sorted
         .iter()
-        .map(|(farm, lo, hi, _)| {
+        .map(|(farm, lo, hi, _, _)| {
             if (*lo, *hi) != (0, 65535) {
                 e.push(Expr::payload(PayloadField::ThDport, reg::R1))
                     .push(Expr::Range {
@@ -862,11 +959,14 @@ pub fn ports_part(fam: IpFamily, proto: u8, vip: &IpAddr, claims: &[RangeClaim])
         })
         .collect();
     let key = concat(&[&[proto], &octets(vip)]);
-    let elem = SetElem::mapping(key, Data::Verdict(Verdict::Goto(name.clone())));
+    let elem = SetElem::mapping(key.clone(), Data::Verdict(Verdict::Goto(name.clone())));
     let mut elems = BTreeMap::from([(SET_SERVICE_ADDRS.to_string(), vec![elem.clone()])]);
     // Connections from the balancer itself reach this address's ranges when a farm on it asks.
     if claims.iter().any(|c| c.3) {
         elems.insert(SET_SERVICE_ADDRS_LOCAL.to_string(), vec![elem]);
+    }
+    if proto == 6 && claims.iter().any(|c| c.4) {
+        elems.insert(SET_STRICT_ADDRS.to_string(), vec![SetElem::key(key.clone())]);
     }
     Some(FarmPart {
         chain: Some(ChainDef {
@@ -888,6 +988,7 @@ pub fn ports_parts<'a>(fam: IpFamily, farms: impl Iterator<Item = &'a Farm>) -> 
                     lo,
                     hi,
                     farm.intra_connect,
+                    farm.tcp_strict,
                 ));
             }
         }
@@ -990,6 +1091,31 @@ pub fn skeleton(
         sets.insert(name, s);
     }
     sets.extend(shared_sets(fam).into_iter().map(|s| (s.name.clone(), s)));
+    // rst-rtlimit: one chain and one set per limit (rate, burst, ttl) in use.
+    let mut chains = base_chains(fam);
+    for f in config.farms.iter().filter(|f| farm_uses(f, fam)) {
+        if let Some(rate) = f.rst_rtlimit.filter(|r| r.count > 0) {
+            let name = rst_rtlimit_name(&rate, f.rst_rtlimit_burst, f.limits_ttl);
+            if !sets.contains_key(&name) {
+                sets.insert(name.clone(), limit_set(fam, &name, true));
+                let mut e = Exprs::new();
+                farm_and_client(&mut e, fam);
+                e.push(Expr::Dynset {
+                    set: name.clone(),
+                    op: DynsetOp::Add,
+                    sreg_key: reg::R1,
+                    sreg_data: None,
+                    timeout_ms: Some(u64::from(f.limits_ttl.max(1)) * 1000),
+                    exprs: vec![limit(rate, f.rst_rtlimit_burst)],
+                })
+                .push(Expr::verdict(Verdict::Drop));
+                chains.push(ChainDef {
+                    chain: Chain::regular(fam.family(), TABLE, &name),
+                    rules: vec![rule(fam, &name, &mut e)],
+                });
+            }
+        }
+    }
     let mut table = Table::new(fam.family(), TABLE);
     table.flags = flags;
     let mut objs = BTreeMap::new();
@@ -1012,7 +1138,7 @@ pub fn skeleton(
         table,
         sets,
         objs,
-        chains: base_chains(fam),
+        chains,
         shared: BTreeMap::new(),
         farms: BTreeMap::new(),
     })
