@@ -282,7 +282,7 @@ fn security_rules_list_reparse_and_read_back() {
         let c = parse_config(
             &json!({"farms": [{"name": "sec", "family": "dual", "virtual-addresses": ["192.0.2.1", "2001:db8::1"],
                 "policies": ["bl", "wl6"], "new-rtlimit": "10/second", "new-rtlimit-burst": 20, "est-connlimit": 5,
-                "limits-ttl": 30, "verdict": ["log", "drop"], "log-prefix": "lb1-", "helper": "sip", "protocol": "all", "tcp-strict": true, "rst-rtlimit": "5/second", "rst-rtlimit-burst": 10, "log": ["input"],
+                "limits-ttl": 30, "verdict": ["log", "drop"], "log-prefix": "lb1-", "helper": "sip", "protocol": "all", "tcp-strict": true, "rst-rtlimit": "5/second", "rst-rtlimit-burst": 10, "log": ["input", "forward"], "log-rtlimit": "10/minute",
                 "backends": [{"name": "x", "ip-addr": "10.0.0.1"}, {"name": "y", "ip-addr": "2001:db8:1::1"}]}],
               "policies": [{"name": "bl", "elements": ["10.1.0.0/16", "10.2.0.1-10.2.0.9", "10.1.255.255", "10.3.0.1"]},
                            {"name": "wl6", "type": "whitelist", "family": "ipv6", "elements": ["2001:db8:ffff::/48"]}]})
@@ -294,14 +294,17 @@ fn security_rules_list_reparse_and_read_back() {
         let listing = nft(&["list", "ruleset"]);
         nft_stdin(&["-c"], &listing).unwrap_or_else(|err| panic!("{err}\n{listing}"));
         for want in [
-            "ip saddr @policy-bl log prefix \"lb1-policy-BL-bl \" drop",
-            "ip6 saddr != @policy-wl6 log prefix \"lb1-policy-WL-wl6 \" drop",
+            "ip saddr @policy-bl jump refuse-sec-policy-BL-bl",
+            "ip6 saddr != @policy-wl6 jump refuse-sec-policy-WL-wl6",
+            "chain refuse-sec-policy-BL-bl {\n\t\tlimit rate 10/minute log prefix \"lb1-policy-BL-bl \"\n\t\tdrop",
+            "ct mark & 0xffff0000 vmap @forward-log",
+            "chain fwd-sec {\n\t\tlimit rate 10/minute log prefix \"lb1-FWD-sec \"",
             "add @new-rtlimit-10-second-20 { ct mark & 0xffff0000 . ip saddr timeout 30s limit rate over 10/second burst 20 packets }",
             "add @est-connlimit-5 { ct mark & 0xffff0000 . ip6 saddr ct count over 5 }",
             "elements = { 10.1.0.0/16 counter packets 0 bytes 0, 10.2.0.1-10.2.0.9 counter packets 0 bytes 0,",
             "ct helper helper-sip-udp {\n\t\ttype \"sip\" protocol udp\n\t\tl3proto ip6",
             "meta l4proto tcp ct helper set \"helper-sip-tcp\"",
-            "log prefix \"lb1-IN-sec \"",
+            "limit rate 10/minute log prefix \"lb1-IN-sec \"",
             "add @rst-rtlimit-5-second-10-30 { ct mark & 0xffff0000 . ip saddr timeout 30s limit rate over 5/second burst 10 packets } drop",
             "meta l4proto . ip daddr . tcp dport @strict-services jump tcp-strict",
         ] {

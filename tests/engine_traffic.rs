@@ -468,8 +468,9 @@ fn policies_config(farms: Value, policies: Value) -> Config {
 fn blacklists_drop_and_count_whitelists_admit_only_listed_clients() {
     let t = Topo::new(1);
     let farm = |name: &str, vip: u8, policy: &str| {
+        // Rate-limited logging must not let refused packets through.
         json!({"name": name, "virtual-addresses": [vip4(vip)], "virtual-ports": "80", "backends": backends(1, false),
-               "policies": [policy]})
+               "policies": [policy], "log-rtlimit": "1/minute", "log": ["input", "forward"]})
     };
     let farms = json!([
         farm("bl", 150, "deny"),

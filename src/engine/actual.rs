@@ -16,6 +16,7 @@ pub fn flatten(state: &FamilyState) -> FamilyState {
     let mut elems: BTreeMap<String, Vec<SetElem>> = BTreeMap::new();
     for part in state.shared.values().chain(state.farms.values()) {
         chains.extend(part.chain.iter().cloned());
+        chains.extend(part.extra.iter().cloned());
         for (set, e) in &part.elems {
             elems.entry(set.clone()).or_default().extend(e.iter().cloned());
         }
@@ -26,7 +27,14 @@ pub fn flatten(state: &FamilyState) -> FamilyState {
         objs: state.objs.clone(),
         chains,
         shared: BTreeMap::new(),
-        farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
+        farms: BTreeMap::from([(
+            String::new(),
+            FarmPart {
+                chain: None,
+                extra: Vec::new(),
+                elems,
+            },
+        )]),
     }
 }
 
@@ -86,6 +94,13 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
         objs,
         chains,
         shared: BTreeMap::new(),
-        farms: BTreeMap::from([(String::new(), FarmPart { chain: None, elems })]),
+        farms: BTreeMap::from([(
+            String::new(),
+            FarmPart {
+                chain: None,
+                extra: Vec::new(),
+                elems,
+            },
+        )]),
     }))
 }

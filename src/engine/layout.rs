@@ -57,6 +57,18 @@ pub const SET_SERVICES: &str = "services";
 pub const SET_SERVICES_LOCAL: &str = "services-local";
 pub const SET_SERVICE_ADDRS_LOCAL: &str = "service-addrs-local";
 pub const CHAIN_OUTPUT: &str = "output";
+pub const CHAIN_FORWARD: &str = "forward";
+/// Farm tag → `jump fwd-<farm>` for farms that log forwarded packets (`log: forward`).
+pub const SET_FORWARD_LOG: &str = "forward-log";
+
+pub fn forward_log_chain(farm: &str) -> String {
+    format!("fwd-{farm}")
+}
+
+/// The chain that logs (rate-limited) and refuses what one security rule of a farm refuses.
+pub fn refuse_chain(farm: &str, kind: &str) -> String {
+    format!("refuse-{farm}-{kind}")
+}
 
 /// `tcp-strict`: the services (exact) and addresses (port ranges) whose TCP packets are checked.
 pub const SET_STRICT_SERVICES: &str = "strict-services";

@@ -100,8 +100,7 @@ fn check_supported_farms(
             ));
         }
         let later = [
-            ("log", f.log.iter().any(|l| *l != model::LogPoint::Input)),
-            ("log-rtlimit", f.log_rtlimit.is_some()),
+            ("log", f.log.contains(&model::LogPoint::Output)),
             ("queue", f.queue >= 0),
             ("flow-offload", f.flow_offload),
         ];

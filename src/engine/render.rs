@@ -231,6 +231,13 @@ fn shared_sets(fam: IpFamily) -> Vec<Set> {
         Set::map(
             f,
             TABLE,
+            SET_FORWARD_LOG,
+            TypeSpec::of(DataType::Mark),
+            verdict.clone(),
+        ),
+        Set::map(
+            f,
+            TABLE,
             SET_SERVICE_ADDRS_LOCAL,
             TypeSpec::concat(&[DataType::InetProto, fam.addr_type()]),
             verdict.clone(),
@@ -468,7 +475,23 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
             mangle_rules
         },
     };
-    vec![strict, to_backend, prerouting, output, postrouting, mangle]
+    // log: forward — the farm is in the connection's mark.
+    e.ct_mark(reg::R1)
+        .mask(reg::R1, FARM_MASK)
+        .push(Expr::map(SET_FORWARD_LOG, reg::R1, reg::VERDICT));
+    let forward = ChainDef {
+        chain: base(CHAIN_FORWARD, ChainType::Filter, HookPoint::Forward, 0),
+        rules: vec![rule(fam, CHAIN_FORWARD, &mut e)],
+    };
+    vec![
+        strict,
+        to_backend,
+        prerouting,
+        output,
+        postrouting,
+        mangle,
+        forward,
+    ]
 }
 
 // --- farms -------------------------------------------------------------------------------------
@@ -484,6 +507,47 @@ fn log(prefix: String) -> Expr {
         level: Some(4),
         flags: 0,
     }
+}
+
+/// The farm's log statement, rate-limited by `log-rtlimit` when set.
+fn farm_log(e: &mut Exprs, farm: &Farm, prefix: String) {
+    if let Some(rate) = farm.log_rtlimit.filter(|r| r.count > 0) {
+        let mut l = limit(rate, 5);
+        if let Expr::Limit(x) = &mut l {
+            x.over = false;
+        }
+        e.push(l);
+    }
+    e.push(log(prefix));
+}
+
+/// Ends a rule that refuses a packet as the farm's `verdict` says. With `log-rtlimit` the rule
+/// jumps to a chain of its own (`refuse-<farm>-<kind>`), where a rate-limited log cannot keep
+/// the drop from happening; that chain is added to `extra`.
+fn refuse_or_jump(e: &mut Exprs, fam: IpFamily, farm: &Farm, kind: &str, extra: &mut Vec<ChainDef>) {
+    let logs = farm.verdict.contains(&VerdictAction::Log);
+    if !(logs && farm.log_rtlimit.is_some_and(|r| r.count > 0)) {
+        refuse(e, farm, kind);
+        return;
+    }
+    let name = refuse_chain(&farm.name, &kind.replace('.', "_"));
+    let p = farm
+        .log_prefix
+        .as_deref()
+        .map(|p| format!("{p}{kind} "))
+        .unwrap_or(format!("{kind}-{} ", farm.name));
+    let mut c = Exprs::new();
+    farm_log(&mut c, farm, p);
+    let mut rules = vec![rule(fam, &name, &mut c)];
+    if farm.verdict.contains(&VerdictAction::Drop) {
+        c.push(Expr::verdict(Verdict::Drop));
+        rules.push(rule(fam, &name, &mut c));
+    }
+    extra.push(ChainDef {
+        chain: Chain::regular(fam.family(), TABLE, &name),
+        rules,
+    });
+    e.push(Expr::verdict(Verdict::Jump(name)));
 }
 
 fn refuse(e: &mut Exprs, farm: &Farm, prefix: &str) {
@@ -525,7 +589,14 @@ fn limit(rate: Rate, burst: u32) -> Expr {
 
 /// Security rules of a farm, first in its chain (new connections only, as the chain is a nat
 /// chain): its policies in attachment order, then its per-client limits.
-fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str, rules: &mut Vec<Rule>) {
+fn security_rules(
+    fam: IpFamily,
+    farm: &Farm,
+    policies: &[&Policy],
+    chain: &str,
+    rules: &mut Vec<Rule>,
+    extra: &mut Vec<ChainDef>,
+) {
     let mut e = Exprs::new();
     for p in policies.iter().filter(|p| policy_in(p, fam)) {
         // A blacklist refuses what it lists; a whitelist refuses everything it does not list.
@@ -540,7 +611,7 @@ fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str,
         } else {
             "BL"
         };
-        refuse(&mut e, farm, &format!("policy-{kind}-{}", p.name));
+        refuse_or_jump(&mut e, fam, farm, &format!("policy-{kind}-{}", p.name), extra);
         rules.push(rule(fam, chain, &mut e));
     }
     let ttl = Some(u64::from(farm.limits_ttl.max(1)) * 1000);
@@ -554,7 +625,7 @@ fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str,
             timeout_ms: ttl,
             exprs: vec![limit(rate, farm.new_rtlimit_burst)],
         });
-        refuse(&mut e, farm, "new-rtlimit");
+        refuse_or_jump(&mut e, fam, farm, "new-rtlimit", extra);
         rules.push(rule(fam, chain, &mut e));
     }
     if farm.est_connlimit > 0 {
@@ -570,7 +641,7 @@ fn security_rules(fam: IpFamily, farm: &Farm, policies: &[&Policy], chain: &str,
                 over: true,
             }],
         });
-        refuse(&mut e, farm, "est-connlimit");
+        refuse_or_jump(&mut e, fam, farm, "est-connlimit", extra);
         rules.push(rule(fam, chain, &mut e));
     }
 }
@@ -597,7 +668,13 @@ fn helpers(farm: &Farm) -> Vec<(String, &'static str, u8)> {
         .collect()
 }
 
-fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[&Policy]) -> Vec<Rule> {
+fn farm_rules(
+    fam: IpFamily,
+    farm: &Farm,
+    fa: &FarmAlloc,
+    policies: &[&Policy],
+    extra: &mut Vec<ChainDef>,
+) -> Vec<Rule> {
     let chain = farm_chain(&farm.name);
     let mut rules = Vec::new();
     let mut e = Exprs::new();
@@ -607,10 +684,10 @@ fn farm_rules(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[&Policy]) 
     if farm.log.contains(&LogPoint::Input) {
         // Every new connection of the farm, as nftlb's `IN-<farm>` log.
         let prefix = farm.log_prefix.clone().unwrap_or_default();
-        e.push(log(format!("{prefix}IN-{} ", farm.name)));
+        farm_log(&mut e, farm, format!("{prefix}IN-{} ", farm.name));
         rules.push(rule(fam, &chain, &mut e));
     }
-    security_rules(fam, farm, policies, &chain, &mut rules);
+    security_rules(fam, farm, policies, &chain, &mut rules, extra);
     // Conntrack helpers: expected related connections (FTP data, …) follow, NATed alike.
     for (name, _, l4) in helpers(farm) {
         e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
@@ -760,6 +837,7 @@ pub fn policy_part(fam: IpFamily, p: &Policy) -> Option<FarmPart> {
         .collect();
     Some(FarmPart {
         chain: None,
+        extra: Vec::new(),
         elems: BTreeMap::from([(policy_set(&p.name), elems)]),
     })
 }
@@ -786,13 +864,35 @@ fn limit_set(fam: IpFamily, name: &str, timeout: bool) -> Set {
 fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) -> FarmPart {
     let f = fam.family();
     let chain = farm_chain(&farm.name);
+    let mut extra = Vec::new();
+    let rules = farm_rules(fam, farm, fa, &attached(farm, policies), &mut extra);
+    if farm.log.contains(&LogPoint::Forward) && farm.mode != Mode::Local {
+        // Packets of the farm's connections that the balancer forwards, both ways.
+        let name = forward_log_chain(&farm.name);
+        let prefix = farm.log_prefix.clone().unwrap_or_default();
+        let mut e = Exprs::new();
+        farm_log(&mut e, farm, format!("{prefix}FWD-{} ", farm.name));
+        extra.push(ChainDef {
+            chain: Chain::regular(f, TABLE, &name),
+            rules: vec![rule(fam, &name, &mut e)],
+        });
+    }
     let mut part = FarmPart {
         chain: Some(ChainDef {
             chain: Chain::regular(f, TABLE, &chain),
-            rules: farm_rules(fam, farm, fa, &attached(farm, policies)),
+            rules,
         }),
+        extra,
         elems: BTreeMap::new(),
     };
+    if farm.log.contains(&LogPoint::Forward) && farm.mode != Mode::Local {
+        let jump = Data::Verdict(Verdict::Jump(forward_log_chain(&farm.name)));
+        push(
+            &mut part,
+            SET_FORWARD_LOG,
+            SetElem::mapping(mark(farm_tag(fa.id)), jump),
+        );
+    }
     // Single ports: elements of the exact dispatch map. Ranges go to the `ports-` chains.
     for (proto, vip, lo, hi) in dispatch_claims(fam, farm) {
         if lo == hi {
@@ -973,6 +1073,7 @@ pub fn ports_part(fam: IpFamily, proto: u8, vip: &IpAddr, claims: &[RangeClaim])
             chain: Chain::regular(fam.family(), TABLE, &name),
             rules,
         }),
+        extra: Vec::new(),
         elems,
     })
 }
@@ -1020,6 +1121,7 @@ pub fn climit_part(fam: IpFamily, n: u32) -> FarmPart {
             chain: Chain::regular(fam.family(), TABLE, &name),
             rules: vec![rule(fam, &name, &mut e)],
         }),
+        extra: Vec::new(),
         elems: BTreeMap::new(),
     }
 }

@@ -21,6 +21,8 @@ pub struct ChainDef {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FarmPart {
     pub chain: Option<ChainDef>,
+    /// More chains of the farm (log and refusal chains), by name.
+    pub extra: Vec<ChainDef>,
     /// Set name → elements.
     pub elems: BTreeMap<String, Vec<SetElem>>,
 }
@@ -137,6 +139,19 @@ impl Steps {
             old.and_then(|p| p.chain.as_ref()),
             new.and_then(|p| p.chain.as_ref()),
         );
+        let extra = |p: Option<&FarmPart>| -> BTreeMap<String, ChainDef> {
+            p.map(|p| {
+                p.extra
+                    .iter()
+                    .map(|c| (c.chain.name.clone(), c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let (o, n) = (extra(old), extra(new));
+        for name in o.keys().chain(n.keys()).collect::<BTreeSet<_>>() {
+            self.chain(o.get(name), n.get(name));
+        }
         let names: BTreeSet<&String> = part_elems(old).chain(part_elems(new)).map(|(n, _)| n).collect();
         for name in names {
             let o = old
