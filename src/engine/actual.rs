@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::netlink::sys::NFT_SET_EVAL;
-use crate::netlink::{Connection, Family, Result, SetElem};
+use crate::netlink::{Connection, Family, Obj, Result, Set, SetElem, Table};
 
 use super::layout::{TABLE, chain_farm};
 use super::ruleset::{ChainDef, FamilyState, FarmPart};
@@ -21,20 +21,35 @@ pub fn flatten(state: &FamilyState) -> FamilyState {
             elems.entry(set.clone()).or_default().extend(e.iter().cloned());
         }
     }
+    flat(
+        state.table.clone(),
+        state.sets.clone(),
+        state.objs.clone(),
+        chains,
+        elems,
+    )
+}
+
+/// A state with every chain in `chains` and every element under one nameless farm part.
+fn flat(
+    table: Table,
+    sets: BTreeMap<String, Set>,
+    objs: BTreeMap<String, Obj>,
+    chains: Vec<ChainDef>,
+    elems: BTreeMap<String, Vec<SetElem>>,
+) -> FamilyState {
+    let part = FarmPart {
+        chain: None,
+        extra: Vec::new(),
+        elems,
+    };
     FamilyState {
-        table: state.table.clone(),
-        sets: state.sets.clone(),
-        objs: state.objs.clone(),
+        table,
+        sets,
+        objs,
         chains,
         shared: BTreeMap::new(),
-        farms: BTreeMap::from([(
-            String::new(),
-            FarmPart {
-                chain: None,
-                extra: Vec::new(),
-                elems,
-            },
-        )]),
+        farms: BTreeMap::from([(String::new(), part)]),
     }
 }
 
@@ -88,19 +103,5 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
         o.handle = None;
         objs.insert(o.name.clone(), o);
     }
-    Ok(Some(FamilyState {
-        table,
-        sets,
-        objs,
-        chains,
-        shared: BTreeMap::new(),
-        farms: BTreeMap::from([(
-            String::new(),
-            FarmPart {
-                chain: None,
-                extra: Vec::new(),
-                elems,
-            },
-        )]),
-    }))
+    Ok(Some(flat(table, sets, objs, chains, elems)))
 }

@@ -255,33 +255,27 @@ pub fn diff_parts<'a>(
         (None, None) => return Ok(()),
     };
     let new = new.expect("matched above");
-    if let Some(o) = old
-        && let Some((name, _)) = o
-            .objs
-            .iter()
-            .find(|(name, x)| new.objs.get(*name).is_some_and(|n| n != *x))
-    {
-        if !complete {
-            return Err(crate::netlink::Error::Invalid(format!(
-                "object {name} would change its definition; reconcile the whole table instead"
-            )));
-        }
-        b.del_table(family, TABLE)?;
-        return diff(None, Some(new), true, b);
-    }
-    if let Some(o) = old
-        && let Some((name, _)) = o
+    // Sets and objects cannot be changed in place, and the engine never renders two definitions
+    // under one name: a differing definition is a foreign change. With the whole table known it
+    // is rebuilt in the same transaction; otherwise it is an error.
+    let conflict = old.and_then(|o| {
+        let set = o
             .sets
             .iter()
-            .find(|(name, s)| new.sets.get(*name).is_some_and(|n| n != *s))
-    {
+            .find(|(n, s)| new.sets.get(*n).is_some_and(|x| x != *s));
+        let obj = o
+            .objs
+            .iter()
+            .find(|(n, x)| new.objs.get(*n).is_some_and(|y| y != *x));
+        set.map(|(n, _)| format!("set {n}"))
+            .or(obj.map(|(n, _)| format!("object {n}")))
+    });
+    if let Some(what) = conflict {
         if !complete {
             return Err(crate::netlink::Error::Invalid(format!(
-                "set {name} would change its definition; reconcile the whole table instead"
+                "{what} would change its definition; reconcile the whole table instead"
             )));
         }
-        // A foreign change (the engine never renders two definitions under one name): sets
-        // cannot be changed in place, so the table is rebuilt in the same transaction.
         b.del_table(family, TABLE)?;
         return diff(None, Some(new), true, b);
     }
@@ -301,9 +295,7 @@ pub fn diff_parts<'a>(
     for name in old_sets.keys().filter(|n| !new.sets.contains_key(*n)) {
         steps.del_sets.push(name.clone());
     }
-    // Objects: an object whose definition differs is replaced (deleted after the rules that use
-    // it are gone, then added under the same name is not possible in one batch, so it is an error
-    // case only a foreign change produces and a full rebuild handles).
+    // Objects come and go like sets (a changed definition was handled above).
     let no_objs = BTreeMap::new();
     let old_objs = old.map(|o| &o.objs).unwrap_or(&no_objs);
     for (name, o) in &new.objs {
