@@ -309,7 +309,29 @@ fn persist_map(fam: IpFamily, keys: &[KeyField]) -> Set {
 
 // --- base chains -------------------------------------------------------------------------------
 
-fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
+/// Which per-packet hooks the configuration needs: a feature nobody uses costs no packet anything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    pub strict: bool,
+    pub rst: bool,
+    pub marks: bool,
+    pub forward_log: bool,
+}
+
+impl Needs {
+    pub fn of<'a>(fam: IpFamily, farms: impl Iterator<Item = &'a Farm>) -> Needs {
+        let mut n = Needs::default();
+        for f in farms.filter(|f| farm_uses(f, fam)) {
+            n.strict |= f.tcp_strict;
+            n.rst |= f.rst_rtlimit.is_some_and(|r| r.count > 0);
+            n.marks |= f.mark.is_some() || f.backends.iter().any(|b| b.mark.is_some());
+            n.forward_log |= f.log.contains(&LogPoint::Forward) && f.mode != Mode::Local;
+        }
+        n
+    }
+}
+
+fn base_chains(fam: IpFamily, needs: Needs) -> Vec<ChainDef> {
     let f = fam.family();
     let base = |name: &str, ty: ChainType, point: HookPoint, prio: i32| {
         Chain::base(f, TABLE, name, ty, Hook::new(point, prio), Verdict::Accept)
@@ -405,93 +427,97 @@ fn base_chains(fam: IpFamily) -> Vec<ChainDef> {
 
     // tcp-strict: every TCP packet to a strict farm's service is checked.
     let mut mangle_rules = Vec::new();
-    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-        .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
-        .push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-        .push(Expr::payload(fam.daddr(), reg::r32(1)))
-        .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
-        .push(Expr::lookup(SET_STRICT_SERVICES, reg::R1))
-        .push(Expr::verdict(Verdict::Jump(CHAIN_STRICT.into())));
-    mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
-    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-        .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
-        .push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-        .push(Expr::payload(fam.daddr(), reg::r32(1)))
-        .push(Expr::lookup(SET_STRICT_ADDRS, reg::R1))
-        .push(Expr::verdict(Verdict::Jump(CHAIN_STRICT.into())));
-    mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
-    // rst-rtlimit: a client's resets, per farm (the farm is in the connection's mark).
-    e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
-        .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
-        .push(Expr::payload(PayloadField::TcpFlags, reg::R1))
-        .push(Expr::Bitwise {
-            sreg: reg::R1,
-            dreg: reg::R1,
-            len: 1,
-            mask: vec![0x04],
-            xor: vec![0],
-        })
-        .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0]))
-        .ct_mark(reg::R1)
-        .mask(reg::R1, FARM_MASK)
-        .push(Expr::map(SET_RST_LIMITS, reg::R1, reg::VERDICT));
-    mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
-    e.push(Expr::ct(NFT_CT_STATE, reg::R1))
-        .mask(reg::R1, NF_CT_STATE_INVALID_BIT)
-        .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0; 4]))
-        .push(Expr::verdict(Verdict::Drop));
-    let mut strict_rules = vec![rule(fam, CHAIN_STRICT, &mut e)];
-    for bogus in [0x03u8, 0x06] {
-        // syn+fin, syn+rst
-        e.push(Expr::payload(PayloadField::TcpFlags, reg::R1))
+    let mut chains = Vec::new();
+    if needs.strict {
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
+            .push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::payload(fam.daddr(), reg::r32(1)))
+            .push(Expr::payload(PayloadField::ThDport, reg::r32(w)))
+            .push(Expr::lookup(SET_STRICT_SERVICES, reg::R1))
+            .push(Expr::verdict(Verdict::Jump(CHAIN_STRICT.into())));
+        mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
+            .push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::payload(fam.daddr(), reg::r32(1)))
+            .push(Expr::lookup(SET_STRICT_ADDRS, reg::R1))
+            .push(Expr::verdict(Verdict::Jump(CHAIN_STRICT.into())));
+        mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
+    }
+    if needs.rst {
+        // rst-rtlimit: a client's resets, per farm (the farm is in the connection's mark).
+        e.push(Expr::meta(NFT_META_L4PROTO, reg::R1))
+            .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![6]))
+            .push(Expr::payload(PayloadField::TcpFlags, reg::R1))
             .push(Expr::Bitwise {
                 sreg: reg::R1,
                 dreg: reg::R1,
                 len: 1,
-                mask: vec![bogus],
+                mask: vec![0x04],
                 xor: vec![0],
             })
-            .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![bogus]))
-            .push(Expr::verdict(Verdict::Drop));
-        strict_rules.push(rule(fam, CHAIN_STRICT, &mut e));
+            .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0]))
+            .ct_mark(reg::R1)
+            .mask(reg::R1, FARM_MASK)
+            .push(Expr::map(SET_RST_LIMITS, reg::R1, reg::VERDICT));
+        mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
     }
-    let strict = ChainDef {
-        chain: Chain::regular(f, TABLE, CHAIN_STRICT),
-        rules: strict_rules,
-    };
-
-    // Later packets of a connection get the user's mark too (before routing).
-    e.ct_dnat()
-        .ct_mark(reg::R1)
-        .push(Expr::map(SET_USER_MARKS, reg::R1, reg::R1))
-        .push(Expr::MetaSet {
-            key: NFT_META_MARK,
-            sreg: reg::R1,
+    if needs.strict {
+        e.push(Expr::ct(NFT_CT_STATE, reg::R1))
+            .mask(reg::R1, NF_CT_STATE_INVALID_BIT)
+            .push(Expr::cmp(reg::R1, CmpOp::Neq, vec![0; 4]))
+            .push(Expr::verdict(Verdict::Drop));
+        let mut strict_rules = vec![rule(fam, CHAIN_STRICT, &mut e)];
+        for bogus in [0x03u8, 0x06] {
+            // syn+fin, syn+rst
+            e.push(Expr::payload(PayloadField::TcpFlags, reg::R1))
+                .push(Expr::Bitwise {
+                    sreg: reg::R1,
+                    dreg: reg::R1,
+                    len: 1,
+                    mask: vec![bogus],
+                    xor: vec![0],
+                })
+                .push(Expr::cmp(reg::R1, CmpOp::Eq, vec![bogus]))
+                .push(Expr::verdict(Verdict::Drop));
+            strict_rules.push(rule(fam, CHAIN_STRICT, &mut e));
+        }
+        chains.push(ChainDef {
+            chain: Chain::regular(f, TABLE, CHAIN_STRICT),
+            rules: strict_rules,
         });
-    let mangle = ChainDef {
-        chain: base(CHAIN_MANGLE, ChainType::Filter, HookPoint::Prerouting, -150),
-        rules: {
-            mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
-            mangle_rules
-        },
-    };
-    // log: forward — the farm is in the connection's mark.
-    e.ct_mark(reg::R1)
-        .mask(reg::R1, FARM_MASK)
-        .push(Expr::map(SET_FORWARD_LOG, reg::R1, reg::VERDICT));
-    let forward = ChainDef {
-        chain: base(CHAIN_FORWARD, ChainType::Filter, HookPoint::Forward, 0),
-        rules: vec![rule(fam, CHAIN_FORWARD, &mut e)],
-    };
-    vec![
-        strict,
-        to_backend,
-        prerouting,
-        output,
-        postrouting,
-        mangle,
-        forward,
-    ]
+    }
+    chains.extend([to_backend, prerouting, output, postrouting]);
+
+    if needs.marks {
+        // Later packets of a connection get the user's mark too (before routing).
+        e.ct_dnat()
+            .ct_mark(reg::R1)
+            .push(Expr::map(SET_USER_MARKS, reg::R1, reg::R1))
+            .push(Expr::MetaSet {
+                key: NFT_META_MARK,
+                sreg: reg::R1,
+            });
+        mangle_rules.push(rule(fam, CHAIN_MANGLE, &mut e));
+    }
+    if !mangle_rules.is_empty() {
+        chains.push(ChainDef {
+            chain: base(CHAIN_MANGLE, ChainType::Filter, HookPoint::Prerouting, -150),
+            rules: mangle_rules,
+        });
+    }
+    if needs.forward_log {
+        // log: forward — the farm is in the connection's mark.
+        e.ct_mark(reg::R1)
+            .mask(reg::R1, FARM_MASK)
+            .push(Expr::map(SET_FORWARD_LOG, reg::R1, reg::VERDICT));
+        chains.push(ChainDef {
+            chain: base(CHAIN_FORWARD, ChainType::Filter, HookPoint::Forward, 0),
+            rules: vec![rule(fam, CHAIN_FORWARD, &mut e)],
+        });
+    }
+    chains
 }
 
 // --- farms -------------------------------------------------------------------------------------
@@ -1194,7 +1220,7 @@ pub fn skeleton(
     }
     sets.extend(shared_sets(fam).into_iter().map(|s| (s.name.clone(), s)));
     // rst-rtlimit: one chain and one set per limit (rate, burst, ttl) in use.
-    let mut chains = base_chains(fam);
+    let mut chains = base_chains(fam, Needs::of(fam, config.farms.iter()));
     for f in config.farms.iter().filter(|f| farm_uses(f, fam)) {
         if let Some(rate) = f.rst_rtlimit.filter(|r| r.count > 0) {
             let name = rst_rtlimit_name(&rate, f.rst_rtlimit_burst, f.limits_ttl);
