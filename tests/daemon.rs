@@ -185,11 +185,12 @@ fn check_and_apply_report_errors_by_field_and_change_nothing() {
         );
     }
     let mut unsupported = web(1);
-    unsupported[0]["mode"] = json!("dsr");
+    unsupported[0]["mode"] = json!("stlsdnat");
+    unsupported[0]["scheduler"] = json!("hash");
     let uf = write_config(&dir, "dsr.json", unsupported);
     let out = t.nftlbd(&["--state-dir", &d, "apply", &uf]);
     assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("farms[web].mode: layer-2 modes"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("farms[web].mode: stateless DNAT"));
     assert_eq!(
         t.nft(&["list", "ruleset"]),
         ruleset,

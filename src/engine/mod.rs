@@ -10,6 +10,7 @@
 mod actual;
 pub mod alloc;
 mod counters;
+pub mod l2;
 pub mod layout;
 mod render;
 pub mod ruleset;
@@ -81,11 +82,61 @@ fn check_supported_farms(
         .filter(|f| only.is_none_or(|o| o.contains(&f.name)))
     {
         let at = |k: &str| format!("farms[{}].{k}", f.name);
-        if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat) {
+        if f.mode == Mode::Stlsdnat {
             return Err(unsupported(
                 at("mode"),
-                "layer-2 modes (dsr, stlsdnat) are not implemented yet in this version of nftlbd",
+                "stateless DNAT (stlsdnat) is not implemented yet in this version of nftlbd",
             ));
+        }
+        if f.mode == Mode::Dsr {
+            let needs = |key: &str, what: &str| {
+                Err(unsupported(
+                    at(key),
+                    &format!("{what} (this version of nftlbd does not resolve it automatically yet)"),
+                ))
+            };
+            if f.iface.is_none() {
+                return needs("iface", "a dsr farm needs its input interface");
+            }
+            if f.oface.is_none() {
+                return needs("oface", "a dsr farm needs its output interface");
+            }
+            if let Some(b) = f.backends.iter().find(|b| b.ether_addr.is_none()) {
+                return Err(unsupported(
+                    format!("farms[{}].backends[{}].ether-addr", f.name, b.name),
+                    "a dsr backend needs its MAC address (this version of nftlbd does not resolve it automatically yet)",
+                ));
+            }
+            if f.virtual_addresses.iter().any(|a| a.is_ipv6())
+                || f.backends.iter().any(|b| b.ip_addr.is_ipv6())
+            {
+                return Err(unsupported(at("family"), "dsr over IPv6 is not implemented yet"));
+            }
+            let ports = model::parse_ports(&f.virtual_ports).unwrap_or_default();
+            if ports.is_empty() || ports.iter().any(|r| r.first != r.last) {
+                return Err(unsupported(
+                    at("virtual-ports"),
+                    "dsr farms take single ports only in this version",
+                ));
+            }
+            let nat_only = [
+                ("persistence", !f.persistence.is_empty()),
+                ("policies", !f.policies.is_empty()),
+                ("new-rtlimit", f.new_rtlimit.is_some()),
+                ("rst-rtlimit", f.rst_rtlimit.is_some()),
+                (
+                    "est-connlimit",
+                    f.est_connlimit > 0 || f.backends.iter().any(|b| b.est_connlimit > 0),
+                ),
+                ("tcp-strict", f.tcp_strict),
+                ("log", !f.log.is_empty()),
+                ("intra-connect", f.intra_connect),
+                ("helper", f.helper != model::Helper::None),
+                ("sessions", !f.sessions.is_empty()),
+            ];
+            if let Some((key, _)) = nat_only.iter().find(|(_, set)| *set) {
+                return Err(unsupported(at(key), "not available in dsr mode yet"));
+            }
         }
         if f.queue >= 0 && !features.queue {
             return Err(unsupported(
@@ -142,6 +193,10 @@ pub struct Engine {
     index: model::ServiceIndex,
     /// Per family: backend `est-connlimit` value → how many backends use it.
     climits: [BTreeMap<u32, usize>; 2],
+    /// The committed `netdev` table of layer-2 farms.
+    l2: Option<FamilyState>,
+    /// Interfaces of the engine's network namespace.
+    links: l2::Links,
 }
 
 impl Engine {
@@ -158,6 +213,8 @@ impl Engine {
             unsure: true,
             index: model::ServiceIndex::default(),
             climits: [BTreeMap::new(), BTreeMap::new()],
+            l2: None,
+            links: l2::Links::here(),
         })
     }
 
@@ -184,7 +241,12 @@ impl Engine {
 
     fn validate(&self, config: &Config) -> Result<()> {
         model::validate(config)?;
-        check_supported(config, &self.features)
+        check_supported(config, &self.features)?;
+        self.check_links(config)
+    }
+
+    fn check_links(&self, config: &Config) -> Result<()> {
+        l2::check_links(config, &self.links).map_err(|(field, reason)| Invalid::one(field, reason).into())
     }
 
     /// Makes the kernel match `config` whatever is in our tables now (start-up, reload, repair):
@@ -202,10 +264,19 @@ impl Engine {
             ruleset::diff(have.as_ref(), want_flat.as_ref(), true, &mut batch)?;
             desired[i] = want;
         }
+        let want_l2 = l2::render(&config, &alloc, &self.links);
+        let have_l2 = actual::read_family(&mut self.conn, netlink::Family::Netdev)?;
+        ruleset::diff(
+            have_l2.as_ref(),
+            want_l2.as_ref().map(actual::flatten).as_ref(),
+            true,
+            &mut batch,
+        )?;
         let outcome = self.commit(batch)?;
         self.config = config;
         self.alloc = alloc;
         self.committed = desired;
+        self.l2 = want_l2;
         self.unsure = false;
         self.index = model::ServiceIndex::of(&self.config);
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
@@ -247,6 +318,7 @@ impl Engine {
         }
         model::validate_changes(&config, &changed, &self.index)?;
         check_supported_farms(&config, Some(&changed), &self.features)?;
+        self.check_links(&config)?;
         // Only the changed farms' allocations change; keep theirs to undo a refused commit.
         let undo = self.alloc.snapshot(&changed);
         let result = self.apply_changed(&config, &changed, &changed_policies);
@@ -382,7 +454,11 @@ impl Engine {
             )?;
             next.push((skeleton, new_parts, new_ports));
         }
+        // Layer-2 farms: few, rendered whole and compared.
+        let new_l2 = l2::render(config, &self.alloc, &self.links);
+        ruleset::diff(self.l2.as_ref(), new_l2.as_ref(), true, &mut batch)?;
         let outcome = self.commit(batch)?;
+        self.l2 = new_l2;
         for (i, users) in climits.into_iter().enumerate() {
             self.climits[i] = users;
         }

@@ -90,7 +90,7 @@ fn mark(v: u32) -> Vec<u8> {
 
 /// Whether the farm has anything to render in this family.
 pub fn farm_uses(farm: &Farm, fam: IpFamily) -> bool {
-    farm.virtual_addresses.iter().any(|ip| fam.has(ip))
+    !super::l2::is_l2(farm) && farm.virtual_addresses.iter().any(|ip| fam.has(ip))
 }
 
 /// Table flags. Not `owner`/`persist`, although they would lock the table to the daemon: an owned
@@ -1035,7 +1035,7 @@ fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) ->
 /// The services a farm takes in this family: (protocol, address, first port, last port). A farm
 /// that is not up takes none; an empty port list is every port, 0-65535.
 pub fn dispatch_claims(fam: IpFamily, farm: &Farm) -> Vec<(u8, IpAddr, u16, u16)> {
-    if farm.state != FarmState::Up {
+    if farm.state != FarmState::Up || super::l2::is_l2(farm) {
         return Vec::new();
     }
     let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();

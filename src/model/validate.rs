@@ -235,6 +235,15 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
             c.err(format!("{at}.source-addr"), format!("{src}: {p}"));
         }
     }
+    if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat)
+        && matches!(f.scheduler, Scheduler::Rr | Scheduler::Weight)
+    {
+        c.err(
+            format!("{at}.scheduler"),
+            "layer-2 modes see packets before connection tracking: rr and weight would send the packets \
+             of one connection to different backends; use hash or symhash",
+        );
+    }
     match f.scheduler {
         Scheduler::Hash => check_keys(c, &format!("{at}.sched-param"), &f.sched_param),
         _ if !f.sched_param.is_empty() => c.err(

@@ -367,7 +367,7 @@ impl Held {
     }
 }
 
-fn serve(ns: &str, name: &str) {
+pub fn serve(ns: &str, name: &str) {
     for port in [80u16, 8080] {
         let name = name.to_string();
         in_ns(ns, move || {

@@ -1,0 +1,203 @@
+//! Layer-2 farms with real traffic: direct server return on one Ethernet segment. Needs root.
+//!
+//! ```text
+//!            bridge (namespace "sw")
+//!   client 10.7.0.2 ── balancer 10.7.0.1 ── backends 10.7.0.11, 10.7.0.12 (VIP on lo)
+//! ```
+//! The client routes the VIP through the balancer; the balancer rewrites the destination MAC to
+//! a backend's and sends the frame back out of the same port; the backend, which holds the VIP
+//! on its loopback, answers the client directly.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+
+use common::topo::{run_in, serve, tcp_hello, who};
+use nftlbd::engine::{Allocation, Engine, EngineError};
+use nftlbd::model::parse_config;
+use serde_json::json;
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Segment {
+    names: Vec<String>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+const VIP: [u8; 4] = [10, 9, 7, 100];
+
+/// Client, balancer and two backends on one bridge; returns (segment, namespaces, backend MACs).
+fn segment() -> (Segment, [String; 4], Vec<String>) {
+    let p = format!("nl2-{}", std::process::id());
+    let ns = [
+        format!("{p}-c"),
+        format!("{p}-lb"),
+        format!("{p}-b0"),
+        format!("{p}-b1"),
+    ];
+    let sw = format!("{p}-sw");
+    let seg = Segment {
+        names: ns.iter().cloned().chain([sw.clone()]).collect(),
+    };
+    for n in &seg.names {
+        sh(&["ip", "netns", "add", n]);
+        sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    }
+    sh(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"]);
+    sh(&["ip", "-n", &sw, "link", "set", "br0", "up"]);
+    let addrs = ["10.7.0.2", "10.7.0.1", "10.7.0.11", "10.7.0.12"];
+    let mut macs = Vec::new();
+    for (i, (n, a)) in ns.iter().zip(addrs).enumerate() {
+        let port = format!("p{i}");
+        sh(&[
+            "ip", "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", n,
+        ]);
+        sh(&["ip", "-n", &sw, "link", "set", &port, "master", "br0"]);
+        sh(&["ip", "-n", &sw, "link", "set", &port, "up"]);
+        sh(&["ip", "-n", n, "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+        sh(&["ip", "-n", n, "link", "set", "eth0", "up"]);
+        let show = sh(&["ip", "-n", n, "-o", "link", "show", "eth0"]);
+        let mac = show
+            .split("link/ether ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        macs.push(mac);
+    }
+    let vip = format!("{}.{}.{}.{}", VIP[0], VIP[1], VIP[2], VIP[3]);
+    sh(&[
+        "ip",
+        "-n",
+        &ns[0],
+        "route",
+        "add",
+        &format!("{vip}/32"),
+        "via",
+        "10.7.0.1",
+    ]);
+    for b in &ns[2..] {
+        // The backend owns the VIP but does not answer ARP for it: only the balancer is asked.
+        sh(&["ip", "-n", b, "addr", "add", &format!("{vip}/32"), "dev", "lo"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.arp_ignore=1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            b,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.arp_announce=2",
+        ]);
+    }
+    serve(&ns[2], "be0");
+    serve(&ns[3], "be1");
+    (seg, ns, macs[2..].to_vec())
+}
+
+#[test]
+fn dsr_delivers_to_backends_that_answer_the_client_directly() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    let (_seg, ns, macs) = segment();
+    let farm = |sched: &str| {
+        json!({"farms": [{"name": "dsr", "mode": "dsr", "scheduler": sched, "sched-param": if sched == "hash" { json!(["srcip", "srcport"]) } else { json!([]) },
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80", "iface": "eth0", "oface": "eth0",
+            "backends": [{"name": "be0", "ip-addr": "10.7.0.11", "ether-addr": macs[0]},
+                         {"name": "be1", "ip-addr": "10.7.0.12", "ether-addr": macs[1]}]}]})
+    };
+    let c = parse_config(&farm("hash").to_string()).unwrap();
+    let mut e = run_in(&ns[1], move || {
+        let mut e = Engine::open().unwrap();
+        e.reconcile(c, Allocation::default()).unwrap();
+        e
+    });
+    let vip = SocketAddr::new(IpAddr::from(VIP), 80);
+    let got: Vec<String> = run_in(&ns[0], move || (0..20).map(|_| tcp_hello(vip)).collect());
+    assert!(got.iter().all(|g| !g.starts_with("ERROR")), "{got:?}");
+    // The backends saw the client itself (no NAT), and both were used.
+    assert!(got.iter().all(|g| g.ends_with(" 10.7.0.2")), "{got:?}");
+    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
+    assert_eq!(names.len(), 2, "{got:?}");
+    // The balancer kept no connection state for them (its conntrack table, if any, is empty of them).
+    let ct = Command::new("ip")
+        .args(["netns", "exec", &ns[1], "cat", "/proc/net/nf_conntrack"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ct.stdout).contains("10.9.7.100"),
+        "no conntrack entry for the VIP"
+    );
+    let listing = sh(&[
+        "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
+    ]);
+    assert!(listing.contains("fwd to \"eth0\""), "{listing}");
+    let reparse = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns[1],
+            "sh",
+            "-c",
+            "nft list ruleset | nft -c -f -",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        reparse.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reparse.stderr)
+    );
+    let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+    assert!(
+        e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
+        "reads back equal"
+    );
+    // Per-packet schedulers would split connections before conntrack: refused by name.
+    let rr = parse_config(&farm("rr").to_string()).unwrap_err();
+    assert!(
+        rr.to_string().contains("farms[dsr].scheduler: layer-2 modes"),
+        "{rr}"
+    );
+    // An interface the host does not have is named.
+    let mut bad = farm("symhash");
+    bad["farms"][0]["oface"] = json!("nope0");
+    match e.apply(parse_config(&bad.to_string()).unwrap()) {
+        Err(EngineError::Invalid(i)) => assert!(
+            i.to_string()
+                .contains("farms[dsr].oface: no interface named \"nope0\""),
+            "{i}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // symhash works too.
+    e.apply(parse_config(&farm("symhash").to_string()).unwrap())
+        .unwrap();
+    let got: Vec<String> = run_in(&ns[0], move || (0..6).map(|_| tcp_hello(vip)).collect());
+    assert!(got.iter().all(|g| g.starts_with("be")), "{got:?}");
+}
