@@ -190,7 +190,10 @@ fn check_and_apply_report_errors_by_field_and_change_nothing() {
     let uf = write_config(&dir, "dsr.json", unsupported);
     let out = t.nftlbd(&["--state-dir", &d, "apply", &uf]);
     assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("farms[web].mode: stateless DNAT"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("farms[web].iface: a layer-2 farm needs its input interface")
+    );
     assert_eq!(
         t.nft(&["list", "ruleset"]),
         ruleset,

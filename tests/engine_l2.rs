@@ -201,3 +201,136 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
     let got: Vec<String> = run_in(&ns[0], move || (0..6).map(|_| tcp_hello(vip)).collect());
     assert!(got.iter().all(|g| g.starts_with("be")), "{got:?}");
 }
+
+/// Client and balancer on one bridge, balancer and backends on another; the backends' default
+/// route is the balancer. Returns (segment, [client, lb, b0, b1], backend MACs).
+fn two_segments() -> (Segment, [String; 4], Vec<String>) {
+    let p = format!("nl3-{}", std::process::id());
+    let ns = [
+        format!("{p}-c"),
+        format!("{p}-lb"),
+        format!("{p}-b0"),
+        format!("{p}-b1"),
+    ];
+    let (swa, swb) = (format!("{p}-swa"), format!("{p}-swb"));
+    let seg = Segment {
+        names: ns.iter().cloned().chain([swa.clone(), swb.clone()]).collect(),
+    };
+    for n in &seg.names {
+        sh(&["ip", "netns", "add", n]);
+        sh(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    }
+    for sw in [&swa, &swb] {
+        sh(&["ip", "-n", sw, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", sw, "link", "set", "br0", "up"]);
+    }
+    let ports = [
+        (&ns[0], &swa, "eth0", "10.7.0.2/24"),
+        (&ns[1], &swa, "eth0", "10.7.0.1/24"),
+        (&ns[1], &swb, "eth1", "10.7.1.1/24"),
+        (&ns[2], &swb, "eth0", "10.7.1.11/24"),
+        (&ns[3], &swb, "eth0", "10.7.1.12/24"),
+    ];
+    let mut macs = Vec::new();
+    for (i, (n, sw, dev, a)) in ports.iter().enumerate() {
+        let port = format!("p{i}");
+        sh(&[
+            "ip", "-n", sw, "link", "add", &port, "type", "veth", "peer", "name", dev, "netns", n,
+        ]);
+        sh(&["ip", "-n", sw, "link", "set", &port, "master", "br0"]);
+        sh(&["ip", "-n", sw, "link", "set", &port, "up"]);
+        sh(&["ip", "-n", n, "addr", "add", a, "dev", dev]);
+        sh(&["ip", "-n", n, "link", "set", dev, "up"]);
+        let show = sh(&["ip", "-n", n, "-o", "link", "show", dev]);
+        macs.push(
+            show.split("link/ether ")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let vip = format!("{}.{}.{}.{}", VIP[0], VIP[1], VIP[2], VIP[3]);
+    sh(&[
+        "ip",
+        "-n",
+        &ns[0],
+        "route",
+        "add",
+        &format!("{vip}/32"),
+        "via",
+        "10.7.0.1",
+    ]);
+    for b in &ns[2..] {
+        sh(&["ip", "-n", b, "route", "add", "default", "via", "10.7.1.1"]);
+    }
+    serve(&ns[2], "be0");
+    serve(&ns[3], "be1");
+    (seg, ns, macs[3..].to_vec())
+}
+
+#[test]
+fn stateless_dnat_works_both_ways_without_connection_tracking() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    let (_seg, ns, macs) = two_segments();
+    let c = parse_config(
+        &json!({"farms": [{"name": "stl", "mode": "stlsdnat", "scheduler": "hash", "sched-param": ["srcip", "srcport"],
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80", "iface": "eth0", "oface": "eth1",
+            "backends": [{"name": "be0", "ip-addr": "10.7.1.11", "ether-addr": macs[0]},
+                         {"name": "be1", "ip-addr": "10.7.1.12", "ether-addr": macs[1]}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut e = run_in(&ns[1], move || {
+        let mut e = Engine::open().unwrap();
+        e.reconcile(c, Allocation::default()).unwrap();
+        e
+    });
+    let vip = SocketAddr::new(IpAddr::from(VIP), 80);
+    let got: Vec<String> = run_in(&ns[0], move || (0..20).map(|_| tcp_hello(vip)).collect());
+    // The client talked to the VIP (its replies came from it), the backends saw the client.
+    assert!(got.iter().all(|g| g.ends_with(" 10.7.0.2")), "{got:?}");
+    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
+    assert_eq!(names.len(), 2, "{got:?}");
+    let ct = Command::new("ip")
+        .args(["netns", "exec", &ns[1], "cat", "/proc/net/nf_conntrack"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ct.stdout).contains("10.7.0.2"),
+        "no conntrack entry"
+    );
+    let listing = sh(&[
+        "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
+    ]);
+    for want in [
+        "update @stl-clients { ip saddr timeout 1m : ether saddr }",
+        "ip daddr set jhash ip saddr . th sport mod 2 seed 0x0 offset 1048576 map @stl-slots-0",
+        "ip saddr set 10.9.7.100",
+    ] {
+        assert!(listing.contains(want), "missing {want:?} in\n{listing}");
+    }
+    let reparse = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns[1],
+            "sh",
+            "-c",
+            "nft list ruleset | nft -c -f -",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        reparse.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reparse.stderr)
+    );
+    let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+    assert!(
+        e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
+        "reads back equal"
+    );
+}

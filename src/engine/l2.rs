@@ -29,6 +29,12 @@ use super::layout::{TABLE, shard_of, slot_base};
 use super::ruleset::{ChainDef, FamilyState, FarmPart};
 
 pub const SET_L2_SERVICES: &str = "l2-services";
+/// Stateless DNAT replies: protocol . backend address . port → `goto stl-…-back`.
+pub const SET_L2_RETURNS: &str = "l2-returns";
+/// Stateless DNAT: backend address → its MAC.
+pub const STL_MACS: &str = "stl-macs";
+/// Stateless DNAT: client address → its MAC (learnt from its packets, expiring).
+pub const STL_CLIENTS: &str = "stl-clients";
 
 pub fn l2_farm_chain(farm: &str) -> String {
     format!("l2-{farm}")
@@ -151,109 +157,183 @@ fn set_ether(e: &mut Vec<Expr>, offset: u32, sreg: u32) {
     });
 }
 
+/// The flow hash a layer-2 farm chooses with, into R1 (slot number).
+fn hash(e: &mut Vec<Expr>, farm: &Farm, slots: u32, offset: u32) {
+    let fields: Vec<KeyField> = farm.hash_fields();
+    let mut word = 0u32;
+    for k in &fields {
+        let field = match k {
+            KeyField::Srcip => PayloadField::IpSaddr,
+            KeyField::Dstip => PayloadField::IpDaddr,
+            KeyField::Srcport => PayloadField::ThSport,
+            KeyField::Dstport => PayloadField::ThDport,
+            KeyField::Srcmac => PayloadField::EtherSaddr,
+            KeyField::Dstmac => PayloadField::EtherDaddr,
+        };
+        e.push(Expr::payload(
+            field,
+            if word == 0 { reg::R1 } else { reg::r32(word) },
+        ));
+        word += types::reg_len(field.location().2) / 4;
+    }
+    match farm.scheduler {
+        Scheduler::Symhash => e.push(Expr::Symhash {
+            dreg: reg::R1,
+            modulus: slots,
+            offset,
+        }),
+        _ => e.push(Expr::Jhash {
+            sreg: reg::R1,
+            dreg: reg::R1,
+            len: if fields.len() == 1 {
+                fields_len(&fields)
+            } else {
+                word * 4
+            },
+            modulus: slots,
+            seed: Some(0),
+            offset,
+        }),
+    }
+}
+
+/// `ip saddr set`/`ip daddr set` from `sreg`, with the IP and transport checksums updated.
+fn set_ip(e: &mut Vec<Expr>, offset: u32, sreg: u32) {
+    e.push(Expr::PayloadSet {
+        sreg,
+        base: NFT_PAYLOAD_NETWORK_HEADER,
+        offset,
+        len: 4,
+        csum_type: NFT_PAYLOAD_CSUM_INET,
+        csum_offset: 10,
+        csum_flags: NFT_PAYLOAD_L4CSUM_PSEUDOHDR,
+    });
+}
+
+fn fwd(e: &mut Vec<Expr>, index: u32) {
+    e.push(Expr::immediate(reg::R2, index.to_ne_bytes().to_vec()));
+    e.push(Expr::Fwd {
+        sreg_dev: reg::R2,
+        addr: None,
+    });
+}
+
+/// A slot map of a shard: slot → backend MAC (dsr) or backend address (stlsdnat).
+fn slot_map(f: Family, name: &str, data: DataType, data_typeof: PayloadField) -> Set {
+    let mut s = Set::map(
+        f,
+        TABLE,
+        name,
+        TypeSpec::of(DataType::Integer(4)),
+        TypeSpec::of(data),
+    );
+    s.userdata.key_typeof = Some(Typeof::Numgen {
+        random: false,
+        modulus: 2,
+        offset: 0,
+    });
+    s.userdata.data_typeof = Some(Typeof::Payload(data_typeof));
+    s
+}
+
 /// The whole `netdev nftlbd` table, or `None` when no farm is a layer-2 farm that can render.
 pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<FamilyState> {
     let f = Family::Netdev;
     let mut sets = BTreeMap::new();
-    let mut chains: BTreeMap<String, ChainDef> = BTreeMap::new();
     let mut farms = BTreeMap::new();
     let mut services = Vec::new();
-    for farm in config.farms.iter().filter(|x| x.mode == Mode::Dsr) {
+    let mut returns = Vec::new();
+    // Devices whose ingress dispatches clients' packets, and devices that take backends' replies.
+    let mut in_devs = std::collections::BTreeSet::new();
+    let mut back_devs = std::collections::BTreeSet::new();
+    for farm in config.farms.iter().filter(|x| is_l2(x)) {
         let (Some(fa), Some(iface), Some(oface)) = (alloc.farms.get(&farm.name), &farm.iface, &farm.oface)
         else {
             continue;
         };
-        let (Some(_), Some(out)) = (links.get(iface), links.get(oface)) else {
+        let (Some(inl), Some(out)) = (links.get(iface), links.get(oface)) else {
             continue;
         };
+        let Some(std::net::IpAddr::V4(vip)) = farm.virtual_addresses.first().copied() else {
+            continue;
+        };
+        let stateless = farm.mode == Mode::Stlsdnat;
         let chain = l2_farm_chain(&farm.name);
-        let shard = l2_slots(shard_of(fa.id));
+        let shard = if stateless {
+            format!("stl-slots-{}", shard_of(fa.id))
+        } else {
+            l2_slots(shard_of(fa.id))
+        };
         sets.entry(shard.clone()).or_insert_with(|| {
-            let mut s = Set::map(
-                f,
-                TABLE,
-                &shard,
-                TypeSpec::of(DataType::Integer(4)),
-                TypeSpec::of(DataType::EtherAddr),
-            );
-            s.userdata.key_typeof = Some(Typeof::Numgen {
-                random: false,
-                modulus: 2,
-                offset: 0,
-            });
-            s.userdata.data_typeof = Some(Typeof::Payload(PayloadField::EtherDaddr));
-            s
-        });
-        chains.entry(ingress_chain(iface)).or_insert_with(|| {
-            let mut e = Vec::new();
-            ipv4_dependency(&mut e);
-            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
-            e.push(Expr::payload(PayloadField::IpDaddr, reg::r32(1)));
-            e.push(Expr::payload(PayloadField::ThDport, reg::r32(2)));
-            e.push(Expr::map(SET_L2_SERVICES, reg::R1, reg::VERDICT));
-            let hook = Hook {
-                point: HookPoint::Ingress,
-                priority: 101,
-                device: Some(iface.clone()),
-            };
-            let name = ingress_chain(iface);
-            ChainDef {
-                chain: Chain::base(f, TABLE, &name, ChainType::Filter, hook, Verdict::Accept),
-                rules: vec![Rule::new(f, TABLE, &name, e)],
+            if stateless {
+                slot_map(f, &shard, DataType::Ipv4Addr, PayloadField::IpDaddr)
+            } else {
+                slot_map(f, &shard, DataType::EtherAddr, PayloadField::EtherDaddr)
             }
         });
-        // The farm's chain: rewrite both MACs, send out of `oface`.
-        let mut e = Vec::new();
-        ether_dependency(&mut e);
-        e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
-        set_ether(&mut e, 6, reg::R1);
+        in_devs.insert(iface.clone());
         let slots = fa.slots4.len() as u32;
         let mut rules = Vec::new();
-        if slots > 0 {
-            let fields: Vec<KeyField> = farm.hash_fields();
-            let mut word = 0u32;
-            for k in &fields {
-                let field = match k {
-                    KeyField::Srcip => PayloadField::IpSaddr,
-                    KeyField::Dstip => PayloadField::IpDaddr,
-                    KeyField::Srcport => PayloadField::ThSport,
-                    KeyField::Dstport => PayloadField::ThDport,
-                    KeyField::Srcmac => PayloadField::EtherSaddr,
-                    KeyField::Dstmac => PayloadField::EtherDaddr,
-                };
-                e.push(Expr::payload(
-                    field,
-                    if word == 0 { reg::R1 } else { reg::r32(word) },
-                ));
-                word += types::reg_len(field.location().2) / 4;
-            }
-            match farm.scheduler {
-                Scheduler::Symhash => e.push(Expr::Symhash {
-                    dreg: reg::R1,
-                    modulus: slots,
-                    offset: slot_base(fa.id),
-                }),
-                _ => e.push(Expr::Jhash {
-                    sreg: reg::R1,
-                    dreg: reg::R1,
-                    len: if fields.len() == 1 {
-                        fields_len(&fields)
-                    } else {
-                        word * 4
-                    },
-                    modulus: slots,
-                    seed: Some(0),
-                    offset: slot_base(fa.id),
-                }),
-            }
+        let mut extra = Vec::new();
+        let mut e = Vec::new();
+        if slots > 0 && !stateless {
+            // Direct server return: rewrite both MACs, send out of `oface`.
+            ipv4_dependency(&mut e);
+            ether_dependency(&mut e);
+            e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
+            set_ether(&mut e, 6, reg::R1);
+            hash(&mut e, farm, slots, slot_base(fa.id));
             e.push(Expr::map(&shard, reg::R1, reg::R1));
             set_ether(&mut e, 0, reg::R1);
-            e.push(Expr::immediate(reg::R2, out.index.to_ne_bytes().to_vec()));
-            e.push(Expr::Fwd {
-                sreg_dev: reg::R2,
-                addr: None,
+            fwd(&mut e, out.index);
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+        }
+        if slots > 0 && stateless {
+            // Stateless DNAT: remember the client's MAC, rewrite the destination address and
+            // MACs, send out of `oface`; replies are rewritten back in `stl-<farm>-back`.
+            // (Each rule names its own IPv4 and Ethernet dependencies so nft can show it.)
+            ipv4_dependency(&mut e);
+            ether_dependency(&mut e);
+            e.push(Expr::payload(PayloadField::IpSaddr, reg::R1));
+            e.push(Expr::payload(PayloadField::EtherSaddr, reg::R2));
+            e.push(Expr::Dynset {
+                set: STL_CLIENTS.into(),
+                op: DynsetOp::Update,
+                sreg_key: reg::R1,
+                sreg_data: Some(reg::R2),
+                timeout_ms: Some(u64::from(farm.persist_ttl.max(1)) * 1000),
+                exprs: Vec::new(),
             });
-            rules.push(Rule::new(f, TABLE, &chain, e));
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            ipv4_dependency(&mut e);
+            ether_dependency(&mut e);
+            hash(&mut e, farm, slots, slot_base(fa.id));
+            e.push(Expr::map(&shard, reg::R1, reg::R1));
+            set_ip(&mut e, 16, reg::R1);
+            e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
+            e.push(Expr::map(STL_MACS, reg::R1, reg::R1));
+            set_ether(&mut e, 0, reg::R1);
+            e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
+            set_ether(&mut e, 6, reg::R1);
+            fwd(&mut e, out.index);
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            let back = format!("{chain}-back");
+            let mut r = Vec::new();
+            ipv4_dependency(&mut r);
+            ether_dependency(&mut r);
+            r.push(Expr::immediate(reg::R1, vip.octets().to_vec()));
+            set_ip(&mut r, 12, reg::R1);
+            r.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
+            r.push(Expr::map(STL_CLIENTS, reg::R1, reg::R1));
+            set_ether(&mut r, 0, reg::R1);
+            r.push(Expr::immediate(reg::R1, inl.mac.to_vec()));
+            set_ether(&mut r, 6, reg::R1);
+            fwd(&mut r, inl.index);
+            extra.push(ChainDef {
+                chain: Chain::regular(f, TABLE, &back),
+                rules: vec![Rule::new(f, TABLE, &back, r)],
+            });
+            back_devs.insert(oface.clone());
         }
         rules.push(Rule::new(f, TABLE, &chain, vec![Expr::verdict(Verdict::Drop)]));
         let mut part = FarmPart {
@@ -261,34 +341,65 @@ pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<Fami
                 chain: Chain::regular(f, TABLE, &chain),
                 rules,
             }),
-            extra: Vec::new(),
+            extra,
             elems: BTreeMap::new(),
         };
-        let macs: BTreeMap<u16, [u8; 6]> = farm
+        let members: BTreeMap<u16, &crate::model::Backend> = farm
             .backends
             .iter()
-            .filter_map(|b| Some((*fa.members.get(&b.name)?, b.ether_addr?.0)))
+            .filter_map(|b| Some((*fa.members.get(&b.name)?, b)))
             .collect();
         let slot_elems: Vec<SetElem> = fa
             .slots4
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
-                let mac = macs.get(m)?;
+                let b = members.get(m)?;
+                let data = if stateless {
+                    match b.ip_addr {
+                        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                        std::net::IpAddr::V6(_) => return None,
+                    }
+                } else {
+                    b.ether_addr?.0.to_vec()
+                };
                 Some(SetElem::mapping(
                     (slot_base(fa.id) + i as u32).to_ne_bytes().to_vec(),
-                    Data::Value(mac.to_vec()),
+                    Data::Value(data),
                 ))
             })
             .collect();
         part.elems.insert(shard, slot_elems);
-        if farm.state == FarmState::Up {
-            let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
-            for proto in farm.protocol.numbers() {
-                for vip in &farm.virtual_addresses {
-                    let std::net::IpAddr::V4(a) = vip else { continue };
+        let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
+        if stateless {
+            let mut macs = Vec::new();
+            for b in &farm.backends {
+                let (std::net::IpAddr::V4(a), Some(mac)) = (b.ip_addr, b.ether_addr) else {
+                    continue;
+                };
+                macs.push(SetElem::mapping(a.octets().to_vec(), Data::Value(mac.0.to_vec())));
+                for proto in farm.protocol.numbers() {
                     for r in ports.iter().filter(|r| r.first == r.last) {
                         let key = concat(&[&[*proto], &a.octets(), &r.first.to_be_bytes()]);
+                        returns.push(SetElem::mapping(
+                            key,
+                            Data::Verdict(Verdict::Goto(format!("{chain}-back"))),
+                        ));
+                    }
+                }
+            }
+            part.elems.insert(STL_MACS.into(), macs);
+        }
+        if farm.state == FarmState::Up {
+            // A stateless farm has one address (its replies are rewritten to it); dsr may have more.
+            let vips = farm.virtual_addresses.iter().filter_map(|a| match a {
+                std::net::IpAddr::V4(v) => Some(*v),
+                std::net::IpAddr::V6(_) => None,
+            });
+            for vip in vips {
+                for proto in farm.protocol.numbers() {
+                    for r in ports.iter().filter(|r| r.first == r.last) {
+                        let key = concat(&[&[*proto], &vip.octets(), &r.first.to_be_bytes()]);
                         services.push(SetElem::mapping(key, Data::Verdict(Verdict::Goto(chain.clone()))));
                     }
                 }
@@ -299,29 +410,100 @@ pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<Fami
     if farms.is_empty() {
         return None;
     }
+    let service_type = TypeSpec::concat(&[DataType::InetProto, DataType::Ipv4Addr, DataType::InetService]);
     sets.insert(
         SET_L2_SERVICES.into(),
         Set::map(
             f,
             TABLE,
             SET_L2_SERVICES,
-            TypeSpec::concat(&[DataType::InetProto, DataType::Ipv4Addr, DataType::InetService]),
+            service_type.clone(),
             TypeSpec::of(DataType::Verdict),
         ),
     );
+    if !back_devs.is_empty() {
+        sets.insert(
+            SET_L2_RETURNS.into(),
+            Set::map(
+                f,
+                TABLE,
+                SET_L2_RETURNS,
+                service_type,
+                TypeSpec::of(DataType::Verdict),
+            ),
+        );
+        sets.insert(
+            STL_MACS.into(),
+            Set::map(
+                f,
+                TABLE,
+                STL_MACS,
+                TypeSpec::of(DataType::Ipv4Addr),
+                TypeSpec::of(DataType::EtherAddr),
+            ),
+        );
+        let mut clients = Set::map(
+            f,
+            TABLE,
+            STL_CLIENTS,
+            TypeSpec::of(DataType::Ipv4Addr),
+            TypeSpec::of(DataType::EtherAddr),
+        )
+        .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
+        clients.size = Some(super::layout::LIMIT_SIZE);
+        sets.insert(STL_CLIENTS.into(), clients);
+    }
+    // One ingress chain per device: client dispatch where farms listen, reply dispatch where
+    // stateless farms' backends answer.
+    let mut chains = Vec::new();
+    for dev in in_devs.union(&back_devs) {
+        let name = ingress_chain(dev);
+        let mut rules = Vec::new();
+        if in_devs.contains(dev) {
+            let mut e = Vec::new();
+            ipv4_dependency(&mut e);
+            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+            e.push(Expr::payload(PayloadField::IpDaddr, reg::r32(1)));
+            e.push(Expr::payload(PayloadField::ThDport, reg::r32(2)));
+            e.push(Expr::map(SET_L2_SERVICES, reg::R1, reg::VERDICT));
+            rules.push(Rule::new(f, TABLE, &name, e));
+        }
+        if back_devs.contains(dev) {
+            let mut e = Vec::new();
+            ipv4_dependency(&mut e);
+            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+            e.push(Expr::payload(PayloadField::IpSaddr, reg::r32(1)));
+            e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
+            e.push(Expr::map(SET_L2_RETURNS, reg::R1, reg::VERDICT));
+            rules.push(Rule::new(f, TABLE, &name, e));
+        }
+        let hook = Hook {
+            point: HookPoint::Ingress,
+            priority: 101,
+            device: Some(dev.clone()),
+        };
+        chains.push(ChainDef {
+            chain: Chain::base(f, TABLE, &name, ChainType::Filter, hook, Verdict::Accept),
+            rules,
+        });
+    }
+    let mut shared_elems = BTreeMap::from([(SET_L2_SERVICES.to_string(), services)]);
+    if !back_devs.is_empty() {
+        shared_elems.insert(SET_L2_RETURNS.to_string(), returns);
+    }
     let shared = BTreeMap::from([(
         SET_L2_SERVICES.to_string(),
         FarmPart {
             chain: None,
             extra: Vec::new(),
-            elems: BTreeMap::from([(SET_L2_SERVICES.to_string(), services)]),
+            elems: shared_elems,
         },
     )]);
     Some(FamilyState {
         table: Table::new(f, TABLE),
         sets,
         objs: BTreeMap::new(),
-        chains: chains.into_values().collect(),
+        chains,
         shared,
         farms,
     })

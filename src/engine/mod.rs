@@ -83,12 +83,20 @@ fn check_supported_farms(
     {
         let at = |k: &str| format!("farms[{}].{k}", f.name);
         if f.mode == Mode::Stlsdnat {
-            return Err(unsupported(
-                at("mode"),
-                "stateless DNAT (stlsdnat) is not implemented yet in this version of nftlbd",
-            ));
+            if f.virtual_addresses.len() != 1 {
+                return Err(unsupported(
+                    at("virtual-addresses"),
+                    "a stlsdnat farm takes one address (replies are rewritten to it)",
+                ));
+            }
+            if let Some(b) = f.backends.iter().find(|b| b.port.is_some()) {
+                return Err(unsupported(
+                    format!("farms[{}].backends[{}].port", f.name, b.name),
+                    "stlsdnat keeps the port in this version",
+                ));
+            }
         }
-        if f.mode == Mode::Dsr {
+        if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat) {
             let needs = |key: &str, what: &str| {
                 Err(unsupported(
                     at(key),
@@ -96,21 +104,24 @@ fn check_supported_farms(
                 ))
             };
             if f.iface.is_none() {
-                return needs("iface", "a dsr farm needs its input interface");
+                return needs("iface", "a layer-2 farm needs its input interface");
             }
             if f.oface.is_none() {
-                return needs("oface", "a dsr farm needs its output interface");
+                return needs("oface", "a layer-2 farm needs its output interface");
             }
             if let Some(b) = f.backends.iter().find(|b| b.ether_addr.is_none()) {
                 return Err(unsupported(
                     format!("farms[{}].backends[{}].ether-addr", f.name, b.name),
-                    "a dsr backend needs its MAC address (this version of nftlbd does not resolve it automatically yet)",
+                    "a layer-2 backend needs its MAC address (this version of nftlbd does not resolve it automatically yet)",
                 ));
             }
             if f.virtual_addresses.iter().any(|a| a.is_ipv6())
                 || f.backends.iter().any(|b| b.ip_addr.is_ipv6())
             {
-                return Err(unsupported(at("family"), "dsr over IPv6 is not implemented yet"));
+                return Err(unsupported(
+                    at("family"),
+                    "layer-2 modes over IPv6 are not implemented yet",
+                ));
             }
             let ports = model::parse_ports(&f.virtual_ports).unwrap_or_default();
             if ports.is_empty() || ports.iter().any(|r| r.first != r.last) {
@@ -135,7 +146,7 @@ fn check_supported_farms(
                 ("sessions", !f.sessions.is_empty()),
             ];
             if let Some((key, _)) = nat_only.iter().find(|(_, set)| *set) {
-                return Err(unsupported(at(key), "not available in dsr mode yet"));
+                return Err(unsupported(at(key), "not available in layer-2 modes yet"));
             }
         }
         if f.queue >= 0 && !features.queue {
