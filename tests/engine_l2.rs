@@ -128,6 +128,7 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
     let farm = |sched: &str| {
         json!({"farms": [{"name": "dsr", "mode": "dsr", "scheduler": sched, "sched-param": if sched == "hash" { json!(["srcip", "srcport"]) } else { json!([]) },
             "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80", "iface": "eth0", "oface": "eth0",
+            "log": ["output"], "log-rtlimit": "100/second",
             "backends": [{"name": "be0", "ip-addr": "10.7.0.11", "ether-addr": macs[0]},
                          {"name": "be1", "ip-addr": "10.7.0.12", "ether-addr": macs[1]}]}]})
     };
@@ -157,6 +158,10 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
         "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
     ]);
     assert!(listing.contains("fwd to \"eth0\""), "{listing}");
+    assert!(
+        listing.contains("limit rate 100/second log prefix \"OUT-dsr \""),
+        "{listing}"
+    );
     let reparse = Command::new("ip")
         .args([
             "netns",

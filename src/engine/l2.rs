@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use crate::model::{Config, Farm, FarmState, KeyField, Mode, Scheduler};
+use crate::model::{Config, Farm, FarmState, KeyField, LogPoint, Mode, Scheduler};
 use crate::netlink::consts::reg;
 use crate::netlink::sys::*;
 use crate::netlink::types::concat;
@@ -276,6 +276,34 @@ pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<Fami
         let mut rules = Vec::new();
         let mut extra = Vec::new();
         let mut e = Vec::new();
+        if farm.log.contains(&LogPoint::Output) {
+            // What the farm sends out, as nftlb's `OUT-<farm>` log (rate-limited if asked).
+            if let Some(rate) = farm.log_rtlimit.filter(|r| r.count > 0) {
+                e.push(Expr::Limit(Limit {
+                    rate: rate.count,
+                    unit: match rate.unit {
+                        crate::model::RateUnit::Second => RateUnit::Second,
+                        crate::model::RateUnit::Minute => RateUnit::Minute,
+                        crate::model::RateUnit::Hour => RateUnit::Hour,
+                        crate::model::RateUnit::Day => RateUnit::Day,
+                        crate::model::RateUnit::Week => RateUnit::Week,
+                    },
+                    burst: 5,
+                    bytes: false,
+                    over: false,
+                }));
+            }
+            let prefix = farm.log_prefix.clone().unwrap_or_default();
+            e.push(Expr::Log {
+                prefix: Some(format!("{prefix}OUT-{} ", farm.name).chars().take(127).collect()),
+                group: None,
+                snaplen: None,
+                qthreshold: None,
+                level: Some(4),
+                flags: 0,
+            });
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+        }
         if slots > 0 && !stateless {
             // Direct server return: rewrite both MACs, send out of `oface`.
             ipv4_dependency(&mut e);

@@ -140,7 +140,6 @@ fn check_supported_farms(
                     f.est_connlimit > 0 || f.backends.iter().any(|b| b.est_connlimit > 0),
                 ),
                 ("tcp-strict", f.tcp_strict),
-                ("log", !f.log.is_empty()),
                 ("intra-connect", f.intra_connect),
                 ("helper", f.helper != model::Helper::None),
                 ("sessions", !f.sessions.is_empty()),
@@ -161,11 +160,7 @@ fn check_supported_farms(
                 "this kernel has no flowtable support (NF_FLOW_TABLE)",
             ));
         }
-        let later = [
-            ("log", f.log.contains(&model::LogPoint::Output)),
-            ("queue", f.queue >= 0),
-            ("flow-offload", f.flow_offload),
-        ];
+        let later = [("queue", f.queue >= 0), ("flow-offload", f.flow_offload)];
         if let Some((key, _)) = later.iter().find(|(_, set)| *set) {
             return Err(unsupported(at(key), LATER));
         }

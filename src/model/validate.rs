@@ -244,6 +244,20 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
              of one connection to different backends; use hash or symhash",
         );
     }
+    let layer2 = matches!(f.mode, Mode::Dsr | Mode::Stlsdnat);
+    for point in &f.log {
+        match (layer2, point) {
+            (true, LogPoint::Input | LogPoint::Forward) => c.err(
+                format!("{at}.log"),
+                "layer-2 modes log what they send out (output); input and forward are NAT modes' logs",
+            ),
+            (false, LogPoint::Output) => c.err(
+                format!("{at}.log"),
+                "output is the log of layer-2 modes (dsr, stlsdnat); NAT modes log input and forward",
+            ),
+            _ => {}
+        }
+    }
     match f.scheduler {
         Scheduler::Hash => check_keys(c, &format!("{at}.sched-param"), &f.sched_param),
         _ if !f.sched_param.is_empty() => c.err(

@@ -202,6 +202,16 @@ fn scheduler_keys_and_helpers_must_fit() {
         "unknown variant `srcaddr`",
     );
     refused(
+        web(json!({"log": ["output"]})),
+        "farms[web].log",
+        "output is the log of layer-2 modes",
+    );
+    refused(
+        web(json!({"mode": "dsr", "scheduler": "hash", "log": ["input"]})),
+        "farms[web].log",
+        "layer-2 modes log what they send out",
+    );
+    refused(
         web(json!({"helper": "tftp"})),
         "farms[web].helper",
         "helper tftp does not work with protocol tcp",
