@@ -185,14 +185,13 @@ fn check_and_apply_report_errors_by_field_and_change_nothing() {
         );
     }
     let mut unsupported = web(1);
-    unsupported[0]["mode"] = json!("stlsdnat");
-    unsupported[0]["scheduler"] = json!("hash");
-    let uf = write_config(&dir, "dsr.json", unsupported);
+    unsupported[0]["queue"] = json!(3);
+    let uf = write_config(&dir, "queue.json", unsupported);
     let out = t.nftlbd(&["--state-dir", &d, "apply", &uf]);
     assert_eq!(out.status.code(), Some(69));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("farms[web].iface: a layer-2 farm needs its input interface")
+            .contains("farms[web].queue: this kernel has no nf_tables queue support")
     );
     assert_eq!(
         t.nft(&["list", "ruleset"]),

@@ -42,9 +42,16 @@ impl Drop for Segment {
 
 const VIP: [u8; 4] = [10, 9, 7, 100];
 
+/// Namespace names must differ between tests running at once.
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Client, balancer and two backends on one bridge; returns (segment, namespaces, backend MACs).
 fn segment() -> (Segment, [String; 4], Vec<String>) {
-    let p = format!("nl2-{}", std::process::id());
+    let p = format!(
+        "nl2-{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
     let ns = [
         format!("{p}-c"),
         format!("{p}-lb"),
@@ -210,7 +217,11 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
 /// Client and balancer on one bridge, balancer and backends on another; the backends' default
 /// route is the balancer. Returns (segment, [client, lb, b0, b1], backend MACs).
 fn two_segments() -> (Segment, [String; 4], Vec<String>) {
-    let p = format!("nl3-{}", std::process::id());
+    let p = format!(
+        "nl3-{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
     let ns = [
         format!("{p}-c"),
         format!("{p}-lb"),
@@ -338,4 +349,82 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
         e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
         "reads back equal"
     );
+}
+
+#[test]
+fn dsr_finds_interfaces_and_backend_macs_itself_and_follows_neighbour_changes() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    let (_seg, ns, macs) = segment();
+    // The balancer owns the VIP (as on a real host); nothing else is said.
+    sh(&["ip", "-n", &ns[1], "addr", "add", "10.9.7.100/32", "dev", "eth0"]);
+    let c = parse_config(
+        &json!({"farms": [{"name": "auto", "mode": "dsr", "scheduler": "symhash",
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80",
+            "backends": [{"name": "be0", "ip-addr": "10.7.0.11"}, {"name": "be1", "ip-addr": "10.7.0.12"}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let mut e = run_in(&ns[1], move || {
+        let mut e = Engine::open().unwrap();
+        e.reconcile(c, Allocation::default()).unwrap();
+        e
+    });
+    let listing = sh(&[
+        "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
+    ]);
+    assert!(
+        listing.contains("type filter hook ingress device \"eth0\""),
+        "iface found: {listing}"
+    );
+    for mac in &macs {
+        assert!(
+            listing.contains(mac.as_str()),
+            "backend MAC {mac} resolved: {listing}"
+        );
+    }
+    let vip = SocketAddr::new(IpAddr::from(VIP), 80);
+    let got: Vec<String> = run_in(&ns[0], move || (0..10).map(|_| tcp_hello(vip)).collect());
+    assert!(got.iter().all(|g| g.starts_with("be")), "{got:?}");
+    // The neighbour changes (a backend's NIC replaced): the farm follows on refresh.
+    sh(&[
+        "ip",
+        "-n",
+        &ns[1],
+        "neigh",
+        "replace",
+        "10.7.0.11",
+        "lladdr",
+        "02:00:00:00:0b:0b",
+        "dev",
+        "eth0",
+    ]);
+    let o = e.refresh_l2().unwrap();
+    assert!(o.generation.is_some(), "{:#?}", o.changes);
+    let listing = sh(&[
+        "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
+    ]);
+    assert!(listing.contains("02:00:00:00:0b:0b"), "{listing}");
+    assert!(
+        e.refresh_l2().unwrap().generation.is_none(),
+        "nothing changed, nothing sent"
+    );
+    // A backend that does not answer ARP is named.
+    let bad = parse_config(
+        &json!({"farms": [{"name": "auto", "mode": "dsr", "scheduler": "symhash",
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80",
+            "backends": [{"name": "ghost", "ip-addr": "10.7.0.99"}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    match e.apply(bad) {
+        Err(EngineError::Invalid(i)) => {
+            assert!(
+                i.to_string().contains(
+                    "farms[auto].backends[ghost].ether-addr: 10.7.0.99 does not answer ARP on eth0"
+                ),
+                "{i}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -195,6 +195,8 @@ fn run(args: &Args) -> Result<(), CliError> {
     };
     reconcile(&mut engine)?;
     let mut monitor = Monitor::new()?;
+    // Layer-2 farms follow the host: links, addresses, routes and neighbours.
+    let mut host = nftlbd::netlink::rtnl::RouteSocket::subscribe()?;
     println!("READY");
     loop {
         match SIGNAL.swap(0, Ordering::SeqCst) {
@@ -218,6 +220,19 @@ fn run(args: &Args) -> Result<(), CliError> {
         if foreign {
             eprintln!("nftlbd: our tables were changed by another process; repairing");
             reconcile(&mut engine)?;
+        }
+        let mut host_changed = false;
+        while host.changed(Duration::from_millis(10))? {
+            host_changed = true;
+        }
+        if host_changed {
+            let o = engine.refresh_l2()?;
+            if o.generation.is_some() {
+                eprintln!(
+                    "nftlbd: the host's interfaces or neighbours changed; layer-2 farms follow ({} messages)",
+                    o.messages
+                );
+            }
         }
     }
 }

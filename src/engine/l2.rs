@@ -119,18 +119,179 @@ impl Links {
     }
 }
 
-/// Checks what a layer-2 farm needs that only this host can tell (its interfaces exist).
-pub fn check_links(config: &Config, links: &Links) -> Result<(), (String, String)> {
-    for f in config.farms.iter().filter(|f| is_l2(f)) {
-        for (key, dev) in [("iface", &f.iface), ("oface", &f.oface)] {
-            let Some(dev) = dev else { continue };
-            if links.get(dev).is_none() {
-                return Err((
-                    format!("farms[{}].{key}", f.name),
-                    format!("no interface named {dev:?} on this host"),
-                ));
+impl Links {
+    /// Runs `f` on a thread inside the remembered network namespace.
+    fn run<T: Send>(&self, f: impl FnOnce() -> Option<T> + Send) -> Option<T> {
+        let fd = self.netns.as_ref().map(|f| f.as_raw_fd());
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                if let Some(fd) = fd {
+                    // SAFETY: setns on a namespace descriptor we hold; only this thread moves.
+                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                        return None;
+                    }
+                }
+                f()
+            })
+            .join()
+            .ok()
+            .flatten()
+        })
+    }
+
+    fn name_of(&self, index: u32) -> Option<String> {
+        self.run(move || {
+            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+            // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname requires.
+            let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+            if p.is_null() {
+                return None;
+            }
+            // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+            Some(
+                unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+    }
+
+    /// Sends one datagram to `ip` (discard port) so the kernel resolves its MAC.
+    fn poke(&self, ip: std::net::Ipv4Addr) {
+        self.run(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+            s.send_to(b"", (ip, 9)).ok().map(|_| ())
+        });
+    }
+}
+
+/// Finds what a layer-2 farm is not told: the interface that owns its address, the interface
+/// towards its backends, its backends' MACs (asking the kernel to resolve them when unknown).
+pub struct Resolver {
+    pub links: Links,
+    route: Option<std::sync::Mutex<crate::netlink::rtnl::RouteSocket>>,
+}
+
+/// What a layer-2 farm resolves to.
+pub struct Resolved {
+    pub iface: String,
+    pub input: Link,
+    pub oface: String,
+    pub output: Link,
+    /// Backend name → MAC.
+    pub macs: BTreeMap<String, [u8; 6]>,
+}
+
+impl Resolver {
+    /// Resolves in the calling thread's network namespace.
+    pub fn here() -> Resolver {
+        Resolver {
+            links: Links::here(),
+            route: crate::netlink::rtnl::RouteSocket::new()
+                .ok()
+                .map(std::sync::Mutex::new),
+        }
+    }
+
+    fn with_route<T>(
+        &self,
+        f: impl FnOnce(&mut crate::netlink::rtnl::RouteSocket) -> Option<T>,
+    ) -> Option<T> {
+        let m = self.route.as_ref()?;
+        let mut g = m.lock().ok()?;
+        f(&mut g)
+    }
+
+    /// Resolves a farm, or says which field cannot be and why.
+    pub fn resolve(&self, farm: &Farm) -> Result<Resolved, (String, String)> {
+        let at = |k: &str| format!("farms[{}].{k}", farm.name);
+        let vip = farm.virtual_addresses.iter().find_map(|a| match a {
+            std::net::IpAddr::V4(v) => Some(*v),
+            std::net::IpAddr::V6(_) => None,
+        });
+        let iface = match (&farm.iface, vip) {
+            (Some(i), _) => i.clone(),
+            (None, Some(v)) => self
+                .with_route(|r| r.owner_of(v).ok().flatten())
+                .and_then(|i| self.links.name_of(i))
+                .ok_or_else(|| {
+                    (
+                        at("iface"),
+                        format!("no interface of this host has {v}; set iface"),
+                    )
+                })?,
+            (None, None) => return Err((at("iface"), "set iface".into())),
+        };
+        let input = self
+            .links
+            .get(&iface)
+            .ok_or_else(|| (at("iface"), format!("no interface named {iface:?} on this host")))?;
+        let first = farm.backends.iter().find_map(|b| match b.ip_addr {
+            std::net::IpAddr::V4(v) => Some(v),
+            std::net::IpAddr::V6(_) => None,
+        });
+        let oface = match (&farm.oface, first) {
+            (Some(o), _) => o.clone(),
+            (None, Some(b)) => self
+                .with_route(|r| r.route_oif(b).ok().flatten())
+                .and_then(|i| self.links.name_of(i))
+                .ok_or_else(|| {
+                    (
+                        at("oface"),
+                        format!("no route to backend {b} from this host; set oface"),
+                    )
+                })?,
+            (None, None) => iface.clone(),
+        };
+        let output = self
+            .links
+            .get(&oface)
+            .ok_or_else(|| (at("oface"), format!("no interface named {oface:?} on this host")))?;
+        let mut macs = BTreeMap::new();
+        for b in &farm.backends {
+            let mac = match (b.ether_addr, b.ip_addr) {
+                (Some(m), _) => m.0,
+                (None, std::net::IpAddr::V4(ip)) => self.neighbour(ip, output.index).ok_or_else(|| {
+                    (
+                        format!("farms[{}].backends[{}].ether-addr", farm.name, b.name),
+                        format!("{ip} does not answer ARP on {oface}; set ether-addr"),
+                    )
+                })?,
+                (None, std::net::IpAddr::V6(_)) => continue,
+            };
+            macs.insert(b.name.clone(), mac);
+        }
+        Ok(Resolved {
+            iface,
+            input,
+            oface,
+            output,
+            macs,
+        })
+    }
+
+    /// The MAC of `ip` on interface `index`; when the kernel does not know it, one datagram
+    /// makes it ask (ARP), and the answer is awaited for up to a second.
+    fn neighbour(&self, ip: std::net::Ipv4Addr, index: u32) -> Option<[u8; 6]> {
+        let look = || self.with_route(|r| r.neighbour(ip, index).ok().flatten());
+        if let Some(m) = look() {
+            return Some(m);
+        }
+        self.links.poke(ip);
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if let Some(m) = look() {
+                return Some(m);
             }
         }
+        None
+    }
+}
+
+/// Checks what layer-2 farms need that only this host can tell; the first problem, by field.
+pub fn check_links(config: &Config, resolver: &Resolver) -> Result<(), (String, String)> {
+    for f in config.farms.iter().filter(|f| is_l2(f)) {
+        resolver.resolve(f)?;
     }
     Ok(())
 }
@@ -237,7 +398,7 @@ fn slot_map(f: Family, name: &str, data: DataType, data_typeof: PayloadField) ->
 }
 
 /// The whole `netdev nftlbd` table, or `None` when no farm is a layer-2 farm that can render.
-pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<FamilyState> {
+pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Option<FamilyState> {
     let f = Family::Netdev;
     let mut sets = BTreeMap::new();
     let mut farms = BTreeMap::new();
@@ -247,13 +408,11 @@ pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<Fami
     let mut in_devs = std::collections::BTreeSet::new();
     let mut back_devs = std::collections::BTreeSet::new();
     for farm in config.farms.iter().filter(|x| is_l2(x)) {
-        let (Some(fa), Some(iface), Some(oface)) = (alloc.farms.get(&farm.name), &farm.iface, &farm.oface)
-        else {
+        let Some(fa) = alloc.farms.get(&farm.name) else {
             continue;
         };
-        let (Some(inl), Some(out)) = (links.get(iface), links.get(oface)) else {
-            continue;
-        };
+        let Ok(res) = resolver.resolve(farm) else { continue };
+        let (iface, oface, inl, out) = (&res.iface, &res.oface, res.input, res.output);
         let Some(std::net::IpAddr::V4(vip)) = farm.virtual_addresses.first().copied() else {
             continue;
         };
@@ -389,7 +548,7 @@ pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<Fami
                         std::net::IpAddr::V6(_) => return None,
                     }
                 } else {
-                    b.ether_addr?.0.to_vec()
+                    res.macs.get(&b.name)?.to_vec()
                 };
                 Some(SetElem::mapping(
                     (slot_base(fa.id) + i as u32).to_ne_bytes().to_vec(),
@@ -402,10 +561,10 @@ pub fn render(config: &Config, alloc: &Allocation, links: &Links) -> Option<Fami
         if stateless {
             let mut macs = Vec::new();
             for b in &farm.backends {
-                let (std::net::IpAddr::V4(a), Some(mac)) = (b.ip_addr, b.ether_addr) else {
+                let (std::net::IpAddr::V4(a), Some(mac)) = (b.ip_addr, res.macs.get(&b.name)) else {
                     continue;
                 };
-                macs.push(SetElem::mapping(a.octets().to_vec(), Data::Value(mac.0.to_vec())));
+                macs.push(SetElem::mapping(a.octets().to_vec(), Data::Value(mac.to_vec())));
                 for proto in farm.protocol.numbers() {
                     for r in ports.iter().filter(|r| r.first == r.last) {
                         let key = concat(&[&[*proto], &a.octets(), &r.first.to_be_bytes()]);

@@ -97,24 +97,6 @@ fn check_supported_farms(
             }
         }
         if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat) {
-            let needs = |key: &str, what: &str| {
-                Err(unsupported(
-                    at(key),
-                    &format!("{what} (this version of nftlbd does not resolve it automatically yet)"),
-                ))
-            };
-            if f.iface.is_none() {
-                return needs("iface", "a layer-2 farm needs its input interface");
-            }
-            if f.oface.is_none() {
-                return needs("oface", "a layer-2 farm needs its output interface");
-            }
-            if let Some(b) = f.backends.iter().find(|b| b.ether_addr.is_none()) {
-                return Err(unsupported(
-                    format!("farms[{}].backends[{}].ether-addr", f.name, b.name),
-                    "a layer-2 backend needs its MAC address (this version of nftlbd does not resolve it automatically yet)",
-                ));
-            }
             if f.virtual_addresses.iter().any(|a| a.is_ipv6())
                 || f.backends.iter().any(|b| b.ip_addr.is_ipv6())
             {
@@ -201,8 +183,8 @@ pub struct Engine {
     climits: [BTreeMap<u32, usize>; 2],
     /// The committed `netdev` table of layer-2 farms.
     l2: Option<FamilyState>,
-    /// Interfaces of the engine's network namespace.
-    links: l2::Links,
+    /// Interfaces, routes and neighbours of the engine's network namespace.
+    links: l2::Resolver,
 }
 
 impl Engine {
@@ -220,7 +202,7 @@ impl Engine {
             index: model::ServiceIndex::default(),
             climits: [BTreeMap::new(), BTreeMap::new()],
             l2: None,
-            links: l2::Links::here(),
+            links: l2::Resolver::here(),
         })
     }
 
@@ -563,6 +545,16 @@ impl Engine {
             sessions::delete_learnt(&mut self.conn, &mut batch, &f, &fa, None)?;
         }
         self.commit(batch)
+    }
+
+    /// Re-resolves layer-2 farms (interfaces, routes, neighbours changed) and sends what differs.
+    pub fn refresh_l2(&mut self) -> Result<Outcome> {
+        let new = l2::render(&self.config, &self.alloc, &self.links);
+        let mut batch = Batch::new();
+        ruleset::diff(self.l2.as_ref(), new.as_ref(), true, &mut batch)?;
+        let outcome = self.commit(batch)?;
+        self.l2 = new;
+        Ok(outcome)
     }
 
     fn commit(&mut self, batch: Batch) -> Result<Outcome> {

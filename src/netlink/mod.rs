@@ -18,6 +18,7 @@ mod expr;
 mod monitor;
 mod objects;
 mod probe;
+pub mod rtnl;
 mod socket;
 #[allow(clippy::all)]
 pub mod sys;

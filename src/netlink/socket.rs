@@ -23,14 +23,14 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 impl Socket {
     /// Opens and binds a socket; `groups` is a multicast group to join (0 for none).
     pub fn open(group: u32) -> io::Result<Self> {
+        Self::open_protocol(libc::NETLINK_NETFILTER, group)
+    }
+
+    /// The same for another netlink protocol (NETLINK_ROUTE for links, addresses, neighbours).
+    pub fn open_protocol(protocol: libc::c_int, group: u32) -> io::Result<Self> {
         // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = cvt(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_NETFILTER,
-            )
-        })?;
+        let fd =
+            cvt(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) })?;
         // SAFETY: fd is a freshly created, valid descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
@@ -67,6 +67,25 @@ impl Socket {
 
     pub fn portid(&self) -> u32 {
         self.portid
+    }
+
+    /// Joins legacy multicast groups given as a bit mask (rtnetlink's RTMGRP_*) by rebinding.
+    pub fn join_legacy_groups(&self, mask: u32) -> io::Result<()> {
+        // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        addr.nl_pid = self.portid;
+        addr.nl_groups = mask;
+        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: addr is a valid sockaddr_nl of `len` bytes.
+        cvt(unsafe {
+            libc::bind(
+                self.fd.as_raw_fd(),
+                &addr as *const _ as *const libc::sockaddr,
+                len,
+            )
+        })
+        .map(|_| ())
     }
 
     fn setopt(&self, level: i32, name: i32, v: i32) -> io::Result<()> {

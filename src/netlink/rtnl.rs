@@ -1,0 +1,216 @@
+//! A small NETLINK_ROUTE client: which interface owns an address, which interface a route to an
+//! address leaves by, and a neighbour's MAC — what layer-2 farms need when they are not told —
+//! and a subscription to link, address, route and neighbour changes so they can follow the host.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::attr::AttrIter;
+use super::conn::parse_msgs;
+use super::consts::NLMSG_HDRLEN;
+use super::error::{Error, Result};
+use super::socket::Socket;
+
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// Neighbour states whose MAC can be used (reachable, stale, delay, probe, noarp, permanent).
+const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80;
+/// rtnetlink multicast groups (legacy bit masks): link, neighbour, IPv4 address, IPv4 route.
+const RTMGRP_LINK: u32 = 0x1;
+const RTMGRP_NEIGH: u32 = 0x4;
+const RTMGRP_IPV4_IFADDR: u32 = 0x10;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+
+pub struct RouteSocket {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+fn header(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let len = (NLMSG_HDRLEN + body.len()) as u32;
+    let mut m = Vec::with_capacity(len as usize);
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut a = Vec::with_capacity((len + 3) & !3);
+    a.extend_from_slice(&(len as u16).to_ne_bytes());
+    a.extend_from_slice(&ty.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize((len + 3) & !3, 0);
+    a
+}
+
+impl RouteSocket {
+    /// A request socket in the calling thread's network namespace.
+    pub fn new() -> Result<RouteSocket> {
+        Ok(RouteSocket {
+            sock: Socket::open_protocol(libc::NETLINK_ROUTE, 0)?,
+            seq: 1,
+            buf: Vec::new(),
+        })
+    }
+
+    /// A socket that receives link, address, route and neighbour changes.
+    pub fn subscribe() -> Result<RouteSocket> {
+        let sock = Socket::open_protocol(libc::NETLINK_ROUTE, 0)?;
+        sock.join_legacy_groups(RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)?;
+        Ok(RouteSocket {
+            sock,
+            seq: 1,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Waits up to `timeout` for change notifications; true when at least one arrived.
+    pub fn changed(&mut self, timeout: Duration) -> Result<bool> {
+        self.sock.set_recv_timeout(Some(timeout))?;
+        match self.sock.recv(&mut self.buf) {
+            Ok(n) => Ok(n > 0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends one request and collects the payloads (after the netlink header) of the replies of
+    /// type `reply`, until the kernel says done (dumps) or answers once (gets).
+    fn request(&mut self, ty: u16, flags: u16, body: &[u8], reply: u16) -> Result<Vec<Vec<u8>>> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.sock.set_recv_timeout(Some(Duration::from_secs(2)))?;
+        self.sock.send(&header(ty, flags, seq, body))?;
+        let dump = flags & NLM_F_DUMP != 0;
+        let mut out = Vec::new();
+        loop {
+            let n = self.sock.recv(&mut self.buf)?;
+            let mut done = false;
+            for m in parse_msgs(&self.buf[..n]) {
+                let m = m?;
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    NLMSG_DONE => done = true,
+                    NLMSG_ERROR => {
+                        let (errno, _, _) = m.error()?;
+                        if errno != 0 {
+                            return Err(Error::Kernel {
+                                what: format!("rtnetlink request {ty}"),
+                                errno,
+                                detail: None,
+                            });
+                        }
+                        done = true;
+                    }
+                    t if t == reply => {
+                        out.push(m.body.to_vec());
+                        if !dump {
+                            done = true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The index of the interface that has `ip` as one of its addresses.
+    pub fn owner_of(&mut self, ip: Ipv4Addr) -> Result<Option<u32>> {
+        let body = [libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0];
+        for p in self.request(RTM_GETADDR, NLM_F_DUMP, &body, RTM_NEWADDR)? {
+            if p.len() < 8 {
+                continue;
+            }
+            let index = u32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
+            for a in AttrIter::new(&p[8..]) {
+                let (t, v) = a?;
+                if (t == IFA_LOCAL || t == IFA_ADDRESS) && v == ip.octets() {
+                    return Ok(Some(index));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The index of the interface a packet to `dst` leaves by.
+    pub fn route_oif(&mut self, dst: Ipv4Addr) -> Result<Option<u32>> {
+        let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        body.extend(attr(RTA_DST, &dst.octets()));
+        let replies = match self.request(RTM_GETROUTE, 0, &body, RTM_NEWROUTE) {
+            Ok(r) => r,
+            Err(Error::Kernel { errno, .. }) if errno == libc::ENETUNREACH || errno == libc::EHOSTUNREACH => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        for p in replies {
+            for a in AttrIter::new(p.get(12..).unwrap_or_default()) {
+                let (t, v) = a?;
+                if t == RTA_OIF && v.len() == 4 {
+                    return Ok(Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]])));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The MAC of neighbour `ip` on interface `index`, when the kernel has a usable entry.
+    pub fn neighbour(&mut self, ip: Ipv4Addr, index: u32) -> Result<Option<[u8; 6]>> {
+        let body = [libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        for p in self.request(RTM_GETNEIGH, NLM_F_DUMP, &body, RTM_NEWNEIGH)? {
+            if p.len() < 12 {
+                continue;
+            }
+            let ifindex = u32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
+            let state = u16::from_ne_bytes([p[8], p[9]]);
+            if ifindex != index || state & NUD_VALID == 0 {
+                continue;
+            }
+            let (mut dst, mut mac) = (None, None);
+            for a in AttrIter::new(&p[12..]) {
+                let (t, v) = a?;
+                match t {
+                    NDA_DST => dst = Some(v.to_vec()),
+                    NDA_LLADDR if v.len() == 6 => mac = <[u8; 6]>::try_from(v).ok(),
+                    _ => {}
+                }
+            }
+            if dst.as_deref() == Some(&ip.octets()[..]) && mac.is_some() {
+                return Ok(mac);
+            }
+        }
+        Ok(None)
+    }
+}
