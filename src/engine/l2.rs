@@ -452,9 +452,10 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                     over: false,
                 }));
             }
-            let prefix = farm.log_prefix.clone().unwrap_or_default();
+            let prefix =
+                crate::engine::render::log_prefix(farm, "farm", "OUT", format!("OUT-{} ", farm.name));
             e.push(Expr::Log {
-                prefix: Some(format!("{prefix}OUT-{} ", farm.name).chars().take(127).collect()),
+                prefix: Some(prefix.chars().take(127).collect()),
                 group: None,
                 snaplen: None,
                 qthreshold: None,

@@ -17,8 +17,8 @@ pub(super) fn farm_rules(
     rules.push(rule(fam, &chain, &mut e));
     if farm.log.contains(&LogPoint::Input) {
         // Every new connection of the farm, as nftlb's `IN-<farm>` log.
-        let prefix = farm.log_prefix.clone().unwrap_or_default();
-        farm_log(&mut e, farm, format!("{prefix}IN-{} ", farm.name));
+        let p = log_prefix(farm, "farm", "IN", format!("IN-{} ", farm.name));
+        farm_log(&mut e, farm, p);
         rules.push(rule(fam, &chain, &mut e));
     }
     security_rules(fam, farm, policies, &chain, &mut rules, extra);
@@ -127,9 +127,12 @@ pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[
     if farm.log.contains(&LogPoint::Forward) && farm.mode != Mode::Local {
         // Packets of the farm's connections that the balancer forwards, both ways.
         let name = forward_log_chain(&farm.name);
-        let prefix = farm.log_prefix.clone().unwrap_or_default();
         let mut e = Exprs::new();
-        farm_log(&mut e, farm, format!("{prefix}FWD-{} ", farm.name));
+        farm_log(
+            &mut e,
+            farm,
+            log_prefix(farm, "farm", "FWD", format!("FWD-{} ", farm.name)),
+        );
         extra.push(ChainDef {
             chain: Chain::regular(f, TABLE, &name),
             rules: vec![rule(fam, &name, &mut e)],

@@ -13,8 +13,8 @@ mod shared;
 pub use base::Needs;
 use base::*;
 use farm::*;
-pub use security::policy_part;
 use security::*;
+pub use security::{log_prefix, policy_part};
 use sets::*;
 pub use shared::*;
 

@@ -43,11 +43,10 @@ pub(super) fn refuse_or_jump(
         return;
     }
     let name = refuse_chain(&farm.name, &kind.replace('.', "_"));
-    let p = farm
-        .log_prefix
-        .as_deref()
-        .map(|p| format!("{p}{kind} "))
-        .unwrap_or(format!("{kind}-{} ", farm.name));
+    let p = match &farm.log_prefix {
+        None => format!("{kind}-{} ", farm.name),
+        Some(_) => log_prefix(farm, kind, "DROP", format!("{kind} ")),
+    };
     let mut c = Exprs::new();
     farm_log(&mut c, farm, p);
     let mut rules = vec![rule(fam, &name, &mut c)];
@@ -62,13 +61,33 @@ pub(super) fn refuse_or_jump(
     e.push(Expr::verdict(Verdict::Jump(name)));
 }
 
+/// A log prefix. nftlb's tokens in `log-prefix` are replaced (`KNAME`: what logs, `TYPE`: IN,
+/// FWD, OUT or the refusal, `FNAME`: the farm, `ANAME`: its first address); a `log-prefix`
+/// without tokens is put before `fallback`'s text.
+pub fn log_prefix(farm: &Farm, kind: &str, typ: &str, fallback: String) -> String {
+    match &farm.log_prefix {
+        Some(p) if ["KNAME", "TYPE", "FNAME", "ANAME"].iter().any(|t| p.contains(t)) => {
+            let addr = farm
+                .virtual_addresses
+                .first()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            p.replace("KNAME", kind)
+                .replace("TYPE", typ)
+                .replace("FNAME", &farm.name)
+                .replace("ANAME", &addr)
+        }
+        Some(p) => format!("{p}{fallback}"),
+        None => fallback,
+    }
+}
+
 pub(super) fn refuse(e: &mut Exprs, farm: &Farm, prefix: &str) {
     if farm.verdict.contains(&VerdictAction::Log) {
-        let p = farm
-            .log_prefix
-            .as_deref()
-            .map(|p| format!("{p}{prefix} "))
-            .unwrap_or(format!("{prefix}-{} ", farm.name));
+        let p = match &farm.log_prefix {
+            None => format!("{prefix}-{} ", farm.name),
+            Some(_) => log_prefix(farm, prefix, "DROP", format!("{prefix} ")),
+        };
         e.push(log(p));
     }
     if farm.verdict.contains(&VerdictAction::Drop) {
@@ -254,4 +273,23 @@ pub(super) fn limit_set(fam: IpFamily, name: &str, timeout: bool) -> Set {
     .with_flags(NFT_SET_EVAL | if timeout { NFT_SET_TIMEOUT } else { 0 });
     s.size = Some(LIMIT_SIZE);
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_prefixes_take_nftlb_tokens() {
+        let mut f = Farm::new("web");
+        f.virtual_addresses = vec!["192.0.2.1".parse().unwrap()];
+        assert_eq!(log_prefix(&f, "k", "IN", "IN-web ".into()), "IN-web ");
+        f.log_prefix = Some("lb1-".into());
+        assert_eq!(log_prefix(&f, "k", "IN", "IN-web ".into()), "lb1-IN-web ");
+        f.log_prefix = Some("KNAME:TYPE:FNAME:ANAME ".into());
+        assert_eq!(
+            log_prefix(&f, "new-rtlimit", "DROP", "x".into()),
+            "new-rtlimit:DROP:web:192.0.2.1 "
+        );
+    }
 }
