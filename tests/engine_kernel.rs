@@ -317,3 +317,50 @@ fn security_rules_list_reparse_and_read_back() {
         assert_eq!(counters[0].0, "10.1.0.0-10.1.255.255");
     });
 }
+
+#[test]
+fn features_switched_on_and_off_change_only_what_they_need() {
+    in_netns(|| {
+        let mut e = Engine::open().unwrap();
+        let base = json!({"name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
+                          "backends": [{"name": "a", "ip-addr": "10.0.0.1"}, {"name": "b", "ip-addr": "10.0.0.2"}]});
+        let with = |extra: Value| {
+            let mut f = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                f[k] = v.clone();
+            }
+            config(json!([f]))
+        };
+        let steps = [
+            json!({}),
+            json!({"tcp-strict": true}),
+            json!({"tcp-strict": true, "rst-rtlimit": "5/second", "mark": 7, "log": ["forward"]}),
+            json!({"rst-rtlimit": "6/second", "mark": 8, "log": ["input"], "log-rtlimit": "1/second",
+                   "new-rtlimit": "3/second", "est-connlimit": 4, "helper": "ftp", "intra-connect": true}),
+            json!({"mode": "dsr", "scheduler": "symhash", "iface": "lo", "oface": "lo"}),
+            json!({}),
+        ];
+        for (i, extra) in steps.into_iter().enumerate() {
+            let mut c = with(extra.clone());
+            if i == 4 {
+                for b in &mut c.farms[0].backends {
+                    b.ether_addr = Some("02:00:00:00:00:0a".parse().unwrap());
+                }
+            }
+            e.apply(c).unwrap_or_else(|err| panic!("step {i} {extra}: {err}"));
+            let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+            let again = e.reconcile(cfg, alloc).unwrap();
+            assert!(
+                again.changes.is_empty(),
+                "step {i} {extra}: read-back differs: {:#?}",
+                again.changes
+            );
+            nft_stdin(&["-c"], &nft(&["list", "ruleset"])).unwrap_or_else(|err| panic!("step {i}: {err}"));
+        }
+        let listing = nft(&["list", "ruleset"]);
+        assert!(
+            !listing.contains("mangle") && !listing.contains("tcp-strict") && !listing.contains("netdev"),
+            "{listing}"
+        );
+    });
+}
