@@ -190,11 +190,46 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
         e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
         "reads back equal"
     );
-    // Per-packet schedulers would split connections before conntrack: refused by name.
-    let rr = parse_config(&farm("rr").to_string()).unwrap_err();
+    // Round robin chooses per flow (l2-flows remembers the first packet's choice): every
+    // connection completes and both backends take turns.
+    e.apply(parse_config(&farm("rr").to_string()).unwrap()).unwrap();
+    let got: Vec<String> = run_in(&ns[0], move || {
+        (0..10)
+            .map(|_| {
+                // A few exchanges on one connection: all of it must reach the same backend.
+                let mut h = common::topo::Held::open_here(vip);
+                let echo = h.echo("one").unwrap_or_default() + &h.echo("two").unwrap_or_default();
+                format!("{} {echo}", h.greeting)
+            })
+            .collect()
+    });
+    assert!(got.iter().all(|g| g.ends_with("onetwo")), "{got:?}");
+    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
+    assert_eq!(names.len(), 2, "{got:?}");
+    let flows = sh(&[
+        "ip", "netns", "exec", &ns[1], "nft", "list", "map", "netdev", "nftlbd", "l2-flows",
+    ]);
+    assert!(flows.contains("10.7.0.2 . 10.9.7.100 . "), "{flows}");
+    let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
     assert!(
-        rr.to_string().contains("farms[dsr].scheduler: layer-2 modes"),
-        "{rr}"
+        e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
+        "learnt flows are not configuration"
+    );
+    let reparse = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns[1],
+            "sh",
+            "-c",
+            "nft list ruleset | nft -c -f -",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        reparse.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reparse.stderr)
     );
     // An interface the host does not have is named.
     let mut bad = farm("symhash");

@@ -318,6 +318,31 @@ fn set_ether(e: &mut Vec<Expr>, offset: u32, sreg: u32) {
     });
 }
 
+/// Flows of round-robin and weight layer-2 farms: client address . VIP . client port → backend MAC.
+pub const SET_L2_FLOWS: &str = "l2-flows";
+/// How long an idle flow keeps its backend.
+const FLOW_TTL_MS: u64 = 300_000;
+/// Register of a flow's backend MAC (after a 3-word key).
+const FLOW_DATA: u32 = reg::R3;
+
+/// `ip saddr . ip daddr . th sport` into R1…
+fn flow_key(e: &mut Vec<Expr>) {
+    e.push(Expr::payload(PayloadField::IpSaddr, reg::R1));
+    e.push(Expr::payload(PayloadField::IpDaddr, reg::r32(1)));
+    e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
+}
+
+fn flow_update(data: u32) -> Expr {
+    Expr::Dynset {
+        set: SET_L2_FLOWS.into(),
+        op: DynsetOp::Update,
+        sreg_key: reg::R1,
+        sreg_data: Some(data),
+        timeout_ms: Some(FLOW_TTL_MS),
+        exprs: Vec::new(),
+    }
+}
+
 /// The flow hash a layer-2 farm chooses with, into R1 (slot number).
 fn hash(e: &mut Vec<Expr>, farm: &Farm, slots: u32, offset: u32) {
     let fields: Vec<KeyField> = farm.hash_fields();
@@ -406,6 +431,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     let mut returns = Vec::new();
     // Devices whose ingress dispatches clients' packets, and devices that take backends' replies.
     let mut in_devs = std::collections::BTreeSet::new();
+    let mut needs_flows = false;
     let mut back_devs = std::collections::BTreeSet::new();
     for farm in config.farms.iter().filter(|x| is_l2(x)) {
         let Some(fa) = alloc.farms.get(&farm.name) else {
@@ -464,7 +490,41 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             });
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }
-        if slots > 0 && !stateless {
+        let per_flow = !stateless && matches!(farm.scheduler, Scheduler::Rr | Scheduler::Weight);
+        if slots > 0 && per_flow {
+            // Round robin and weight choose per packet; before conntrack that would split a
+            // connection. So the first packet of a flow chooses and `l2-flows` remembers the
+            // choice (refreshed by every packet): a known flow keeps its backend.
+            ipv4_dependency(&mut e);
+            ether_dependency(&mut e);
+            flow_key(&mut e);
+            e.push(Expr::map(SET_L2_FLOWS, reg::R1, FLOW_DATA));
+            e.push(flow_update(FLOW_DATA));
+            set_ether(&mut e, 0, FLOW_DATA);
+            e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
+            set_ether(&mut e, 6, reg::R1);
+            fwd(&mut e, out.index);
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            ipv4_dependency(&mut e);
+            ether_dependency(&mut e);
+            e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
+            set_ether(&mut e, 6, reg::R1);
+            e.push(Expr::Numgen {
+                dreg: reg::R1,
+                modulus: slots,
+                random: farm.scheduler == Scheduler::Weight,
+                offset: slot_base(fa.id),
+            });
+            e.push(Expr::map(&shard, reg::R1, reg::R1));
+            set_ether(&mut e, 0, reg::R1);
+            flow_key(&mut e);
+            e.push(Expr::payload(PayloadField::EtherDaddr, FLOW_DATA));
+            e.push(flow_update(FLOW_DATA));
+            fwd(&mut e, out.index);
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            needs_flows = true;
+        }
+        if slots > 0 && !stateless && !per_flow {
             // Direct server return: rewrite both MACs, send out of `oface`.
             ipv4_dependency(&mut e);
             ether_dependency(&mut e);
@@ -609,6 +669,18 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             TypeSpec::of(DataType::Verdict),
         ),
     );
+    if needs_flows {
+        let mut flows = Set::map(
+            f,
+            TABLE,
+            SET_L2_FLOWS,
+            TypeSpec::concat(&[DataType::Ipv4Addr, DataType::Ipv4Addr, DataType::InetService]),
+            TypeSpec::of(DataType::EtherAddr),
+        )
+        .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
+        flows.size = Some(super::layout::LIMIT_SIZE);
+        sets.insert(SET_L2_FLOWS.into(), flows);
+    }
     if !back_devs.is_empty() {
         sets.insert(
             SET_L2_RETURNS.into(),

@@ -345,17 +345,20 @@ pub struct Held {
 
 impl Held {
     pub fn open(ns: &str, addr: SocketAddr) -> Held {
-        run_in(ns, move || {
-            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-            let mut stream = BufReader::new(s);
-            let mut greeting = String::new();
-            stream.read_line(&mut greeting).expect("greeting");
-            Held {
-                greeting: greeting.trim().to_string(),
-                stream,
-            }
-        })
+        run_in(ns, move || Held::open_here(addr))
+    }
+
+    /// Opens from the calling thread's namespace.
+    pub fn open_here(addr: SocketAddr) -> Held {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        let mut stream = BufReader::new(s);
+        let mut greeting = String::new();
+        stream.read_line(&mut greeting).expect("greeting");
+        Held {
+            greeting: greeting.trim().to_string(),
+            stream,
+        }
     }
 
     /// Sends a line and reads its echo: proves the connection still works.
