@@ -231,6 +231,26 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
         "{}",
         String::from_utf8_lossy(&reparse.stderr)
     );
+    // Persistence: the client sticks to one backend although round robin would alternate.
+    let mut sticky = farm("rr");
+    sticky["farms"][0]["persistence"] = json!(["srcip"]);
+    e.apply(parse_config(&sticky.to_string()).unwrap()).unwrap();
+    let got: Vec<String> = run_in(&ns[0], move || (0..6).map(|_| tcp_hello(vip)).collect());
+    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
+    assert_eq!(names.len(), 1, "{got:?}");
+    let listing = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns[1],
+        "nft",
+        "list",
+        "map",
+        "netdev",
+        "nftlbd",
+        "l2-persist-srcip",
+    ]);
+    assert!(listing.contains("10.9.7.100 . 10.7.0.2"), "{listing}");
     // An interface the host does not have is named.
     let mut bad = farm("symhash");
     bad["farms"][0]["oface"] = json!("nope0");

@@ -332,6 +332,79 @@ fn flow_key(e: &mut Vec<Expr>) {
     e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
 }
 
+/// Register of a persistent client's backend MAC (after a key of up to 12 words).
+const PERSIST_DATA: u32 = reg::R4;
+
+/// The persistence map of a dsr farm's key kind: VIP . persistence fields → backend MAC.
+fn l2_persist_set(keys: &[KeyField]) -> String {
+    format!("l2-{}", super::layout::persist_set(keys))
+}
+
+/// `ip daddr . <persistence fields>` into R1…
+fn persist_key(e: &mut Vec<Expr>, keys: &[KeyField]) {
+    e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
+    let mut word = 1u32;
+    for k in keys {
+        let field = match k {
+            KeyField::Srcip => PayloadField::IpSaddr,
+            KeyField::Dstip => PayloadField::IpDaddr,
+            KeyField::Srcport => PayloadField::ThSport,
+            KeyField::Dstport => PayloadField::ThDport,
+            KeyField::Srcmac => PayloadField::EtherSaddr,
+            KeyField::Dstmac => PayloadField::EtherDaddr,
+        };
+        e.push(Expr::payload(field, reg::r32(word)));
+        word += types::reg_len(field.location().2) / 4;
+    }
+}
+
+fn persist_update(keys: &[KeyField], ttl: u32, data: u32) -> Expr {
+    Expr::Dynset {
+        set: l2_persist_set(keys),
+        op: DynsetOp::Update,
+        sreg_key: reg::R1,
+        sreg_data: Some(data),
+        timeout_ms: Some(u64::from(ttl.max(1)) * 1000),
+        exprs: Vec::new(),
+    }
+}
+
+/// After a backend was chosen (its MAC is the frame's destination): remember the client.
+fn remember_client(e: &mut Vec<Expr>, farm: &Farm) {
+    if !farm.persistence.is_empty() {
+        persist_key(e, &farm.persistence);
+        e.push(Expr::payload(PayloadField::EtherDaddr, PERSIST_DATA));
+        e.push(persist_update(&farm.persistence, farm.persist_ttl, PERSIST_DATA));
+    }
+}
+
+fn persist_map(keys: &[KeyField]) -> Set {
+    let mut fields = vec![DataType::Ipv4Addr];
+    fields.extend(keys.iter().map(|k| match k {
+        KeyField::Srcip | KeyField::Dstip => DataType::Ipv4Addr,
+        KeyField::Srcport | KeyField::Dstport => DataType::InetService,
+        KeyField::Srcmac | KeyField::Dstmac => DataType::EtherAddr,
+    }));
+    let key = if fields.len() <= 5 {
+        TypeSpec::concat(&fields)
+    } else {
+        TypeSpec::of(DataType::Integer(
+            fields.iter().map(|f| types::reg_len(f.byte_len())).sum(),
+        ))
+    };
+    let name = l2_persist_set(keys);
+    let mut s = Set::map(
+        Family::Netdev,
+        TABLE,
+        &name,
+        key,
+        TypeSpec::of(DataType::EtherAddr),
+    )
+    .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
+    s.size = Some(super::layout::PERSIST_SIZE);
+    s
+}
+
 fn flow_update(data: u32) -> Expr {
     Expr::Dynset {
         set: SET_L2_FLOWS.into(),
@@ -505,6 +578,28 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             set_ether(&mut e, 6, reg::R1);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+        }
+        if slots > 0 && !stateless && !farm.persistence.is_empty() {
+            // A known client goes back to its backend (and, per flow, stays there).
+            let keys = &farm.persistence;
+            sets.entry(l2_persist_set(keys))
+                .or_insert_with(|| persist_map(keys));
+            ipv4_dependency(&mut e);
+            ether_dependency(&mut e);
+            persist_key(&mut e, keys);
+            e.push(Expr::map(&l2_persist_set(keys), reg::R1, PERSIST_DATA));
+            e.push(persist_update(keys, farm.persist_ttl, PERSIST_DATA));
+            set_ether(&mut e, 0, PERSIST_DATA);
+            if per_flow {
+                flow_key(&mut e);
+                e.push(flow_update(PERSIST_DATA));
+            }
+            e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
+            set_ether(&mut e, 6, reg::R1);
+            fwd(&mut e, out.index);
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+        }
+        if slots > 0 && per_flow {
             ipv4_dependency(&mut e);
             ether_dependency(&mut e);
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
@@ -520,6 +615,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             flow_key(&mut e);
             e.push(Expr::payload(PayloadField::EtherDaddr, FLOW_DATA));
             e.push(flow_update(FLOW_DATA));
+            remember_client(&mut e, farm);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             needs_flows = true;
@@ -533,6 +629,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             hash(&mut e, farm, slots, slot_base(fa.id));
             e.push(Expr::map(&shard, reg::R1, reg::R1));
             set_ether(&mut e, 0, reg::R1);
+            remember_client(&mut e, farm);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }

@@ -113,7 +113,10 @@ fn check_supported_farms(
                 ));
             }
             let nat_only = [
-                ("persistence", !f.persistence.is_empty()),
+                (
+                    "persistence",
+                    f.mode == Mode::Stlsdnat && !f.persistence.is_empty(),
+                ),
                 ("policies", !f.policies.is_empty()),
                 ("new-rtlimit", f.new_rtlimit.is_some()),
                 ("rst-rtlimit", f.rst_rtlimit.is_some()),
