@@ -483,3 +483,82 @@ fn dsr_finds_interfaces_and_backend_macs_itself_and_follows_neighbour_changes() 
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn the_daemon_follows_neighbour_changes_of_layer2_farms() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    let (_seg, ns, _macs) = segment();
+    sh(&["ip", "-n", &ns[1], "addr", "add", "10.9.7.100/32", "dev", "eth0"]);
+    let dir = std::env::temp_dir().join(format!("nftlbd-l2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("farms.json");
+    std::fs::write(
+        &cfg,
+        json!({"farms": [{"name": "auto", "mode": "dsr", "scheduler": "symhash",
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80",
+            "backends": [{"name": "be0", "ip-addr": "10.7.0.11"}, {"name": "be1", "ip-addr": "10.7.0.12"}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_nftlbd");
+    let d = dir.to_str().unwrap();
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns[1],
+        bin,
+        "--state-dir",
+        d,
+        "apply",
+        cfg.to_str().unwrap(),
+    ]);
+    let mut daemon = Command::new("ip")
+        .args(["netns", "exec", &ns[1], bin, "--state-dir", d, "run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = daemon.stdout.take().unwrap();
+    /// Stops the daemon however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Stop(daemon);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    assert_eq!(line.trim(), "READY");
+    // A backend's NIC is replaced: the kernel learns its new MAC, the daemon follows by itself.
+    sh(&[
+        "ip",
+        "-n",
+        &ns[1],
+        "neigh",
+        "replace",
+        "10.7.0.12",
+        "lladdr",
+        "02:00:00:00:0c:0c",
+        "dev",
+        "eth0",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let listing = sh(&[
+            "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
+        ]);
+        if listing.contains("02:00:00:00:0c:0c") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not follow:\n{listing}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
