@@ -134,7 +134,7 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
     let (_seg, ns, macs) = segment();
     let farm = |sched: &str| {
         json!({"farms": [{"name": "dsr", "mode": "dsr", "scheduler": sched, "sched-param": if sched == "hash" { json!(["srcip", "srcport"]) } else { json!([]) },
-            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80", "iface": "eth0", "oface": "eth0",
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80,8000-8100", "iface": "eth0", "oface": "eth0",
             "log": ["output"], "log-rtlimit": "100/second",
             "backends": [{"name": "be0", "ip-addr": "10.7.0.11", "ether-addr": macs[0]},
                          {"name": "be1", "ip-addr": "10.7.0.12", "ether-addr": macs[1]}]}]})
@@ -267,6 +267,10 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
         .unwrap();
     let got: Vec<String> = run_in(&ns[0], move || (0..6).map(|_| tcp_hello(vip)).collect());
     assert!(got.iter().all(|g| g.starts_with("be")), "{got:?}");
+    // A port in a range goes through the address's range chain.
+    let ranged = SocketAddr::new(IpAddr::from(VIP), 8080);
+    let got: Vec<String> = run_in(&ns[0], move || (0..4).map(|_| tcp_hello(ranged)).collect());
+    assert!(got.iter().all(|g| g.contains("@8080 10.7.0.2")), "{got:?}");
 }
 
 /// Client and balancer on one bridge, balancer and backends on another; the backends' default
@@ -348,7 +352,7 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
     let (_seg, ns, macs) = two_segments();
     let c = parse_config(
         &json!({"farms": [{"name": "stl", "mode": "stlsdnat", "scheduler": "hash", "sched-param": ["srcip", "srcport"],
-            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80", "iface": "eth0", "oface": "eth1",
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80,8000-8100", "iface": "eth0", "oface": "eth1",
             "backends": [{"name": "be0", "ip-addr": "10.7.1.11", "ether-addr": macs[0]},
                          {"name": "be1", "ip-addr": "10.7.1.12", "ether-addr": macs[1]}]}]})
         .to_string(),
@@ -373,6 +377,10 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
         !String::from_utf8_lossy(&ct.stdout).contains("10.7.0.2"),
         "no conntrack entry"
     );
+    // Both ways through the range chains (clients' ports and backends' replies).
+    let ranged = SocketAddr::new(IpAddr::from(VIP), 8080);
+    let got: Vec<String> = run_in(&ns[0], move || (0..4).map(|_| tcp_hello(ranged)).collect());
+    assert!(got.iter().all(|g| g.contains("@8080 10.7.0.2")), "{got:?}");
     let listing = sh(&[
         "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
     ]);

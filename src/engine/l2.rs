@@ -31,6 +31,9 @@ use super::ruleset::{ChainDef, FamilyState, FarmPart};
 pub const SET_L2_SERVICES: &str = "l2-services";
 /// Stateless DNAT replies: protocol . backend address . port → `goto stl-…-back`.
 pub const SET_L2_RETURNS: &str = "l2-returns";
+/// Port-range dispatch: protocol . address → the address's range chain (clients, replies).
+pub const SET_L2_SERVICE_ADDRS: &str = "l2-service-addrs";
+pub const SET_L2_RETURN_ADDRS: &str = "l2-return-addrs";
 /// Stateless DNAT: backend address → its MAC.
 pub const STL_MACS: &str = "stl-macs";
 /// Stateless DNAT: client address → its MAC (learnt from its packets, expiring).
@@ -505,6 +508,8 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     // Devices whose ingress dispatches clients' packets, and devices that take backends' replies.
     let mut in_devs = std::collections::BTreeSet::new();
     let mut needs_flows = false;
+    // Port ranges, by (dispatch kind, protocol, address): (first, last, target chain).
+    let mut ranges: BTreeMap<(bool, u8, std::net::Ipv4Addr), Vec<(u16, u16, String)>> = BTreeMap::new();
     let mut back_devs = std::collections::BTreeSet::new();
     for farm in config.farms.iter().filter(|x| is_l2(x)) {
         let Some(fa) = alloc.farms.get(&farm.name) else {
@@ -716,6 +721,15 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             .collect();
         part.elems.insert(shard, slot_elems);
         let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
+        // Every port is the range 0-65535.
+        let port_list: Vec<crate::model::PortRange> = if ports.is_empty() {
+            vec![crate::model::PortRange {
+                first: 0,
+                last: 65535,
+            }]
+        } else {
+            ports.clone()
+        };
         if stateless {
             let mut macs = Vec::new();
             for b in &farm.backends {
@@ -724,7 +738,15 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 };
                 macs.push(SetElem::mapping(a.octets().to_vec(), Data::Value(mac.to_vec())));
                 for proto in farm.protocol.numbers() {
-                    for r in ports.iter().filter(|r| r.first == r.last) {
+                    for r in &port_list {
+                        if r.first != r.last {
+                            ranges.entry((true, *proto, a)).or_default().push((
+                                r.first,
+                                r.last,
+                                format!("{chain}-back"),
+                            ));
+                            continue;
+                        }
                         let key = concat(&[&[*proto], &a.octets(), &r.first.to_be_bytes()]);
                         returns.push(SetElem::mapping(
                             key,
@@ -743,7 +765,15 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             });
             for vip in vips {
                 for proto in farm.protocol.numbers() {
-                    for r in ports.iter().filter(|r| r.first == r.last) {
+                    for r in &port_list {
+                        if r.first != r.last {
+                            ranges.entry((false, *proto, vip)).or_default().push((
+                                r.first,
+                                r.last,
+                                chain.clone(),
+                            ));
+                            continue;
+                        }
                         let key = concat(&[&[*proto], &vip.octets(), &r.first.to_be_bytes()]);
                         services.push(SetElem::mapping(key, Data::Verdict(Verdict::Goto(chain.clone()))));
                     }
@@ -755,6 +785,71 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     if farms.is_empty() {
         return None;
     }
+    // Range dispatch: protocol . address → a chain of `th dport|sport A-B goto …` rules.
+    let mut range_parts = BTreeMap::new();
+    let (mut addr_services, mut addr_returns) = (Vec::new(), Vec::new());
+    for ((back, proto, addr), mut claims) in ranges {
+        claims.sort();
+        let name = format!(
+            "l2{}ports-{proto}-{}",
+            if back { "r" } else { "" },
+            u32::from(addr)
+        );
+        let field = if back {
+            PayloadField::ThSport
+        } else {
+            PayloadField::ThDport
+        };
+        let rules = claims
+            .iter()
+            .map(|(lo, hi, target)| {
+                let mut e = Vec::new();
+                ipv4_dependency(&mut e);
+                if (*lo, *hi) != (0, 65535) {
+                    e.push(Expr::payload(field, reg::R1));
+                    e.push(Expr::Range {
+                        sreg: reg::R1,
+                        op: CmpOp::Eq,
+                        from: lo.to_be_bytes().to_vec(),
+                        to: hi.to_be_bytes().to_vec(),
+                    });
+                }
+                e.push(Expr::verdict(Verdict::Goto(target.clone())));
+                Rule::new(f, TABLE, &name, e)
+            })
+            .collect();
+        let elem = SetElem::mapping(
+            concat(&[&[proto], &addr.octets()]),
+            Data::Verdict(Verdict::Goto(name.clone())),
+        );
+        if back {
+            addr_returns.push(elem);
+        } else {
+            addr_services.push(elem);
+        }
+        range_parts.insert(
+            name.clone(),
+            FarmPart {
+                chain: Some(ChainDef {
+                    chain: Chain::regular(f, TABLE, &name),
+                    rules,
+                }),
+                extra: Vec::new(),
+                elems: BTreeMap::new(),
+            },
+        );
+    }
+    let addr_type = TypeSpec::concat(&[DataType::InetProto, DataType::Ipv4Addr]);
+    sets.insert(
+        SET_L2_SERVICE_ADDRS.into(),
+        Set::map(
+            f,
+            TABLE,
+            SET_L2_SERVICE_ADDRS,
+            addr_type.clone(),
+            TypeSpec::of(DataType::Verdict),
+        ),
+    );
     let service_type = TypeSpec::concat(&[DataType::InetProto, DataType::Ipv4Addr, DataType::InetService]);
     sets.insert(
         SET_L2_SERVICES.into(),
@@ -779,6 +874,16 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
         sets.insert(SET_L2_FLOWS.into(), flows);
     }
     if !back_devs.is_empty() {
+        sets.insert(
+            SET_L2_RETURN_ADDRS.into(),
+            Set::map(
+                f,
+                TABLE,
+                SET_L2_RETURN_ADDRS,
+                addr_type,
+                TypeSpec::of(DataType::Verdict),
+            ),
+        );
         sets.insert(
             SET_L2_RETURNS.into(),
             Set::map(
@@ -824,6 +929,12 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             e.push(Expr::payload(PayloadField::ThDport, reg::r32(2)));
             e.push(Expr::map(SET_L2_SERVICES, reg::R1, reg::VERDICT));
             rules.push(Rule::new(f, TABLE, &name, e));
+            let mut e = Vec::new();
+            ipv4_dependency(&mut e);
+            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+            e.push(Expr::payload(PayloadField::IpDaddr, reg::r32(1)));
+            e.push(Expr::map(SET_L2_SERVICE_ADDRS, reg::R1, reg::VERDICT));
+            rules.push(Rule::new(f, TABLE, &name, e));
         }
         if back_devs.contains(dev) {
             let mut e = Vec::new();
@@ -832,6 +943,12 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             e.push(Expr::payload(PayloadField::IpSaddr, reg::r32(1)));
             e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
             e.push(Expr::map(SET_L2_RETURNS, reg::R1, reg::VERDICT));
+            rules.push(Rule::new(f, TABLE, &name, e));
+            let mut e = Vec::new();
+            ipv4_dependency(&mut e);
+            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+            e.push(Expr::payload(PayloadField::IpSaddr, reg::r32(1)));
+            e.push(Expr::map(SET_L2_RETURN_ADDRS, reg::R1, reg::VERDICT));
             rules.push(Rule::new(f, TABLE, &name, e));
         }
         let hook = Hook {
@@ -844,11 +961,16 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             rules,
         });
     }
-    let mut shared_elems = BTreeMap::from([(SET_L2_SERVICES.to_string(), services)]);
+    let mut shared_elems = BTreeMap::from([
+        (SET_L2_SERVICES.to_string(), services),
+        (SET_L2_SERVICE_ADDRS.to_string(), addr_services),
+    ]);
     if !back_devs.is_empty() {
         shared_elems.insert(SET_L2_RETURNS.to_string(), returns);
+        shared_elems.insert(SET_L2_RETURN_ADDRS.to_string(), addr_returns);
     }
-    let shared = BTreeMap::from([(
+    let mut shared = range_parts;
+    shared.extend([(
         SET_L2_SERVICES.to_string(),
         FarmPart {
             chain: None,

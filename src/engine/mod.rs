@@ -105,13 +105,6 @@ fn check_supported_farms(
                     "layer-2 modes over IPv6 are not implemented yet",
                 ));
             }
-            let ports = model::parse_ports(&f.virtual_ports).unwrap_or_default();
-            if ports.is_empty() || ports.iter().any(|r| r.first != r.last) {
-                return Err(unsupported(
-                    at("virtual-ports"),
-                    "dsr farms take single ports only in this version",
-                ));
-            }
             let nat_only = [
                 (
                     "persistence",
