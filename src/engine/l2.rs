@@ -31,6 +31,9 @@ use super::ruleset::{ChainDef, FamilyState, FarmPart};
 pub const SET_L2_SERVICES: &str = "l2-services";
 /// Stateless DNAT replies: protocol . backend address . port → `goto stl-…-back`.
 pub const SET_L2_RETURNS: &str = "l2-returns";
+/// (replies?, protocol, address): what a range chain dispatches.
+type RangeKey = (bool, u8, std::net::Ipv4Addr);
+
 /// Port-range dispatch: protocol . address → the address's range chain (clients, replies).
 pub const SET_L2_SERVICE_ADDRS: &str = "l2-service-addrs";
 pub const SET_L2_RETURN_ADDRS: &str = "l2-return-addrs";
@@ -509,7 +512,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     let mut in_devs = std::collections::BTreeSet::new();
     let mut needs_flows = false;
     // Port ranges, by (dispatch kind, protocol, address): (first, last, target chain).
-    let mut ranges: BTreeMap<(bool, u8, std::net::Ipv4Addr), Vec<(u16, u16, String)>> = BTreeMap::new();
+    let mut ranges: BTreeMap<RangeKey, Vec<(u16, u16, String)>> = BTreeMap::new();
     let mut back_devs = std::collections::BTreeSet::new();
     for farm in config.farms.iter().filter(|x| is_l2(x)) {
         let Some(fa) = alloc.farms.get(&farm.name) else {
