@@ -412,6 +412,56 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
         e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
         "reads back equal"
     );
+    // Round robin chooses per flow (stl-flows), so multi-packet connections stay whole.
+    let farm = |extra: serde_json::Value| {
+        let mut f = json!({"name": "stl", "mode": "stlsdnat", "scheduler": "rr",
+            "virtual-addresses": [IpAddr::from(VIP)], "virtual-ports": "80", "iface": "eth0", "oface": "eth1",
+            "backends": [{"name": "be0", "ip-addr": "10.7.1.11", "ether-addr": macs[0]},
+                         {"name": "be1", "ip-addr": "10.7.1.12", "ether-addr": macs[1]}]});
+        for (k, v) in extra.as_object().unwrap() {
+            f[k] = v.clone();
+        }
+        parse_config(&json!({ "farms": [f] }).to_string()).unwrap()
+    };
+    e.apply(farm(json!({}))).unwrap();
+    let got: Vec<String> = run_in(&ns[0], move || {
+        (0..10)
+            .map(|_| {
+                let mut h = common::topo::Held::open_here(vip);
+                let echo = h.echo("one").unwrap_or_default() + &h.echo("two").unwrap_or_default();
+                format!("{} {echo}", h.greeting)
+            })
+            .collect()
+    });
+    assert!(got.iter().all(|g| g.ends_with("onetwo")), "{got:?}");
+    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
+    assert_eq!(names.len(), 2, "{got:?}");
+    // Persistence: one client, one backend.
+    e.apply(farm(json!({"persistence": ["srcip"]}))).unwrap();
+    let got: Vec<String> = run_in(&ns[0], move || (0..6).map(|_| tcp_hello(vip)).collect());
+    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
+    assert_eq!(names.len(), 1, "{got:?}");
+    let reparse = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns[1],
+            "sh",
+            "-c",
+            "nft list ruleset | nft -c -f -",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        reparse.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reparse.stderr)
+    );
+    let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+    assert!(
+        e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
+        "reads back equal with flows and sessions"
+    );
 }
 
 #[test]

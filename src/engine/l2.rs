@@ -411,6 +411,44 @@ fn persist_map(keys: &[KeyField]) -> Set {
     s
 }
 
+/// Flows of round-robin and weight stlsdnat farms: client . VIP . client port → backend address.
+pub const STL_FLOWS: &str = "stl-flows";
+
+fn stl_flow_update(data: u32) -> Expr {
+    Expr::Dynset {
+        set: STL_FLOWS.into(),
+        op: DynsetOp::Update,
+        sreg_key: reg::R1,
+        sreg_data: Some(data),
+        timeout_ms: Some(FLOW_TTL_MS),
+        exprs: Vec::new(),
+    }
+}
+
+fn stl_persist_set(keys: &[KeyField]) -> String {
+    format!("stl-{}", super::layout::persist_set(keys))
+}
+
+fn stl_persist_update(keys: &[KeyField], ttl: u32, data: u32) -> Expr {
+    Expr::Dynset {
+        set: stl_persist_set(keys),
+        op: DynsetOp::Update,
+        sreg_key: reg::R1,
+        sreg_data: Some(data),
+        timeout_ms: Some(u64::from(ttl.max(1)) * 1000),
+        exprs: Vec::new(),
+    }
+}
+
+/// VIP . persistence fields → backend address.
+fn stl_persist_map(keys: &[KeyField]) -> Set {
+    let mut s = persist_map(keys);
+    s.name = stl_persist_set(keys);
+    s.data = Some(TypeSpec::of(DataType::Ipv4Addr));
+    s.userdata.data_byteorder = Some(TypeSpec::of(DataType::Ipv4Addr).byteorder());
+    s
+}
+
 fn flow_update(data: u32) -> Expr {
     Expr::Dynset {
         set: SET_L2_FLOWS.into(),
@@ -511,6 +549,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     // Devices whose ingress dispatches clients' packets, and devices that take backends' replies.
     let mut in_devs = std::collections::BTreeSet::new();
     let mut needs_flows = false;
+    let mut needs_stl_flows = false;
     // Port ranges, by (dispatch kind, protocol, address): (first, last, target chain).
     let mut ranges: BTreeMap<RangeKey, Vec<(u16, u16, String)>> = BTreeMap::new();
     let mut back_devs = std::collections::BTreeSet::new();
@@ -658,17 +697,69 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 exprs: Vec::new(),
             });
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            // Rewrites the destination to the backend address in `reg`, then the MACs; sends.
+            let send = |e: &mut Vec<Expr>, reg: u32| {
+                set_ip(e, 16, reg);
+                e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
+                e.push(Expr::map(STL_MACS, reg::R1, reg::R1));
+                set_ether(e, 0, reg::R1);
+                e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
+                set_ether(e, 6, reg::R1);
+                fwd(e, out.index);
+            };
+            let stl_flows = matches!(farm.scheduler, Scheduler::Rr | Scheduler::Weight);
+            let keys = &farm.persistence;
+            if stl_flows {
+                // A known flow keeps its backend (the choice is per flow, not per packet).
+                ipv4_dependency(&mut e);
+                ether_dependency(&mut e);
+                flow_key(&mut e);
+                e.push(Expr::map(STL_FLOWS, reg::R1, FLOW_DATA));
+                e.push(stl_flow_update(FLOW_DATA));
+                send(&mut e, FLOW_DATA);
+                rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+                needs_stl_flows = true;
+            }
+            if !keys.is_empty() {
+                // A known client goes back to its backend.
+                sets.entry(stl_persist_set(keys))
+                    .or_insert_with(|| stl_persist_map(keys));
+                ipv4_dependency(&mut e);
+                ether_dependency(&mut e);
+                persist_key(&mut e, keys);
+                e.push(Expr::map(&stl_persist_set(keys), reg::R1, PERSIST_DATA));
+                e.push(stl_persist_update(keys, farm.persist_ttl, PERSIST_DATA));
+                if stl_flows {
+                    flow_key(&mut e);
+                    e.push(stl_flow_update(PERSIST_DATA));
+                }
+                send(&mut e, PERSIST_DATA);
+                rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            }
+            // Choose: the backend address goes to PERSIST_DATA, keys are computed on the
+            // original destination (the VIP), then the packet is rewritten.
             ipv4_dependency(&mut e);
             ether_dependency(&mut e);
-            hash(&mut e, farm, slots, slot_base(fa.id));
-            e.push(Expr::map(&shard, reg::R1, reg::R1));
-            set_ip(&mut e, 16, reg::R1);
-            e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
-            e.push(Expr::map(STL_MACS, reg::R1, reg::R1));
-            set_ether(&mut e, 0, reg::R1);
-            e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
-            set_ether(&mut e, 6, reg::R1);
-            fwd(&mut e, out.index);
+            if stl_flows {
+                e.push(Expr::Numgen {
+                    dreg: reg::R1,
+                    modulus: slots,
+                    random: farm.scheduler == Scheduler::Weight,
+                    offset: slot_base(fa.id),
+                });
+            } else {
+                hash(&mut e, farm, slots, slot_base(fa.id));
+            }
+            e.push(Expr::map(&shard, reg::R1, PERSIST_DATA));
+            if stl_flows {
+                flow_key(&mut e);
+                e.push(stl_flow_update(PERSIST_DATA));
+            }
+            if !keys.is_empty() {
+                persist_key(&mut e, keys);
+                e.push(stl_persist_update(keys, farm.persist_ttl, PERSIST_DATA));
+            }
+            send(&mut e, PERSIST_DATA);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             let back = format!("{chain}-back");
             let mut r = Vec::new();
@@ -864,6 +955,18 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             TypeSpec::of(DataType::Verdict),
         ),
     );
+    if needs_stl_flows {
+        let mut flows = Set::map(
+            f,
+            TABLE,
+            STL_FLOWS,
+            TypeSpec::concat(&[DataType::Ipv4Addr, DataType::Ipv4Addr, DataType::InetService]),
+            TypeSpec::of(DataType::Ipv4Addr),
+        )
+        .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
+        flows.size = Some(super::layout::LIMIT_SIZE);
+        sets.insert(STL_FLOWS.into(), flows);
+    }
     if needs_flows {
         let mut flows = Set::map(
             f,

@@ -106,10 +106,6 @@ fn check_supported_farms(
                 ));
             }
             let nat_only = [
-                (
-                    "persistence",
-                    f.mode == Mode::Stlsdnat && !f.persistence.is_empty(),
-                ),
                 ("policies", !f.policies.is_empty()),
                 ("new-rtlimit", f.new_rtlimit.is_some()),
                 ("rst-rtlimit", f.rst_rtlimit.is_some()),

@@ -235,13 +235,6 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
             c.err(format!("{at}.source-addr"), format!("{src}: {p}"));
         }
     }
-    if f.mode == Mode::Stlsdnat && matches!(f.scheduler, Scheduler::Rr | Scheduler::Weight) {
-        c.err(
-            format!("{at}.scheduler"),
-            "stateless DNAT sees packets before connection tracking and keeps no flows: rr and weight \
-             would send the packets of one connection to different backends; use hash or symhash",
-        );
-    }
     let layer2 = matches!(f.mode, Mode::Dsr | Mode::Stlsdnat);
     for point in &f.log {
         match (layer2, point) {

@@ -202,11 +202,6 @@ fn scheduler_keys_and_helpers_must_fit() {
         "unknown variant `srcaddr`",
     );
     refused(
-        web(json!({"mode": "stlsdnat"})),
-        "farms[web].scheduler",
-        "stateless DNAT sees packets before",
-    );
-    refused(
         web(json!({"log": ["output"]})),
         "farms[web].log",
         "output is the log of layer-2 modes",
