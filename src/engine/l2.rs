@@ -411,8 +411,72 @@ fn persist_map(keys: &[KeyField]) -> Set {
     s
 }
 
+/// Stateless DNAT with backend ports: backend address → its port.
+pub const STL_PORTS: &str = "stl-ports";
+
+/// `th dport|sport set` from `sreg`, with the transport checksum updated (`csum_offset` is the
+/// checksum's offset in the TCP or UDP header).
+fn set_port(e: &mut Vec<Expr>, offset: u32, sreg: u32, csum_offset: u32) {
+    e.push(Expr::PayloadSet {
+        sreg,
+        base: NFT_PAYLOAD_TRANSPORT_HEADER,
+        offset,
+        len: 2,
+        csum_type: NFT_PAYLOAD_CSUM_INET,
+        csum_offset,
+        csum_flags: 0,
+    });
+}
+
+/// The port a stlsdnat farm rewrites to and from: its one port, when a backend has its own.
+pub fn stl_port_rewrite(farm: &Farm) -> Option<(u16, u32)> {
+    if farm.mode != Mode::Stlsdnat || farm.backends.iter().all(|b| b.port.is_none()) {
+        return None;
+    }
+    let ports = crate::model::parse_ports(&farm.virtual_ports).ok()?;
+    let vport = match ports.as_slice() {
+        [r] if r.first == r.last => r.first,
+        _ => return None,
+    };
+    let csum = match farm.protocol {
+        crate::model::Protocol::Tcp => 16,
+        crate::model::Protocol::Udp => 6,
+        _ => return None,
+    };
+    Some((vport, csum))
+}
+
 /// Flows of round-robin and weight stlsdnat farms: client . VIP . client port → backend address.
 pub const STL_FLOWS: &str = "stl-flows";
+
+/// The flow key of a stlsdnat farm once its destination is rewritten: the VIP is a constant.
+fn stl_flow_key(e: &mut Vec<Expr>, vip: std::net::Ipv4Addr) {
+    e.push(Expr::payload(PayloadField::IpSaddr, reg::R1));
+    e.push(Expr::immediate(reg::r32(1), vip.octets().to_vec()));
+    e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
+}
+
+/// The persistence key of a stlsdnat farm once its destination is rewritten: the VIP is a
+/// constant wherever `persist_key` reads the destination address.
+fn stl_persist_key(e: &mut Vec<Expr>, keys: &[KeyField], vip: std::net::Ipv4Addr) {
+    let start = e.len();
+    persist_key(e, keys);
+    let daddr = Expr::payload(PayloadField::IpDaddr, 0);
+    for x in &mut e[start..] {
+        if let (
+            Expr::Payload {
+                dreg, base, offset, ..
+            },
+            Expr::Payload {
+                base: b, offset: o, ..
+            },
+        ) = (&*x, &daddr)
+            && (base, offset) == (b, o)
+        {
+            *x = Expr::immediate(*dreg, vip.octets().to_vec());
+        }
+    }
+}
 
 fn stl_flow_update(data: u32) -> Expr {
     Expr::Dynset {
@@ -550,6 +614,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     let mut in_devs = std::collections::BTreeSet::new();
     let mut needs_flows = false;
     let mut needs_stl_flows = false;
+    let mut needs_stl_ports = false;
     // Port ranges, by (dispatch kind, protocol, address): (first, last, target chain).
     let mut ranges: BTreeMap<RangeKey, Vec<(u16, u16, String)>> = BTreeMap::new();
     let mut back_devs = std::collections::BTreeSet::new();
@@ -619,8 +684,11 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             ether_dependency(&mut e);
             flow_key(&mut e);
             e.push(Expr::map(SET_L2_FLOWS, reg::R1, FLOW_DATA));
-            e.push(flow_update(FLOW_DATA));
+            // Written, then read back for the update: nft 1.0.6 cannot list a dynset whose
+            // data comes straight from a map lookup (it aborts).
             set_ether(&mut e, 0, FLOW_DATA);
+            e.push(Expr::payload(PayloadField::EtherDaddr, FLOW_DATA));
+            e.push(flow_update(FLOW_DATA));
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
             set_ether(&mut e, 6, reg::R1);
             fwd(&mut e, out.index);
@@ -635,8 +703,9 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             ether_dependency(&mut e);
             persist_key(&mut e, keys);
             e.push(Expr::map(&l2_persist_set(keys), reg::R1, PERSIST_DATA));
-            e.push(persist_update(keys, farm.persist_ttl, PERSIST_DATA));
             set_ether(&mut e, 0, PERSIST_DATA);
+            e.push(Expr::payload(PayloadField::EtherDaddr, PERSIST_DATA));
+            e.push(persist_update(keys, farm.persist_ttl, PERSIST_DATA));
             if per_flow {
                 flow_key(&mut e);
                 e.push(flow_update(PERSIST_DATA));
@@ -697,9 +766,23 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 exprs: Vec::new(),
             });
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
-            // Rewrites the destination to the backend address in `reg`, then the MACs; sends.
-            let send = |e: &mut Vec<Expr>, reg: u32| {
+            // nft 1.0.6 cannot list a dynset whose data comes straight from a map lookup (it
+            // aborts), so each rule writes the backend address into the packet first, reads it
+            // back, and only then updates the memories. Their keys use the farm's one VIP as a
+            // constant, since the destination is already rewritten by then; ports and MACs are
+            // rewritten last, so key fields on them still see the client's packet.
+            let rewrite_ip = |e: &mut Vec<Expr>, reg: u32| {
                 set_ip(e, 16, reg);
+                e.push(Expr::payload(PayloadField::IpDaddr, reg));
+            };
+            let rewrite = stl_port_rewrite(farm);
+            let finish = |e: &mut Vec<Expr>| {
+                if let Some((_, csum)) = rewrite {
+                    // The backend's port, looked up by its address (every backend has one here).
+                    e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
+                    e.push(Expr::map(STL_PORTS, reg::R1, reg::R1));
+                    set_port(e, 2, reg::R1, csum);
+                }
                 e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
                 e.push(Expr::map(STL_MACS, reg::R1, reg::R1));
                 set_ether(e, 0, reg::R1);
@@ -715,8 +798,10 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 ether_dependency(&mut e);
                 flow_key(&mut e);
                 e.push(Expr::map(STL_FLOWS, reg::R1, FLOW_DATA));
+                rewrite_ip(&mut e, FLOW_DATA);
+                stl_flow_key(&mut e, vip);
                 e.push(stl_flow_update(FLOW_DATA));
-                send(&mut e, FLOW_DATA);
+                finish(&mut e);
                 rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
                 needs_stl_flows = true;
             }
@@ -728,16 +813,18 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 ether_dependency(&mut e);
                 persist_key(&mut e, keys);
                 e.push(Expr::map(&stl_persist_set(keys), reg::R1, PERSIST_DATA));
+                rewrite_ip(&mut e, PERSIST_DATA);
+                stl_persist_key(&mut e, keys, vip);
                 e.push(stl_persist_update(keys, farm.persist_ttl, PERSIST_DATA));
                 if stl_flows {
-                    flow_key(&mut e);
+                    stl_flow_key(&mut e, vip);
                     e.push(stl_flow_update(PERSIST_DATA));
                 }
-                send(&mut e, PERSIST_DATA);
+                finish(&mut e);
                 rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             }
-            // Choose: the backend address goes to PERSIST_DATA, keys are computed on the
-            // original destination (the VIP), then the packet is rewritten.
+            // Choose: the slot is computed on the client's packet, then the packet is
+            // rewritten and the choice remembered.
             ipv4_dependency(&mut e);
             ether_dependency(&mut e);
             if stl_flows {
@@ -751,20 +838,25 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 hash(&mut e, farm, slots, slot_base(fa.id));
             }
             e.push(Expr::map(&shard, reg::R1, PERSIST_DATA));
+            rewrite_ip(&mut e, PERSIST_DATA);
             if stl_flows {
-                flow_key(&mut e);
+                stl_flow_key(&mut e, vip);
                 e.push(stl_flow_update(PERSIST_DATA));
             }
             if !keys.is_empty() {
-                persist_key(&mut e, keys);
+                stl_persist_key(&mut e, keys, vip);
                 e.push(stl_persist_update(keys, farm.persist_ttl, PERSIST_DATA));
             }
-            send(&mut e, PERSIST_DATA);
+            finish(&mut e);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             let back = format!("{chain}-back");
             let mut r = Vec::new();
             ipv4_dependency(&mut r);
             ether_dependency(&mut r);
+            if let Some((vport, csum)) = rewrite {
+                r.push(Expr::immediate(reg::R1, vport.to_be_bytes().to_vec()));
+                set_port(&mut r, 0, reg::R1, csum);
+            }
             r.push(Expr::immediate(reg::R1, vip.octets().to_vec()));
             set_ip(&mut r, 12, reg::R1);
             r.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
@@ -826,13 +918,27 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
         };
         if stateless {
             let mut macs = Vec::new();
+            let mut backend_ports = Vec::new();
+            let rewrite = stl_port_rewrite(farm);
             for b in &farm.backends {
                 let (std::net::IpAddr::V4(a), Some(mac)) = (b.ip_addr, res.macs.get(&b.name)) else {
                     continue;
                 };
                 macs.push(SetElem::mapping(a.octets().to_vec(), Data::Value(mac.to_vec())));
+                // With port rewriting, replies come from the backend's own port.
+                let own: Vec<crate::model::PortRange> = match rewrite {
+                    Some((vport, _)) => {
+                        let p = b.port.unwrap_or(vport);
+                        backend_ports.push(SetElem::mapping(
+                            a.octets().to_vec(),
+                            Data::Value(p.to_be_bytes().to_vec()),
+                        ));
+                        vec![crate::model::PortRange { first: p, last: p }]
+                    }
+                    None => port_list.clone(),
+                };
                 for proto in farm.protocol.numbers() {
-                    for r in &port_list {
+                    for r in &own {
                         if r.first != r.last {
                             ranges.entry((true, *proto, a)).or_default().push((
                                 r.first,
@@ -850,6 +956,10 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 }
             }
             part.elems.insert(STL_MACS.into(), macs);
+            if rewrite.is_some() {
+                part.elems.insert(STL_PORTS.into(), backend_ports);
+                needs_stl_ports = true;
+            }
         }
         if farm.state == FarmState::Up {
             // A stateless farm has one address (its replies are rewritten to it); dsr may have more.
@@ -955,6 +1065,18 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             TypeSpec::of(DataType::Verdict),
         ),
     );
+    if needs_stl_ports {
+        sets.insert(
+            STL_PORTS.into(),
+            Set::map(
+                f,
+                TABLE,
+                STL_PORTS,
+                TypeSpec::of(DataType::Ipv4Addr),
+                TypeSpec::of(DataType::InetService),
+            ),
+        );
+    }
     if needs_stl_flows {
         let mut flows = Set::map(
             f,

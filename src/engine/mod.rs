@@ -89,10 +89,12 @@ fn check_supported_farms(
                     "a stlsdnat farm takes one address (replies are rewritten to it)",
                 ));
             }
-            if let Some(b) = f.backends.iter().find(|b| b.port.is_some()) {
+            if let Some(b) = f.backends.iter().find(|b| b.port.is_some())
+                && l2::stl_port_rewrite(f).is_none()
+            {
                 return Err(unsupported(
                     format!("farms[{}].backends[{}].port", f.name, b.name),
-                    "stlsdnat keeps the port in this version",
+                    "a stlsdnat farm rewrites ports only with one virtual port and protocol tcp or udp",
                 ));
             }
         }
