@@ -1,21 +1,23 @@
-//! Layer-2 farms (`dsr`): the `netdev nftlbd` table. Packets are taken at the ingress of the
-//! farm's `iface`, before connection tracking; the backend is chosen by a flow hash (a per-packet
-//! choice would split connections, so validation allows only hash and symhash); the destination
-//! MAC becomes the backend's and the packet leaves on `oface`. Backends hold the VIP themselves
-//! and answer clients directly.
+//! Layer-2 farms (`dsr`, `stlsdnat`): the `netdev nftlbd` table. Packets are taken at the
+//! ingress of the farm's `iface`, before connection tracking. dsr rewrites the destination MAC to
+//! a backend's and sends the frame out of `oface` (backends hold the VIP and answer clients
+//! directly); stlsdnat rewrites the destination address (and port) too, and its backends'
+//! replies are rewritten back at the ingress of `oface`, with no conntrack entry.
 //!
 //! ```text
-//! ingress-<iface>  meta protocol ip: meta l4proto . ip daddr . th dport vmap @l2-services → goto l2-<farm>
-//! l2-<farm>        ether saddr set <oface MAC>
-//!                  ether daddr set jhash … mod N offset <base> map @l2slots-<shard> fwd to "<oface>"
+//! ingress-<iface>  meta protocol ip:  meta l4proto . ip daddr . th dport vmap @l2-services → goto l2-<farm>
+//!                  meta protocol ip6: meta l4proto . ip6 daddr . th dport vmap @l2-services6
+//! l2-<farm>        known flow (rr, weight) or known client (persistence) → its backend;
+//!                  else ether daddr set jhash|numgen … map @l2slots-<shard>, remember, fwd to "<oface>"
+//! ingress-<oface>  (stlsdnat) meta l4proto . ip saddr . th sport vmap @l2-returns → goto l2-<farm>-back
 //! ```
 //!
-//! Interfaces are read from the engine's network namespace (index and MAC); automatic
-//! resolution of interfaces and backend MACs (routes, neighbours, rtnetlink events) is not here
-//! yet, so `iface`, `oface` and every backend's `ether-addr` are required.
+//! Each farm speaks one family (validation); IPv6 sets and chains are the IPv4 ones with a `6`.
+//! Interfaces, MACs and backend neighbours are taken from the farm or resolved here (`Resolver`).
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 
 use crate::model::{Config, Farm, FarmState, KeyField, LogPoint, Mode, Scheduler};
@@ -32,7 +34,7 @@ pub const SET_L2_SERVICES: &str = "l2-services";
 /// Stateless DNAT replies: protocol . backend address . port → `goto stl-…-back`.
 pub const SET_L2_RETURNS: &str = "l2-returns";
 /// (replies?, protocol, address): what a range chain dispatches.
-type RangeKey = (bool, u8, std::net::Ipv4Addr);
+type RangeKey = (bool, u8, IpAddr);
 
 /// Port-range dispatch: protocol . address → the address's range chain (clients, replies).
 pub const SET_L2_SERVICE_ADDRS: &str = "l2-service-addrs";
@@ -163,9 +165,10 @@ impl Links {
     }
 
     /// Sends one datagram to `ip` (discard port) so the kernel resolves its MAC.
-    fn poke(&self, ip: std::net::Ipv4Addr) {
+    fn poke(&self, ip: IpAddr) {
         self.run(move || {
-            let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+            let any = if ip.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+            let s = std::net::UdpSocket::bind(any).ok()?;
             s.send_to(b"", (ip, 9)).ok().map(|_| ())
         });
     }
@@ -211,10 +214,7 @@ impl Resolver {
     /// Resolves a farm, or says which field cannot be and why.
     pub fn resolve(&self, farm: &Farm) -> Result<Resolved, (String, String)> {
         let at = |k: &str| format!("farms[{}].{k}", farm.name);
-        let vip = farm.virtual_addresses.iter().find_map(|a| match a {
-            std::net::IpAddr::V4(v) => Some(*v),
-            std::net::IpAddr::V6(_) => None,
-        });
+        let vip = farm.virtual_addresses.first().copied();
         let iface = match (&farm.iface, vip) {
             (Some(i), _) => i.clone(),
             (None, Some(v)) => self
@@ -232,10 +232,7 @@ impl Resolver {
             .links
             .get(&iface)
             .ok_or_else(|| (at("iface"), format!("no interface named {iface:?} on this host")))?;
-        let first = farm.backends.iter().find_map(|b| match b.ip_addr {
-            std::net::IpAddr::V4(v) => Some(v),
-            std::net::IpAddr::V6(_) => None,
-        });
+        let first = farm.backends.first().map(|b| b.ip_addr);
         let oface = match (&farm.oface, first) {
             (Some(o), _) => o.clone(),
             (None, Some(b)) => self
@@ -257,13 +254,17 @@ impl Resolver {
         for b in &farm.backends {
             let mac = match (b.ether_addr, b.ip_addr) {
                 (Some(m), _) => m.0,
-                (None, std::net::IpAddr::V4(ip)) => self.neighbour(ip, output.index).ok_or_else(|| {
+                (None, ip) => self.neighbour(ip, output.index).ok_or_else(|| {
+                    let how = if ip.is_ipv6() {
+                        "neighbour discovery"
+                    } else {
+                        "ARP"
+                    };
                     (
                         format!("farms[{}].backends[{}].ether-addr", farm.name, b.name),
-                        format!("{ip} does not answer ARP on {oface}; set ether-addr"),
+                        format!("{ip} does not answer {how} on {oface}; set ether-addr"),
                     )
                 })?,
-                (None, std::net::IpAddr::V6(_)) => continue,
             };
             macs.insert(b.name.clone(), mac);
         }
@@ -278,7 +279,7 @@ impl Resolver {
 
     /// The MAC of `ip` on interface `index`; when the kernel does not know it, one datagram
     /// makes it ask (ARP), and the answer is awaited for up to a second.
-    fn neighbour(&self, ip: std::net::Ipv4Addr, index: u32) -> Option<[u8; 6]> {
+    fn neighbour(&self, ip: IpAddr, index: u32) -> Option<[u8; 6]> {
         let look = || self.with_route(|r| r.neighbour(ip, index).ok().flatten());
         if let Some(m) = look() {
             return Some(m);
@@ -302,9 +303,98 @@ pub fn check_links(config: &Config, resolver: &Resolver) -> Result<(), (String, 
     Ok(())
 }
 
-fn ipv4_dependency(e: &mut Vec<Expr>) {
-    e.push(Expr::meta(NFT_META_PROTOCOL, reg::R1));
-    e.push(Expr::cmp(reg::R1, CmpOp::Eq, 0x0800u16.to_be_bytes().to_vec()));
+/// The IP family of a layer-2 farm (its addresses'), and what differs between the two: the
+/// EtherType, the header fields, the sets' key types and names (IPv6 ones end in `6`), and
+/// which registers are free after a key (IPv6 keys are four times as long).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Ipf {
+    v6: bool,
+}
+
+const V4: Ipf = Ipf { v6: false };
+const V6: Ipf = Ipf { v6: true };
+
+impl Ipf {
+    fn of(ip: IpAddr) -> Ipf {
+        Ipf { v6: ip.is_ipv6() }
+    }
+
+    /// `meta protocol ip|ip6`.
+    fn dependency(self, e: &mut Vec<Expr>) {
+        let ethertype: u16 = if self.v6 { 0x86dd } else { 0x0800 };
+        e.push(Expr::meta(NFT_META_PROTOCOL, reg::R1));
+        e.push(Expr::cmp(reg::R1, CmpOp::Eq, ethertype.to_be_bytes().to_vec()));
+    }
+
+    fn saddr(self) -> PayloadField {
+        if self.v6 {
+            PayloadField::Ip6Saddr
+        } else {
+            PayloadField::IpSaddr
+        }
+    }
+
+    fn daddr(self) -> PayloadField {
+        if self.v6 {
+            PayloadField::Ip6Daddr
+        } else {
+            PayloadField::IpDaddr
+        }
+    }
+
+    fn addr_type(self) -> DataType {
+        if self.v6 {
+            DataType::Ipv6Addr
+        } else {
+            DataType::Ipv4Addr
+        }
+    }
+
+    /// 32-bit registers an address takes.
+    fn words(self) -> u32 {
+        if self.v6 { 4 } else { 1 }
+    }
+
+    /// A set's name in this family.
+    fn name(self, base: &str) -> String {
+        if self.v6 {
+            format!("{base}6")
+        } else {
+            base.to_string()
+        }
+    }
+
+    /// Where a flow's backend goes: after the flow key (3 words, or 9 over IPv6).
+    fn flow_data(self) -> u32 {
+        if self.v6 { reg::R4 } else { reg::R3 }
+    }
+
+    /// `ip[6] saddr|daddr set` from `sreg`, with the checksums updated (IPv4's header checksum,
+    /// and the transport checksum's pseudo-header in both families).
+    fn set_addr(self, e: &mut Vec<Expr>, dst: bool, sreg: u32) {
+        let (_, offset, len) = if dst { self.daddr() } else { self.saddr() }.location();
+        let (csum_type, csum_offset) = if self.v6 {
+            (NFT_PAYLOAD_CSUM_NONE, 0)
+        } else {
+            (NFT_PAYLOAD_CSUM_INET, 10)
+        };
+        e.push(Expr::PayloadSet {
+            sreg,
+            base: NFT_PAYLOAD_NETWORK_HEADER,
+            offset,
+            len,
+            csum_type,
+            csum_offset,
+            csum_flags: NFT_PAYLOAD_L4CSUM_PSEUDOHDR,
+        });
+    }
+}
+
+fn octets(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
 }
 
 fn ether_dependency(e: &mut Vec<Expr>) {
@@ -328,66 +418,100 @@ fn set_ether(e: &mut Vec<Expr>, offset: u32, sreg: u32) {
 pub const SET_L2_FLOWS: &str = "l2-flows";
 /// How long an idle flow keeps its backend.
 const FLOW_TTL_MS: u64 = 300_000;
-/// Register of a flow's backend MAC (after a 3-word key).
-const FLOW_DATA: u32 = reg::R3;
 
-/// `ip saddr . ip daddr . th sport` into R1…
-fn flow_key(e: &mut Vec<Expr>) {
-    e.push(Expr::payload(PayloadField::IpSaddr, reg::R1));
-    e.push(Expr::payload(PayloadField::IpDaddr, reg::r32(1)));
-    e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
+/// `ip saddr . ip daddr . th sport` into R1… The VIP is a constant when given (a stlsdnat
+/// packet's destination is already rewritten when its memories are updated).
+fn flow_key(e: &mut Vec<Expr>, ipf: Ipf, vip: Option<IpAddr>) {
+    let w = ipf.words();
+    e.push(Expr::payload(ipf.saddr(), reg::R1));
+    match vip {
+        Some(v) => e.push(Expr::immediate(reg::r32(w), octets(v))),
+        None => e.push(Expr::payload(ipf.daddr(), reg::r32(w))),
+    }
+    e.push(Expr::payload(PayloadField::ThSport, reg::r32(2 * w)));
 }
 
-/// Register of a persistent client's backend MAC (after a key of up to 12 words).
+/// Register of a persistent client's backend (after a key of up to 12 words).
 const PERSIST_DATA: u32 = reg::R4;
+/// Bytes a persistence key may take before PERSIST_DATA.
+pub const PERSIST_KEY_MAX: u32 = 48;
 
-/// The persistence map of a dsr farm's key kind: VIP . persistence fields → backend MAC.
-fn l2_persist_set(keys: &[KeyField]) -> String {
-    format!("l2-{}", super::layout::persist_set(keys))
+/// The persistence map of a layer-2 farm's key kind: VIP . persistence fields → backend MAC
+/// (dsr, `l2-…`) or address (stlsdnat, `stl-…`).
+fn persist_set(stateless: bool, ipf: Ipf, keys: &[KeyField]) -> String {
+    let kind = if stateless { "stl" } else { "l2" };
+    ipf.name(&format!("{kind}-{}", super::layout::persist_set(keys)))
 }
 
-/// `ip daddr . <persistence fields>` into R1…
-fn persist_key(e: &mut Vec<Expr>, keys: &[KeyField]) {
-    e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
-    let mut word = 1u32;
+fn key_field(ipf: Ipf, k: KeyField) -> PayloadField {
+    match k {
+        KeyField::Srcip => ipf.saddr(),
+        KeyField::Dstip => ipf.daddr(),
+        KeyField::Srcport => PayloadField::ThSport,
+        KeyField::Dstport => PayloadField::ThDport,
+        KeyField::Srcmac => PayloadField::EtherSaddr,
+        KeyField::Dstmac => PayloadField::EtherDaddr,
+    }
+}
+
+/// Bytes of a layer-2 persistence key in registers: the VIP, then each field.
+pub fn persist_key_len(v6: bool, keys: &[KeyField]) -> u32 {
+    let ipf = Ipf { v6 };
+    ipf.words() * 4
+        + keys
+            .iter()
+            .map(|k| types::reg_len(key_field(ipf, *k).location().2))
+            .sum::<u32>()
+}
+
+/// VIP . persistence fields into R1… (the VIP and destination as constants when given).
+fn persist_key(e: &mut Vec<Expr>, ipf: Ipf, keys: &[KeyField], vip: Option<IpAddr>) {
+    let daddr = |e: &mut Vec<Expr>, reg: u32| match vip {
+        Some(v) => e.push(Expr::immediate(reg, octets(v))),
+        None => e.push(Expr::payload(ipf.daddr(), reg)),
+    };
+    daddr(e, reg::R1);
+    let mut word = ipf.words();
     for k in keys {
-        let field = match k {
-            KeyField::Srcip => PayloadField::IpSaddr,
-            KeyField::Dstip => PayloadField::IpDaddr,
-            KeyField::Srcport => PayloadField::ThSport,
-            KeyField::Dstport => PayloadField::ThDport,
-            KeyField::Srcmac => PayloadField::EtherSaddr,
-            KeyField::Dstmac => PayloadField::EtherDaddr,
-        };
-        e.push(Expr::payload(field, reg::r32(word)));
+        let field = key_field(ipf, *k);
+        if *k == KeyField::Dstip {
+            daddr(e, reg::r32(word));
+        } else {
+            e.push(Expr::payload(field, reg::r32(word)));
+        }
         word += types::reg_len(field.location().2) / 4;
     }
 }
 
-fn persist_update(keys: &[KeyField], ttl: u32, data: u32) -> Expr {
+fn update(set: String, ttl_ms: u64, data: u32) -> Expr {
     Expr::Dynset {
-        set: l2_persist_set(keys),
+        set,
         op: DynsetOp::Update,
         sreg_key: reg::R1,
         sreg_data: Some(data),
-        timeout_ms: Some(u64::from(ttl.max(1)) * 1000),
+        timeout_ms: Some(ttl_ms),
         exprs: Vec::new(),
     }
 }
 
+fn persist_update(stateless: bool, ipf: Ipf, farm: &Farm, data: u32) -> Expr {
+    let ttl = u64::from(farm.persist_ttl.max(1)) * 1000;
+    update(persist_set(stateless, ipf, &farm.persistence), ttl, data)
+}
+
 /// After a backend was chosen (its MAC is the frame's destination): remember the client.
-fn remember_client(e: &mut Vec<Expr>, farm: &Farm) {
+fn remember_client(e: &mut Vec<Expr>, ipf: Ipf, farm: &Farm) {
     if !farm.persistence.is_empty() {
-        persist_key(e, &farm.persistence);
+        persist_key(e, ipf, &farm.persistence, None);
         e.push(Expr::payload(PayloadField::EtherDaddr, PERSIST_DATA));
-        e.push(persist_update(&farm.persistence, farm.persist_ttl, PERSIST_DATA));
+        e.push(persist_update(false, ipf, farm, PERSIST_DATA));
     }
 }
 
-fn persist_map(keys: &[KeyField]) -> Set {
-    let mut fields = vec![DataType::Ipv4Addr];
+fn persist_map(stateless: bool, ipf: Ipf, keys: &[KeyField]) -> Set {
+    let mut fields = vec![ipf.addr_type()];
     fields.extend(keys.iter().map(|k| match k {
-        KeyField::Srcip | KeyField::Dstip => DataType::Ipv4Addr,
+        KeyField::Srcip | KeyField::Dstip => ipf.addr_type(),
         KeyField::Srcport | KeyField::Dstport => DataType::InetService,
         KeyField::Srcmac | KeyField::Dstmac => DataType::EtherAddr,
     }));
@@ -398,15 +522,20 @@ fn persist_map(keys: &[KeyField]) -> Set {
             fields.iter().map(|f| types::reg_len(f.byte_len())).sum(),
         ))
     };
-    let name = l2_persist_set(keys);
+    let data = if stateless {
+        ipf.addr_type()
+    } else {
+        DataType::EtherAddr
+    };
     let mut s = Set::map(
         Family::Netdev,
         TABLE,
-        &name,
+        &persist_set(stateless, ipf, keys),
         key,
-        TypeSpec::of(DataType::EtherAddr),
+        TypeSpec::of(data),
     )
     .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
+    s.userdata.data_byteorder = Some(TypeSpec::of(data).byteorder());
     s.size = Some(super::layout::PERSIST_SIZE);
     s
 }
@@ -449,94 +578,17 @@ pub fn stl_port_rewrite(farm: &Farm) -> Option<(u16, u32)> {
 /// Flows of round-robin and weight stlsdnat farms: client . VIP . client port → backend address.
 pub const STL_FLOWS: &str = "stl-flows";
 
-/// The flow key of a stlsdnat farm once its destination is rewritten: the VIP is a constant.
-fn stl_flow_key(e: &mut Vec<Expr>, vip: std::net::Ipv4Addr) {
-    e.push(Expr::payload(PayloadField::IpSaddr, reg::R1));
-    e.push(Expr::immediate(reg::r32(1), vip.octets().to_vec()));
-    e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
-}
-
-/// The persistence key of a stlsdnat farm once its destination is rewritten: the VIP is a
-/// constant wherever `persist_key` reads the destination address.
-fn stl_persist_key(e: &mut Vec<Expr>, keys: &[KeyField], vip: std::net::Ipv4Addr) {
-    let start = e.len();
-    persist_key(e, keys);
-    let daddr = Expr::payload(PayloadField::IpDaddr, 0);
-    for x in &mut e[start..] {
-        if let (
-            Expr::Payload {
-                dreg, base, offset, ..
-            },
-            Expr::Payload {
-                base: b, offset: o, ..
-            },
-        ) = (&*x, &daddr)
-            && (base, offset) == (b, o)
-        {
-            *x = Expr::immediate(*dreg, vip.octets().to_vec());
-        }
-    }
-}
-
-fn stl_flow_update(data: u32) -> Expr {
-    Expr::Dynset {
-        set: STL_FLOWS.into(),
-        op: DynsetOp::Update,
-        sreg_key: reg::R1,
-        sreg_data: Some(data),
-        timeout_ms: Some(FLOW_TTL_MS),
-        exprs: Vec::new(),
-    }
-}
-
-fn stl_persist_set(keys: &[KeyField]) -> String {
-    format!("stl-{}", super::layout::persist_set(keys))
-}
-
-fn stl_persist_update(keys: &[KeyField], ttl: u32, data: u32) -> Expr {
-    Expr::Dynset {
-        set: stl_persist_set(keys),
-        op: DynsetOp::Update,
-        sreg_key: reg::R1,
-        sreg_data: Some(data),
-        timeout_ms: Some(u64::from(ttl.max(1)) * 1000),
-        exprs: Vec::new(),
-    }
-}
-
-/// VIP . persistence fields → backend address.
-fn stl_persist_map(keys: &[KeyField]) -> Set {
-    let mut s = persist_map(keys);
-    s.name = stl_persist_set(keys);
-    s.data = Some(TypeSpec::of(DataType::Ipv4Addr));
-    s.userdata.data_byteorder = Some(TypeSpec::of(DataType::Ipv4Addr).byteorder());
-    s
-}
-
-fn flow_update(data: u32) -> Expr {
-    Expr::Dynset {
-        set: SET_L2_FLOWS.into(),
-        op: DynsetOp::Update,
-        sreg_key: reg::R1,
-        sreg_data: Some(data),
-        timeout_ms: Some(FLOW_TTL_MS),
-        exprs: Vec::new(),
-    }
+fn flow_update(stateless: bool, ipf: Ipf, data: u32) -> Expr {
+    let set = if stateless { STL_FLOWS } else { SET_L2_FLOWS };
+    update(ipf.name(set), FLOW_TTL_MS, data)
 }
 
 /// The flow hash a layer-2 farm chooses with, into R1 (slot number).
-fn hash(e: &mut Vec<Expr>, farm: &Farm, slots: u32, offset: u32) {
+fn hash(e: &mut Vec<Expr>, ipf: Ipf, farm: &Farm, slots: u32, offset: u32) {
     let fields: Vec<KeyField> = farm.hash_fields();
     let mut word = 0u32;
     for k in &fields {
-        let field = match k {
-            KeyField::Srcip => PayloadField::IpSaddr,
-            KeyField::Dstip => PayloadField::IpDaddr,
-            KeyField::Srcport => PayloadField::ThSport,
-            KeyField::Dstport => PayloadField::ThDport,
-            KeyField::Srcmac => PayloadField::EtherSaddr,
-            KeyField::Dstmac => PayloadField::EtherDaddr,
-        };
+        let field = key_field(ipf, *k);
         e.push(Expr::payload(
             field,
             if word == 0 { reg::R1 } else { reg::r32(word) },
@@ -552,8 +604,8 @@ fn hash(e: &mut Vec<Expr>, farm: &Farm, slots: u32, offset: u32) {
         _ => e.push(Expr::Jhash {
             sreg: reg::R1,
             dreg: reg::R1,
-            len: if fields.len() == 1 {
-                fields_len(&fields)
+            len: if let [k] = fields.as_slice() {
+                key_field(ipf, *k).location().2
             } else {
                 word * 4
             },
@@ -562,19 +614,6 @@ fn hash(e: &mut Vec<Expr>, farm: &Farm, slots: u32, offset: u32) {
             offset,
         }),
     }
-}
-
-/// `ip saddr set`/`ip daddr set` from `sreg`, with the IP and transport checksums updated.
-fn set_ip(e: &mut Vec<Expr>, offset: u32, sreg: u32) {
-    e.push(Expr::PayloadSet {
-        sreg,
-        base: NFT_PAYLOAD_NETWORK_HEADER,
-        offset,
-        len: 4,
-        csum_type: NFT_PAYLOAD_CSUM_INET,
-        csum_offset: 10,
-        csum_flags: NFT_PAYLOAD_L4CSUM_PSEUDOHDR,
-    });
 }
 
 fn fwd(e: &mut Vec<Expr>, index: u32) {
@@ -608,41 +647,44 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     let f = Family::Netdev;
     let mut sets = BTreeMap::new();
     let mut farms = BTreeMap::new();
-    let mut services = Vec::new();
-    let mut returns = Vec::new();
-    // Devices whose ingress dispatches clients' packets, and devices that take backends' replies.
+    // Dispatch elements, by family.
+    let mut services: BTreeMap<Ipf, Vec<SetElem>> = BTreeMap::new();
+    let mut returns: BTreeMap<Ipf, Vec<SetElem>> = BTreeMap::new();
+    // Devices whose ingress dispatches clients' packets, and devices that take backends'
+    // replies, with the families they see; the families that need each dynamic memory.
     let mut in_devs = std::collections::BTreeSet::new();
-    let mut needs_flows = false;
-    let mut needs_stl_flows = false;
-    let mut needs_stl_ports = false;
+    let mut back_devs = std::collections::BTreeSet::new();
+    let mut needs_flows = std::collections::BTreeSet::new();
+    let mut needs_stl_flows = std::collections::BTreeSet::new();
+    let mut needs_stl_ports = std::collections::BTreeSet::new();
     // Port ranges, by (dispatch kind, protocol, address): (first, last, target chain).
     let mut ranges: BTreeMap<RangeKey, Vec<(u16, u16, String)>> = BTreeMap::new();
-    let mut back_devs = std::collections::BTreeSet::new();
     for farm in config.farms.iter().filter(|x| is_l2(x)) {
         let Some(fa) = alloc.farms.get(&farm.name) else {
             continue;
         };
         let Ok(res) = resolver.resolve(farm) else { continue };
         let (iface, oface, inl, out) = (&res.iface, &res.oface, res.input, res.output);
-        let Some(std::net::IpAddr::V4(vip)) = farm.virtual_addresses.first().copied() else {
+        let Some(vip) = farm.virtual_addresses.first().copied() else {
             continue;
         };
+        let ipf = Ipf::of(vip);
         let stateless = farm.mode == Mode::Stlsdnat;
         let chain = l2_farm_chain(&farm.name);
         let shard = if stateless {
-            format!("stl-slots-{}", shard_of(fa.id))
+            format!("{}-{}", ipf.name("stl-slots"), shard_of(fa.id))
         } else {
             l2_slots(shard_of(fa.id))
         };
         sets.entry(shard.clone()).or_insert_with(|| {
             if stateless {
-                slot_map(f, &shard, DataType::Ipv4Addr, PayloadField::IpDaddr)
+                slot_map(f, &shard, ipf.addr_type(), ipf.daddr())
             } else {
                 slot_map(f, &shard, DataType::EtherAddr, PayloadField::EtherDaddr)
             }
         });
-        in_devs.insert(iface.clone());
-        let slots = fa.slots4.len() as u32;
+        in_devs.insert((iface.clone(), ipf));
+        let slots = fa.slots(ipf.v6).len() as u32;
         let mut rules = Vec::new();
         let mut extra = Vec::new();
         let mut e = Vec::new();
@@ -680,15 +722,15 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             // Round robin and weight choose per packet; before conntrack that would split a
             // connection. So the first packet of a flow chooses and `l2-flows` remembers the
             // choice (refreshed by every packet): a known flow keeps its backend.
-            ipv4_dependency(&mut e);
+            ipf.dependency(&mut e);
             ether_dependency(&mut e);
-            flow_key(&mut e);
-            e.push(Expr::map(SET_L2_FLOWS, reg::R1, FLOW_DATA));
+            flow_key(&mut e, ipf, None);
+            e.push(Expr::map(&ipf.name(SET_L2_FLOWS), reg::R1, ipf.flow_data()));
             // Written, then read back for the update: nft 1.0.6 cannot list a dynset whose
             // data comes straight from a map lookup (it aborts).
-            set_ether(&mut e, 0, FLOW_DATA);
-            e.push(Expr::payload(PayloadField::EtherDaddr, FLOW_DATA));
-            e.push(flow_update(FLOW_DATA));
+            set_ether(&mut e, 0, ipf.flow_data());
+            e.push(Expr::payload(PayloadField::EtherDaddr, ipf.flow_data()));
+            e.push(flow_update(false, ipf, ipf.flow_data()));
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
             set_ether(&mut e, 6, reg::R1);
             fwd(&mut e, out.index);
@@ -697,18 +739,18 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
         if slots > 0 && !stateless && !farm.persistence.is_empty() {
             // A known client goes back to its backend (and, per flow, stays there).
             let keys = &farm.persistence;
-            sets.entry(l2_persist_set(keys))
-                .or_insert_with(|| persist_map(keys));
-            ipv4_dependency(&mut e);
+            sets.entry(persist_set(false, ipf, keys))
+                .or_insert_with(|| persist_map(false, ipf, keys));
+            ipf.dependency(&mut e);
             ether_dependency(&mut e);
-            persist_key(&mut e, keys);
-            e.push(Expr::map(&l2_persist_set(keys), reg::R1, PERSIST_DATA));
+            persist_key(&mut e, ipf, keys, None);
+            e.push(Expr::map(&persist_set(false, ipf, keys), reg::R1, PERSIST_DATA));
             set_ether(&mut e, 0, PERSIST_DATA);
             e.push(Expr::payload(PayloadField::EtherDaddr, PERSIST_DATA));
-            e.push(persist_update(keys, farm.persist_ttl, PERSIST_DATA));
+            e.push(persist_update(false, ipf, farm, PERSIST_DATA));
             if per_flow {
-                flow_key(&mut e);
-                e.push(flow_update(PERSIST_DATA));
+                flow_key(&mut e, ipf, None);
+                e.push(flow_update(false, ipf, PERSIST_DATA));
             }
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
             set_ether(&mut e, 6, reg::R1);
@@ -716,7 +758,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }
         if slots > 0 && per_flow {
-            ipv4_dependency(&mut e);
+            ipf.dependency(&mut e);
             ether_dependency(&mut e);
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
             set_ether(&mut e, 6, reg::R1);
@@ -728,24 +770,24 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             });
             e.push(Expr::map(&shard, reg::R1, reg::R1));
             set_ether(&mut e, 0, reg::R1);
-            flow_key(&mut e);
-            e.push(Expr::payload(PayloadField::EtherDaddr, FLOW_DATA));
-            e.push(flow_update(FLOW_DATA));
-            remember_client(&mut e, farm);
+            flow_key(&mut e, ipf, None);
+            e.push(Expr::payload(PayloadField::EtherDaddr, ipf.flow_data()));
+            e.push(flow_update(false, ipf, ipf.flow_data()));
+            remember_client(&mut e, ipf, farm);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
-            needs_flows = true;
+            needs_flows.insert(ipf);
         }
         if slots > 0 && !stateless && !per_flow {
             // Direct server return: rewrite both MACs, send out of `oface`.
-            ipv4_dependency(&mut e);
+            ipf.dependency(&mut e);
             ether_dependency(&mut e);
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
             set_ether(&mut e, 6, reg::R1);
-            hash(&mut e, farm, slots, slot_base(fa.id));
+            hash(&mut e, ipf, farm, slots, slot_base(fa.id));
             e.push(Expr::map(&shard, reg::R1, reg::R1));
             set_ether(&mut e, 0, reg::R1);
-            remember_client(&mut e, farm);
+            remember_client(&mut e, ipf, farm);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }
@@ -753,12 +795,12 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             // Stateless DNAT: remember the client's MAC, rewrite the destination address and
             // MACs, send out of `oface`; replies are rewritten back in `stl-<farm>-back`.
             // (Each rule names its own IPv4 and Ethernet dependencies so nft can show it.)
-            ipv4_dependency(&mut e);
+            ipf.dependency(&mut e);
             ether_dependency(&mut e);
-            e.push(Expr::payload(PayloadField::IpSaddr, reg::R1));
+            e.push(Expr::payload(ipf.saddr(), reg::R1));
             e.push(Expr::payload(PayloadField::EtherSaddr, reg::R2));
             e.push(Expr::Dynset {
-                set: STL_CLIENTS.into(),
+                set: ipf.name(STL_CLIENTS),
                 op: DynsetOp::Update,
                 sreg_key: reg::R1,
                 sreg_data: Some(reg::R2),
@@ -772,19 +814,19 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             // constant, since the destination is already rewritten by then; ports and MACs are
             // rewritten last, so key fields on them still see the client's packet.
             let rewrite_ip = |e: &mut Vec<Expr>, reg: u32| {
-                set_ip(e, 16, reg);
-                e.push(Expr::payload(PayloadField::IpDaddr, reg));
+                ipf.set_addr(e, true, reg);
+                e.push(Expr::payload(ipf.daddr(), reg));
             };
             let rewrite = stl_port_rewrite(farm);
             let finish = |e: &mut Vec<Expr>| {
                 if let Some((_, csum)) = rewrite {
                     // The backend's port, looked up by its address (every backend has one here).
-                    e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
-                    e.push(Expr::map(STL_PORTS, reg::R1, reg::R1));
+                    e.push(Expr::payload(ipf.daddr(), reg::R1));
+                    e.push(Expr::map(&ipf.name(STL_PORTS), reg::R1, reg::R1));
                     set_port(e, 2, reg::R1, csum);
                 }
-                e.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
-                e.push(Expr::map(STL_MACS, reg::R1, reg::R1));
+                e.push(Expr::payload(ipf.daddr(), reg::R1));
+                e.push(Expr::map(&ipf.name(STL_MACS), reg::R1, reg::R1));
                 set_ether(e, 0, reg::R1);
                 e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
                 set_ether(e, 6, reg::R1);
@@ -794,38 +836,38 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             let keys = &farm.persistence;
             if stl_flows {
                 // A known flow keeps its backend (the choice is per flow, not per packet).
-                ipv4_dependency(&mut e);
+                ipf.dependency(&mut e);
                 ether_dependency(&mut e);
-                flow_key(&mut e);
-                e.push(Expr::map(STL_FLOWS, reg::R1, FLOW_DATA));
-                rewrite_ip(&mut e, FLOW_DATA);
-                stl_flow_key(&mut e, vip);
-                e.push(stl_flow_update(FLOW_DATA));
+                flow_key(&mut e, ipf, None);
+                e.push(Expr::map(&ipf.name(STL_FLOWS), reg::R1, ipf.flow_data()));
+                rewrite_ip(&mut e, ipf.flow_data());
+                flow_key(&mut e, ipf, Some(vip));
+                e.push(flow_update(true, ipf, ipf.flow_data()));
                 finish(&mut e);
                 rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
-                needs_stl_flows = true;
+                needs_stl_flows.insert(ipf);
             }
             if !keys.is_empty() {
                 // A known client goes back to its backend.
-                sets.entry(stl_persist_set(keys))
-                    .or_insert_with(|| stl_persist_map(keys));
-                ipv4_dependency(&mut e);
+                sets.entry(persist_set(true, ipf, keys))
+                    .or_insert_with(|| persist_map(true, ipf, keys));
+                ipf.dependency(&mut e);
                 ether_dependency(&mut e);
-                persist_key(&mut e, keys);
-                e.push(Expr::map(&stl_persist_set(keys), reg::R1, PERSIST_DATA));
+                persist_key(&mut e, ipf, keys, None);
+                e.push(Expr::map(&persist_set(true, ipf, keys), reg::R1, PERSIST_DATA));
                 rewrite_ip(&mut e, PERSIST_DATA);
-                stl_persist_key(&mut e, keys, vip);
-                e.push(stl_persist_update(keys, farm.persist_ttl, PERSIST_DATA));
+                persist_key(&mut e, ipf, keys, Some(vip));
+                e.push(persist_update(true, ipf, farm, PERSIST_DATA));
                 if stl_flows {
-                    stl_flow_key(&mut e, vip);
-                    e.push(stl_flow_update(PERSIST_DATA));
+                    flow_key(&mut e, ipf, Some(vip));
+                    e.push(flow_update(true, ipf, PERSIST_DATA));
                 }
                 finish(&mut e);
                 rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             }
             // Choose: the slot is computed on the client's packet, then the packet is
             // rewritten and the choice remembered.
-            ipv4_dependency(&mut e);
+            ipf.dependency(&mut e);
             ether_dependency(&mut e);
             if stl_flows {
                 e.push(Expr::Numgen {
@@ -835,32 +877,32 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                     offset: slot_base(fa.id),
                 });
             } else {
-                hash(&mut e, farm, slots, slot_base(fa.id));
+                hash(&mut e, ipf, farm, slots, slot_base(fa.id));
             }
             e.push(Expr::map(&shard, reg::R1, PERSIST_DATA));
             rewrite_ip(&mut e, PERSIST_DATA);
             if stl_flows {
-                stl_flow_key(&mut e, vip);
-                e.push(stl_flow_update(PERSIST_DATA));
+                flow_key(&mut e, ipf, Some(vip));
+                e.push(flow_update(true, ipf, PERSIST_DATA));
             }
             if !keys.is_empty() {
-                stl_persist_key(&mut e, keys, vip);
-                e.push(stl_persist_update(keys, farm.persist_ttl, PERSIST_DATA));
+                persist_key(&mut e, ipf, keys, Some(vip));
+                e.push(persist_update(true, ipf, farm, PERSIST_DATA));
             }
             finish(&mut e);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             let back = format!("{chain}-back");
             let mut r = Vec::new();
-            ipv4_dependency(&mut r);
+            ipf.dependency(&mut r);
             ether_dependency(&mut r);
             if let Some((vport, csum)) = rewrite {
                 r.push(Expr::immediate(reg::R1, vport.to_be_bytes().to_vec()));
                 set_port(&mut r, 0, reg::R1, csum);
             }
-            r.push(Expr::immediate(reg::R1, vip.octets().to_vec()));
-            set_ip(&mut r, 12, reg::R1);
-            r.push(Expr::payload(PayloadField::IpDaddr, reg::R1));
-            r.push(Expr::map(STL_CLIENTS, reg::R1, reg::R1));
+            r.push(Expr::immediate(reg::R1, octets(vip)));
+            ipf.set_addr(&mut r, false, reg::R1);
+            r.push(Expr::payload(ipf.daddr(), reg::R1));
+            r.push(Expr::map(&ipf.name(STL_CLIENTS), reg::R1, reg::R1));
             set_ether(&mut r, 0, reg::R1);
             r.push(Expr::immediate(reg::R1, inl.mac.to_vec()));
             set_ether(&mut r, 6, reg::R1);
@@ -869,7 +911,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 chain: Chain::regular(f, TABLE, &back),
                 rules: vec![Rule::new(f, TABLE, &back, r)],
             });
-            back_devs.insert(oface.clone());
+            back_devs.insert((oface.clone(), ipf));
         }
         rules.push(Rule::new(f, TABLE, &chain, vec![Expr::verdict(Verdict::Drop)]));
         let mut part = FarmPart {
@@ -886,16 +928,16 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             .filter_map(|b| Some((*fa.members.get(&b.name)?, b)))
             .collect();
         let slot_elems: Vec<SetElem> = fa
-            .slots4
+            .slots(ipf.v6)
             .iter()
             .enumerate()
             .filter_map(|(i, m)| {
                 let b = members.get(m)?;
                 let data = if stateless {
-                    match b.ip_addr {
-                        std::net::IpAddr::V4(a) => a.octets().to_vec(),
-                        std::net::IpAddr::V6(_) => return None,
+                    if Ipf::of(b.ip_addr) != ipf {
+                        return None;
                     }
+                    octets(b.ip_addr)
                 } else {
                     res.macs.get(&b.name)?.to_vec()
                 };
@@ -921,18 +963,19 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             let mut backend_ports = Vec::new();
             let rewrite = stl_port_rewrite(farm);
             for b in &farm.backends {
-                let (std::net::IpAddr::V4(a), Some(mac)) = (b.ip_addr, res.macs.get(&b.name)) else {
+                let (a, Some(mac)) = (b.ip_addr, res.macs.get(&b.name)) else {
                     continue;
                 };
-                macs.push(SetElem::mapping(a.octets().to_vec(), Data::Value(mac.to_vec())));
+                if Ipf::of(a) != ipf {
+                    continue;
+                }
+                macs.push(SetElem::mapping(octets(a), Data::Value(mac.to_vec())));
                 // With port rewriting, replies come from the backend's own port.
                 let own: Vec<crate::model::PortRange> = match rewrite {
                     Some((vport, _)) => {
                         let p = b.port.unwrap_or(vport);
-                        backend_ports.push(SetElem::mapping(
-                            a.octets().to_vec(),
-                            Data::Value(p.to_be_bytes().to_vec()),
-                        ));
+                        backend_ports
+                            .push(SetElem::mapping(octets(a), Data::Value(p.to_be_bytes().to_vec())));
                         vec![crate::model::PortRange { first: p, last: p }]
                     }
                     None => port_list.clone(),
@@ -947,27 +990,24 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                             ));
                             continue;
                         }
-                        let key = concat(&[&[*proto], &a.octets(), &r.first.to_be_bytes()]);
-                        returns.push(SetElem::mapping(
+                        let key = concat(&[&[*proto], &octets(a), &r.first.to_be_bytes()]);
+                        returns.entry(ipf).or_default().push(SetElem::mapping(
                             key,
                             Data::Verdict(Verdict::Goto(format!("{chain}-back"))),
                         ));
                     }
                 }
             }
-            part.elems.insert(STL_MACS.into(), macs);
+            part.elems.insert(ipf.name(STL_MACS), macs);
             if rewrite.is_some() {
-                part.elems.insert(STL_PORTS.into(), backend_ports);
-                needs_stl_ports = true;
+                part.elems.insert(ipf.name(STL_PORTS), backend_ports);
+                needs_stl_ports.insert(ipf);
             }
         }
         if farm.state == FarmState::Up {
             // A stateless farm has one address (its replies are rewritten to it); dsr may have more.
-            let vips = farm.virtual_addresses.iter().filter_map(|a| match a {
-                std::net::IpAddr::V4(v) => Some(*v),
-                std::net::IpAddr::V6(_) => None,
-            });
-            for vip in vips {
+            let vips = farm.virtual_addresses.iter().filter(|a| Ipf::of(**a) == ipf);
+            for &vip in vips {
                 for proto in farm.protocol.numbers() {
                     for r in &port_list {
                         if r.first != r.last {
@@ -978,8 +1018,11 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                             ));
                             continue;
                         }
-                        let key = concat(&[&[*proto], &vip.octets(), &r.first.to_be_bytes()]);
-                        services.push(SetElem::mapping(key, Data::Verdict(Verdict::Goto(chain.clone()))));
+                        let key = concat(&[&[*proto], &octets(vip), &r.first.to_be_bytes()]);
+                        services
+                            .entry(ipf)
+                            .or_default()
+                            .push(SetElem::mapping(key, Data::Verdict(Verdict::Goto(chain.clone()))));
                     }
                 }
             }
@@ -991,13 +1034,18 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     }
     // Range dispatch: protocol . address → a chain of `th dport|sport A-B goto …` rules.
     let mut range_parts = BTreeMap::new();
-    let (mut addr_services, mut addr_returns) = (Vec::new(), Vec::new());
+    let (mut addr_services, mut addr_returns): (BTreeMap<Ipf, Vec<SetElem>>, BTreeMap<Ipf, Vec<SetElem>>) =
+        Default::default();
     for ((back, proto, addr), mut claims) in ranges {
         claims.sort();
+        let ipf = Ipf::of(addr);
         let name = format!(
             "l2{}ports-{proto}-{}",
             if back { "r" } else { "" },
-            u32::from(addr)
+            match addr {
+                IpAddr::V4(a) => u32::from(a).to_string(),
+                IpAddr::V6(a) => format!("6-{:x}", u128::from(a)),
+            }
         );
         let field = if back {
             PayloadField::ThSport
@@ -1008,7 +1056,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             .iter()
             .map(|(lo, hi, target)| {
                 let mut e = Vec::new();
-                ipv4_dependency(&mut e);
+                ipf.dependency(&mut e);
                 if (*lo, *hi) != (0, 65535) {
                     e.push(Expr::payload(field, reg::R1));
                     e.push(Expr::Range {
@@ -1023,13 +1071,13 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             })
             .collect();
         let elem = SetElem::mapping(
-            concat(&[&[proto], &addr.octets()]),
+            concat(&[&[proto], &octets(addr)]),
             Data::Verdict(Verdict::Goto(name.clone())),
         );
         if back {
-            addr_returns.push(elem);
+            addr_returns.entry(ipf).or_default().push(elem);
         } else {
-            addr_services.push(elem);
+            addr_services.entry(ipf).or_default().push(elem);
         }
         range_parts.insert(
             name.clone(),
@@ -1043,141 +1091,129 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             },
         );
     }
-    let addr_type = TypeSpec::concat(&[DataType::InetProto, DataType::Ipv4Addr]);
-    sets.insert(
-        SET_L2_SERVICE_ADDRS.into(),
-        Set::map(
-            f,
-            TABLE,
-            SET_L2_SERVICE_ADDRS,
-            addr_type.clone(),
-            TypeSpec::of(DataType::Verdict),
-        ),
-    );
-    let service_type = TypeSpec::concat(&[DataType::InetProto, DataType::Ipv4Addr, DataType::InetService]);
-    sets.insert(
-        SET_L2_SERVICES.into(),
-        Set::map(
-            f,
-            TABLE,
-            SET_L2_SERVICES,
-            service_type.clone(),
-            TypeSpec::of(DataType::Verdict),
-        ),
-    );
-    if needs_stl_ports {
-        sets.insert(
-            STL_PORTS.into(),
-            Set::map(
-                f,
-                TABLE,
-                STL_PORTS,
-                TypeSpec::of(DataType::Ipv4Addr),
-                TypeSpec::of(DataType::InetService),
-            ),
-        );
-    }
-    if needs_stl_flows {
-        let mut flows = Set::map(
-            f,
-            TABLE,
-            STL_FLOWS,
-            TypeSpec::concat(&[DataType::Ipv4Addr, DataType::Ipv4Addr, DataType::InetService]),
-            TypeSpec::of(DataType::Ipv4Addr),
-        )
-        .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
-        flows.size = Some(super::layout::LIMIT_SIZE);
-        sets.insert(STL_FLOWS.into(), flows);
-    }
-    if needs_flows {
-        let mut flows = Set::map(
-            f,
-            TABLE,
-            SET_L2_FLOWS,
-            TypeSpec::concat(&[DataType::Ipv4Addr, DataType::Ipv4Addr, DataType::InetService]),
-            TypeSpec::of(DataType::EtherAddr),
-        )
-        .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
-        flows.size = Some(super::layout::LIMIT_SIZE);
-        sets.insert(SET_L2_FLOWS.into(), flows);
-    }
-    if !back_devs.is_empty() {
-        sets.insert(
-            SET_L2_RETURN_ADDRS.into(),
-            Set::map(
-                f,
-                TABLE,
-                SET_L2_RETURN_ADDRS,
-                addr_type,
-                TypeSpec::of(DataType::Verdict),
-            ),
-        );
-        sets.insert(
-            SET_L2_RETURNS.into(),
-            Set::map(
-                f,
-                TABLE,
-                SET_L2_RETURNS,
-                service_type,
-                TypeSpec::of(DataType::Verdict),
-            ),
-        );
-        sets.insert(
-            STL_MACS.into(),
-            Set::map(
-                f,
-                TABLE,
-                STL_MACS,
-                TypeSpec::of(DataType::Ipv4Addr),
-                TypeSpec::of(DataType::EtherAddr),
-            ),
-        );
-        let mut clients = Set::map(
-            f,
-            TABLE,
-            STL_CLIENTS,
-            TypeSpec::of(DataType::Ipv4Addr),
-            TypeSpec::of(DataType::EtherAddr),
-        )
-        .with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
-        clients.size = Some(super::layout::LIMIT_SIZE);
-        sets.insert(STL_CLIENTS.into(), clients);
+    let families_in: std::collections::BTreeSet<Ipf> = in_devs.iter().map(|(_, i)| *i).collect();
+    let families_back: std::collections::BTreeSet<Ipf> = back_devs.iter().map(|(_, i)| *i).collect();
+    let verdict_map =
+        |name: &str, key: TypeSpec| Set::map(f, TABLE, name, key, TypeSpec::of(DataType::Verdict));
+    let memory = |name: &str, key: TypeSpec, data: DataType| {
+        let mut s =
+            Set::map(f, TABLE, name, key, TypeSpec::of(data)).with_flags(NFT_SET_TIMEOUT | NFT_SET_EVAL);
+        s.size = Some(super::layout::LIMIT_SIZE);
+        s
+    };
+    let mut shared_elems = BTreeMap::new();
+    for ipf in [V4, V6] {
+        let addr = ipf.addr_type();
+        let addr_type = TypeSpec::concat(&[DataType::InetProto, addr]);
+        let service_type = TypeSpec::concat(&[DataType::InetProto, addr, DataType::InetService]);
+        let flow_type = TypeSpec::concat(&[addr, addr, DataType::InetService]);
+        if families_in.contains(&ipf) {
+            for (name, key) in [
+                (SET_L2_SERVICE_ADDRS, &addr_type),
+                (SET_L2_SERVICES, &service_type),
+            ] {
+                sets.insert(ipf.name(name), verdict_map(&ipf.name(name), key.clone()));
+            }
+            shared_elems.insert(
+                ipf.name(SET_L2_SERVICES),
+                services.remove(&ipf).unwrap_or_default(),
+            );
+            shared_elems.insert(
+                ipf.name(SET_L2_SERVICE_ADDRS),
+                addr_services.remove(&ipf).unwrap_or_default(),
+            );
+        }
+        if families_back.contains(&ipf) {
+            for (name, key) in [(SET_L2_RETURN_ADDRS, &addr_type), (SET_L2_RETURNS, &service_type)] {
+                sets.insert(ipf.name(name), verdict_map(&ipf.name(name), key.clone()));
+            }
+            shared_elems.insert(ipf.name(SET_L2_RETURNS), returns.remove(&ipf).unwrap_or_default());
+            shared_elems.insert(
+                ipf.name(SET_L2_RETURN_ADDRS),
+                addr_returns.remove(&ipf).unwrap_or_default(),
+            );
+            let macs = ipf.name(STL_MACS);
+            sets.insert(
+                macs.clone(),
+                Set::map(
+                    f,
+                    TABLE,
+                    &macs,
+                    TypeSpec::of(addr),
+                    TypeSpec::of(DataType::EtherAddr),
+                ),
+            );
+            let clients = ipf.name(STL_CLIENTS);
+            sets.insert(
+                clients.clone(),
+                memory(&clients, TypeSpec::of(addr), DataType::EtherAddr),
+            );
+        }
+        if needs_stl_ports.contains(&ipf) {
+            let name = ipf.name(STL_PORTS);
+            sets.insert(
+                name.clone(),
+                Set::map(
+                    f,
+                    TABLE,
+                    &name,
+                    TypeSpec::of(addr),
+                    TypeSpec::of(DataType::InetService),
+                ),
+            );
+        }
+        if needs_stl_flows.contains(&ipf) {
+            let name = ipf.name(STL_FLOWS);
+            sets.insert(name.clone(), memory(&name, flow_type.clone(), addr));
+        }
+        if needs_flows.contains(&ipf) {
+            let name = ipf.name(SET_L2_FLOWS);
+            sets.insert(name.clone(), memory(&name, flow_type, DataType::EtherAddr));
+        }
     }
     // One ingress chain per device: client dispatch where farms listen, reply dispatch where
-    // stateless farms' backends answer.
+    // stateless farms' backends answer; per family the device sees.
     let mut chains = Vec::new();
-    for dev in in_devs.union(&back_devs) {
+    let devs: std::collections::BTreeSet<&String> =
+        in_devs.iter().chain(&back_devs).map(|(d, _)| d).collect();
+    for dev in devs {
         let name = ingress_chain(dev);
         let mut rules = Vec::new();
-        if in_devs.contains(dev) {
-            let mut e = Vec::new();
-            ipv4_dependency(&mut e);
-            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
-            e.push(Expr::payload(PayloadField::IpDaddr, reg::r32(1)));
-            e.push(Expr::payload(PayloadField::ThDport, reg::r32(2)));
-            e.push(Expr::map(SET_L2_SERVICES, reg::R1, reg::VERDICT));
-            rules.push(Rule::new(f, TABLE, &name, e));
-            let mut e = Vec::new();
-            ipv4_dependency(&mut e);
-            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
-            e.push(Expr::payload(PayloadField::IpDaddr, reg::r32(1)));
-            e.push(Expr::map(SET_L2_SERVICE_ADDRS, reg::R1, reg::VERDICT));
-            rules.push(Rule::new(f, TABLE, &name, e));
-        }
-        if back_devs.contains(dev) {
-            let mut e = Vec::new();
-            ipv4_dependency(&mut e);
-            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
-            e.push(Expr::payload(PayloadField::IpSaddr, reg::r32(1)));
-            e.push(Expr::payload(PayloadField::ThSport, reg::r32(2)));
-            e.push(Expr::map(SET_L2_RETURNS, reg::R1, reg::VERDICT));
-            rules.push(Rule::new(f, TABLE, &name, e));
-            let mut e = Vec::new();
-            ipv4_dependency(&mut e);
-            e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
-            e.push(Expr::payload(PayloadField::IpSaddr, reg::r32(1)));
-            e.push(Expr::map(SET_L2_RETURN_ADDRS, reg::R1, reg::VERDICT));
-            rules.push(Rule::new(f, TABLE, &name, e));
+        for ipf in [V4, V6] {
+            let w = ipf.words();
+            // (set of exact ports, set of ranged addresses, address field, port field)
+            let mut dispatch = Vec::new();
+            if in_devs.contains(&(dev.clone(), ipf)) {
+                dispatch.push((
+                    SET_L2_SERVICES,
+                    SET_L2_SERVICE_ADDRS,
+                    ipf.daddr(),
+                    PayloadField::ThDport,
+                ));
+            }
+            if back_devs.contains(&(dev.clone(), ipf)) {
+                dispatch.push((
+                    SET_L2_RETURNS,
+                    SET_L2_RETURN_ADDRS,
+                    ipf.saddr(),
+                    PayloadField::ThSport,
+                ));
+            }
+            for (exact, ranged, addr, port) in dispatch {
+                let mut e = Vec::new();
+                ipf.dependency(&mut e);
+                e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+                e.push(Expr::payload(addr, reg::r32(1)));
+                e.push(Expr::payload(port, reg::r32(1 + w)));
+                e.push(Expr::map(&ipf.name(exact), reg::R1, reg::VERDICT));
+                rules.push(Rule::new(f, TABLE, &name, e));
+                let mut e = Vec::new();
+                ipf.dependency(&mut e);
+                e.push(Expr::meta(NFT_META_L4PROTO, reg::R1));
+                e.push(Expr::payload(addr, reg::r32(1)));
+                e.push(Expr::map(&ipf.name(ranged), reg::R1, reg::VERDICT));
+                rules.push(Rule::new(f, TABLE, &name, e));
+            }
         }
         let hook = Hook {
             point: HookPoint::Ingress,
@@ -1188,14 +1224,6 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             chain: Chain::base(f, TABLE, &name, ChainType::Filter, hook, Verdict::Accept),
             rules,
         });
-    }
-    let mut shared_elems = BTreeMap::from([
-        (SET_L2_SERVICES.to_string(), services),
-        (SET_L2_SERVICE_ADDRS.to_string(), addr_services),
-    ]);
-    if !back_devs.is_empty() {
-        shared_elems.insert(SET_L2_RETURNS.to_string(), returns);
-        shared_elems.insert(SET_L2_RETURN_ADDRS.to_string(), addr_returns);
     }
     let mut shared = range_parts;
     shared.extend([(
@@ -1214,15 +1242,4 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
         shared,
         farms,
     })
-}
-
-fn fields_len(fields: &[KeyField]) -> u32 {
-    fields
-        .iter()
-        .map(|k| match k {
-            KeyField::Srcip | KeyField::Dstip => 4,
-            KeyField::Srcport | KeyField::Dstport => 2,
-            KeyField::Srcmac | KeyField::Dstmac => 6,
-        })
-        .sum()
 }

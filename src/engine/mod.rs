@@ -99,14 +99,6 @@ fn check_supported_farms(
             }
         }
         if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat) {
-            if f.virtual_addresses.iter().any(|a| a.is_ipv6())
-                || f.backends.iter().any(|b| b.ip_addr.is_ipv6())
-            {
-                return Err(unsupported(
-                    at("family"),
-                    "layer-2 modes over IPv6 are not implemented yet",
-                ));
-            }
             let nat_only = [
                 ("policies", !f.policies.is_empty()),
                 ("new-rtlimit", f.new_rtlimit.is_some()),

@@ -249,6 +249,9 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
             _ => {}
         }
     }
+    if layer2 {
+        check_layer2_family(c, &at, f);
+    }
     match f.scheduler {
         Scheduler::Hash => check_keys(c, &format!("{at}.sched-param"), &f.sched_param),
         _ if !f.sched_param.is_empty() => c.err(
@@ -633,3 +636,59 @@ pub fn validate_changes(
 #[cfg(test)]
 #[path = "validate_tests.rs"]
 mod tests;
+
+/// A layer-2 farm rewrites one family's headers: its addresses and backends are all IPv4 or all
+/// IPv6. Its persistence key (VIP and fields, each padded to 32-bit words) must leave a register
+/// for the remembered backend: 48 bytes.
+fn check_layer2_family(c: &mut Checker, at: &str, f: &Farm) {
+    let Some(first) = f.virtual_addresses.first() else {
+        return;
+    };
+    let fam = |ip: &IpAddr| if ip.is_ipv6() { "IPv6" } else { "IPv4" };
+    if let Some(other) = f
+        .virtual_addresses
+        .iter()
+        .find(|a| a.is_ipv6() != first.is_ipv6())
+    {
+        c.err(
+            format!("{at}.virtual-addresses"),
+            format!(
+                "{other} is {} but {first} is {}: a layer-2 farm speaks one family",
+                fam(other),
+                fam(first)
+            ),
+        );
+    }
+    for b in &f.backends {
+        if b.ip_addr.is_ipv6() != first.is_ipv6() {
+            c.err(
+                format!("{at}.backends[{}].ip-addr", b.name),
+                format!(
+                    "{} is {} but the farm's address {first} is {}: a layer-2 farm speaks one family",
+                    b.ip_addr,
+                    fam(&b.ip_addr),
+                    fam(first)
+                ),
+            );
+        }
+    }
+    let addr = if first.is_ipv6() { 16 } else { 4 };
+    let len: usize = addr
+        + f.persistence
+            .iter()
+            .map(|k| match k {
+                KeyField::Srcip | KeyField::Dstip => addr,
+                KeyField::Srcport | KeyField::Dstport => 4,
+                KeyField::Srcmac | KeyField::Dstmac => 8,
+            })
+            .sum::<usize>();
+    if len > 48 {
+        c.err(
+            format!("{at}.persistence"),
+            format!(
+                "this key takes {len} bytes with the farm's {} address; a layer-2 farm's key holds at most 48 (leave out a port or MAC)",
+                fam(first)
+            ),
+        );
+    }
+}

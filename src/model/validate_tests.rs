@@ -326,3 +326,38 @@ fn every_problem_of_a_document_is_reported_at_once() {
     assert_eq!(e.0.len(), 3, "{e}");
     assert!(e.to_string().contains("; "));
 }
+
+#[test]
+fn a_layer2_farm_speaks_one_family_and_its_ipv6_persistence_key_fits() {
+    let l2 = |extra: serde_json::Value| {
+        let mut f = json!({"name": "d", "mode": "dsr", "family": "dual", "scheduler": "hash",
+            "virtual-addresses": ["2001:db8::10"], "virtual-ports": "80", "iface": "eth0",
+            "backends": [{"name": "b1", "ip-addr": "2001:db8::1"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            f[k] = v.clone();
+        }
+        json!({ "farms": [f] })
+    };
+    check(l2(json!({"persistence": ["srcip", "dstip"]}))).unwrap();
+    refused(
+        l2(json!({"virtual-addresses": ["2001:db8::10", "192.0.2.10"]})),
+        "farms[d].virtual-addresses",
+        "192.0.2.10 is IPv4 but 2001:db8::10 is IPv6",
+    );
+    refused(
+        l2(json!({"backends": [{"name": "b1", "ip-addr": "10.0.0.1"}]})),
+        "farms[d].backends[b1].ip-addr",
+        "a layer-2 farm speaks one family",
+    );
+    refused(
+        l2(json!({"persistence": ["srcip", "dstip", "srcport"]})),
+        "farms[d].persistence",
+        "takes 52 bytes with the farm's IPv6 address",
+    );
+    // The same key fits an IPv4 farm (28 bytes).
+    check(l2(
+        json!({"virtual-addresses": ["192.0.2.10"], "backends": [{"name": "b1", "ip-addr": "10.0.0.1"}],
+        "persistence": ["srcip", "dstip", "srcport"]}),
+    ))
+    .unwrap();
+}

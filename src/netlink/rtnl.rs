@@ -2,7 +2,7 @@
 //! address leaves by, and a neighbour's MAC — what layer-2 farms need when they are not told —
 //! and a subscription to link, address, route and neighbour changes so they can follow the host.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::attr::AttrIter;
@@ -147,8 +147,9 @@ impl RouteSocket {
     }
 
     /// The index of the interface that has `ip` as one of its addresses.
-    pub fn owner_of(&mut self, ip: Ipv4Addr) -> Result<Option<u32>> {
-        let body = [libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0];
+    pub fn owner_of(&mut self, ip: IpAddr) -> Result<Option<u32>> {
+        let (family, ip) = family_and_octets(ip);
+        let body = [family, 0, 0, 0, 0, 0, 0, 0];
         for p in self.request(RTM_GETADDR, NLM_F_DUMP, &body, RTM_NEWADDR)? {
             if p.len() < 8 {
                 continue;
@@ -156,7 +157,7 @@ impl RouteSocket {
             let index = u32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
             for a in AttrIter::new(&p[8..]) {
                 let (t, v) = a?;
-                if (t == IFA_LOCAL || t == IFA_ADDRESS) && v == ip.octets() {
+                if (t == IFA_LOCAL || t == IFA_ADDRESS) && v == ip.as_slice() {
                     return Ok(Some(index));
                 }
             }
@@ -165,9 +166,10 @@ impl RouteSocket {
     }
 
     /// The index of the interface a packet to `dst` leaves by.
-    pub fn route_oif(&mut self, dst: Ipv4Addr) -> Result<Option<u32>> {
-        let mut body = vec![libc::AF_INET as u8, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        body.extend(attr(RTA_DST, &dst.octets()));
+    pub fn route_oif(&mut self, dst: IpAddr) -> Result<Option<u32>> {
+        let (family, dst) = family_and_octets(dst);
+        let mut body = vec![family, (dst.len() * 8) as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        body.extend(attr(RTA_DST, &dst));
         let replies = match self.request(RTM_GETROUTE, 0, &body, RTM_NEWROUTE) {
             Ok(r) => r,
             Err(Error::Kernel { errno, .. }) if errno == libc::ENETUNREACH || errno == libc::EHOSTUNREACH => {
@@ -187,8 +189,9 @@ impl RouteSocket {
     }
 
     /// The MAC of neighbour `ip` on interface `index`, when the kernel has a usable entry.
-    pub fn neighbour(&mut self, ip: Ipv4Addr, index: u32) -> Result<Option<[u8; 6]>> {
-        let body = [libc::AF_INET as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    pub fn neighbour(&mut self, ip: IpAddr, index: u32) -> Result<Option<[u8; 6]>> {
+        let (family, ip) = family_and_octets(ip);
+        let body = [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         for p in self.request(RTM_GETNEIGH, NLM_F_DUMP, &body, RTM_NEWNEIGH)? {
             if p.len() < 12 {
                 continue;
@@ -207,10 +210,18 @@ impl RouteSocket {
                     _ => {}
                 }
             }
-            if dst.as_deref() == Some(&ip.octets()[..]) && mac.is_some() {
+            if dst.as_deref() == Some(ip.as_slice()) && mac.is_some() {
                 return Ok(mac);
             }
         }
         Ok(None)
+    }
+}
+
+/// The address family byte and the address's bytes.
+fn family_and_octets(ip: IpAddr) -> (u8, Vec<u8>) {
+    match ip {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
     }
 }
