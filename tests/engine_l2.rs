@@ -315,6 +315,57 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
     let ranged = SocketAddr::new(IpAddr::from(VIP), 8080);
     let got: Vec<String> = run_in(&ns[0], move || (0..4).map(|_| tcp_hello(ranged)).collect());
     assert!(got.iter().all(|g| g.contains("@8080 10.7.0.2")), "{got:?}");
+
+    // Policies on a layer-2 farm, checked on every client packet: a blacklist that lists the
+    // client drops it and counts it; a whitelist admits only what it lists.
+    let with = |policies: serde_json::Value, attach: serde_json::Value| {
+        let mut c = farm("symhash");
+        c["policies"] = policies;
+        c["farms"][0]["policies"] = attach;
+        parse_config(&c.to_string()).unwrap()
+    };
+    let client_ns = ns[0].clone();
+    let quick = move || {
+        run_in(&client_ns, move || {
+            (0..3)
+                .map(|_| common::topo::tcp_hello_within(vip, std::time::Duration::from_millis(300)))
+                .collect::<Vec<_>>()
+        })
+    };
+    e.apply(with(
+        json!([{"name": "bad", "type": "blacklist", "elements": ["192.0.2.0/24", "10.7.0.2"]}]),
+        json!(["bad"]),
+    ))
+    .unwrap();
+    let got = quick();
+    assert!(got.iter().all(|g| g.starts_with("ERROR")), "{got:?}");
+    let counts = e.policy_counters("bad").unwrap();
+    let client = counts.iter().find(|(el, _, _)| el == "10.7.0.2").unwrap();
+    assert!(client.1 >= 3, "{counts:?}");
+    e.apply(with(
+        json!([{"name": "bad", "type": "blacklist", "elements": ["192.0.2.0/24"]},
+               {"name": "ours", "type": "whitelist", "elements": ["10.7.0.0/24"]}]),
+        json!(["bad", "ours"]),
+    ))
+    .unwrap();
+    assert!(quick().iter().all(|g| g.starts_with("be")));
+    e.apply(with(
+        json!([{"name": "ours", "type": "whitelist", "elements": ["10.7.1.0/24"]}]),
+        json!(["ours"]),
+    ))
+    .unwrap();
+    assert!(quick().iter().all(|g| g.starts_with("ERROR")));
+    let listing = sh(&[
+        "ip", "netns", "exec", &ns[1], "nft", "list", "chain", "netdev", "nftlbd", "l2-dsr",
+    ]);
+    assert!(listing.contains("ip saddr != @policy-ours drop"), "{listing}");
+    // Unused policies have no copy here.
+    e.apply(parse_config(&farm("symhash").to_string()).unwrap())
+        .unwrap();
+    let table = sh(&[
+        "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
+    ]);
+    assert!(!table.contains("policy-"), "{table}");
 }
 
 /// Client and balancer on one bridge, balancer and backends on another; the backends' default

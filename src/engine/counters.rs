@@ -7,13 +7,35 @@ use crate::netlink::{Connection, Expr, Family, Result};
 
 use super::layout::{TABLE, policy_set};
 
-/// (element as `a` or `a-b`, packets, bytes) for every merged range of the policy.
+/// (element as `a` or `a-b`, packets, bytes) for every merged range of the policy: the sum of
+/// its set in the NAT table of its family and its copy in the layer-2 table.
 pub fn read(conn: &mut Connection, p: &Policy) -> Result<Vec<(String, u64, u64)>> {
-    let family = if p.family == PolicyFamily::Ipv6 {
+    let nat = if p.family == PolicyFamily::Ipv6 {
         Family::Ip6
     } else {
         Family::Ip
     };
+    let mut sum: Vec<(String, u64, u64)> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for family in [nat, Family::Netdev] {
+        for (text, packets, bytes) in read_in(conn, family, p)? {
+            match at.get(&text) {
+                Some(&i) => {
+                    let x: &mut (String, u64, u64) = &mut sum[i];
+                    x.1 += packets;
+                    x.2 += bytes;
+                }
+                None => {
+                    at.insert(text.clone(), sum.len());
+                    sum.push((text, packets, bytes));
+                }
+            }
+        }
+    }
+    Ok(sum)
+}
+
+fn read_in(conn: &mut Connection, family: Family, p: &Policy) -> Result<Vec<(String, u64, u64)>> {
     let set = policy_set(&p.name);
     if !conn.list_tables(Some(family))?.iter().any(|t| t.name == TABLE)
         || !conn.list_sets(family, TABLE)?.iter().any(|s| s.name == set)

@@ -616,6 +616,33 @@ fn hash(e: &mut Vec<Expr>, ipf: Ipf, farm: &Farm, slots: u32, offset: u32) {
     }
 }
 
+/// A log statement with the farm's prefix, rate-limited by `log-rtlimit` when set.
+fn farm_log(e: &mut Vec<Expr>, farm: &Farm, prefix: String) {
+    if let Some(rate) = farm.log_rtlimit.filter(|r| r.count > 0) {
+        e.push(Expr::Limit(Limit {
+            rate: rate.count,
+            unit: match rate.unit {
+                crate::model::RateUnit::Second => RateUnit::Second,
+                crate::model::RateUnit::Minute => RateUnit::Minute,
+                crate::model::RateUnit::Hour => RateUnit::Hour,
+                crate::model::RateUnit::Day => RateUnit::Day,
+                crate::model::RateUnit::Week => RateUnit::Week,
+            },
+            burst: 5,
+            bytes: false,
+            over: false,
+        }));
+    }
+    e.push(Expr::Log {
+        prefix: Some(prefix.chars().take(127).collect()),
+        group: None,
+        snaplen: None,
+        qthreshold: None,
+        level: Some(4),
+        flags: 0,
+    });
+}
+
 fn fwd(e: &mut Vec<Expr>, index: u32) {
     e.push(Expr::immediate(reg::R2, index.to_ne_bytes().to_vec()));
     e.push(Expr::Fwd {
@@ -659,6 +686,8 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     let mut needs_stl_ports = std::collections::BTreeSet::new();
     // Port ranges, by (dispatch kind, protocol, address): (first, last, target chain).
     let mut ranges: BTreeMap<RangeKey, Vec<(u16, u16, String)>> = BTreeMap::new();
+    // Policies some layer-2 farm attaches: their sets are copied into this table.
+    let mut used_policies = std::collections::BTreeSet::new();
     for farm in config.farms.iter().filter(|x| is_l2(x)) {
         let Some(fa) = alloc.farms.get(&farm.name) else {
             continue;
@@ -688,33 +717,49 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
         let mut rules = Vec::new();
         let mut extra = Vec::new();
         let mut e = Vec::new();
+        // Policies first, in the farm's order, on every client packet (there is no connection
+        // state here): a blacklist refuses what it lists, a whitelist what it does not. Each
+        // policy of the farm's family has a copy of its set in this table.
+        for p in crate::engine::render::attached(farm, &config.policies)
+            .into_iter()
+            .filter(|p| (p.family == crate::model::PolicyFamily::Ipv6) == ipf.v6)
+        {
+            let set = super::layout::policy_set(&p.name);
+            used_policies.insert(p.name.clone());
+            let white = p.kind == crate::model::PolicyType::Whitelist;
+            let matches = |e: &mut Vec<Expr>| {
+                ipf.dependency(e);
+                e.push(Expr::payload(ipf.saddr(), reg::R1));
+                e.push(Expr::Lookup {
+                    set: set.clone(),
+                    sreg: reg::R1,
+                    dreg: None,
+                    invert: white,
+                });
+            };
+            let kind = format!("policy-{}-{}", if white { "WL" } else { "BL" }, p.name);
+            if farm.verdict.contains(&crate::model::VerdictAction::Log) {
+                // The log has a rule of its own, so a rate limit on it cannot spare a drop.
+                matches(&mut e);
+                let fallback = format!("{kind}-{} ", farm.name);
+                let prefix = match &farm.log_prefix {
+                    None => fallback,
+                    Some(_) => crate::engine::render::log_prefix(farm, &kind, "DROP", format!("{kind} ")),
+                };
+                farm_log(&mut e, farm, prefix);
+                rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            }
+            if farm.verdict.contains(&crate::model::VerdictAction::Drop) {
+                matches(&mut e);
+                e.push(Expr::verdict(Verdict::Drop));
+                rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            }
+        }
         if farm.log.contains(&LogPoint::Output) {
             // What the farm sends out, as nftlb's `OUT-<farm>` log (rate-limited if asked).
-            if let Some(rate) = farm.log_rtlimit.filter(|r| r.count > 0) {
-                e.push(Expr::Limit(Limit {
-                    rate: rate.count,
-                    unit: match rate.unit {
-                        crate::model::RateUnit::Second => RateUnit::Second,
-                        crate::model::RateUnit::Minute => RateUnit::Minute,
-                        crate::model::RateUnit::Hour => RateUnit::Hour,
-                        crate::model::RateUnit::Day => RateUnit::Day,
-                        crate::model::RateUnit::Week => RateUnit::Week,
-                    },
-                    burst: 5,
-                    bytes: false,
-                    over: false,
-                }));
-            }
             let prefix =
                 crate::engine::render::log_prefix(farm, "farm", "OUT", format!("OUT-{} ", farm.name));
-            e.push(Expr::Log {
-                prefix: Some(prefix.chars().take(127).collect()),
-                group: None,
-                snaplen: None,
-                qthreshold: None,
-                level: Some(4),
-                flags: 0,
-            });
+            farm_log(&mut e, farm, prefix);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }
         let per_flow = !stateless && matches!(farm.scheduler, Scheduler::Rr | Scheduler::Weight);
@@ -1226,6 +1271,19 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
         });
     }
     let mut shared = range_parts;
+    for p in config.policies.iter().filter(|p| used_policies.contains(&p.name)) {
+        let v6 = p.family == crate::model::PolicyFamily::Ipv6;
+        let fam = if v6 {
+            crate::engine::render::IpFamily::V6
+        } else {
+            crate::engine::render::IpFamily::V4
+        };
+        let set = super::layout::policy_set(&p.name);
+        sets.insert(set.clone(), crate::engine::render::policy_map_in(f, p));
+        if let Some(part) = crate::engine::render::policy_part(fam, p) {
+            shared.insert(set, part);
+        }
+    }
     shared.extend([(
         SET_L2_SERVICES.to_string(),
         FarmPart {

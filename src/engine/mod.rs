@@ -100,7 +100,6 @@ fn check_supported_farms(
         }
         if matches!(f.mode, Mode::Dsr | Mode::Stlsdnat) {
             let nat_only = [
-                ("policies", !f.policies.is_empty()),
                 ("new-rtlimit", f.new_rtlimit.is_some()),
                 ("rst-rtlimit", f.rst_rtlimit.is_some()),
                 (

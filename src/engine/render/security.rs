@@ -204,7 +204,7 @@ pub(super) fn policy_in(p: &Policy, fam: IpFamily) -> bool {
 }
 
 /// The policies a farm attaches, in its order (validation made sure they exist).
-pub(super) fn attached<'a>(farm: &Farm, policies: &'a [Policy]) -> Vec<&'a Policy> {
+pub fn attached<'a>(farm: &Farm, policies: &'a [Policy]) -> Vec<&'a Policy> {
     farm.policies
         .iter()
         .filter_map(|n| policies.iter().find(|p| p.name == *n))
@@ -213,13 +213,18 @@ pub(super) fn attached<'a>(farm: &Farm, policies: &'a [Policy]) -> Vec<&'a Polic
 
 /// A policy's set: addresses, CIDRs and ranges as intervals, each with a counter.
 pub(super) fn policy_map(fam: IpFamily, p: &Policy) -> Set {
-    let mut s = Set::new(
-        fam.family(),
-        TABLE,
-        &policy_set(&p.name),
-        TypeSpec::of(fam.addr_type()),
-    )
-    .with_flags(NFT_SET_INTERVAL);
+    policy_map_in(fam.family(), p)
+}
+
+/// A policy's set in a table of `family` (the netdev table takes copies for layer-2 farms).
+pub fn policy_map_in(family: Family, p: &Policy) -> Set {
+    let addr = if p.family == PolicyFamily::Ipv6 {
+        DataType::Ipv6Addr
+    } else {
+        DataType::Ipv4Addr
+    };
+    let mut s =
+        Set::new(family, TABLE, &policy_set(&p.name), TypeSpec::of(addr)).with_flags(NFT_SET_INTERVAL);
     s.exprs = vec![Expr::counter()];
     s
 }
