@@ -633,14 +633,7 @@ fn farm_log(e: &mut Vec<Expr>, farm: &Farm, prefix: String) {
             over: false,
         }));
     }
-    e.push(Expr::Log {
-        prefix: Some(prefix.chars().take(127).collect()),
-        group: None,
-        snaplen: None,
-        qthreshold: None,
-        level: Some(4),
-        flags: 0,
-    });
+    e.push(crate::engine::render::log(prefix));
 }
 
 fn fwd(e: &mut Vec<Expr>, index: u32) {

@@ -14,7 +14,7 @@ pub use base::Needs;
 use base::*;
 use farm::*;
 use security::*;
-pub use security::{attached, log_prefix, policy_map_in, policy_part};
+pub use security::{attached, log, log_prefix, policy_map_in, policy_part};
 use sets::*;
 pub use shared::*;
 

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Ends a rule that refuses a packet as the farm's `verdict` says: log (with `prefix`), drop.
-pub(super) fn log(prefix: String) -> Expr {
+pub fn log(prefix: String) -> Expr {
     Expr::Log {
         prefix: Some(prefix.chars().take(127).collect()),
         group: None,
