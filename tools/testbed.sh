@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# tools/testbed.sh CHECKS.sh: runs CHECKS.sh against a real system bus and polkitd, with the
+# project's files installed at their real paths, in a private mount + PID namespace (nothing
+# leaks to the host; every process dies with the namespace). For machines without systemd.
+#
+# Inside, CHECKS.sh is sourced with: users nftlbd (the service), opsalice (group webops) and bob;
+# the stock dbus-daemon --system and polkitd running; and these helpers:
+#   check DESC CMD...   one check (counted; a failure fails the run)
+#   asuser U CMD...     run as user U (with its groups)
+#   hold U              start `sleep` as U in the background; prints its PID (a pkcheck subject)
+#   wait_for SECS CMD   poll CMD every 10 ms
+set -uo pipefail
+SELF=$(readlink -f "$0")
+REPO=$(cd "$(dirname "$SELF")/.." && pwd)
+
+if [ "${_TESTBED_INNER:-}" != 1 ]; then
+  [ "$(id -u)" = 0 ] || { echo "testbed.sh: run as root" >&2; exit 2; }
+  [ $# -ge 1 ] || { echo "usage: $0 CHECKS.sh" >&2; exit 2; }
+  STAGE=$(mktemp -d "${TMPDIR:-/tmp}/nftlbd-testbed.XXXXXX")
+  _TESTBED_INNER=1 _TESTBED_STAGE=$STAGE \
+    unshare --mount --propagation private --pid --mount-proc --kill-child -- "$SELF" "$(readlink -f "$1")"
+  rc=$?
+  rmdir "$STAGE" 2>/dev/null || { echo "LEAK: $STAGE not empty"; rc=1; }
+  exit $rc
+fi
+
+# ---- inside: PID 1 of a new PID namespace, private mounts ----
+unset DBUS_SYSTEM_BUS_ADDRESS DBUS_SESSION_BUS_ADDRESS
+export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C
+STAGE=$_TESTBED_STAGE
+FAILS=0; NCHECK=0; PIDS=()
+check() { local d=$1; shift; NCHECK=$((NCHECK+1)); if "$@"; then echo "  PASS $d"; else FAILS=$((FAILS+1)); echo "  FAIL $d"; fi; }
+asuser() { local u=$1; shift; setpriv --reuid="$u" --regid="$u" --init-groups -- "$@"; }
+hold() { setpriv --reuid="$1" --regid="$1" --init-groups -- sleep 600 >/dev/null 2>&1 & PIDS+=($!); echo $!; }
+wait_for() { local end=$(( ${EPOCHREALTIME/./} + $1*1000000 )); shift
+  until "$@" >/dev/null 2>&1; do [ ${EPOCHREALTIME/./} -gt $end ] && return 1; sleep 0.01; done; }
+cleanup() { local p; for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; }
+trap cleanup EXIT; trap 'exit 143' TERM; trap 'exit 130' INT
+
+mount -n -t tmpfs -o mode=0755 testbed "$STAGE" || exit 1
+L=$STAGE/logs; mkdir -p "$L"
+mount -n -t tmpfs -o mode=0755 testbed-rundbus /run/dbus
+# Writable copies (same owner and mode) over the directories the install step writes to.
+overlay() {
+  local d=$1 st="$STAGE/ov$(echo "$1" | tr / _)"
+  mkdir -p "$d" "$st"; cp -a "$d/." "$st/"; chown --reference="$d" "$st"; chmod --reference="$d" "$st"
+  mount -n --bind "$st" "$d"
+}
+for d in /usr/share/polkit-1/actions /etc/polkit-1/rules.d /usr/share/dbus-1/system.d \
+         /usr/share/dbus-1/system-services /usr/share/doc /usr/local/sbin; do overlay "$d"; done
+for f in passwd group shadow gshadow; do cp -a /etc/$f "$STAGE/$f"; done
+printf 'nftlbd:x:2950:2950:nftlbd service:/nonexistent:/usr/sbin/nologin\nopsalice:x:2951:2951:webops:/nonexistent:/usr/sbin/nologin\nbob:x:2952:2952:nobody special:/nonexistent:/usr/sbin/nologin\n' >>"$STAGE/passwd"
+printf 'nftlbd:x:2950:\nopsalice:x:2951:\nbob:x:2952:\nwebops:x:2960:opsalice\n' >>"$STAGE/group"
+printf 'nftlbd:!:19000::::::\nopsalice:!:19000::::::\nbob:!:19000::::::\n' >>"$STAGE/shadow"
+printf 'nftlbd:!::\nopsalice:!::\nbob:!::\nwebops:!::opsalice\n' >>"$STAGE/gshadow"
+for f in passwd group shadow gshadow; do mount -n --bind "$STAGE/$f" /etc/$f; done
+
+# The project's real install step, at the real paths.
+NFTLBD_BIN=${NFTLBD_BIN:-none} "$REPO/tools/install.sh" >"$L/install.log" 2>&1 || { cat "$L/install.log"; exit 1; }
+
+dbus-daemon --system --nofork --nopidfile </dev/null >"$L/dbus.log" 2>&1 & PIDS+=($!)
+wait_for 10 busctl --system --auto-start=no status org.freedesktop.DBus || { echo "no system bus"; cat "$L/dbus.log"; exit 1; }
+/usr/lib/polkit-1/polkitd --no-debug </dev/null >"$L/polkitd.log" 2>&1 & PIDS+=($!)
+gdbus wait --system --timeout 10 org.freedesktop.PolicyKit1 || { echo "no polkitd"; cat "$L/polkitd.log"; exit 1; }
+
+cd "$REPO"
+. "$1"
+cleanup; trap - EXIT
+umount -n /etc/passwd /etc/group /etc/shadow /etc/gshadow 2>/dev/null
+printf '%d checks, %d failed\n' $NCHECK $FAILS
+[ $FAILS = 0 ]
