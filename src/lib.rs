@@ -5,7 +5,9 @@
 //! diff, one transaction) → [`netlink`] (the nf_tables wire protocol) ↔ kernel; [`state`] persists what
 //! was committed. The service and its D-Bus and varlink front ends will drive the engine.
 
+pub mod dbus;
 pub mod engine;
 pub mod model;
 pub mod netlink;
+pub mod service;
 pub mod state;

@@ -68,7 +68,7 @@ fn start(t: &Topo, dir: &Path) -> Daemon {
             "--state-dir",
         ])
         .arg(dir)
-        .arg("run")
+        .args(["--no-bus", "run"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

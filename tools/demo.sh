@@ -68,11 +68,11 @@ farm "$(be 1)" "$(be 2 drain)" "$(be 3)" > "$STATE/web.json"
 nftlbd apply "$STATE/web.json"
 requests 4
 echo "== the daemon: start, kill -9, start again (the kernel keeps balancing; nothing is rewritten)"
-ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" run > "$STATE/run1.out" 2>&1 & D=$!; PIDS+=($D)
+ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" --no-bus run > "$STATE/run1.out" 2>&1 & D=$!; PIDS+=($D)
 for _ in $(seq 50); do grep -q READY "$STATE/run1.out" && break; sleep 0.1; done
 kill -9 $D; wait $D 2>/dev/null || true
 requests 2
-ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" run > "$STATE/run2.out" 2>&1 & D=$!; PIDS+=($D)
+ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" --no-bus run > "$STATE/run2.out" 2>&1 & D=$!; PIDS+=($D)
 for _ in $(seq 50); do grep -q READY "$STATE/run2.out" && break; sleep 0.1; done
 echo "  daemon says: $(grep nftlbd: "$STATE/run2.out")"
 kill $D; wait $D 2>/dev/null || true

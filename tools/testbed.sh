@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tools/testbed.sh CHECKS.sh: runs CHECKS.sh against a real system bus and polkitd, with the
+# tools/testbed.sh CHECKS.sh | --exec CMD...: runs CHECKS.sh (or CMD) against a real system bus and polkitd, with the
 # project's files installed at their real paths, in a private mount + PID namespace (nothing
 # leaks to the host; every process dies with the namespace). For machines without systemd.
 #
@@ -9,16 +9,19 @@
 #   asuser U CMD...     run as user U (with its groups)
 #   hold U              start `sleep` as U in the background; prints its PID (a pkcheck subject)
 #   wait_for SECS CMD   poll CMD every 10 ms
+# With --exec, CMD runs instead (a test binary, say), with the same users, bus and polkitd; its
+# exit status is the run's. NFTLBD_BIN=path installs that daemon as /usr/local/sbin/nftlbd.
 set -uo pipefail
 SELF=$(readlink -f "$0")
 REPO=$(cd "$(dirname "$SELF")/.." && pwd)
 
 if [ "${_TESTBED_INNER:-}" != 1 ]; then
   [ "$(id -u)" = 0 ] || { echo "testbed.sh: run as root" >&2; exit 2; }
-  [ $# -ge 1 ] || { echo "usage: $0 CHECKS.sh" >&2; exit 2; }
+  [ $# -ge 1 ] || { echo "usage: $0 CHECKS.sh | --exec CMD..." >&2; exit 2; }
   STAGE=$(mktemp -d "${TMPDIR:-/tmp}/nftlbd-testbed.XXXXXX")
+  if [ "$1" = --exec ]; then shift; set -- --exec "$@"; else set -- "$(readlink -f "$1")"; fi
   _TESTBED_INNER=1 _TESTBED_STAGE=$STAGE \
-    unshare --mount --propagation private --pid --mount-proc --kill-child -- "$SELF" "$(readlink -f "$1")"
+    unshare --mount --propagation private --pid --mount-proc --kill-child -- "$SELF" "$@"
   rc=$?
   rmdir "$STAGE" 2>/dev/null || { echo "LEAK: $STAGE not empty"; rc=1; }
   exit $rc
@@ -40,6 +43,7 @@ trap cleanup EXIT; trap 'exit 143' TERM; trap 'exit 130' INT
 mount -n -t tmpfs -o mode=0755 testbed "$STAGE" || exit 1
 L=$STAGE/logs; mkdir -p "$L"
 mount -n -t tmpfs -o mode=0755 testbed-rundbus /run/dbus
+mkdir -p /run/netns && mount -n -t tmpfs -o mode=0755 testbed-netns /run/netns
 # Writable copies (same owner and mode) over the directories the install step writes to.
 overlay() {
   local d=$1 st="$STAGE/ov$(echo "$1" | tr / _)"
@@ -64,6 +68,14 @@ wait_for 10 busctl --system --auto-start=no status org.freedesktop.DBus || { ech
 gdbus wait --system --timeout 10 org.freedesktop.PolicyKit1 || { echo "no polkitd"; cat "$L/polkitd.log"; exit 1; }
 
 cd "$REPO"
+if [ "$1" = --exec ]; then
+  shift
+  "$@"; rc=$?
+  for n in $(ip netns list | awk '{print $1}'); do ip netns del "$n"; done
+  cleanup; trap - EXIT
+  umount -n /etc/passwd /etc/group /etc/shadow /etc/gshadow 2>/dev/null
+  exit $rc
+fi
 . "$1"
 cleanup; trap - EXIT
 umount -n /etc/passwd /etc/group /etc/shadow /etc/gshadow 2>/dev/null

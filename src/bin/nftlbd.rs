@@ -1,22 +1,24 @@
-//! The nftlbd command: `apply`/`check` one-shot modes and `run`, the daemon (without its D-Bus front
-//! end yet): reconcile the kernel with the saved state, repair foreign changes, keep the tables when
-//! it exits.
+//! The nftlbd command: `apply`/`check` one-shot modes and `run`, the daemon: reconcile the kernel
+//! with the saved state, serve `org.nftlbd1` on the system bus, repair foreign changes, keep the
+//! tables when it exits.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Duration;
 
 use nftlbd::engine::{Engine, EngineError, check_supported};
 use nftlbd::model::{self, Config};
-use nftlbd::netlink::{KernelFeatures, Monitor};
+use nftlbd::netlink::KernelFeatures;
+use nftlbd::service::{Options, Service};
 use nftlbd::state::{self, DEFAULT_STATE_DIR, State};
 
 const USAGE: &str = "usage: nftlbd [--state-dir DIR] COMMAND
   apply FILE.json   validate FILE, make the kernel match it in one transaction, save it as the state
   check FILE.json   validate FILE only (same errors as apply)
-  run               reconcile the kernel with the saved state, repair foreign changes until SIGTERM
-                    (SIGHUP re-reads the state file); tables stay in place when it exits";
+  run               reconcile the kernel with the saved state, serve org.nftlbd1 on the system bus,
+                    repair foreign changes until SIGTERM (SIGHUP re-reads the state file); tables
+                    stay in place when it exits
+    --no-bus        run without D-Bus (the state file is the only way in)
+    --bus ADDRESS   serve on this bus instead of the system bus";
 
 /// Exit codes: invalid input (as sysexits' EX_DATAERR), unsupported, kernel or system failure.
 const EXIT_INVALID: u8 = 65;
@@ -27,15 +29,26 @@ struct Args {
     state_dir: PathBuf,
     command: String,
     file: Option<PathBuf>,
+    /// `None`: no D-Bus; `Some(None)`: the system bus; `Some(Some(a))`: the bus at `a`.
+    bus: Option<Option<String>>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
+    let mut bus = Some(None);
     let mut rest = Vec::new();
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
         if a == "--state-dir" {
             state_dir = it.next().ok_or("--state-dir needs a directory")?.into();
+        } else if a == "--no-bus" {
+            bus = None;
+        } else if a == "--bus" {
+            let addr = it
+                .next()
+                .and_then(|a| a.into_string().ok())
+                .ok_or("--bus needs an address")?;
+            bus = Some(Some(addr));
         } else if a == "-h" || a == "--help" {
             return Err(String::new());
         } else {
@@ -56,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
         state_dir,
         command,
         file,
+        bus,
     })
 }
 
@@ -66,6 +80,9 @@ enum CliError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     State(#[from] state::StateError),
+    /// The daemon could not start or serve (bus, runtime, signals).
+    #[error("{0}")]
+    Daemon(String),
 }
 
 impl From<nftlbd::netlink::Error> for CliError {
@@ -85,6 +102,10 @@ fn fail(e: &CliError) -> ExitCode {
         CliError::Engine(e) => e,
         CliError::State(s) => {
             eprintln!("nftlbd: {s}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        CliError::Daemon(d) => {
+            eprintln!("nftlbd: {d}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -163,78 +184,48 @@ fn apply(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNAL.store(sig, Ordering::SeqCst);
-}
-
-fn install_signals() {
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
-        }
-    }
-}
-
 fn run(args: &Args) -> Result<(), CliError> {
-    install_signals();
-    let _lock = state::lock(&args.state_dir)?;
-    let mut engine = Engine::open()?;
-    let reconcile = |engine: &mut Engine| -> Result<(), CliError> {
-        let st = saved_state(args)?;
-        let (config, alloc) = st.map(|s| (s.config, s.allocation)).unwrap_or_default();
-        let o = engine.reconcile(config, alloc)?;
-        save(args, engine)?;
-        match o.generation {
-            Some(g) => eprintln!("nftlbd: reconciled: {} message(s), generation {g}", o.messages),
-            None => eprintln!("nftlbd: the kernel matches the saved state"),
+    let service = Service::start(Options {
+        state_dir: args.state_dir.clone(),
+        watch: true,
+    })
+    .map_err(CliError::Daemon)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Daemon(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = |k| signal(k).map_err(|e| CliError::Daemon(format!("cannot catch signals: {e}")));
+        let (mut term, mut int, mut hup) = (
+            sig(SignalKind::terminate())?,
+            sig(SignalKind::interrupt())?,
+            sig(SignalKind::hangup())?,
+        );
+        let _bus = match &args.bus {
+            Some(address) => Some(
+                nftlbd::dbus::serve(service.clone(), address.as_deref())
+                    .await
+                    .map_err(|e| CliError::Daemon(format!("D-Bus: {e} (use --no-bus to run without it)")))?,
+            ),
+            None => None,
+        };
+        println!("READY");
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    if let Err(e) = service.reload().await {
+                        eprintln!("nftlbd: reload: {e}");
+                    }
+                }
+            }
         }
+        eprintln!("nftlbd: stopping; the tables stay in place");
         Ok(())
-    };
-    reconcile(&mut engine)?;
-    let mut monitor = Monitor::new()?;
-    // Layer-2 farms follow the host: links, addresses, routes and neighbours.
-    let mut host = nftlbd::netlink::rtnl::RouteSocket::subscribe()?;
-    println!("READY");
-    loop {
-        match SIGNAL.swap(0, Ordering::SeqCst) {
-            libc::SIGTERM | libc::SIGINT => {
-                eprintln!("nftlbd: stopping; the tables stay in place");
-                return Ok(());
-            }
-            libc::SIGHUP => reconcile(&mut engine)?,
-            _ => {}
-        }
-        // Someone else changed our tables (possible when the kernel cannot lock them to us):
-        // put them back as they should be.
-        let mut foreign = false;
-        while let Some(ev) = monitor.next(Some(Duration::from_millis(200)))? {
-            foreign |= ev.origin != engine.portid()
-                && ev
-                    .change
-                    .table()
-                    .is_some_and(|(_, t)| t == nftlbd::engine::layout::TABLE);
-        }
-        if foreign {
-            eprintln!("nftlbd: our tables were changed by another process; repairing");
-            reconcile(&mut engine)?;
-        }
-        let mut host_changed = false;
-        while host.changed(Duration::from_millis(10))? {
-            host_changed = true;
-        }
-        if host_changed {
-            let o = engine.refresh_l2()?;
-            if o.generation.is_some() {
-                eprintln!(
-                    "nftlbd: the host's interfaces or neighbours changed; layer-2 farms follow ({} messages)",
-                    o.messages
-                );
-            }
-        }
-    }
+    })
 }
 
 fn main() -> ExitCode {

@@ -69,6 +69,37 @@ pub fn parse_config(json: &str) -> Result<Config, Invalid> {
     Ok(config)
 }
 
+/// Parses one farm given as canonical JSON (a D-Bus or varlink request builds it), with errors
+/// under `at` (e.g. `farms[web]`). Only the shape is checked here; the farm's values and its
+/// place among the others are validated when it is applied.
+pub fn parse_farm_value(value: serde_json::Value, at: &str) -> Result<super::config::Farm, Invalid> {
+    // Backends are named in errors, as validation names them, rather than numbered.
+    let names: Vec<Option<String>> = value
+        .get("backends")
+        .and_then(|b| b.as_array())
+        .map(|l| {
+            l.iter()
+                .map(|b| b.get("name").and_then(|n| n.as_str()).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut path = e.path().to_string();
+        if let Some(rest) = path.strip_prefix("backends[")
+            && let Some((i, tail)) = rest.split_once(']')
+            && let Some(Some(name)) = i.parse::<usize>().ok().and_then(|i| names.get(i))
+        {
+            path = format!("backends[{name}]{tail}");
+        }
+        let field = if path == "." {
+            at.to_string()
+        } else {
+            format!("{at}.{path}")
+        };
+        Invalid::one(field, e.into_inner().to_string())
+    })
+}
+
 /// A persistence key value of a static session, in the order of the persistence fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyValue {

@@ -1,0 +1,79 @@
+//! Changes requested over the bus, as functions of the committed configuration: the service runs
+//! them in its turn, so concurrent requests compose instead of overwriting each other.
+
+use serde_json::{Map, Value};
+
+use crate::model::{Config, Invalid, parse_farm_value};
+use crate::service::ServiceError;
+
+pub type Obj = Map<String, Value>;
+
+fn not_found_farm(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no farm is named {name:?}"))
+}
+
+/// The configuration with farm `name` replaced by `f` of its canonical JSON, parsed back.
+pub fn farm(
+    c: &Config,
+    name: &str,
+    f: impl FnOnce(&mut Obj) -> Result<(), ServiceError>,
+) -> Result<Config, ServiceError> {
+    let i = c
+        .farms
+        .iter()
+        .position(|x| x.name == name)
+        .ok_or_else(|| not_found_farm(name))?;
+    let mut obj = to_obj(&c.farms[i])?;
+    f(&mut obj)?;
+    let at = format!("farms[{name}]");
+    let farm = parse_farm_value(Value::Object(obj), &at)?;
+    let mut new = c.clone();
+    new.farms[i] = farm;
+    Ok(new)
+}
+
+/// The configuration with backend `backend` of farm `name` replaced by `f` of its JSON.
+pub fn backend(
+    c: &Config,
+    name: &str,
+    backend: &str,
+    f: impl FnOnce(&mut Obj) -> Result<(), ServiceError>,
+) -> Result<Config, ServiceError> {
+    farm(c, name, |farm| {
+        let list = farm
+            .get_mut("backends")
+            .and_then(Value::as_array_mut)
+            .ok_or_else(|| ServiceError::NotFound(format!("farm {name:?} has no backends")))?;
+        let b = list
+            .iter_mut()
+            .find(|b| b.get("name").and_then(Value::as_str) == Some(backend))
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("farm {name:?} has no backend named {backend:?}"))
+            })?;
+        f(b)
+    })
+}
+
+pub fn to_obj<T: serde::Serialize>(x: &T) -> Result<Obj, ServiceError> {
+    match serde_json::to_value(x) {
+        Ok(Value::Object(o)) => Ok(o),
+        _ => Err(ServiceError::Invalid(Invalid::one(
+            "document",
+            "cannot be shown as JSON",
+        ))),
+    }
+}
+
+/// Sets or removes (`None`: back to the default) one canonical key.
+pub fn set_key(obj: &mut Obj, key: &str, value: Option<Value>) {
+    match value {
+        Some(v) => obj.insert(key.to_string(), v),
+        None => obj.remove(key),
+    };
+}
+
+/// Refuses a name the API does not allow, naming the field.
+pub fn check_name(field: &str, name: &str) -> Result<(), ServiceError> {
+    crate::model::validate_name(name).map_err(|e| ServiceError::Invalid(Invalid::one(field, e.to_string())))
+}

@@ -1,0 +1,268 @@
+//! `org.nftlbd1.Farm` at `/org/nftlbd1/farm/<escaped name>`: one property per farm key (read from
+//! the committed configuration), setters and methods that commit one transaction each.
+//!
+//! Implemented by hand rather than with `#[interface]`: the properties come from one table
+//! (`props::FARM`), and changes are announced by the service's event, once, whoever made them.
+
+use std::collections::HashMap;
+
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::{Connection, Message};
+
+use super::auth::{self, Details};
+use super::error::Error;
+use super::keyed::{Change, Keyed, keyed_interface};
+use super::{backend_path, edit, props};
+use crate::model::Invalid;
+use crate::service::{Origin, Service, ServiceError};
+
+pub const IFACE: &str = "org.nftlbd1.Farm";
+
+pub struct FarmObject {
+    pub farm: String,
+    pub service: Service,
+}
+
+/// Read-only properties besides the writable keys.
+const READ_ONLY: &[super::Arg] = &[("Name", "s"), ("Backends", "ao"), ("EffectivePriority", "u")];
+
+/// (name, in-arguments, out-arguments) of each method, for introspection.
+const METHODS: &[super::Method] = &[
+    ("Update", &[("changes", "a{sv}")], &[]),
+    (
+        "AddBackend",
+        &[("name", "s"), ("settings", "a{sv}")],
+        &[("backend", "o")],
+    ),
+    ("RemoveBackend", &[("name", "s")], &[]),
+    ("Rename", &[("new_name", "s")], &[]),
+    ("Delete", &[], &[]),
+];
+
+impl FarmObject {
+    async fn update(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let changes: HashMap<String, OwnedValue> = msg.body().deserialize()?;
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::FARM_MANAGE,
+            &Details::farm(&self.farm, "update"),
+        )
+        .await?;
+        let at = format!("farms[{}]", self.farm);
+        let mut patch = serde_json::Map::new();
+        props::apply_settings(&mut patch, props::FARM, &changes, &at, true)?;
+        let removed: Vec<String> = props::FARM
+            .iter()
+            .filter(|p| changes.contains_key(p.name) && !patch.contains_key(p.key))
+            .map(|p| p.key.to_string())
+            .collect();
+        let name = self.farm.clone();
+        self.service
+            .change(Origin::api(), move |c| {
+                edit::farm(c, &name, |obj| {
+                    for k in &removed {
+                        obj.remove(k);
+                    }
+                    obj.extend(patch);
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn add_backend(&self, conn: &Connection, msg: &Message) -> Result<OwnedObjectPath, Error> {
+        let (bname, settings): (String, HashMap<String, OwnedValue>) = msg.body().deserialize()?;
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::BACKEND_MANAGE,
+            &Details::backend(&self.farm, &bname, "add"),
+        )
+        .await?;
+        let at = format!("farms[{}].backends[{bname}]", self.farm);
+        edit::check_name(&format!("{at}.name"), &bname)?;
+        let mut b = serde_json::Map::new();
+        props::apply_settings(&mut b, props::BACKEND, &settings, &at, false)?;
+        b.insert("name".into(), serde_json::Value::String(bname.clone()));
+        let (farm, added) = (self.farm.clone(), bname.clone());
+        self.service
+            .change(Origin::api(), move |c| {
+                edit::farm(c, &farm, |obj| {
+                    let list = obj
+                        .entry("backends")
+                        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                    let Some(list) = list.as_array_mut() else {
+                        return Err(ServiceError::Invalid(Invalid::one(
+                            format!("farms[{farm}].backends"),
+                            "not a list",
+                        )));
+                    };
+                    if list
+                        .iter()
+                        .any(|x| x.get("name").and_then(|n| n.as_str()) == Some(&added))
+                    {
+                        return Err(ServiceError::Exists(format!(
+                            "farm {farm:?} already has a backend named {added:?}"
+                        )));
+                    }
+                    list.push(serde_json::Value::Object(b));
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(backend_path(&self.farm, &bname))
+    }
+
+    async fn remove_backend(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let bname: String = msg.body().deserialize()?;
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::BACKEND_MANAGE,
+            &Details::backend(&self.farm, &bname, "remove"),
+        )
+        .await?;
+        remove_backend(&self.service, &self.farm, &bname).await
+    }
+
+    async fn rename(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let new_name: String = msg.body().deserialize()?;
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::FARM_MANAGE,
+            &Details::farm(&self.farm, "rename"),
+        )
+        .await?;
+        edit::check_name(&format!("farms[{}].name", self.farm), &new_name)?;
+        let old = self.farm.clone();
+        self.service
+            .change(Origin::api(), move |c| {
+                if c.farm(&new_name).is_some() {
+                    return Err(ServiceError::Exists(format!(
+                        "a farm is already named {new_name:?}"
+                    )));
+                }
+                edit::farm(c, &old, |obj| {
+                    obj.insert("name".into(), serde_json::Value::String(new_name));
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::FARM_MANAGE,
+            &Details::farm(&self.farm, "delete"),
+        )
+        .await?;
+        delete_farm(&self.service, &self.farm).await
+    }
+}
+
+pub async fn delete_farm(service: &Service, name: &str) -> Result<(), Error> {
+    let name = name.to_string();
+    service
+        .change(Origin::api(), move |c| {
+            let mut new = c.clone();
+            let before = new.farms.len();
+            new.farms.retain(|f| f.name != name);
+            if new.farms.len() == before {
+                return Err(ServiceError::NotFound(format!("no farm is named {name:?}")));
+            }
+            Ok(new)
+        })
+        .await?;
+    Ok(())
+}
+
+pub async fn remove_backend(service: &Service, farm: &str, backend: &str) -> Result<(), Error> {
+    let (farm, backend) = (farm.to_string(), backend.to_string());
+    service
+        .change(Origin::api(), move |c| {
+            edit::farm(c, &farm, |obj| {
+                let list = obj.get_mut("backends").and_then(|l| l.as_array_mut());
+                let Some(list) = list else {
+                    return Err(ServiceError::NotFound(format!(
+                        "farm {farm:?} has no backend named {backend:?}"
+                    )));
+                };
+                let before = list.len();
+                list.retain(|x| x.get("name").and_then(|n| n.as_str()) != Some(&backend));
+                if list.len() == before {
+                    return Err(ServiceError::NotFound(format!(
+                        "farm {farm:?} has no backend named {backend:?}"
+                    )));
+                }
+                Ok(())
+            })
+        })
+        .await?;
+    Ok(())
+}
+
+impl Keyed for FarmObject {
+    const IFACE: &'static str = IFACE;
+    const TABLE: &'static [props::Prop] = props::FARM;
+    const READ_ONLY: &'static [super::Arg] = READ_ONLY;
+    const METHODS: &'static [super::Method] = METHODS;
+    const SIGNALS: &'static [super::Signal] = &[];
+
+    fn service(&self) -> &Service {
+        &self.service
+    }
+
+    fn value(&self, name: &str) -> Option<Value<'static>> {
+        let config = self.service.config();
+        let f = config.farm(&self.farm)?;
+        if name == "Backends" {
+            let paths: Vec<OwnedObjectPath> = f
+                .backends
+                .iter()
+                .map(|b| backend_path(&f.name, &b.name))
+                .collect();
+            return Some(Value::from(paths));
+        }
+        props::farm_value(f, name)
+    }
+
+    fn what(&self) -> String {
+        format!("farm {:?}", self.farm)
+    }
+
+    fn set_auth(&self, prop: &props::Prop) -> (&'static str, Details) {
+        (
+            auth::FARM_MANAGE,
+            Details::farm(&self.farm, &format!("set {}", prop.name)),
+        )
+    }
+
+    fn set_change(&self, prop: &'static props::Prop, json: Option<serde_json::Value>) -> Change {
+        let name = self.farm.clone();
+        Box::new(move |c| {
+            edit::farm(c, &name, |obj| {
+                edit::set_key(obj, prop.key, json);
+                Ok(())
+            })
+        })
+    }
+}
+
+keyed_interface!(FarmObject, {
+    "Update" => update,
+    "AddBackend" => add_backend,
+    "RemoveBackend" => remove_backend,
+    "Rename" => rename,
+    "Delete" => delete,
+});

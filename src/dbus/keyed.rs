@@ -1,0 +1,196 @@
+//! What farm and backend objects share: properties that are a table of canonical keys, read from
+//! the committed configuration and set through the service after a polkit check. The objects
+//! implement [`Keyed`]; `keyed_interface!` writes their `zbus` interface.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use zbus::message::Header;
+use zbus::object_server::DispatchResult;
+use zbus::zvariant::{OwnedValue, Value};
+use zbus::{Connection, fdo};
+
+use super::auth::{self, Details};
+use super::error::{Error, to_fdo};
+use super::props::{self, Prop};
+use super::{Arg, Method, Signal, owned};
+use crate::model::Config;
+use crate::service::{Origin, Service, ServiceError};
+
+pub type Change = Box<dyn FnOnce(&Config) -> Result<Config, ServiceError> + Send>;
+
+pub trait Keyed: Send + Sync + 'static {
+    const IFACE: &'static str;
+    /// Writable keys.
+    const TABLE: &'static [Prop];
+    const READ_ONLY: &'static [Arg];
+    const METHODS: &'static [Method];
+    const SIGNALS: &'static [Signal];
+
+    fn service(&self) -> &Service;
+    /// A property's value now (`None` when the object's farm or backend is gone).
+    fn value(&self, name: &str) -> Option<Value<'static>>;
+    /// `farm "web"`, for errors.
+    fn what(&self) -> String;
+    /// The polkit action and details for setting `prop`.
+    fn set_auth(&self, prop: &Prop) -> (&'static str, Details);
+    /// The change that sets `prop`'s key (`None`: back to its default).
+    fn set_change(&self, prop: &'static Prop, json: Option<serde_json::Value>) -> Change;
+}
+
+fn is_property<K: Keyed>(name: &str) -> bool {
+    props::find(K::TABLE, name).is_some() || K::READ_ONLY.iter().any(|(n, _)| *n == name)
+}
+
+pub fn get<K: Keyed>(k: &K, name: &str) -> Option<fdo::Result<OwnedValue>> {
+    if !is_property::<K>(name) {
+        return None;
+    }
+    Some(
+        k.value(name)
+            .ok_or_else(|| fdo::Error::UnknownObject(format!("{} is gone", k.what())))
+            .and_then(owned),
+    )
+}
+
+pub fn get_all<K: Keyed>(k: &K) -> fdo::Result<HashMap<String, OwnedValue>> {
+    let mut out = HashMap::new();
+    let names = K::TABLE
+        .iter()
+        .map(|p| p.name)
+        .chain(K::READ_ONLY.iter().map(|(n, _)| *n));
+    for n in names {
+        if let Some(v) = k.value(n) {
+            out.insert(n.to_string(), owned(v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Setting a property: polkit, then one commit. Announced by the service's event, not here.
+pub fn set<'call, K: Keyed>(
+    k: &'call K,
+    name: &'call str,
+    value: &'call Value<'_>,
+    connection: &'call Connection,
+    header: Option<&'call Header<'_>>,
+) -> DispatchResult<'call> {
+    let fail = |e: Error| zbus::Error::FDO(Box::new(to_fdo(e)));
+    let Some(prop) = props::find(K::TABLE, name) else {
+        if is_property::<K>(name) {
+            return DispatchResult::Async(Box::pin(async move {
+                Err(zbus::Error::FDO(Box::new(fdo::Error::PropertyReadOnly(format!(
+                    "{name} is read-only"
+                )))))
+            }));
+        }
+        return DispatchResult::NotFound;
+    };
+    DispatchResult::Async(Box::pin(async move {
+        let hdr = header.ok_or_else(|| fail(Error::NotAuthorized("no caller".into())))?;
+        let (action, details) = k.set_auth(prop);
+        auth::require(connection, hdr, action, &details)
+            .await
+            .map_err(fail)?;
+        let json = props::to_json(prop, value)
+            .map_err(|e| fail(Error::InvalidArgument(format!("{}: {e}", k.what()))))?;
+        k.service()
+            .change(Origin::api(), k.set_change(prop, json))
+            .await
+            .map_err(|e| fail(e.into()))?;
+        Ok(())
+    }))
+}
+
+pub fn introspect<K: Keyed>(w: &mut dyn Write, level: usize) {
+    let props = K::TABLE.iter().map(|p| (p.name, p.sig, true));
+    let ro = K::READ_ONLY.iter().map(|(n, s)| (*n, *s, false));
+    super::introspect(w, level, K::IFACE, props.chain(ro), K::METHODS, K::SIGNALS);
+}
+
+/// The `zbus` interface of a [`Keyed`] object whose methods are `async fn name(&self, &Connection,
+/// &Message) -> Result<T, Error>`.
+macro_rules! keyed_interface {
+    ($t:ty, { $($method:literal => $f:ident),* $(,)? }) => {
+        #[zbus::export::async_trait::async_trait]
+        impl zbus::object_server::Interface for $t {
+            fn name() -> zbus::names::InterfaceName<'static> {
+                zbus::names::InterfaceName::from_static_str_unchecked(<$t as $crate::dbus::keyed::Keyed>::IFACE)
+            }
+
+            async fn get(
+                &self,
+                property_name: &str,
+                _server: &zbus::ObjectServer,
+                _connection: &zbus::Connection,
+                _header: Option<&zbus::message::Header<'_>>,
+                _emitter: &zbus::object_server::SignalEmitter<'_>,
+            ) -> Option<zbus::fdo::Result<zbus::zvariant::OwnedValue>> {
+                $crate::dbus::keyed::get(self, property_name)
+            }
+
+            async fn get_all(
+                &self,
+                _server: &zbus::ObjectServer,
+                _connection: &zbus::Connection,
+                _header: Option<&zbus::message::Header<'_>>,
+                _emitter: &zbus::object_server::SignalEmitter<'_>,
+            ) -> zbus::fdo::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>> {
+                $crate::dbus::keyed::get_all(self)
+            }
+
+            fn set<'call>(
+                &'call self,
+                property_name: &'call str,
+                value: &'call zbus::zvariant::Value<'_>,
+                _server: &'call zbus::ObjectServer,
+                connection: &'call zbus::Connection,
+                header: Option<&'call zbus::message::Header<'_>>,
+                _emitter: &'call zbus::object_server::SignalEmitter<'_>,
+            ) -> zbus::object_server::DispatchResult<'call> {
+                $crate::dbus::keyed::set(self, property_name, value, connection, header)
+            }
+
+            async fn set_mut(
+                &mut self,
+                _property_name: &str,
+                _value: &zbus::zvariant::Value<'_>,
+                _server: &zbus::ObjectServer,
+                _connection: &zbus::Connection,
+                _header: Option<&zbus::message::Header<'_>>,
+                _emitter: &zbus::object_server::SignalEmitter<'_>,
+            ) -> Option<zbus::fdo::Result<()>> {
+                None
+            }
+
+            fn call<'call>(
+                &'call self,
+                _server: &'call zbus::ObjectServer,
+                connection: &'call zbus::Connection,
+                msg: &'call zbus::Message,
+                name: zbus::names::MemberName<'call>,
+            ) -> zbus::object_server::DispatchResult<'call> {
+                match name.as_str() {
+                    $($method => zbus::object_server::DispatchResult::new_async(connection, msg, self.$f(connection, msg)),)*
+                    _ => zbus::object_server::DispatchResult::NotFound,
+                }
+            }
+
+            fn call_mut<'call>(
+                &'call mut self,
+                _server: &'call zbus::ObjectServer,
+                _connection: &'call zbus::Connection,
+                _msg: &'call zbus::Message,
+                _name: zbus::names::MemberName<'call>,
+            ) -> zbus::object_server::DispatchResult<'call> {
+                zbus::object_server::DispatchResult::NotFound
+            }
+
+            fn introspect_to_writer(&self, writer: &mut dyn std::fmt::Write, level: usize) {
+                $crate::dbus::keyed::introspect::<$t>(writer, level)
+            }
+        }
+    };
+}
+
+pub(crate) use keyed_interface;

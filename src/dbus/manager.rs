@@ -1,0 +1,200 @@
+//! `org.nftlbd1.Manager` at `/org/nftlbd1` (with the ObjectManager): farms are created, found and
+//! deleted here; the whole configuration goes in and out as canonical JSON.
+
+use std::collections::HashMap;
+
+use zbus::message::Header;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
+use zbus::{Connection, interface};
+
+use super::auth::{self, Details};
+use super::error::Error;
+use super::{edit, farm_path, props};
+use crate::model::{Config, Invalid, parse_config, parse_farm_value};
+use crate::service::{Origin, Service, ServiceError};
+
+pub struct Manager {
+    pub service: Service,
+}
+
+#[interface(name = "org.nftlbd1.Manager")]
+impl Manager {
+    /// Creates a farm, its backends included (`Backends` as `aa{sv}`), in one transaction.
+    async fn create_farm(
+        &self,
+        name: String,
+        settings: HashMap<String, OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath, Error> {
+        auth::require(conn, &hdr, auth::FARM_MANAGE, &Details::farm(&name, "create")).await?;
+        let at = format!("farms[{name}]");
+        edit::check_name(&format!("{at}.name"), &name)?;
+        let mut obj = serde_json::Map::new();
+        props::apply_settings(&mut obj, props::FARM, &settings, &at, true)?;
+        obj.insert("name".into(), serde_json::Value::String(name.clone()));
+        let farm = parse_farm_value(serde_json::Value::Object(obj), &at)?;
+        self.service
+            .change(Origin::api(), move |c| {
+                if c.farm(&farm.name).is_some() {
+                    return Err(ServiceError::Exists(format!(
+                        "a farm is already named {:?}",
+                        farm.name
+                    )));
+                }
+                let mut new = c.clone();
+                new.farms.push(farm);
+                Ok(new)
+            })
+            .await?;
+        Ok(farm_path(&name))
+    }
+
+    async fn delete_farm(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        auth::require(conn, &hdr, auth::FARM_MANAGE, &Details::farm(&name, "delete")).await?;
+        super::farm::delete_farm(&self.service, &name).await
+    }
+
+    async fn get_farm(&self, name: String) -> Result<OwnedObjectPath, Error> {
+        match self.service.config().farm(&name) {
+            Some(_) => Ok(farm_path(&name)),
+            None => Err(Error::NotFound(format!("no farm is named {name:?}"))),
+        }
+    }
+
+    async fn list_farms(&self) -> Vec<OwnedObjectPath> {
+        self.farms()
+    }
+
+    /// The whole configuration as canonical JSON.
+    async fn export_config(&self) -> Result<String, Error> {
+        serde_json::to_string_pretty(&*self.service.config()).map_err(|e| Error::Kernel(e.to_string()))
+    }
+
+    /// Replaces the configuration (`replace`) or adds and replaces the farms and policies it
+    /// names (`merge`); all or nothing.
+    async fn import_config(
+        &self,
+        json: String,
+        mode: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        auth::require(
+            conn,
+            &hdr,
+            auth::CONFIG,
+            &Details::verb(&format!("import {mode}")),
+        )
+        .await?;
+        let replace = match mode.as_str() {
+            "replace" => true,
+            "merge" => false,
+            other => {
+                return Err(Invalid::one("mode", format!("{other:?} is not merge or replace")).into());
+            }
+        };
+        // Shape and values first, so the error names the document's own fields.
+        let incoming = parse_config(&json)?;
+        self.service
+            .change(Origin::api(), move |c| {
+                if replace {
+                    return Ok(incoming);
+                }
+                let mut new: Config = c.clone();
+                upsert(&mut new.farms, incoming.farms, |f| f.name.clone());
+                upsert(&mut new.policies, incoming.policies, |p| p.name.clone());
+                crate::model::validate(&new)?;
+                Ok(new)
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Re-reads the state file and makes the kernel match it.
+    async fn reload(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        auth::require(conn, &hdr, auth::CONFIG, &Details::verb("reload")).await?;
+        self.service.reload().await?;
+        Ok(())
+    }
+
+    /// action id → `yes`, `no` or `auth` for the caller (no details: the general answer).
+    async fn get_permissions(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<HashMap<String, String>, Error> {
+        let mut out = HashMap::new();
+        for action in auth::ALL {
+            let a = auth::check(conn, &hdr, action, &Details::default()).await?;
+            let word = match a {
+                auth::Answer::Yes => "yes",
+                auth::Answer::No => "no",
+                auth::Answer::Auth => "auth",
+            };
+            out.insert(action.to_string(), word.to_string());
+        }
+        Ok(out)
+    }
+
+    #[zbus(property)]
+    fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    #[zbus(property)]
+    fn farms(&self) -> Vec<OwnedObjectPath> {
+        self.service
+            .config()
+            .farms
+            .iter()
+            .map(|f| farm_path(&f.name))
+            .collect()
+    }
+
+    /// Bumps with every committed change of the configuration.
+    #[zbus(property)]
+    fn generation(&self) -> u64 {
+        self.service.generation()
+    }
+
+    #[zbus(property)]
+    fn kernel_features(&self) -> Vec<String> {
+        let f = self.service.features();
+        [
+            ("table-owner", f.table_owner),
+            ("table-persist", f.table_persist),
+            ("queue", f.queue),
+            ("flowtable", f.flowtable),
+        ]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n.to_string())
+        .collect()
+    }
+}
+
+impl From<ServiceError> for zbus::fdo::Error {
+    fn from(e: ServiceError) -> Self {
+        super::error::to_fdo(e.into())
+    }
+}
+
+/// Replaces the items of `into` that `from` names again, and appends the others.
+fn upsert<T>(into: &mut Vec<T>, from: Vec<T>, name: impl Fn(&T) -> String) {
+    for x in from {
+        match into.iter_mut().find(|y| name(y) == name(&x)) {
+            Some(y) => *y = x,
+            None => into.push(x),
+        }
+    }
+}

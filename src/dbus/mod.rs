@@ -1,0 +1,325 @@
+//! The D-Bus front end (`org.nftlbd1` on the system bus, API.md): translates calls into changes
+//! for the service and asks polkit first; never changes anything itself. The object tree follows
+//! the service's events: one task adds and removes farm and backend objects and emits
+//! `PropertiesChanged`, `StateChanged` and the ObjectManager's signals, once per change, whoever
+//! made it.
+
+mod auth;
+mod backend;
+mod edit;
+mod error;
+mod farm;
+pub(crate) mod keyed;
+mod manager;
+mod props;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use zbus::names::InterfaceName;
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+use zbus::{Connection, fdo};
+
+pub use error::Error;
+
+use crate::model::{Config, Farm, bus_path_escape};
+use crate::service::{Event, Service};
+
+pub const BUS_NAME: &str = "org.nftlbd1";
+pub const ROOT: &str = "/org/nftlbd1";
+
+pub fn farm_path(farm: &str) -> OwnedObjectPath {
+    path(format!("{ROOT}/farm/{}", bus_path_escape(farm)))
+}
+
+pub fn backend_path(farm: &str, backend: &str) -> OwnedObjectPath {
+    path(format!(
+        "{ROOT}/farm/{}/backend/{}",
+        bus_path_escape(farm),
+        bus_path_escape(backend)
+    ))
+}
+
+fn path(s: String) -> OwnedObjectPath {
+    // Escaped names only have [A-Za-z0-9_] and slashes between them: always a valid path.
+    OwnedObjectPath::try_from(s).unwrap_or_else(|_| {
+        OwnedObjectPath::from(zbus::zvariant::ObjectPath::from_static_str_unchecked(ROOT))
+    })
+}
+
+fn owned(v: Value<'static>) -> fdo::Result<OwnedValue> {
+    OwnedValue::try_from(v).map_err(|e| fdo::Error::Failed(e.to_string()))
+}
+
+/// Connects to the system bus (or `address`), publishes the objects of the committed
+/// configuration, then takes the name `org.nftlbd1`: a client that sees the name sees the
+/// whole tree.
+pub async fn serve(service: Service, address: Option<&str>) -> zbus::Result<Connection> {
+    let builder = match address {
+        Some(a) => zbus::connection::Builder::address(a)?,
+        None => zbus::connection::Builder::system()?,
+    };
+    let conn = builder
+        .serve_at(ROOT, fdo::ObjectManager)?
+        .serve_at(
+            ROOT,
+            manager::Manager {
+                service: service.clone(),
+            },
+        )?
+        .build()
+        .await?;
+    let events = service.subscribe();
+    let shown = service.config();
+    for f in &shown.farms {
+        add_farm(&conn, &service, f).await?;
+    }
+    let sync_conn = conn.clone();
+    let sync_service = service.clone();
+    tokio::spawn(async move { follow(sync_conn, sync_service, shown, events).await });
+    conn.request_name(BUS_NAME).await?;
+    Ok(conn)
+}
+
+async fn add_farm(conn: &Connection, service: &Service, f: &Farm) -> zbus::Result<()> {
+    let server = conn.object_server();
+    server
+        .at(
+            farm_path(&f.name),
+            farm::FarmObject {
+                farm: f.name.clone(),
+                service: service.clone(),
+            },
+        )
+        .await?;
+    for b in &f.backends {
+        add_backend(conn, service, &f.name, &b.name).await?;
+    }
+    Ok(())
+}
+
+async fn add_backend(conn: &Connection, service: &Service, farm: &str, backend: &str) -> zbus::Result<()> {
+    conn.object_server()
+        .at(
+            backend_path(farm, backend),
+            backend::BackendObject {
+                farm: farm.to_string(),
+                backend: backend.to_string(),
+                service: service.clone(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+async fn remove_farm(conn: &Connection, f: &Farm) -> zbus::Result<()> {
+    let server = conn.object_server();
+    for b in &f.backends {
+        server
+            .remove::<backend::BackendObject, _>(backend_path(&f.name, &b.name))
+            .await?;
+    }
+    server.remove::<farm::FarmObject, _>(farm_path(&f.name)).await?;
+    Ok(())
+}
+
+/// Keeps the object tree and its signals in step with the committed configuration.
+async fn follow(
+    conn: Connection,
+    service: Service,
+    mut shown: Arc<Config>,
+    mut events: tokio::sync::broadcast::Receiver<Arc<Event>>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let (new, reason) = match events.recv().await {
+            Ok(ev) => (ev.new.clone(), ev.origin.reason.clone()),
+            // Missed some: catch up with the latest configuration in one step.
+            Err(RecvError::Lagged(_)) => (service.config(), "api".to_string()),
+            Err(RecvError::Closed) => return,
+        };
+        if let Err(e) = show(&conn, &service, &shown, &new, &reason).await {
+            eprintln!("nftlbd: D-Bus objects could not follow a change: {e}");
+        }
+        shown = new;
+    }
+}
+
+async fn show(
+    conn: &Connection,
+    service: &Service,
+    old: &Config,
+    new: &Config,
+    reason: &str,
+) -> zbus::Result<()> {
+    let before: HashMap<&str, &Farm> = old.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+    let after: HashMap<&str, &Farm> = new.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+    for f in &old.farms {
+        if !after.contains_key(f.name.as_str()) {
+            remove_farm(conn, f).await?;
+        }
+    }
+    for f in &new.farms {
+        match before.get(f.name.as_str()) {
+            None => add_farm(conn, service, f).await?,
+            Some(o) if *o != f => farm_changed(conn, service, o, f, reason).await?,
+            Some(_) => {}
+        }
+    }
+    let emitter = SignalEmitter::new(conn, ROOT)?;
+    let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
+    changed.insert("Generation", Value::from(service.generation()));
+    let names = |c: &Config| c.farms.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
+    if names(old) != names(new) {
+        let paths: Vec<OwnedObjectPath> = new.farms.iter().map(|f| farm_path(&f.name)).collect();
+        changed.insert("Farms", Value::from(paths));
+    }
+    properties_changed(&emitter, "org.nftlbd1.Manager", changed).await
+}
+
+async fn properties_changed(
+    emitter: &SignalEmitter<'_>,
+    iface: &'static str,
+    changed: HashMap<&str, Value<'_>>,
+) -> zbus::Result<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    fdo::Properties::properties_changed(
+        emitter,
+        InterfaceName::from_static_str_unchecked(iface),
+        changed,
+        Cow::Borrowed(&[]),
+    )
+    .await
+}
+
+async fn farm_changed(
+    conn: &Connection,
+    service: &Service,
+    old: &Farm,
+    new: &Farm,
+    reason: &str,
+) -> zbus::Result<()> {
+    let fpath = farm_path(&new.name);
+    let emitter = SignalEmitter::new(conn, fpath.as_ref())?;
+    let mut changed = HashMap::new();
+    for p in props::FARM.iter().map(|p| p.name).chain(["EffectivePriority"]) {
+        let (a, b) = (props::farm_value(old, p), props::farm_value(new, p));
+        if a != b
+            && let Some(v) = b
+        {
+            changed.insert(p, v);
+        }
+    }
+    let old_b: HashMap<&str, &crate::model::Backend> =
+        old.backends.iter().map(|b| (b.name.as_str(), b)).collect();
+    let new_b: HashMap<&str, &crate::model::Backend> =
+        new.backends.iter().map(|b| (b.name.as_str(), b)).collect();
+    if old
+        .backends
+        .iter()
+        .map(|b| &b.name)
+        .ne(new.backends.iter().map(|b| &b.name))
+    {
+        let paths: Vec<OwnedObjectPath> = new
+            .backends
+            .iter()
+            .map(|b| backend_path(&new.name, &b.name))
+            .collect();
+        changed.insert("Backends", Value::from(paths));
+    }
+    properties_changed(&emitter, farm::IFACE, changed).await?;
+    for b in &old.backends {
+        if !new_b.contains_key(b.name.as_str()) {
+            conn.object_server()
+                .remove::<backend::BackendObject, _>(backend_path(&new.name, &b.name))
+                .await?;
+        }
+    }
+    for b in &new.backends {
+        let Some(o) = old_b.get(b.name.as_str()) else {
+            add_backend(conn, service, &new.name, &b.name).await?;
+            continue;
+        };
+        if *o == b {
+            continue;
+        }
+        let bpath = backend_path(&new.name, &b.name);
+        let emitter = SignalEmitter::new(conn, bpath.as_ref())?;
+        let mut changed = HashMap::new();
+        for p in props::BACKEND {
+            let (x, y) = (props::backend_value(o, p.name), props::backend_value(b, p.name));
+            if x != y
+                && let Some(v) = y
+            {
+                changed.insert(p.name, v);
+            }
+        }
+        properties_changed(&emitter, backend::IFACE, changed).await?;
+        if o.state != b.state {
+            let word = |s: &crate::model::BackendState| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            };
+            emitter
+                .emit(
+                    backend::IFACE,
+                    "StateChanged",
+                    &(word(&o.state), word(&b.state), reason),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A D-Bus argument: (name, signature).
+type Arg = (&'static str, &'static str);
+/// A method for introspection: name, in-arguments, out-arguments.
+type Method = (&'static str, &'static [Arg], &'static [Arg]);
+/// A signal for introspection: name, arguments.
+type Signal = (&'static str, &'static [Arg]);
+
+/// Introspection XML of a hand-written interface.
+fn introspect<'a>(
+    w: &mut dyn Write,
+    level: usize,
+    name: &str,
+    props: impl Iterator<Item = (&'a str, &'a str, bool)>,
+    methods: &[Method],
+    signals: &[Signal],
+) {
+    let pad = " ".repeat(level);
+    let _ = writeln!(w, "{pad}<interface name=\"{name}\">");
+    for (m, ins, outs) in methods {
+        let _ = writeln!(w, "{pad}  <method name=\"{m}\">");
+        for (a, t) in ins.iter() {
+            let _ = writeln!(w, "{pad}    <arg name=\"{a}\" type=\"{t}\" direction=\"in\"/>");
+        }
+        for (a, t) in outs.iter() {
+            let _ = writeln!(w, "{pad}    <arg name=\"{a}\" type=\"{t}\" direction=\"out\"/>");
+        }
+        let _ = writeln!(w, "{pad}  </method>");
+    }
+    for (s, args) in signals {
+        let _ = writeln!(w, "{pad}  <signal name=\"{s}\">");
+        for (a, t) in args.iter() {
+            let _ = writeln!(w, "{pad}    <arg name=\"{a}\" type=\"{t}\"/>");
+        }
+        let _ = writeln!(w, "{pad}  </signal>");
+    }
+    for (p, t, writable) in props {
+        let access = if writable { "readwrite" } else { "read" };
+        let _ = writeln!(
+            w,
+            "{pad}  <property name=\"{p}\" type=\"{t}\" access=\"{access}\"/>"
+        );
+    }
+    let _ = writeln!(w, "{pad}</interface>");
+}

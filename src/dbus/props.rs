@@ -1,0 +1,328 @@
+//! Farm and backend keys as D-Bus properties: the CamelCase name of each canonical JSON key
+//! (API.md), its D-Bus type, and the conversions both ways. Reading is typed per key; writing
+//! turns the variant into the key's JSON and lets the model parse it, so a bad value gets the
+//! model's own error, naming the key.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use zbus::zvariant::{OwnedValue, Value};
+
+use crate::model::{Backend, Farm};
+
+/// One key: its property name, its canonical JSON name and its D-Bus signature.
+pub struct Prop {
+    pub name: &'static str,
+    pub key: &'static str,
+    pub sig: &'static str,
+}
+
+const fn p(name: &'static str, key: &'static str, sig: &'static str) -> Prop {
+    Prop { name, key, sig }
+}
+
+/// Writable farm keys (`Name` is read-only: `Rename`).
+pub const FARM: &[Prop] = &[
+    p("Family", "family", "s"),
+    p("VirtualAddresses", "virtual-addresses", "as"),
+    p("VirtualPorts", "virtual-ports", "s"),
+    p("Protocol", "protocol", "s"),
+    p("Mode", "mode", "s"),
+    p("Scheduler", "scheduler", "s"),
+    p("SchedParam", "sched-param", "as"),
+    p("Persistence", "persistence", "as"),
+    p("PersistTtl", "persist-ttl", "u"),
+    p("Helper", "helper", "s"),
+    p("Log", "log", "as"),
+    p("LogPrefix", "log-prefix", "s"),
+    p("LogRtLimit", "log-rtlimit", "s"),
+    p("Mark", "mark", "u"),
+    p("Priority", "priority", "u"),
+    p("State", "state", "s"),
+    p("SourceAddr", "source-addr", "s"),
+    p("Iface", "iface", "s"),
+    p("Oface", "oface", "s"),
+    p("IetherAddr", "iether-addr", "s"),
+    p("OetherAddr", "oether-addr", "s"),
+    p("NewRtLimit", "new-rtlimit", "s"),
+    p("NewRtLimitBurst", "new-rtlimit-burst", "u"),
+    p("RstRtLimit", "rst-rtlimit", "s"),
+    p("RstRtLimitBurst", "rst-rtlimit-burst", "u"),
+    p("EstConnLimit", "est-connlimit", "u"),
+    p("TcpStrict", "tcp-strict", "b"),
+    p("Queue", "queue", "i"),
+    p("Verdict", "verdict", "as"),
+    p("IntraConnect", "intra-connect", "b"),
+    p("FlowOffload", "flow-offload", "b"),
+    p("LimitsTtl", "limits-ttl", "u"),
+    p("Policies", "policies", "as"),
+];
+
+/// Writable backend keys (`Name` is read-only).
+pub const BACKEND: &[Prop] = &[
+    p("IpAddr", "ip-addr", "s"),
+    p("Port", "port", "q"),
+    p("Weight", "weight", "u"),
+    p("Priority", "priority", "u"),
+    p("Mark", "mark", "u"),
+    p("State", "state", "s"),
+    p("SourceAddr", "source-addr", "s"),
+    p("EtherAddr", "ether-addr", "s"),
+    p("EstConnLimit", "est-connlimit", "u"),
+];
+
+pub fn find(table: &'static [Prop], name: &str) -> Option<&'static Prop> {
+    table.iter().find(|p| p.name == name)
+}
+
+/// A value as its canonical JSON word (`"ipv4"`, `"10/second"`, `"02:00:00:00:00:01"`).
+fn word<T: Serialize>(x: &T) -> String {
+    match serde_json::to_value(x) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn opt<T: Serialize>(x: &Option<T>) -> String {
+    x.as_ref().map(word).unwrap_or_default()
+}
+
+fn words<'a, T: Serialize + 'a>(xs: impl IntoIterator<Item = &'a T>) -> Value<'static> {
+    Value::from(xs.into_iter().map(word).collect::<Vec<String>>())
+}
+
+/// A farm key's value (`None` for a name that is not a farm key).
+pub fn farm_value(f: &Farm, name: &str) -> Option<Value<'static>> {
+    Some(match name {
+        "Name" => f.name.clone().into(),
+        "Family" => word(&f.family).into(),
+        "VirtualAddresses" => words(&f.virtual_addresses),
+        "VirtualPorts" => f.virtual_ports.clone().into(),
+        "Protocol" => word(&f.protocol).into(),
+        "Mode" => word(&f.mode).into(),
+        "Scheduler" => word(&f.scheduler).into(),
+        "SchedParam" => words(&f.sched_param),
+        "Persistence" => words(&f.persistence),
+        "PersistTtl" => f.persist_ttl.into(),
+        "Helper" => word(&f.helper).into(),
+        "Log" => words(&f.log),
+        "LogPrefix" => f.log_prefix.clone().unwrap_or_default().into(),
+        "LogRtLimit" => opt(&f.log_rtlimit).into(),
+        "Mark" => f.mark.map(|m| m.0).unwrap_or(0).into(),
+        "Priority" => f.priority.into(),
+        "State" => word(&f.state).into(),
+        "SourceAddr" => opt(&f.source_addr).into(),
+        "Iface" => f.iface.clone().unwrap_or_default().into(),
+        "Oface" => f.oface.clone().unwrap_or_default().into(),
+        "IetherAddr" => opt(&f.iether_addr).into(),
+        "OetherAddr" => opt(&f.oether_addr).into(),
+        "NewRtLimit" => opt(&f.new_rtlimit).into(),
+        "NewRtLimitBurst" => f.new_rtlimit_burst.into(),
+        "RstRtLimit" => opt(&f.rst_rtlimit).into(),
+        "RstRtLimitBurst" => f.rst_rtlimit_burst.into(),
+        "EstConnLimit" => f.est_connlimit.into(),
+        "TcpStrict" => f.tcp_strict.into(),
+        "Queue" => f.queue.into(),
+        "Verdict" => words(&f.verdict),
+        "IntraConnect" => f.intra_connect.into(),
+        "FlowOffload" => f.flow_offload.into(),
+        "LimitsTtl" => f.limits_ttl.into(),
+        "Policies" => Value::from(f.policies.clone()),
+        "EffectivePriority" => crate::model::effective_priority(f).into(),
+        _ => return None,
+    })
+}
+
+/// A backend key's value (`None` for a name that is not a backend key).
+pub fn backend_value(b: &Backend, name: &str) -> Option<Value<'static>> {
+    Some(match name {
+        "Name" => b.name.clone().into(),
+        "IpAddr" => b.ip_addr.to_string().into(),
+        "Port" => b.port.unwrap_or(0).into(),
+        "Weight" => b.weight.into(),
+        "Priority" => b.priority.into(),
+        "Mark" => b.mark.map(|m| m.0).unwrap_or(0).into(),
+        "State" => word(&b.state).into(),
+        "SourceAddr" => opt(&b.source_addr).into(),
+        "EtherAddr" => opt(&b.ether_addr).into(),
+        "EstConnLimit" => b.est_connlimit.into(),
+        _ => return None,
+    })
+}
+
+/// A property value as the key's JSON: `None` removes the key (its default applies), which is
+/// what an empty string, port 0 or mark 0 mean.
+pub fn to_json(prop: &Prop, v: &Value<'_>) -> Result<Option<serde_json::Value>, String> {
+    let v = match v {
+        Value::Value(inner) => inner.as_ref(),
+        other => other,
+    };
+    let want = || {
+        format!(
+            "{} takes D-Bus type {}, not {}",
+            prop.name,
+            prop.sig,
+            v.value_signature()
+        )
+    };
+    let int = || -> Option<i64> {
+        Some(match v {
+            Value::U8(x) => i64::from(*x),
+            Value::I16(x) => i64::from(*x),
+            Value::U16(x) => i64::from(*x),
+            Value::I32(x) => i64::from(*x),
+            Value::U32(x) => i64::from(*x),
+            Value::I64(x) => *x,
+            Value::U64(x) => i64::try_from(*x).ok()?,
+            _ => return None,
+        })
+    };
+    Ok(match prop.sig {
+        "s" => match v {
+            Value::Str(s) if s.is_empty() => None,
+            Value::Str(s) => Some(serde_json::Value::String(s.to_string())),
+            _ => return Err(want()),
+        },
+        "as" => {
+            let Value::Array(a) = v else { return Err(want()) };
+            let mut out = Vec::new();
+            for x in a.iter() {
+                match x {
+                    Value::Str(s) => out.push(serde_json::Value::String(s.to_string())),
+                    _ => return Err(want()),
+                }
+            }
+            Some(serde_json::Value::Array(out))
+        }
+        "b" => match v {
+            Value::Bool(b) => Some(serde_json::Value::Bool(*b)),
+            _ => return Err(want()),
+        },
+        _ => {
+            let n = int().ok_or_else(want)?;
+            if n == 0 && (prop.key == "port" || prop.key == "mark") {
+                None
+            } else {
+                Some(serde_json::Value::from(n))
+            }
+        }
+    })
+}
+
+/// Applies `a{sv}` settings (CamelCase keys) to a JSON object of canonical keys. Unknown keys
+/// are refused, as are read-only ones; `Backends` (`aa{sv}`) is taken when `backends` is set.
+pub fn apply_settings(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    table: &'static [Prop],
+    settings: &HashMap<String, OwnedValue>,
+    at: &str,
+    backends: bool,
+) -> Result<(), crate::model::Invalid> {
+    use crate::model::Invalid;
+    let mut keys: Vec<&String> = settings.keys().collect();
+    keys.sort();
+    for k in keys {
+        let v: &Value<'_> = &settings[k];
+        if backends && k == "Backends" {
+            let list = backend_dicts(v).map_err(|e| Invalid::one(format!("{at}.backends"), e))?;
+            let mut out = Vec::new();
+            for (i, d) in list.iter().enumerate() {
+                let mut b = serde_json::Map::new();
+                apply_settings(&mut b, BACKEND, d, &format!("{at}.backends[{i}]"), false)?;
+                if let Some(n) = d.get("Name") {
+                    match &**n {
+                        Value::Str(s) => {
+                            b.insert("name".into(), serde_json::Value::String(s.to_string()));
+                        }
+                        _ => {
+                            return Err(Invalid::one(
+                                format!("{at}.backends[{i}].name"),
+                                "Name takes D-Bus type s",
+                            ));
+                        }
+                    }
+                }
+                out.push(serde_json::Value::Object(b));
+            }
+            obj.insert("backends".into(), serde_json::Value::Array(out));
+            continue;
+        }
+        if k == "Name" && !backends {
+            // A backend's name inside CreateFarm's Backends list is taken above.
+            continue;
+        }
+        let Some(prop) = find(table, k) else {
+            let known: Vec<&str> = table.iter().map(|p| p.name).collect();
+            return Err(Invalid::one(
+                format!("{at}.{k}"),
+                format!("unknown key; known keys: {}", known.join(", ")),
+            ));
+        };
+        match to_json(prop, v).map_err(|e| Invalid::one(format!("{at}.{}", prop.key), e))? {
+            Some(j) => obj.insert(prop.key.into(), j),
+            None => obj.remove(prop.key),
+        };
+    }
+    Ok(())
+}
+
+/// `aa{sv}` as a list of dictionaries.
+fn backend_dicts(v: &Value<'_>) -> Result<Vec<HashMap<String, OwnedValue>>, String> {
+    let v = match v {
+        Value::Value(inner) => inner.as_ref(),
+        other => other,
+    };
+    let owned = OwnedValue::try_from(v.try_clone().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    Vec::<HashMap<String, OwnedValue>>::try_from(owned)
+        .map_err(|_| format!("Backends takes D-Bus type aa{{sv}}, not {}", v.value_signature()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_writable_key_reads_and_is_a_canonical_key() {
+        let f = Farm::new("web");
+        let json = serde_json::to_value(&f).unwrap();
+        for prop in FARM {
+            let v = farm_value(&f, prop.name).unwrap_or_else(|| panic!("{}", prop.name));
+            assert_eq!(v.value_signature().to_string(), prop.sig, "{}", prop.name);
+            // Setting the value read back (when not the "default" spelling) parses to the same farm.
+            let mut obj = json.as_object().unwrap().clone();
+            match to_json(prop, &v).unwrap() {
+                Some(j) => obj.insert(prop.key.into(), j),
+                None => obj.remove(prop.key),
+            };
+            let back = crate::model::parse_farm_value(serde_json::Value::Object(obj), "farms[web]")
+                .unwrap_or_else(|e| panic!("{}: {e}", prop.name));
+            assert_eq!(back, f, "{}", prop.name);
+        }
+        let b = Backend::new("b", "192.0.2.1".parse().unwrap());
+        for prop in BACKEND {
+            let v = backend_value(&b, prop.name).unwrap();
+            assert_eq!(v.value_signature().to_string(), prop.sig, "{}", prop.name);
+        }
+    }
+
+    #[test]
+    fn settings_name_the_key_and_the_type() {
+        let mut obj = serde_json::Map::new();
+        let s = HashMap::from([("Weight".to_string(), OwnedValue::from(3u32))]);
+        let e = apply_settings(&mut obj, FARM, &s, "farms[web]", true).unwrap_err();
+        assert!(e.to_string().starts_with("farms[web].Weight: unknown key"), "{e}");
+        let s = HashMap::from([(
+            "PersistTtl".to_string(),
+            OwnedValue::try_from(Value::from("x")).unwrap(),
+        )]);
+        let e = apply_settings(&mut obj, FARM, &s, "farms[web]", true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "farms[web].persist-ttl: PersistTtl takes D-Bus type u, not s"
+        );
+        let s = HashMap::from([("PersistTtl".to_string(), OwnedValue::from(30i32))]);
+        apply_settings(&mut obj, FARM, &s, "farms[web]", true).unwrap();
+        assert_eq!(obj["persist-ttl"], 30);
+    }
+}

@@ -1,0 +1,384 @@
+//! The service: the single writer of the kernel tables and the state file. Front ends (D-Bus,
+//! varlink) send it changes as functions of the current configuration; it runs them one at a time
+//! on its own thread (so two clients editing at once both land, in order, none lost), applies the
+//! result as one kernel transaction, saves it, and publishes what changed as an [`Event`].
+//!
+//! Between requests it keeps the kernel as committed: changes others make to its tables are
+//! repaired, and layer-2 farms follow the host's links and neighbours.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, oneshot};
+
+use crate::engine::{Engine, EngineError};
+use crate::model::{Config, Invalid};
+use crate::netlink::{KernelFeatures, Monitor};
+use crate::state::{self, State};
+
+/// Why a request was refused. Nothing changed: not the kernel, not the state file, not the
+/// published configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{field}: {reason}")]
+    Unsupported { field: String, reason: String },
+    /// The kernel refused the transaction, or could not be reached.
+    #[error("{0}")]
+    Kernel(String),
+    /// The state file could not be written; the kernel was put back as it was.
+    #[error("{0}")]
+    State(String),
+    #[error("the service has stopped")]
+    Stopped,
+}
+
+impl From<EngineError> for ServiceError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(i) => ServiceError::Invalid(i),
+            EngineError::Unsupported { field, reason } => ServiceError::Unsupported { field, reason },
+            EngineError::NotFound(m) => ServiceError::NotFound(m),
+            EngineError::Alloc(a) => ServiceError::Invalid(Invalid::one("farms", a.to_string())),
+            EngineError::Kernel(k) => ServiceError::Kernel(k.to_string()),
+        }
+    }
+}
+
+/// Where a change came from, for those who report it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Why backends' states changed (`api`, …), as `Backend.StateChanged` tells it.
+    pub reason: String,
+}
+
+impl Origin {
+    pub fn api() -> Origin {
+        Origin { reason: "api".into() }
+    }
+}
+
+/// A committed change of the configuration.
+#[derive(Debug)]
+pub struct Event {
+    pub generation: u64,
+    pub old: Arc<Config>,
+    pub new: Arc<Config>,
+    pub origin: Origin,
+}
+
+type Edit = Box<dyn FnOnce(&Config) -> Result<Config, ServiceError> + Send>;
+type Query = Box<dyn FnOnce(&mut Engine) + Send>;
+
+enum Job {
+    Change {
+        edit: Edit,
+        origin: Origin,
+        reply: oneshot::Sender<Result<u64, ServiceError>>,
+    },
+    Query(Query),
+    Reload(oneshot::Sender<Result<u64, ServiceError>>),
+}
+
+/// What front ends read without asking the writer.
+struct Shared {
+    config: RwLock<Arc<Config>>,
+    generation: AtomicU64,
+    features: KernelFeatures,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+/// A handle on the running service (cheap to clone).
+#[derive(Clone)]
+pub struct Service {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// Where the service keeps its state, and whether it watches the kernel and the host.
+pub struct Options {
+    pub state_dir: PathBuf,
+    /// Repairs foreign changes to its tables and follows the host (off for one-shot tools).
+    pub watch: bool,
+}
+
+impl Service {
+    /// Opens the engine, makes the kernel match the saved state, and starts the writer thread.
+    pub fn start(options: Options) -> Result<Service, String> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<Shared>, String>>();
+        std::thread::Builder::new()
+            .name("nftlbd-writer".into())
+            .spawn(move || {
+                let mut writer = match Writer::open(options) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(writer.shared.clone()));
+                writer.serve(rx);
+            })
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        let shared = ready_rx
+            .recv()
+            .map_err(|_| "the writer thread stopped while starting".to_string())??;
+        Ok(Service { jobs, shared })
+    }
+
+    /// The committed configuration.
+    pub fn config(&self) -> Arc<Config> {
+        match self.shared.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Bumps with every committed change of the configuration.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn features(&self) -> &KernelFeatures {
+        &self.shared.features
+    }
+
+    /// Committed changes, in order, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.shared.events.subscribe()
+    }
+
+    /// Runs `edit` on the configuration as committed when its turn comes, and commits the result
+    /// (one kernel transaction, then the state file). Returns the new generation.
+    pub async fn change(
+        &self,
+        origin: Origin,
+        edit: impl FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static,
+    ) -> Result<u64, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Change {
+                edit: Box::new(edit),
+                origin,
+                reply,
+            })
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
+    }
+
+    /// Runs `f` on the engine in the writer's turn (reads of runtime state: sessions, counters).
+    pub async fn query<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Query(Box::new(move |e| {
+                let _ = reply.send(f(e).map_err(ServiceError::from));
+            })))
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
+    }
+
+    /// Re-reads the state file and makes the kernel match it.
+    pub async fn reload(&self) -> Result<u64, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Reload(reply))
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
+    }
+}
+
+/// The writer: owns the engine and the state directory (and its lock).
+struct Writer {
+    engine: Engine,
+    options: Options,
+    shared: Arc<Shared>,
+    _lock: state::StateLock,
+    monitor: Option<Monitor>,
+    host: Option<crate::netlink::rtnl::RouteSocket>,
+}
+
+impl Writer {
+    fn open(options: Options) -> Result<Writer, String> {
+        let lock = state::lock(&options.state_dir).map_err(|e| e.to_string())?;
+        let mut engine = Engine::open().map_err(|e| e.to_string())?;
+        let saved = state::load(&options.state_dir).map_err(|e| e.to_string())?;
+        let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
+        let o = engine.reconcile(config, alloc).map_err(|e| e.to_string())?;
+        match o.generation {
+            Some(g) => tracing_line(&format!("reconciled: {} message(s), generation {g}", o.messages)),
+            None => tracing_line("the kernel matches the saved state"),
+        }
+        save(&options.state_dir, &engine).map_err(|e| e.to_string())?;
+        let (monitor, host) = if options.watch {
+            (
+                Some(Monitor::new().map_err(|e| e.to_string())?),
+                // Layer-2 farms follow the host: links, addresses, routes and neighbours.
+                Some(crate::netlink::rtnl::RouteSocket::subscribe().map_err(|e| e.to_string())?),
+            )
+        } else {
+            (None, None)
+        };
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            config: RwLock::new(Arc::new(engine.config().clone())),
+            generation: AtomicU64::new(1),
+            features: engine.features().clone(),
+            events,
+        });
+        Ok(Writer {
+            engine,
+            options,
+            shared,
+            _lock: lock,
+            monitor,
+            host,
+        })
+    }
+
+    fn serve(&mut self, jobs: mpsc::Receiver<Job>) {
+        loop {
+            match jobs.recv_timeout(Duration::from_millis(100)) {
+                Ok(Job::Change { edit, origin, reply }) => {
+                    let _ = reply.send(self.change(edit, origin));
+                }
+                Ok(Job::Query(q)) => q(&mut self.engine),
+                Ok(Job::Reload(reply)) => {
+                    let _ = reply.send(self.reload());
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            self.watch();
+        }
+    }
+
+    fn published(&self) -> Arc<Config> {
+        match self.shared.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Commits a new configuration and publishes it (or changes nothing and says why).
+    fn commit(&mut self, new: Config, origin: Origin) -> Result<u64, ServiceError> {
+        let old = self.published();
+        if new == *old {
+            return Ok(self.shared.generation.load(Ordering::SeqCst));
+        }
+        self.engine.apply(new.clone())?;
+        if let Err(e) = save(&self.options.state_dir, &self.engine) {
+            // The kernel has the new configuration but the state file could not follow: put the
+            // kernel back, so the three stay as they were.
+            if let Err(undo) = self.engine.apply((*old).clone()) {
+                tracing_line(&format!("cannot undo after a failed save: {undo}"));
+            }
+            return Err(ServiceError::State(e.to_string()));
+        }
+        Ok(self.publish(old, new, origin))
+    }
+
+    fn publish(&mut self, old: Arc<Config>, new: Config, origin: Origin) -> u64 {
+        let new = Arc::new(new);
+        match self.shared.config.write() {
+            Ok(mut c) => *c = new.clone(),
+            Err(p) => *p.into_inner() = new.clone(),
+        }
+        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        // No subscriber is fine: nobody is listening yet.
+        let _ = self.shared.events.send(Arc::new(Event {
+            generation,
+            old,
+            new,
+            origin,
+        }));
+        generation
+    }
+
+    fn change(&mut self, edit: Edit, origin: Origin) -> Result<u64, ServiceError> {
+        let current = self.published();
+        let new = edit(&current)?;
+        self.commit(new, origin)
+    }
+
+    fn reload(&mut self) -> Result<u64, ServiceError> {
+        let saved = state::load(&self.options.state_dir).map_err(|e| ServiceError::State(e.to_string()))?;
+        let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
+        let old = self.published();
+        self.engine.reconcile(config.clone(), alloc)?;
+        if config == *old {
+            return Ok(self.shared.generation.load(Ordering::SeqCst));
+        }
+        Ok(self.publish(old, config, Origin::api()))
+    }
+
+    /// Puts back what others changed in our tables; lets layer-2 farms follow the host.
+    fn watch(&mut self) {
+        let ours = self.engine.portid();
+        let mut foreign = false;
+        if let Some(m) = self.monitor.as_mut() {
+            loop {
+                match m.next(Some(Duration::from_millis(1))) {
+                    Ok(Some(ev)) => {
+                        foreign |= ev.origin != ours
+                            && ev
+                                .change
+                                .table()
+                                .is_some_and(|(_, t)| t == crate::engine::layout::TABLE)
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing_line(&format!("monitor: {e}"));
+                        break;
+                    }
+                }
+            }
+        }
+        if foreign {
+            tracing_line("our tables were changed by another process; repairing");
+            let (config, alloc) = (self.engine.config().clone(), self.engine.allocation().clone());
+            if let Err(e) = self.engine.reconcile(config, alloc) {
+                tracing_line(&format!("repair failed: {e}"));
+            }
+        }
+        let mut host_changed = false;
+        if let Some(h) = self.host.as_mut() {
+            while let Ok(true) = h.changed(Duration::from_millis(1)) {
+                host_changed = true;
+            }
+        }
+        if host_changed {
+            match self.engine.refresh_l2() {
+                Ok(o) if o.generation.is_some() => tracing_line(&format!(
+                    "the host's interfaces or neighbours changed; layer-2 farms follow ({} messages)",
+                    o.messages
+                )),
+                Ok(_) => {}
+                Err(e) => tracing_line(&format!("layer-2 refresh failed: {e}")),
+            }
+        }
+    }
+}
+
+fn save(dir: &std::path::Path, engine: &Engine) -> Result<(), state::StateError> {
+    state::save(
+        dir,
+        &State::new(engine.config().clone(), engine.allocation().clone()),
+    )
+}
+
+/// One line for the operator (stderr; the journal takes it under systemd).
+fn tracing_line(msg: &str) {
+    eprintln!("nftlbd: {msg}");
+}

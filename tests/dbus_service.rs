@@ -1,0 +1,612 @@
+//! The daemon on a real system bus with a real polkitd (tools/testbed.sh: private mount and PID
+//! namespace, test users, the project's files installed by its install step), driven with
+//! `busctl` as root, as a delegated operator and as an unprivileged user, with real traffic
+//! through the farm it manages. Needs root.
+//!
+//! Each test re-runs itself inside the testbed (NFTLBD_IN_TESTBED is set there).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::topo::{Topo, backend_ip, vip4, who};
+
+/// True inside the testbed; outside, runs `name` there, asserts it passed, and returns false.
+fn in_testbed(name: &str) -> bool {
+    if std::env::var_os("NFTLBD_IN_TESTBED").is_some() {
+        return true;
+    }
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("tools/testbed.sh")
+        .arg("--exec")
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env("NFTLBD_IN_TESTBED", "1")
+        .env("NFTLBD_BIN", env!("CARGO_BIN_EXE_nftlbd"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run tools/testbed.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success() && text.contains("test result: ok. 1 passed"),
+        "in the testbed:\n{text}"
+    );
+    false
+}
+
+/// `busctl --system` as `user` (root when `None`): (success, stdout + stderr).
+fn busctl(user: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut c = match user {
+        Some(u) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                &format!("--reuid={u}"),
+                &format!("--regid={u}"),
+                "--init-groups",
+                "--",
+                "busctl",
+            ]);
+            c
+        }
+        None => Command::new("busctl"),
+    };
+    let out = c.arg("--system").args(args).output().expect("run busctl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (good, out) = busctl(None, args);
+    assert!(good, "busctl {args:?}: {out}");
+    out
+}
+
+const DEST: &str = "org.nftlbd1";
+const MANAGER: &str = "org.nftlbd1.Manager";
+
+fn call(path: &str, iface: &str, method: &str, sig_and_args: &[&str]) -> String {
+    let mut a = vec!["call", DEST, path, iface, method];
+    a.extend_from_slice(sig_and_args);
+    ok(&a)
+}
+
+fn export() -> String {
+    call("/org/nftlbd1", MANAGER, "ExportConfig", &[])
+}
+
+fn generation() -> u64 {
+    let out = ok(&["get-property", DEST, "/org/nftlbd1", MANAGER, "Generation"]);
+    out.trim().trim_start_matches("t ").parse().unwrap()
+}
+
+/// The daemon, in the balancer's namespace, on the system bus.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(t: &Topo, state: &std::path::Path) -> Daemon {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &t.lb, "/usr/local/sbin/nftlbd", "--state-dir"])
+            .arg(state)
+            .arg("run")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start nftlbd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "READY");
+        Daemon { child }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything `busctl monitor` shows of the daemon, from now until `text()`.
+struct Monitor {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Monitor {
+    fn start(dir: &std::path::Path) -> Monitor {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let file = dir.join(format!("monitor-{n}.txt"));
+        let out = std::fs::File::create(&file).unwrap();
+        let child = Command::new("busctl")
+            .args(["--system", "monitor", DEST])
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Monitor { child, file }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.file).unwrap_or_default()
+    }
+
+    /// Waits until the monitor has seen `what`.
+    fn wait_for(&self, what: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let t = self.text();
+            if t.contains(what) || Instant::now() > end {
+                return t;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// polkit said no, or yes only after authentication (which nobody here can give).
+fn refused(out: &str) -> bool {
+    out.contains("is not allowed for this caller") || out.contains("needs authentication")
+}
+
+fn count(answers: &[String], name: &str) -> usize {
+    answers.iter().filter(|a| who(a) == name).count()
+}
+
+#[test]
+fn farms_over_the_bus_with_polkit_and_traffic() {
+    if !in_testbed("farms_over_the_bus_with_polkit_and_traffic") {
+        return;
+    }
+    let t = Topo::new(2);
+    let dir = tempdir();
+    let daemon = Daemon::start(&t, &dir);
+    let vip = vip4(1);
+    let (b0, b1) = (backend_ip(0, false).to_string(), backend_ip(1, false).to_string());
+    let g0 = generation();
+
+    // Root creates a farm with its backends in one call.
+    let out = call(
+        "/org/nftlbd1",
+        MANAGER,
+        "CreateFarm",
+        &[
+            "sa{sv}",
+            "web",
+            "4",
+            "VirtualAddresses",
+            "as",
+            "1",
+            &vip.to_string(),
+            "VirtualPorts",
+            "s",
+            "80",
+            "Scheduler",
+            "s",
+            "rr",
+            "Backends",
+            "aa{sv}",
+            "2",
+            "2",
+            "Name",
+            "s",
+            "be0",
+            "IpAddr",
+            "s",
+            &b0,
+            "2",
+            "Name",
+            "s",
+            "be1",
+            "IpAddr",
+            "s",
+            &b1,
+        ],
+    );
+    assert_eq!(out.trim(), "o \"/org/nftlbd1/farm/web\"");
+    assert_eq!(generation(), g0 + 1);
+    let got = t.tcp_n(vip, 80, 6);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (3, 3), "{got:?}");
+    let tree = ok(&["tree", DEST]);
+    assert!(tree.contains("/org/nftlbd1/farm/web/backend/be1"), "{tree}");
+    let farm_props = ok(&["introspect", DEST, "/org/nftlbd1/farm/web", "org.nftlbd1.Farm"]);
+    assert!(
+        farm_props.contains(".VirtualPorts") && farm_props.contains("\"80\""),
+        "{farm_props}"
+    );
+
+    // A weight set as a property: one transaction, PropertiesChanged, and the traffic follows.
+    let monitor = Monitor::start(&dir);
+    let be0 = "/org/nftlbd1/farm/web/backend/be0";
+    let be1 = "/org/nftlbd1/farm/web/backend/be1";
+    ok(&[
+        "set-property",
+        DEST,
+        be1,
+        "org.nftlbd1.Backend",
+        "Weight",
+        "u",
+        "3",
+    ]);
+    let got = t.tcp_n(vip, 80, 8);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (2, 6), "{got:?}");
+    let seen = monitor.wait_for("Weight");
+    assert!(
+        seen.contains("PropertiesChanged") && seen.contains("\"Weight\""),
+        "{seen}"
+    );
+    // A state change: StateChanged with its reason, and be0 takes nothing more.
+    call(be0, "org.nftlbd1.Backend", "SetState", &["s", "off"]);
+    let seen = monitor.wait_for("StateChanged");
+    assert!(seen.contains("StateChanged"), "{seen}");
+    for want in ["\"up\"", "\"off\"", "\"api\""] {
+        assert!(seen.contains(want), "{want} in {seen}");
+    }
+    let got = t.tcp_n(vip, 80, 4);
+    assert_eq!(count(&got, "be1"), 4, "{got:?}");
+    let state = ok(&["get-property", DEST, be0, "org.nftlbd1.Backend", "State"]);
+    assert_eq!(state.trim(), "s \"off\"");
+
+    // Delegation: webops may set states of farm web's backends, nothing else.
+    std::fs::copy(
+        "/usr/share/doc/nftlbd/examples/50-nftlbd-delegate.rules",
+        "/etc/polkit-1/rules.d/50-nftlbd-delegate.rules",
+    )
+    .unwrap();
+    call(
+        "/org/nftlbd1",
+        MANAGER,
+        "CreateFarm",
+        &[
+            "sa{sv}",
+            "db",
+            "3",
+            "VirtualAddresses",
+            "as",
+            "1",
+            &vip4(2).to_string(),
+            "VirtualPorts",
+            "s",
+            "5432",
+            "Backends",
+            "aa{sv}",
+            "1",
+            "2",
+            "Name",
+            "s",
+            "pg0",
+            "IpAddr",
+            "s",
+            &b0,
+        ],
+    );
+    let set_state = |user: &str, path: &str, state: &str| {
+        busctl(
+            Some(user),
+            &["call", DEST, path, "org.nftlbd1.Backend", "SetState", "s", state],
+        )
+    };
+    // polkitd reads the new rules file on change: give it a moment.
+    let end = Instant::now() + Duration::from_secs(5);
+    while !set_state("opsalice", be0, "up").0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (good, out) = set_state("opsalice", be0, "up");
+    assert!(good, "{out}");
+    assert_eq!(
+        ok(&["get-property", DEST, be0, "org.nftlbd1.Backend", "State"]).trim(),
+        "s \"up\""
+    );
+    let before = export();
+    let g = generation();
+    let (good, out) = set_state("opsalice", "/org/nftlbd1/farm/db/backend/pg0", "off");
+    assert!(!good && refused(&out), "{out}");
+    let (good, out) = busctl(
+        Some("opsalice"),
+        &[
+            "call",
+            DEST,
+            "/org/nftlbd1",
+            MANAGER,
+            "CreateFarm",
+            "sa{sv}",
+            "x",
+            "0",
+        ],
+    );
+    assert!(!good && refused(&out), "{out}");
+    let (good, out) = busctl(
+        Some("opsalice"),
+        &[
+            "set-property",
+            DEST,
+            be0,
+            "org.nftlbd1.Backend",
+            "Weight",
+            "u",
+            "5",
+        ],
+    );
+    assert!(!good && out.contains("AccessDenied") && refused(&out), "{out}");
+    // An unprivileged user changes nothing, by any way in.
+    for args in [
+        vec!["call", DEST, be0, "org.nftlbd1.Backend", "SetState", "s", "off"],
+        vec!["call", DEST, "/org/nftlbd1", MANAGER, "DeleteFarm", "s", "web"],
+        vec![
+            "call",
+            DEST,
+            "/org/nftlbd1/farm/web",
+            "org.nftlbd1.Farm",
+            "Delete",
+        ],
+        vec![
+            "set-property",
+            DEST,
+            "/org/nftlbd1/farm/web",
+            "org.nftlbd1.Farm",
+            "VirtualPorts",
+            "s",
+            "81",
+        ],
+        vec![
+            "call",
+            DEST,
+            "/org/nftlbd1/farm/web",
+            "org.nftlbd1.Farm",
+            "AddBackend",
+            "sa{sv}",
+            "x",
+            "1",
+            "IpAddr",
+            "s",
+            "10.1.1.9",
+        ],
+    ] {
+        let (good, out) = busctl(Some("bob"), &args);
+        assert!(
+            !good && (refused(&out) || out.contains("Access denied")),
+            "bob {args:?}: {out}"
+        );
+    }
+    // Anyone may read.
+    let (good, out) = busctl(
+        Some("bob"),
+        &["get-property", DEST, be0, "org.nftlbd1.Backend", "Weight"],
+    );
+    assert!(good && out.trim() == "u 1", "{out}");
+    let perms = busctl(
+        Some("bob"),
+        &["call", DEST, "/org/nftlbd1", MANAGER, "GetPermissions"],
+    )
+    .1;
+    assert!(
+        perms.contains("\"org.nftlbd1.info\" \"yes\"")
+            && perms.contains("\"org.nftlbd1.farm.manage\" \"auth\""),
+        "{perms}"
+    );
+    assert_eq!(export(), before);
+    assert_eq!(generation(), g);
+
+    // Bad input gets a precise error and changes nothing; the daemon keeps serving.
+    let huge = "x".repeat(100_000);
+    for (args, want) in [
+        (
+            vec![
+                "call",
+                DEST,
+                "/org/nftlbd1",
+                MANAGER,
+                "CreateFarm",
+                "sa{sv}",
+                "bad",
+                "1",
+                "Colour",
+                "s",
+                "red",
+            ],
+            "farms[bad].Colour: unknown key",
+        ),
+        (
+            vec![
+                "call",
+                DEST,
+                "/org/nftlbd1",
+                MANAGER,
+                "CreateFarm",
+                "sa{sv}",
+                "bad",
+                "1",
+                "PersistTtl",
+                "s",
+                "long",
+            ],
+            "PersistTtl takes D-Bus type u, not s",
+        ),
+        (
+            vec![
+                "call",
+                DEST,
+                "/org/nftlbd1",
+                MANAGER,
+                "CreateFarm",
+                "sa{sv}",
+                "bad",
+                "1",
+                "VirtualAddresses",
+                "as",
+                "1",
+                "10.9.0.300",
+            ],
+            "farms[bad].virtual-addresses",
+        ),
+        (
+            vec![
+                "call",
+                DEST,
+                "/org/nftlbd1",
+                MANAGER,
+                "CreateFarm",
+                "sa{sv}",
+                &huge,
+                "0",
+            ],
+            "farms[",
+        ),
+        (
+            vec![
+                "call",
+                DEST,
+                "/org/nftlbd1",
+                MANAGER,
+                "CreateFarm",
+                "sa{sv}",
+                "web",
+                "0",
+            ],
+            "already named \"web\"",
+        ),
+        (
+            vec![
+                "call",
+                DEST,
+                be1,
+                "org.nftlbd1.Backend",
+                "SetState",
+                "s",
+                "sideways",
+            ],
+            "farms[web].backends[be1].state: unknown variant `sideways`",
+        ),
+        (
+            vec![
+                "set-property",
+                DEST,
+                be1,
+                "org.nftlbd1.Backend",
+                "Weight",
+                "s",
+                "heavy",
+            ],
+            "Weight takes D-Bus type u, not s",
+        ),
+        (
+            vec![
+                "set-property",
+                DEST,
+                "/org/nftlbd1/farm/web",
+                "org.nftlbd1.Farm",
+                "Name",
+                "s",
+                "other",
+            ],
+            "read-only",
+        ),
+    ] {
+        let (good, out) = busctl(None, &args);
+        assert!(!good && out.contains(want), "{args:?}: wanted {want:?} in {out}");
+    }
+    assert_eq!(export(), before);
+    assert_eq!(generation(), g);
+
+    // Several changes in one Update; a new backend; the tree follows.
+    call(
+        "/org/nftlbd1/farm/web",
+        "org.nftlbd1.Farm",
+        "AddBackend",
+        &["sa{sv}", "be2", "2", "IpAddr", "s", &b0, "Port", "q", "8080"],
+    );
+    let tree = ok(&["tree", DEST]);
+    assert!(tree.contains("/org/nftlbd1/farm/web/backend/be2"), "{tree}");
+    call(
+        be1,
+        "org.nftlbd1.Backend",
+        "Update",
+        &["a{sv}", "2", "Weight", "u", "1", "State", "s", "off"],
+    );
+    // be1 is off; be0 (up again) and be2 (be0's host, port 8080) share the traffic.
+    let got = t.tcp_n(vip, 80, 4);
+    assert!(got.iter().all(|g| g.starts_with("be0@")), "{got:?}");
+    assert_eq!(
+        got.iter().filter(|g| g.starts_with("be0@8080")).count(),
+        2,
+        "{got:?}"
+    );
+
+    // A restart keeps every object and the traffic.
+    let committed = export();
+    daemon.stop();
+    let got = t.tcp_n(vip, 80, 2);
+    assert!(got.iter().all(|g| g.starts_with("be0@")), "{got:?}");
+    let daemon = Daemon::start(&t, &dir);
+    assert_eq!(export(), committed);
+    let farms = call("/org/nftlbd1", MANAGER, "ListFarms", &[]);
+    assert!(
+        farms.contains("/org/nftlbd1/farm/web") && farms.contains("/org/nftlbd1/farm/db"),
+        "{farms}"
+    );
+    let tree = ok(&["tree", DEST]);
+    assert!(tree.contains("/org/nftlbd1/farm/web/backend/be2"), "{tree}");
+    let got = t.tcp_n(vip, 80, 2);
+    assert!(got.iter().all(|g| g.starts_with("be0@")), "{got:?}");
+    // Delete: objects go (InterfacesRemoved), the farm no longer answers.
+    let monitor = Monitor::start(&dir);
+    call("/org/nftlbd1", MANAGER, "DeleteFarm", &["s", "db"]);
+    let seen = monitor.wait_for("InterfacesRemoved");
+    assert!(
+        seen.contains("InterfacesRemoved") && seen.contains("/org/nftlbd1/farm/db"),
+        "{seen}"
+    );
+    let (good, _) = busctl(
+        None,
+        &[
+            "get-property",
+            DEST,
+            "/org/nftlbd1/farm/db",
+            "org.nftlbd1.Farm",
+            "Name",
+        ],
+    );
+    assert!(!good);
+    daemon.stop();
+}
+
+fn tempdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nftlbd-bus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
