@@ -9,5 +9,6 @@ pub mod dbus;
 pub mod engine;
 pub mod model;
 pub mod netlink;
+pub mod privileges;
 pub mod service;
 pub mod state;

@@ -7,6 +7,7 @@ use std::process::Command;
 fn testbed(script: &str) {
     let out = Command::new("tools/testbed.sh")
         .arg(script)
+        .env("NFTLBD_BIN", env!("CARGO_BIN_EXE_nftlbd"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run tools/testbed.sh");
@@ -20,4 +21,10 @@ fn testbed(script: &str) {
 fn polkit_actions_delegation_and_bus_policy() {
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
     testbed("tests/bus/polkit_actions.sh");
+}
+
+#[test]
+fn systemd_unit_verifies_and_is_hardened() {
+    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    testbed("tests/bus/systemd_unit.sh");
 }

@@ -100,9 +100,25 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(t: &Topo, state: &std::path::Path) -> Daemon {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &t.lb, "/usr/local/sbin/nftlbd", "--state-dir"])
+    /// As root, or (`as_service`) as the user `nftlbd` with only CAP_NET_ADMIN, as the systemd
+    /// unit runs it.
+    fn start(t: &Topo, state: &std::path::Path, as_service: bool) -> Daemon {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &t.lb]);
+        if as_service {
+            c.args([
+                "setpriv",
+                "--reuid=nftlbd",
+                "--regid=nftlbd",
+                "--init-groups",
+                "--inh-caps=+net_admin",
+                "--ambient-caps=+net_admin",
+                "--bounding-set=-all,+net_admin",
+                "--",
+            ]);
+        }
+        let mut child = c
+            .args(["/usr/local/sbin/nftlbd", "--state-dir"])
             .arg(state)
             .arg("run")
             .stdout(Stdio::piped())
@@ -115,6 +131,22 @@ impl Daemon {
             .unwrap();
         assert_eq!(line.trim(), "READY");
         Daemon { child }
+    }
+
+    /// (user id, effective capabilities, bounding set) of the daemon.
+    fn credentials(&self) -> (String, String, String) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        };
+        (field("Uid:"), field("CapEff:"), field("CapBnd:"))
     }
 
     fn stop(mut self) {
@@ -194,7 +226,12 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     }
     let t = Topo::new(2);
     let dir = tempdir();
-    let daemon = Daemon::start(&t, &dir);
+    let daemon = Daemon::start(&t, &dir, false);
+    // Started as root, it keeps CAP_NET_ADMIN (bit 12) and nothing else.
+    assert_eq!(
+        daemon.credentials(),
+        ("0".into(), "0000000000001000".into(), "0000000000001000".into())
+    );
     let vip = vip4(1);
     let (b0, b1) = (backend_ip(0, false).to_string(), backend_ip(1, false).to_string());
     let g0 = generation();
@@ -571,7 +608,23 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     daemon.stop();
     let got = t.tcp_n(vip, 80, 2);
     assert!(got.iter().all(|g| g.starts_with("be0@")), "{got:?}");
-    let daemon = Daemon::start(&t, &dir);
+    // Restarted as systemd runs it: its own user, CAP_NET_ADMIN only; polkit answers it about
+    // its callers because the actions name it as their owner.
+    let status = Command::new("chown")
+        .args(["-R", "nftlbd:nftlbd"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let daemon = Daemon::start(&t, &dir, true);
+    assert_eq!(
+        daemon.credentials(),
+        (
+            "2950".into(),
+            "0000000000001000".into(),
+            "0000000000001000".into()
+        )
+    );
     assert_eq!(export(), committed);
     let farms = call("/org/nftlbd1", MANAGER, "ListFarms", &[]);
     assert!(
@@ -582,6 +635,16 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     assert!(tree.contains("/org/nftlbd1/farm/web/backend/be2"), "{tree}");
     let got = t.tcp_n(vip, 80, 2);
     assert!(got.iter().all(|g| g.starts_with("be0@")), "{got:?}");
+    let (good, out) = busctl(
+        Some("opsalice"),
+        &["call", DEST, be1, "org.nftlbd1.Backend", "SetState", "s", "drain"],
+    );
+    assert!(good, "{out}");
+    let (good, out) = busctl(
+        Some("bob"),
+        &["call", DEST, be1, "org.nftlbd1.Backend", "SetState", "s", "up"],
+    );
+    assert!(!good && refused(&out), "{out}");
     // Delete: objects go (InterfacesRemoved), the farm no longer answers.
     let monitor = Monitor::start(&dir);
     call("/org/nftlbd1", MANAGER, "DeleteFarm", &["s", "db"]);
@@ -609,4 +672,57 @@ fn tempdir() -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+#[test]
+fn the_first_call_starts_the_daemon_through_the_bus() {
+    if !in_testbed("the_first_call_starts_the_daemon_through_the_bus") {
+        return;
+    }
+    let (good, _) = busctl(None, &["--auto-start=no", "status", DEST]);
+    assert!(!good, "not running before the first call");
+    // An unprivileged user's read activates it (the bus's helper starts it as root).
+    let (good, out) = busctl(
+        Some("bob"),
+        &["get-property", DEST, "/org/nftlbd1", MANAGER, "Farms"],
+    );
+    assert!(good && out.trim() == "ao 0", "{out}");
+    let status = ok(&["--auto-start=no", "status", DEST]);
+    let pid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PID="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    for want in [
+        "CapEff:\t0000000000001000",
+        "CapBnd:\t0000000000001000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(proc_status.contains(want), "{want} in\n{proc_status}");
+    }
+    // It serves: a farm (with no backend) is created and its state is saved where the unit
+    // keeps it.
+    call(
+        "/org/nftlbd1",
+        MANAGER,
+        "CreateFarm",
+        &[
+            "sa{sv}",
+            "first",
+            "2",
+            "VirtualAddresses",
+            "as",
+            "1",
+            "192.0.2.1",
+            "VirtualPorts",
+            "s",
+            "80",
+        ],
+    );
+    let saved = std::fs::read_to_string("/var/lib/nftlbd/state.json").unwrap();
+    assert!(saved.contains("\"first\""), "{saved}");
+    // SAFETY: stopping the daemon we started; the testbed's PID namespace ends it anyway.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
 }

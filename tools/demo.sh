@@ -74,7 +74,7 @@ kill -9 $D; wait $D 2>/dev/null || true
 requests 2
 ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" --no-bus run > "$STATE/run2.out" 2>&1 & D=$!; PIDS+=($D)
 for _ in $(seq 50); do grep -q READY "$STATE/run2.out" && break; sleep 0.1; done
-echo "  daemon says: $(grep nftlbd: "$STATE/run2.out")"
+echo "  daemon says: $(grep "nftlbd: the kernel" "$STATE/run2.out")"
 kill $D; wait $D 2>/dev/null || true
 echo "== the ruleset, as nft shows it"
 ip netns exec $L nft list table ip nftlbd

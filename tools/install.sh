@@ -3,10 +3,14 @@
 #   PREFIX   where the program goes (default /usr/local: $PREFIX/sbin/nftlbd)
 #   NFTLBD_BIN  the program to install (default: target/release/nftlbd, built if missing);
 #               NFTLBD_BIN=none installs only the data files.
-# Data files go where the bus and polkit read them, whatever PREFIX is:
-#   /usr/share/dbus-1/system.d/org.nftlbd1.conf       who may own and call org.nftlbd1
-#   /usr/share/polkit-1/actions/org.nftlbd1.policy    the org.nftlbd1.* actions
-#   /usr/share/doc/nftlbd/examples/                   a delegation rules file to adapt
+# Data files go where the bus, polkit and systemd read them, whatever PREFIX is:
+#   /usr/share/dbus-1/system.d/org.nftlbd1.conf          who may own and call org.nftlbd1
+#   /usr/share/dbus-1/system-services/org.nftlbd1.service  D-Bus activation
+#   /usr/share/polkit-1/actions/org.nftlbd1.policy       the org.nftlbd1.* actions
+#   $UNITDIR/nftlbd.service (default /usr/lib/systemd/system)   the hardened unit
+#   /usr/lib/sysusers.d/nftlbd.conf                      the service user (created now when
+#                                                        installing for real and systemd-sysusers exists)
+#   /usr/share/doc/nftlbd/                               README and a delegation rules file to adapt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DESTDIR=${DESTDIR:-}
@@ -19,8 +23,19 @@ if [ "$BIN" != none ]; then
   fi
   install -D -m 0755 "$BIN" "$DESTDIR$PREFIX/sbin/nftlbd"
 fi
+UNITDIR=${UNITDIR:-/usr/lib/systemd/system}
+DOCDIR=/usr/share/doc/nftlbd
+subst() { sed -e "s#@SBINDIR@#$PREFIX/sbin#g" -e "s#@DOCDIR@#$DOCDIR#g" "$1"; }
+put() { install -D -m 0644 /dev/stdin "$DESTDIR$1"; }
+
 install -D -m 0644 dbus/org.nftlbd1.conf "$DESTDIR/usr/share/dbus-1/system.d/org.nftlbd1.conf"
+subst dbus/org.nftlbd1.service.in | put /usr/share/dbus-1/system-services/org.nftlbd1.service
 install -D -m 0644 polkit/org.nftlbd1.policy "$DESTDIR/usr/share/polkit-1/actions/org.nftlbd1.policy"
-install -D -m 0644 polkit/50-nftlbd-delegate.rules.example \
-  "$DESTDIR/usr/share/doc/nftlbd/examples/50-nftlbd-delegate.rules"
+subst systemd/nftlbd.service.in | put "$UNITDIR/nftlbd.service"
+install -D -m 0644 systemd/nftlbd.sysusers "$DESTDIR/usr/lib/sysusers.d/nftlbd.conf"
+install -D -m 0644 README.md "$DESTDIR$DOCDIR/README.md"
+install -D -m 0644 polkit/50-nftlbd-delegate.rules.example "$DESTDIR$DOCDIR/examples/50-nftlbd-delegate.rules"
+if [ -z "$DESTDIR" ] && command -v systemd-sysusers >/dev/null; then
+  systemd-sysusers /usr/lib/sysusers.d/nftlbd.conf
+fi
 echo "installed into ${DESTDIR:-/}"

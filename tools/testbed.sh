@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/testbed.sh CHECKS.sh | --exec CMD...: runs CHECKS.sh (or CMD) against a real system bus and polkitd, with the
-# project's files installed at their real paths, in a private mount + PID namespace (nothing
-# leaks to the host; every process dies with the namespace). For machines without systemd.
+# project's files installed at their real paths, in private mount, PID and network namespaces
+# (nothing leaks to the host, not even an nftables table; every process dies with the namespace).
+# For machines without systemd.
 #
 # Inside, CHECKS.sh is sourced with: users nftlbd (the service), opsalice (group webops) and bob;
 # the stock dbus-daemon --system and polkitd running; and these helpers:
@@ -21,7 +22,7 @@ if [ "${_TESTBED_INNER:-}" != 1 ]; then
   STAGE=$(mktemp -d "${TMPDIR:-/tmp}/nftlbd-testbed.XXXXXX")
   if [ "$1" = --exec ]; then shift; set -- --exec "$@"; else set -- "$(readlink -f "$1")"; fi
   _TESTBED_INNER=1 _TESTBED_STAGE=$STAGE \
-    unshare --mount --propagation private --pid --mount-proc --kill-child -- "$SELF" "$@"
+    unshare --mount --propagation private --pid --mount-proc --net --kill-child -- "$SELF" "$@"
   rc=$?
   rmdir "$STAGE" 2>/dev/null || { echo "LEAK: $STAGE not empty"; rc=1; }
   exit $rc
@@ -51,7 +52,10 @@ overlay() {
   mount -n --bind "$st" "$d"
 }
 for d in /usr/share/polkit-1/actions /etc/polkit-1/rules.d /usr/share/dbus-1/system.d \
-         /usr/share/dbus-1/system-services /usr/share/doc /usr/local/sbin; do overlay "$d"; done
+         /usr/share/dbus-1/system-services /usr/share/doc /usr/local/sbin \
+         /usr/lib/systemd/system /usr/lib/sysusers.d /run/systemd; do overlay "$d"; done
+mkdir -p /var/lib/nftlbd && mount -n -t tmpfs -o mode=0700 testbed-state /var/lib/nftlbd
+ip link set lo up
 for f in passwd group shadow gshadow; do cp -a /etc/$f "$STAGE/$f"; done
 printf 'nftlbd:x:2950:2950:nftlbd service:/nonexistent:/usr/sbin/nologin\nopsalice:x:2951:2951:webops:/nonexistent:/usr/sbin/nologin\nbob:x:2952:2952:nobody special:/nonexistent:/usr/sbin/nologin\n' >>"$STAGE/passwd"
 printf 'nftlbd:x:2950:\nopsalice:x:2951:\nbob:x:2952:\nwebops:x:2960:opsalice\n' >>"$STAGE/group"

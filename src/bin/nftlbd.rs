@@ -185,6 +185,8 @@ fn apply(args: &Args) -> Result<(), CliError> {
 }
 
 fn run(args: &Args) -> Result<(), CliError> {
+    let how = nftlbd::privileges::keep_only_net_admin().map_err(CliError::Daemon)?;
+    eprintln!("nftlbd: {how}");
     let service = Service::start(Options {
         state_dir: args.state_dir.clone(),
         watch: true,

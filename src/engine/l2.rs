@@ -83,48 +83,52 @@ impl Links {
 
     pub fn get(&self, name: &str) -> Option<Link> {
         let name = std::ffi::CString::new(name).ok()?;
-        let fd = self.netns.as_ref().map(|f| f.as_raw_fd());
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                if let Some(fd) = fd {
-                    // SAFETY: setns on a namespace descriptor we hold; only this thread moves.
-                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                        return None;
-                    }
-                }
-                // SAFETY: a NUL-terminated name.
-                let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-                if index == 0 {
+        self.run(move || {
+            // SAFETY: a NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if index == 0 {
+                return None;
+            }
+            // SAFETY: a socket for the ioctl, closed below; `ifr` is zeroed and sized.
+            unsafe {
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                if sock < 0 {
                     return None;
                 }
-                // SAFETY: a socket for the ioctl, closed below; `ifr` is zeroed and sized.
-                unsafe {
-                    let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-                    if sock < 0 {
-                        return None;
-                    }
-                    let mut ifr: libc::ifreq = std::mem::zeroed();
-                    for (d, c) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
-                        *d = *c as libc::c_char;
-                    }
-                    let r = libc::ioctl(sock, libc::SIOCGIFHWADDR, &mut ifr);
-                    libc::close(sock);
-                    if r != 0 {
-                        return None;
-                    }
-                    let data = ifr.ifr_ifru.ifru_hwaddr.sa_data;
-                    let mut mac = [0u8; 6];
-                    for (m, d) in mac.iter_mut().zip(data.iter()) {
-                        *m = *d as u8;
-                    }
-                    Some(Link { index, mac })
+                let mut ifr: libc::ifreq = std::mem::zeroed();
+                for (d, c) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+                    *d = *c as libc::c_char;
                 }
-            })
-            .join()
-            .ok()
-            .flatten()
+                let r = libc::ioctl(sock, libc::SIOCGIFHWADDR, &mut ifr);
+                libc::close(sock);
+                if r != 0 {
+                    return None;
+                }
+                let data = ifr.ifr_ifru.ifru_hwaddr.sa_data;
+                let mut mac = [0u8; 6];
+                for (m, d) in mac.iter_mut().zip(data.iter()) {
+                    *m = *d as u8;
+                }
+                Some(Link { index, mac })
+            }
         })
     }
+}
+
+/// Moves the calling thread into the network namespace of `fd`, unless it is there already
+/// (the daemon's case: setns needs CAP_SYS_ADMIN, which the daemon does not keep).
+fn enter_netns(fd: std::os::fd::RawFd) -> bool {
+    let id = |f: std::os::fd::RawFd| {
+        // SAFETY: fstat into a zeroed struct of the right type.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        (unsafe { libc::fstat(f, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+    };
+    let here = File::open("/proc/thread-self/ns/net").ok();
+    if here.is_some_and(|h| id(h.as_raw_fd()).is_some_and(|x| Some(x) == id(fd))) {
+        return true;
+    }
+    // SAFETY: setns on a namespace descriptor we hold; only this thread moves.
+    unsafe { libc::setns(fd, libc::CLONE_NEWNET) == 0 }
 }
 
 impl Links {
@@ -133,11 +137,10 @@ impl Links {
         let fd = self.netns.as_ref().map(|f| f.as_raw_fd());
         std::thread::scope(|s| {
             s.spawn(move || {
-                if let Some(fd) = fd {
-                    // SAFETY: setns on a namespace descriptor we hold; only this thread moves.
-                    if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                        return None;
-                    }
+                if let Some(fd) = fd
+                    && !enter_netns(fd)
+                {
+                    return None;
                 }
                 f()
             })
