@@ -7,8 +7,10 @@
 
 pub mod dbus;
 pub mod engine;
+pub mod logging;
 pub mod model;
 pub mod netlink;
+pub mod notify;
 pub mod privileges;
 pub mod service;
 pub mod state;

@@ -103,7 +103,12 @@ impl Daemon {
     /// As root, or (`as_service`) as the user `nftlbd` with only CAP_NET_ADMIN, as the systemd
     /// unit runs it.
     fn start(t: &Topo, state: &std::path::Path, as_service: bool) -> Daemon {
+        Daemon::start_with(t, state, as_service, &[])
+    }
+
+    fn start_with(t: &Topo, state: &std::path::Path, as_service: bool, env: &[(&str, &str)]) -> Daemon {
         let mut c = Command::new("ip");
+        c.envs(env.iter().copied());
         c.args(["netns", "exec", &t.lb]);
         if as_service {
             c.args([
@@ -226,7 +231,38 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     }
     let t = Topo::new(2);
     let dir = tempdir();
-    let daemon = Daemon::start(&t, &dir, false);
+    // systemd's two sockets, played by the test: sd_notify and the journal's.
+    let notify_path = dir.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let _ = std::fs::remove_file("/run/systemd/journal/socket");
+    let journal = std::os::unix::net::UnixDatagram::bind("/run/systemd/journal/socket").unwrap();
+    // Read as journald does, all the time (a full socket would block the daemon's logging).
+    let entries = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = entries.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = journal.recv(&mut buf) {
+            sink.lock().unwrap().push(journal_fields(&buf[..n]));
+        }
+    });
+    let daemon = Daemon::start_with(
+        &t,
+        &dir,
+        false,
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("NFTLBD_LOG", "journal"),
+        ],
+    );
+    let mut buf = vec![0u8; 65536];
+    let n = notify.recv(&mut buf).unwrap();
+    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=0 farm(s), generation 1, serving org.nftlbd1"),
+        "{ready}"
+    );
     // Started as root, it keeps CAP_NET_ADMIN (bit 12) and nothing else.
     assert_eq!(
         daemon.credentials(),
@@ -315,6 +351,49 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     }
     let got = t.tcp_n(vip, 80, 4);
     assert_eq!(count(&got, "be1"), 4, "{got:?}");
+    // The journal got each change with its farm and backend as fields.
+    std::thread::sleep(Duration::from_millis(200));
+    let entries = entries.lock().unwrap().clone();
+    let find = |fields: &[&str]| {
+        entries
+            .iter()
+            .any(|e| fields.iter().all(|f| e.lines().any(|l| l == *f)))
+    };
+    assert!(
+        find(&[
+            "MESSAGE=farm created",
+            "FARM=web",
+            "BACKENDS=2",
+            "SYSLOG_IDENTIFIER=nftlbd"
+        ]),
+        "{entries:?}"
+    );
+    assert!(
+        find(&[
+            "MESSAGE=backend state changed",
+            "FARM=web",
+            "BACKEND=be0",
+            "OLD=up",
+            "NEW=off",
+            "REASON=api"
+        ]),
+        "{entries:?}"
+    );
+    // sd_notify's status follows the commits.
+    let mut last = String::new();
+    while let Ok(n) = {
+        notify.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        notify.recv(&mut buf)
+    } {
+        last = String::from_utf8_lossy(&buf[..n]).to_string();
+    }
+    assert_eq!(
+        last,
+        format!(
+            "STATUS=1 farm(s), generation {}, serving org.nftlbd1",
+            generation()
+        )
+    );
     let state = ok(&["get-property", DEST, be0, "org.nftlbd1.Backend", "State"]);
     assert_eq!(state.trim(), "s \"off\"");
 
@@ -665,6 +744,32 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     );
     assert!(!good);
     daemon.stop();
+}
+
+/// One journald native-protocol datagram as `KEY=value` lines (values sent length-prefixed, as
+/// tracing-journald sends them, are decoded).
+fn journal_fields(mut d: &[u8]) -> String {
+    let mut out = String::new();
+    while !d.is_empty() {
+        let Some(end) = d.iter().position(|&c| c == b'=' || c == b'\n') else {
+            break;
+        };
+        let key = String::from_utf8_lossy(&d[..end]).to_string();
+        let value;
+        if d[end] == b'=' {
+            let rest = &d[end + 1..];
+            let nl = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+            value = String::from_utf8_lossy(&rest[..nl]).to_string();
+            d = rest.get(nl + 1..).unwrap_or_default();
+        } else {
+            let rest = &d[end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            value = String::from_utf8_lossy(&rest[8..8 + len]).to_string();
+            d = rest.get(8 + len + 1..).unwrap_or_default();
+        }
+        out.push_str(&format!("{key}={value}\n"));
+    }
+    out
 }
 
 fn tempdir() -> PathBuf {

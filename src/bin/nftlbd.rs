@@ -185,8 +185,9 @@ fn apply(args: &Args) -> Result<(), CliError> {
 }
 
 fn run(args: &Args) -> Result<(), CliError> {
+    nftlbd::logging::init();
     let how = nftlbd::privileges::keep_only_net_admin().map_err(CliError::Daemon)?;
-    eprintln!("nftlbd: {how}");
+    tracing::info!("{how}");
     let service = Service::start(Options {
         state_dir: args.state_dir.clone(),
         watch: true,
@@ -214,18 +215,36 @@ fn run(args: &Args) -> Result<(), CliError> {
             None => None,
         };
         println!("READY");
+        let status = |s: &Service| {
+            format!(
+                "STATUS={} farm(s), generation {}{}",
+                s.config().farms.len(),
+                s.generation(),
+                if args.bus.is_some() {
+                    ", serving org.nftlbd1"
+                } else {
+                    ""
+                }
+            )
+        };
+        nftlbd::notify::notify(&format!("READY=1\n{}", status(&service)));
+        let mut events = service.subscribe();
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
+                    nftlbd::notify::notify("RELOADING=1");
                     if let Err(e) = service.reload().await {
-                        eprintln!("nftlbd: reload: {e}");
+                        tracing::error!("reload: {e}");
                     }
+                    nftlbd::notify::notify(&format!("READY=1\n{}", status(&service)));
                 }
+                _ = events.recv() => nftlbd::notify::notify(&status(&service)),
             }
         }
-        eprintln!("nftlbd: stopping; the tables stay in place");
+        nftlbd::notify::notify("STOPPING=1");
+        tracing::info!("stopping; the tables stay in place");
         Ok(())
     })
 }

@@ -217,8 +217,8 @@ impl Writer {
         let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
         let o = engine.reconcile(config, alloc).map_err(|e| e.to_string())?;
         match o.generation {
-            Some(g) => tracing_line(&format!("reconciled: {} message(s), generation {g}", o.messages)),
-            None => tracing_line("the kernel matches the saved state"),
+            Some(g) => tracing::info!("reconciled: {} message(s), generation {g}", o.messages),
+            None => tracing::info!("the kernel matches the saved state"),
         }
         save(&options.state_dir, &engine).map_err(|e| e.to_string())?;
         let (monitor, host) = if options.watch {
@@ -282,7 +282,7 @@ impl Writer {
             // The kernel has the new configuration but the state file could not follow: put the
             // kernel back, so the three stay as they were.
             if let Err(undo) = self.engine.apply((*old).clone()) {
-                tracing_line(&format!("cannot undo after a failed save: {undo}"));
+                tracing::error!("cannot undo after a failed save: {undo}");
             }
             return Err(ServiceError::State(e.to_string()));
         }
@@ -296,6 +296,7 @@ impl Writer {
             Err(p) => *p.into_inner() = new.clone(),
         }
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        log_changes(&old, &new, generation, &origin.reason);
         // No subscriber is fine: nobody is listening yet.
         let _ = self.shared.events.send(Arc::new(Event {
             generation,
@@ -339,17 +340,17 @@ impl Writer {
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing_line(&format!("monitor: {e}"));
+                        tracing::warn!("monitor: {e}");
                         break;
                     }
                 }
             }
         }
         if foreign {
-            tracing_line("our tables were changed by another process; repairing");
+            tracing::warn!("our tables were changed by another process; repairing");
             let (config, alloc) = (self.engine.config().clone(), self.engine.allocation().clone());
             if let Err(e) = self.engine.reconcile(config, alloc) {
-                tracing_line(&format!("repair failed: {e}"));
+                tracing::error!("repair failed: {e}");
             }
         }
         let mut host_changed = false;
@@ -360,12 +361,12 @@ impl Writer {
         }
         if host_changed {
             match self.engine.refresh_l2() {
-                Ok(o) if o.generation.is_some() => tracing_line(&format!(
+                Ok(o) if o.generation.is_some() => tracing::info!(
                     "the host's interfaces or neighbours changed; layer-2 farms follow ({} messages)",
                     o.messages
-                )),
+                ),
                 Ok(_) => {}
-                Err(e) => tracing_line(&format!("layer-2 refresh failed: {e}")),
+                Err(e) => tracing::error!("layer-2 refresh failed: {e}"),
             }
         }
     }
@@ -378,7 +379,47 @@ fn save(dir: &std::path::Path, engine: &Engine) -> Result<(), state::StateError>
     )
 }
 
-/// One line for the operator (stderr; the journal takes it under systemd).
-fn tracing_line(msg: &str) {
-    eprintln!("nftlbd: {msg}");
+/// A value as its canonical JSON word (`"up"`).
+fn word<T: serde::Serialize>(x: &T) -> String {
+    match serde_json::to_value(x) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+/// What a commit changed, farm by farm, for the log (FARM=, BACKEND= in the journal).
+fn log_changes(old: &Config, new: &Config, generation: u64, reason: &str) {
+    use std::collections::HashMap;
+    let before: HashMap<&str, &crate::model::Farm> = old.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+    let after: HashMap<&str, &crate::model::Farm> = new.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+    for f in &old.farms {
+        if !after.contains_key(f.name.as_str()) {
+            tracing::info!(farm = %f.name, generation, "farm deleted");
+        }
+    }
+    for f in &new.farms {
+        let Some(o) = before.get(f.name.as_str()) else {
+            tracing::info!(farm = %f.name, generation, backends = f.backends.len(), "farm created");
+            continue;
+        };
+        if *o == f {
+            continue;
+        }
+        tracing::info!(farm = %f.name, generation, "farm changed");
+        for b in &f.backends {
+            if let Some(ob) = o.backend(&b.name)
+                && ob.state != b.state
+            {
+                tracing::info!(
+                    farm = %f.name,
+                    backend = %b.name,
+                    old = word(&ob.state),
+                    new = word(&b.state),
+                    reason,
+                    "backend state changed"
+                );
+            }
+        }
+    }
 }
