@@ -691,7 +691,7 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     // its callers because the actions name it as their owner.
     let status = Command::new("chown")
         .args(["-R", "nftlbd:nftlbd"])
-        .arg(&dir)
+        .arg(&*dir)
         .status()
         .unwrap();
     assert!(status.success());
@@ -772,13 +772,33 @@ fn journal_fields(mut d: &[u8]) -> String {
     out
 }
 
-fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("nftlbd-bus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh directory (tests run in testbeds side by side, where process ids repeat), removed
+/// at the end.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
 }
 
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("nftlbd-bus-{nanos:x}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TempDir(d)
+}
 #[test]
 fn the_first_call_starts_the_daemon_through_the_bus() {
     if !in_testbed("the_first_call_starts_the_daemon_through_the_bus") {
@@ -830,4 +850,340 @@ fn the_first_call_starts_the_daemon_through_the_bus() {
     assert!(saved.contains("\"first\""), "{saved}");
     // SAFETY: stopping the daemon we started; the testbed's PID namespace ends it anyway.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+}
+
+#[test]
+fn many_clients_at_once_all_land_once() {
+    if !in_testbed("many_clients_at_once_all_land_once") {
+        return;
+    }
+    let t = Topo::new(1);
+    let dir = tempdir();
+    let daemon = Daemon::start(&t, &dir, false);
+    call(
+        "/org/nftlbd1",
+        MANAGER,
+        "CreateFarm",
+        &[
+            "sa{sv}",
+            "many",
+            "2",
+            "VirtualAddresses",
+            "as",
+            "1",
+            "10.9.0.7",
+            "VirtualPorts",
+            "s",
+            "80",
+        ],
+    );
+    let g = generation();
+    // 24 clients, each adding its own backend, all at once.
+    let clients: Vec<_> = (0..24)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let name = format!("b{i}");
+                let ip = format!("10.1.1.{}", 10 + i);
+                busctl(
+                    None,
+                    &[
+                        "call",
+                        DEST,
+                        "/org/nftlbd1/farm/many",
+                        "org.nftlbd1.Farm",
+                        "AddBackend",
+                        "sa{sv}",
+                        &name,
+                        "2",
+                        "IpAddr",
+                        "s",
+                        &ip,
+                        "Weight",
+                        "u",
+                        "2",
+                    ],
+                )
+            })
+        })
+        .collect();
+    for c in clients {
+        let (good, out) = c.join().unwrap();
+        assert!(good, "{out}");
+    }
+    assert_eq!(generation(), g + 24, "one commit each");
+    let config: serde_json::Value = {
+        let out = export();
+        // busctl prints `s "<escaped json>"`.
+        let quoted = out.trim().strip_prefix("s ").unwrap();
+        serde_json::from_str(&serde_json::from_str::<String>(quoted).unwrap()).unwrap()
+    };
+    let backends = config["farms"][0]["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 24, "none lost, none twice");
+    let names: std::collections::BTreeSet<&str> =
+        backends.iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 24);
+    // The kernel has every one.
+    let listing = t.nft(&["list", "ruleset"]);
+    for i in 0..24 {
+        let ip = format!("10.1.1.{}", 10 + i);
+        assert!(listing.contains(&ip), "{ip} in\n{listing}");
+    }
+    daemon.stop();
+}
+
+#[test]
+fn policies_and_sessions_over_the_bus() {
+    if !in_testbed("policies_and_sessions_over_the_bus") {
+        return;
+    }
+    let t = Topo::new(2);
+    let dir = tempdir();
+    let daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(3);
+    let (b0, b1) = (backend_ip(0, false).to_string(), backend_ip(1, false).to_string());
+    let out = call(
+        "/org/nftlbd1",
+        MANAGER,
+        "CreatePolicy",
+        &[
+            "sa{sv}",
+            "bad",
+            "2",
+            "Type",
+            "s",
+            "blacklist",
+            "Elements",
+            "as",
+            "2",
+            "10.8.0.2",
+            "192.0.2.0/24",
+        ],
+    );
+    assert_eq!(out.trim(), "o \"/org/nftlbd1/policy/bad\"");
+    let pol = "/org/nftlbd1/policy/bad";
+    assert_eq!(
+        ok(&["get-property", DEST, "/org/nftlbd1", MANAGER, "Policies"]).trim(),
+        "ao 1 \"/org/nftlbd1/policy/bad\""
+    );
+    call(
+        "/org/nftlbd1",
+        MANAGER,
+        "CreateFarm",
+        &[
+            "sa{sv}",
+            "web",
+            "4",
+            "VirtualAddresses",
+            "as",
+            "1",
+            &vip.to_string(),
+            "VirtualPorts",
+            "s",
+            "80",
+            "Policies",
+            "as",
+            "1",
+            "bad",
+            "Backends",
+            "aa{sv}",
+            "2",
+            "2",
+            "Name",
+            "s",
+            "be0",
+            "IpAddr",
+            "s",
+            &b0,
+            "2",
+            "Name",
+            "s",
+            "be1",
+            "IpAddr",
+            "s",
+            &b1,
+        ],
+    );
+    // The blacklisted client is refused and counted; anyone may read the counters.
+    let got = t.tcp_tries(vip, 80, 2);
+    assert!(got.iter().all(|g| g.starts_with("ERROR")), "{got:?}");
+    let (good, counters) = busctl(
+        Some("bob"),
+        &["call", DEST, pol, "org.nftlbd1.Policy", "GetCounters"],
+    );
+    assert!(good, "{counters}");
+    let client = counters.split("\"10.8.0.2\" ").nth(1).unwrap_or_default();
+    let packets: u64 = client
+        .split_whitespace()
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    assert!(packets >= 2, "{counters}");
+    // Elements change in one transaction each; unknown ones are named.
+    let monitor = Monitor::start(&dir);
+    call(
+        pol,
+        "org.nftlbd1.Policy",
+        "ReplaceElements",
+        &["as", "1", "192.0.2.0/24"],
+    );
+    let got = t.tcp_n(vip, 80, 2);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (1, 1), "{got:?}");
+    let seen = monitor.wait_for("Elements");
+    assert!(
+        seen.contains("PropertiesChanged") && seen.contains("/org/nftlbd1/policy/bad"),
+        "{seen}"
+    );
+    call(
+        pol,
+        "org.nftlbd1.Policy",
+        "AddElements",
+        &["as", "2", "10.8.0.2", "192.0.2.0/24"],
+    );
+    assert_eq!(
+        ok(&["get-property", DEST, pol, "org.nftlbd1.Policy", "Elements"]).trim(),
+        "as 2 \"192.0.2.0/24\" \"10.8.0.2\""
+    );
+    assert!(t.tcp_tries(vip, 80, 1)[0].starts_with("ERROR"));
+    let (good, out) = busctl(
+        None,
+        &[
+            "call",
+            DEST,
+            pol,
+            "org.nftlbd1.Policy",
+            "RemoveElements",
+            "as",
+            "1",
+            "1.2.3.4",
+        ],
+    );
+    assert!(
+        !good && out.contains("policies[bad].elements: \"1.2.3.4\" is not an element"),
+        "{out}"
+    );
+    let (good, out) = busctl(
+        None,
+        &[
+            "call",
+            DEST,
+            pol,
+            "org.nftlbd1.Policy",
+            "AddElements",
+            "as",
+            "1",
+            "10.8.0.300",
+        ],
+    );
+    assert!(!good && out.contains("policies[bad]"), "{out}");
+    let (good, out) = busctl(
+        None,
+        &["call", DEST, "/org/nftlbd1", MANAGER, "DeletePolicy", "s", "bad"],
+    );
+    assert!(
+        !good && out.contains("farms[web].policies: attaches policy \"bad\""),
+        "{out}"
+    );
+    let (good, out) = busctl(
+        Some("bob"),
+        &[
+            "call",
+            DEST,
+            pol,
+            "org.nftlbd1.Policy",
+            "AddElements",
+            "as",
+            "1",
+            "10.0.0.1",
+        ],
+    );
+    assert!(!good && refused(&out), "{out}");
+    // Detached, then deleted: the object goes.
+    ok(&[
+        "set-property",
+        DEST,
+        "/org/nftlbd1/farm/web",
+        "org.nftlbd1.Farm",
+        "Policies",
+        "as",
+        "0",
+    ]);
+    call("/org/nftlbd1", MANAGER, "DeletePolicy", &["s", "bad"]);
+    assert!(!busctl(None, &["get-property", DEST, pol, "org.nftlbd1.Policy", "Name"]).0);
+
+    // Sessions: learnt ones are listed with their expiry and forgotten on request; static ones
+    // are pinned and listed without expiry.
+    let farm = "/org/nftlbd1/farm/web";
+    ok(&[
+        "set-property",
+        DEST,
+        farm,
+        "org.nftlbd1.Farm",
+        "Persistence",
+        "as",
+        "1",
+        "srcip",
+    ]);
+    let got = t.tcp_n(vip, 80, 3);
+    let first = who(&got[0]);
+    assert!(got.iter().all(|g| who(g) == first), "{got:?}");
+    let (good, list) = busctl(
+        Some("bob"),
+        &["call", DEST, farm, "org.nftlbd1.Farm", "ListSessions"],
+    );
+    assert!(
+        good && list.contains("\"Client\" s \"10.8.0.2\"")
+            && list.contains(&format!("\"Backend\" s \"{first}\"")),
+        "{list}"
+    );
+    assert!(list.contains("\"Static\" b false"), "{list}");
+    call(farm, "org.nftlbd1.Farm", "DeleteSession", &["s", "10.8.0.2"]);
+    assert_eq!(
+        call(farm, "org.nftlbd1.Farm", "ListSessions", &[]).trim(),
+        "aa{sv} 0"
+    );
+    let other = if first == "be0" { "be1" } else { "be0" };
+    call(farm, "org.nftlbd1.Farm", "AddSession", &["ss", "10.8.0.2", other]);
+    let got = t.tcp_n(vip, 80, 2);
+    assert!(got.iter().all(|g| who(g) == other), "pinned: {got:?}");
+    let list = call(farm, "org.nftlbd1.Farm", "ListSessions", &[]);
+    assert!(
+        list.contains("\"Static\" b true") && list.contains("\"ExpiresMs\" t 0"),
+        "{list}"
+    );
+    let (good, out) = busctl(
+        None,
+        &[
+            "call",
+            DEST,
+            farm,
+            "org.nftlbd1.Farm",
+            "AddSession",
+            "ss",
+            "10.8.0.2",
+            other,
+        ],
+    );
+    assert!(!good && out.contains("already pins"), "{out}");
+    let (good, out) = busctl(
+        None,
+        &[
+            "call",
+            DEST,
+            farm,
+            "org.nftlbd1.Farm",
+            "AddSession",
+            "ss",
+            "not-an-ip",
+            other,
+        ],
+    );
+    assert!(!good && out.contains("farms[web].sessions"), "{out}");
+    call(farm, "org.nftlbd1.Farm", "DeleteSession", &["s", "10.8.0.2"]);
+    call(farm, "org.nftlbd1.Farm", "FlushSessions", &[]);
+    assert_eq!(
+        call(farm, "org.nftlbd1.Farm", "ListSessions", &[]).trim(),
+        "aa{sv} 0"
+    );
+    daemon.stop();
 }

@@ -364,3 +364,30 @@ fn features_switched_on_and_off_change_only_what_they_need() {
         );
     });
 }
+
+#[test]
+fn a_policy_made_before_its_family_had_a_farm_gets_its_elements() {
+    in_netns(|| {
+        let mut e = Engine::open().unwrap();
+        let policy = json!([{"name": "bad", "elements": ["198.51.100.7", "203.0.113.0/24"]}]);
+        let doc =
+            |farms: Value| parse_config(&json!({"farms": farms, "policies": policy}).to_string()).unwrap();
+        // No farm yet: no table, so the policy has no set anywhere.
+        e.apply(doc(json!([]))).unwrap();
+        // The first farm creates the table; its policy's elements come with it, though the
+        // policy itself did not change.
+        let mut f = farm("web", "192.0.2.1", 2);
+        f["policies"] = json!(["bad"]);
+        e.apply(doc(json!([f]))).unwrap();
+        let set = nft(&["list", "set", "ip", "nftlbd", "policy-bad"]);
+        assert!(
+            set.contains("198.51.100.7") && set.contains("203.0.113.0/24"),
+            "{set}"
+        );
+        let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+        assert!(
+            e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
+            "reads back equal"
+        );
+    });
+}

@@ -37,6 +37,10 @@ const METHODS: &[super::Method] = &[
     ("RemoveBackend", &[("name", "s")], &[]),
     ("Rename", &[("new_name", "s")], &[]),
     ("Delete", &[], &[]),
+    ("ListSessions", &[], &[("sessions", "aa{sv}")]),
+    ("AddSession", &[("client", "s"), ("backend", "s")], &[]),
+    ("DeleteSession", &[("client", "s")], &[]),
+    ("FlushSessions", &[], &[]),
 ];
 
 impl FarmObject {
@@ -171,6 +175,123 @@ impl FarmObject {
     }
 }
 
+impl FarmObject {
+    /// Static and learnt sessions: `Client` (the persistence key's fields joined with " . "),
+    /// `Backend` ("" when it is gone), `Static` b, `ExpiresMs` t (0 for static ones). Reveals
+    /// clients: polkit's info action.
+    async fn list_sessions(
+        &self,
+        conn: &Connection,
+        msg: &Message,
+    ) -> Result<Vec<HashMap<String, OwnedValue>>, Error> {
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::INFO,
+            &Details::farm(&self.farm, "list-sessions"),
+        )
+        .await?;
+        let farm = self.farm.clone();
+        let sessions = self.service.query(move |e| e.sessions(&farm)).await?;
+        let mut out = Vec::new();
+        for s in sessions {
+            let entry = [
+                ("Client", Value::from(s.client)),
+                ("Backend", Value::from(s.backend.unwrap_or_default())),
+                ("Static", Value::from(s.expires_ms.is_none())),
+                ("ExpiresMs", Value::from(s.expires_ms.unwrap_or(0))),
+            ];
+            let mut m = HashMap::new();
+            for (k, v) in entry {
+                m.insert(
+                    k.to_string(),
+                    super::owned(v).map_err(|e| Error::Kernel(e.to_string()))?,
+                );
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// Pins a client (in the farm's persistence format) to a backend.
+    async fn add_session(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let (client, backend): (String, String) = msg.body().deserialize()?;
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::FARM_MANAGE,
+            &Details::backend(&self.farm, &backend, "add-session"),
+        )
+        .await?;
+        let farm = self.farm.clone();
+        self.service
+            .change(Origin::api(), move |c| {
+                edit::farm(c, &farm, |obj| {
+                    let list = obj
+                        .entry("sessions")
+                        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                    let Some(list) = list.as_array_mut() else {
+                        return Err(ServiceError::Invalid(Invalid::one(
+                            format!("farms[{farm}].sessions"),
+                            "not a list",
+                        )));
+                    };
+                    if list
+                        .iter()
+                        .any(|x| x.get("client").and_then(|n| n.as_str()) == Some(&client))
+                    {
+                        return Err(ServiceError::Exists(format!(
+                            "farm {farm:?} already pins {client:?}"
+                        )));
+                    }
+                    list.push(serde_json::json!({ "client": client, "backend": backend }));
+                    Ok(())
+                })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets one client: a static session leaves the configuration, a learnt one the kernel.
+    async fn delete_session(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let client: String = msg.body().deserialize()?;
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::FARM_MANAGE,
+            &Details::farm(&self.farm, "delete-session"),
+        )
+        .await?;
+        let farm = self.farm.clone();
+        self.service
+            .operate(Origin::api(), move |e| {
+                e.delete_session(&farm, &client).map(|_| ())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets every learnt session of the farm (static ones stay).
+    async fn flush_sessions(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let hdr = msg.header();
+        auth::require(
+            conn,
+            &hdr,
+            auth::FARM_MANAGE,
+            &Details::farm(&self.farm, "flush-sessions"),
+        )
+        .await?;
+        let farm = self.farm.clone();
+        self.service
+            .operate(Origin::api(), move |e| e.flush_sessions(&farm).map(|_| ()))
+            .await?;
+        Ok(())
+    }
+}
+
 pub async fn delete_farm(service: &Service, name: &str) -> Result<(), Error> {
     let name = name.to_string();
     service
@@ -265,4 +386,8 @@ keyed_interface!(FarmObject, {
     "RemoveBackend" => remove_backend,
     "Rename" => rename,
     "Delete" => delete,
+    "ListSessions" => list_sessions,
+    "AddSession" => add_session,
+    "DeleteSession" => delete_session,
+    "FlushSessions" => flush_sessions,
 });

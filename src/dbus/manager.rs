@@ -9,8 +9,8 @@ use zbus::{Connection, interface};
 
 use super::auth::{self, Details};
 use super::error::Error;
-use super::{edit, farm_path, props};
-use crate::model::{Config, Invalid, parse_config, parse_farm_value};
+use super::{edit, farm_path, policy_path, props};
+use crate::model::{Config, Invalid, parse_config, parse_farm_value, parse_policy_value};
 use crate::service::{Origin, Service, ServiceError};
 
 pub struct Manager {
@@ -29,11 +29,7 @@ impl Manager {
     ) -> Result<OwnedObjectPath, Error> {
         auth::require(conn, &hdr, auth::FARM_MANAGE, &Details::farm(&name, "create")).await?;
         let at = format!("farms[{name}]");
-        edit::check_name(&format!("{at}.name"), &name)?;
-        let mut obj = serde_json::Map::new();
-        props::apply_settings(&mut obj, props::FARM, &settings, &at, true)?;
-        obj.insert("name".into(), serde_json::Value::String(name.clone()));
-        let farm = parse_farm_value(serde_json::Value::Object(obj), &at)?;
+        let farm = parse_farm_value(new_object(&name, props::FARM, &settings, &at, true)?, &at)?;
         self.service
             .change(Origin::api(), move |c| {
                 if c.farm(&farm.name).is_some() {
@@ -69,6 +65,60 @@ impl Manager {
 
     async fn list_farms(&self) -> Vec<OwnedObjectPath> {
         self.farms()
+    }
+
+    /// Creates a policy (`Type`, `Family`, `Timeout`, `LogPrefix`, `Elements`) in one transaction.
+    async fn create_policy(
+        &self,
+        name: String,
+        settings: HashMap<String, OwnedValue>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath, Error> {
+        let details = Details {
+            policy: name.clone(),
+            verb: "create".into(),
+            ..Details::default()
+        };
+        auth::require(conn, &hdr, auth::POLICY_MANAGE, &details).await?;
+        let at = format!("policies[{name}]");
+        let policy = parse_policy_value(new_object(&name, props::POLICY, &settings, &at, false)?, &at)?;
+        self.service
+            .change(Origin::api(), move |c| {
+                if c.policies.iter().any(|p| p.name == policy.name) {
+                    return Err(ServiceError::Exists(format!(
+                        "a policy is already named {:?}",
+                        policy.name
+                    )));
+                }
+                let mut new = c.clone();
+                new.policies.push(policy);
+                Ok(new)
+            })
+            .await?;
+        Ok(policy_path(&name))
+    }
+
+    async fn delete_policy(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let details = Details {
+            policy: name.clone(),
+            verb: "delete".into(),
+            ..Details::default()
+        };
+        auth::require(conn, &hdr, auth::POLICY_MANAGE, &details).await?;
+        super::policy::delete_policy(&self.service, &name).await
+    }
+
+    async fn get_policy(&self, name: String) -> Result<OwnedObjectPath, Error> {
+        match self.service.config().policies.iter().any(|p| p.name == name) {
+            true => Ok(policy_path(&name)),
+            false => Err(Error::NotFound(format!("no policy is named {name:?}"))),
+        }
     }
 
     /// The whole configuration as canonical JSON.
@@ -161,6 +211,16 @@ impl Manager {
             .collect()
     }
 
+    #[zbus(property)]
+    fn policies(&self) -> Vec<OwnedObjectPath> {
+        self.service
+            .config()
+            .policies
+            .iter()
+            .map(|p| policy_path(&p.name))
+            .collect()
+    }
+
     /// Bumps with every committed change of the configuration.
     #[zbus(property)]
     fn generation(&self) -> u64 {
@@ -197,4 +257,19 @@ fn upsert<T>(into: &mut Vec<T>, from: Vec<T>, name: impl Fn(&T) -> String) {
             None => into.push(x),
         }
     }
+}
+
+/// The canonical JSON of a new farm or policy: its name (checked) and its `a{sv}` settings.
+fn new_object(
+    name: &str,
+    table: &'static [props::Prop],
+    settings: &HashMap<String, OwnedValue>,
+    at: &str,
+    backends: bool,
+) -> Result<serde_json::Value, Error> {
+    edit::check_name(&format!("{at}.name"), name)?;
+    let mut obj = serde_json::Map::new();
+    props::apply_settings(&mut obj, table, settings, at, backends)?;
+    obj.insert("name".into(), serde_json::Value::String(name.to_string()));
+    Ok(serde_json::Value::Object(obj))
 }

@@ -11,6 +11,7 @@ mod error;
 mod farm;
 pub(crate) mod keyed;
 mod manager;
+mod policy;
 mod props;
 
 use std::borrow::Cow;
@@ -41,6 +42,10 @@ pub fn backend_path(farm: &str, backend: &str) -> OwnedObjectPath {
         bus_path_escape(farm),
         bus_path_escape(backend)
     ))
+}
+
+pub fn policy_path(policy: &str) -> OwnedObjectPath {
+    path(format!("{ROOT}/policy/{}", bus_path_escape(policy)))
 }
 
 fn path(s: String) -> OwnedObjectPath {
@@ -77,6 +82,9 @@ pub async fn serve(service: Service, address: Option<&str>) -> zbus::Result<Conn
     for f in &shown.farms {
         add_farm(&conn, &service, f).await?;
     }
+    for p in &shown.policies {
+        add_policy(&conn, &service, &p.name).await?;
+    }
     let sync_conn = conn.clone();
     let sync_service = service.clone();
     tokio::spawn(async move { follow(sync_conn, sync_service, shown, events).await });
@@ -108,6 +116,19 @@ async fn add_backend(conn: &Connection, service: &Service, farm: &str, backend: 
             backend::BackendObject {
                 farm: farm.to_string(),
                 backend: backend.to_string(),
+                service: service.clone(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+async fn add_policy(conn: &Connection, service: &Service, name: &str) -> zbus::Result<()> {
+    conn.object_server()
+        .at(
+            policy_path(name),
+            policy::PolicyObject {
+                policy: name.to_string(),
                 service: service.clone(),
             },
         )
@@ -169,6 +190,7 @@ async fn show(
             Some(_) => {}
         }
     }
+    policies_changed(conn, service, old, new).await?;
     let emitter = SignalEmitter::new(conn, ROOT)?;
     let mut changed: HashMap<&str, Value<'_>> = HashMap::new();
     changed.insert("Generation", Value::from(service.generation()));
@@ -177,7 +199,54 @@ async fn show(
         let paths: Vec<OwnedObjectPath> = new.farms.iter().map(|f| farm_path(&f.name)).collect();
         changed.insert("Farms", Value::from(paths));
     }
+    let policy_names = |c: &Config| c.policies.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    if policy_names(old) != policy_names(new) {
+        let paths: Vec<OwnedObjectPath> = new.policies.iter().map(|p| policy_path(&p.name)).collect();
+        changed.insert("Policies", Value::from(paths));
+    }
     properties_changed(&emitter, "org.nftlbd1.Manager", changed).await
+}
+
+async fn policies_changed(
+    conn: &Connection,
+    service: &Service,
+    old: &Config,
+    new: &Config,
+) -> zbus::Result<()> {
+    use crate::model::Policy;
+    let before: HashMap<&str, &Policy> = old.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+    let after: HashMap<&str, &Policy> = new.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+    for p in &old.policies {
+        if !after.contains_key(p.name.as_str()) {
+            conn.object_server()
+                .remove::<policy::PolicyObject, _>(policy_path(&p.name))
+                .await?;
+        }
+    }
+    for p in &new.policies {
+        match before.get(p.name.as_str()) {
+            None => add_policy(conn, service, &p.name).await?,
+            Some(o) if *o != p => {
+                let path = policy_path(&p.name);
+                let emitter = SignalEmitter::new(conn, path.as_ref())?;
+                let mut changed = HashMap::new();
+                for prop in props::POLICY {
+                    let (a, b) = (
+                        props::policy_value(o, prop.name),
+                        props::policy_value(p, prop.name),
+                    );
+                    if a != b
+                        && let Some(v) = b
+                    {
+                        changed.insert(prop.name, v);
+                    }
+                }
+                properties_changed(&emitter, policy::IFACE, changed).await?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 async fn properties_changed(

@@ -71,6 +71,28 @@ pub const BACKEND: &[Prop] = &[
     p("EstConnLimit", "est-connlimit", "u"),
 ];
 
+/// Policy keys (`Name` is read-only).
+pub const POLICY: &[Prop] = &[
+    p("Type", "type", "s"),
+    p("Family", "family", "s"),
+    p("Timeout", "timeout", "u"),
+    p("LogPrefix", "log-prefix", "s"),
+    p("Elements", "elements", "as"),
+];
+
+/// A policy key's value.
+pub fn policy_value(x: &crate::model::Policy, name: &str) -> Option<Value<'static>> {
+    Some(match name {
+        "Name" => x.name.clone().into(),
+        "Type" => word(&x.kind).into(),
+        "Family" => word(&x.family).into(),
+        "Timeout" => x.timeout.into(),
+        "LogPrefix" => x.log_prefix.clone().unwrap_or_default().into(),
+        "Elements" => Value::from(x.elements.clone()),
+        _ => return None,
+    })
+}
+
 pub fn find(table: &'static [Prop], name: &str) -> Option<&'static Prop> {
     table.iter().find(|p| p.name == name)
 }

@@ -396,7 +396,15 @@ impl Engine {
             let values: Vec<u32> = users.keys().copied().collect();
             let skeleton = render::skeleton(fam, config, &self.alloc, self.flags(), &values);
             climits.push(users);
-            for name in changed_policies {
+            // A table being created gets every policy's elements (a policy made before the
+            // family had a farm has its set only now); otherwise only changed policies change.
+            let creating = self.committed[i].is_none() && skeleton.is_some();
+            let policies: Vec<&String> = if creating {
+                config.policies.iter().map(|p| &p.name).collect()
+            } else {
+                changed_policies.iter().collect()
+            };
+            for name in policies {
                 let part = config
                     .policies
                     .iter()

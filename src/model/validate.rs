@@ -100,6 +100,19 @@ pub fn parse_farm_value(value: serde_json::Value, at: &str) -> Result<super::con
     })
 }
 
+/// Parses one policy given as canonical JSON, with errors under `at` (e.g. `policies[bad]`).
+pub fn parse_policy_value(value: serde_json::Value, at: &str) -> Result<super::config::Policy, Invalid> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            at.to_string()
+        } else {
+            format!("{at}.{path}")
+        };
+        Invalid::one(field, e.into_inner().to_string())
+    })
+}
+
 /// A persistence key value of a static session, in the order of the persistence fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyValue {

@@ -77,6 +77,7 @@ pub struct Event {
 
 type Edit = Box<dyn FnOnce(&Config) -> Result<Config, ServiceError> + Send>;
 type Query = Box<dyn FnOnce(&mut Engine) + Send>;
+type Operation = Box<dyn FnOnce(&mut Engine) -> Result<(), EngineError> + Send>;
 
 enum Job {
     Change {
@@ -85,6 +86,12 @@ enum Job {
         reply: oneshot::Sender<Result<u64, ServiceError>>,
     },
     Query(Query),
+    /// An engine operation that may change the configuration too (static sessions).
+    Operate {
+        op: Operation,
+        origin: Origin,
+        reply: oneshot::Sender<Result<u64, ServiceError>>,
+    },
     Reload(oneshot::Sender<Result<u64, ServiceError>>),
 }
 
@@ -189,6 +196,24 @@ impl Service {
         rx.await.map_err(|_| ServiceError::Stopped)?
     }
 
+    /// Runs an engine operation in the writer's turn (deleting a session, say); when it changed
+    /// the configuration, that is saved and published like any change.
+    pub async fn operate(
+        &self,
+        origin: Origin,
+        op: impl FnOnce(&mut Engine) -> Result<(), EngineError> + Send + 'static,
+    ) -> Result<u64, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Operate {
+                op: Box::new(op),
+                origin,
+                reply,
+            })
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
+    }
+
     /// Re-reads the state file and makes the kernel match it.
     pub async fn reload(&self) -> Result<u64, ServiceError> {
         let (reply, rx) = oneshot::channel();
@@ -254,6 +279,9 @@ impl Writer {
                     let _ = reply.send(self.change(edit, origin));
                 }
                 Ok(Job::Query(q)) => q(&mut self.engine),
+                Ok(Job::Operate { op, origin, reply }) => {
+                    let _ = reply.send(self.operate(op, origin));
+                }
                 Ok(Job::Reload(reply)) => {
                     let _ = reply.send(self.reload());
                 }
@@ -311,6 +339,22 @@ impl Writer {
         let current = self.published();
         let new = edit(&current)?;
         self.commit(new, origin)
+    }
+
+    fn operate(&mut self, op: Operation, origin: Origin) -> Result<u64, ServiceError> {
+        let old = self.published();
+        op(&mut self.engine)?;
+        if *self.engine.config() == *old {
+            return Ok(self.shared.generation.load(Ordering::SeqCst));
+        }
+        let new = self.engine.config().clone();
+        if let Err(e) = save(&self.options.state_dir, &self.engine) {
+            if let Err(undo) = self.engine.apply((*old).clone()) {
+                tracing::error!("cannot undo after a failed save: {undo}");
+            }
+            return Err(ServiceError::State(e.to_string()));
+        }
+        Ok(self.publish(old, new, origin))
     }
 
     fn reload(&mut self) -> Result<u64, ServiceError> {
