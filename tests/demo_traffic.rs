@@ -1,5 +1,6 @@
-//! The README's demo, run as a test: real HTTP traffic from a client namespace through nftlbd to
-//! three backends; round robin, a backend added and one drained live, and a daemon restart after
+//! The README's demo, run as a test: the daemon on a system bus with polkit (in the testbed), a
+//! farm created and changed live with busctl while real HTTP traffic goes from a client namespace
+//! to three backends; a delegated operator and an unprivileged user; a daemon restart after
 //! SIGKILL that changes nothing.
 
 #[test]
@@ -27,16 +28,23 @@ fn demo_balances_real_traffic_and_changes_live() {
             "client got: backend-1 backend-2 backend-1 backend-2 backend-1 backend-2",
             "client got: backend-1 backend-2 backend-3 backend-1 backend-2 backend-3",
             "client got: backend-1 backend-3 backend-1 backend-3",
-            "client got: backend-1 backend-3",
+            "client got: backend-1 backend-3 backend-3 backend-3 backend-1 backend-3 backend-3 backend-3",
+            "client got: backend-1 backend-3 backend-3 backend-3 backend-2",
+            "client got: backend-1 backend-3 backend-3 backend-3 backend-2",
         ],
         "{text}"
     );
-    assert!(
-        text.contains("daemon says: nftlbd: the kernel matches the saved state"),
-        "{text}"
-    );
-    assert!(
-        text.contains("applied: 7 message(s) in one transaction"),
-        "{text}"
-    );
+    for want in [
+        // Everything over D-Bus, each answered as it should be.
+        "o \"/org/nftlbd1/farm/web\"",
+        "o \"/org/nftlbd1/farm/web/backend/b3\"",
+        // The delegated operator could drain and enable, not reweigh; bob could do nothing.
+        "AccessDenied: org.nftlbd1.backend.manage needs authentication",
+        "Call failed: org.nftlbd1.backend.set-state needs authentication",
+        "daemon says: nftlbd: running as root with CAP_NET_ADMIN only",
+        "daemon says: nftlbd: the kernel matches the saved state",
+        "`-/org/nftlbd1/farm/web/backend/b3",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
 }

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Demo, as root on Debian 12: a client, a balancer and three web backends in network namespaces.
-# nftlbd balances real HTTP traffic round robin, is changed live (a backend added, one drained)
-# in one transaction each, and its daemon is killed with SIGKILL and restarted without changing
-# anything in the kernel. (The D-Bus front end comes next; until then changes go through
-# `nftlbd apply`.)
+# The nftlbd daemon runs in the balancer's namespace and serves org.nftlbd1 on a system bus with
+# polkit; busctl creates a farm, real HTTP traffic is balanced round robin, and the farm is
+# changed live over D-Bus (a backend added, one drained, a weight set, a delegated operator
+# allowed one thing and refused another), one kernel transaction each. Then the daemon is killed
+# with SIGKILL (the kernel keeps balancing) and restarted: every object is back, nothing is
+# rewritten.
+#
+# It runs in tools/testbed.sh (private mount, PID and network namespaces with their own
+# dbus-daemon --system and polkitd), so the host's bus, polkit rules and ruleset are untouched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tools/lib.sh
 require_root
-ensure_commands nft:nftables ip:iproute2 curl:curl /usr/bin/python3:python3
-if [ -z "${NFTLBD_BIN:-}" ]; then
-  cargo build -q --release --bin nftlbd
-  NFTLBD_BIN=$PWD/target/release/nftlbd
+if [ "${_TESTBED_INNER:-}" != 1 ]; then
+  ensure_commands nft:nftables ip:iproute2 curl:curl /usr/bin/python3:python3 unshare:util-linux \
+    dbus-daemon:dbus-daemon busctl:systemd pkcheck:polkitd gdbus:libglib2.0-bin
+  if [ -z "${NFTLBD_BIN:-}" ]; then
+    cargo build -q --release --bin nftlbd
+    NFTLBD_BIN=$PWD/target/release/nftlbd
+  fi
+  NFTLBD_BIN=$NFTLBD_BIN exec tools/testbed.sh --exec "$PWD/tools/demo.sh"
 fi
 
 P=nftlbd-demo; C=$P-client; L=$P-lb; WWW=$(mktemp -d); STATE=$(mktemp -d); PIDS=()
@@ -42,39 +51,47 @@ for i in 1 2 3; do
   for _ in $(seq 50); do ip netns exec $L curl -sf --noproxy '*' -m 1 -o /dev/null http://10.1.0.$((i + 1))/ && break; sleep 0.1; done
 done
 
-nftlbd() { ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" "$@"; }
 requests() {
   local out=""
   for _ in $(seq "$1"); do out+="$(ip netns exec $C curl -s --noproxy '*' -m 2 http://10.9.0.100/ || echo FAIL) "; done
   echo "  client got: $out"
 }
-farm() {  # farm BACKEND_JSON...
-  local IFS=,
-  echo "{\"farms\": [{\"name\": \"web\", \"virtual-addresses\": [\"10.9.0.100\"], \"virtual-ports\": \"80\",
-         \"scheduler\": \"rr\", \"backends\": [$*]}]}"
+bus() { echo "  \$ busctl $*"; busctl --system "$@" | sed 's/^/    /'; }
+as() { local u=$1; shift; echo "  \$ ($u) busctl $*"; setpriv --reuid="$u" --regid="$u" --init-groups -- busctl --system "$@" 2>&1 | sed 's/^/    /' || true; }
+start() {
+  ip netns exec $L /usr/local/sbin/nftlbd --state-dir "$STATE" run > "$STATE/run$1.out" 2>&1 & D=$!; PIDS+=($D)
+  for _ in $(seq 50); do grep -q READY "$STATE/run$1.out" && break; sleep 0.1; done
 }
-be() { echo "{\"name\": \"b$1\", \"ip-addr\": \"10.1.0.$(($1 + 1))\"${2:+, \"state\": \"$2\"}}"; }
+W=/org/nftlbd1/farm/web
 
-echo "== farm web: VIP 10.9.0.100:80, round robin over 2 backends"
-farm "$(be 1)" "$(be 2)" > "$STATE/web.json"
-nftlbd apply "$STATE/web.json"
+echo "== the daemon: nftlbd run in the balancer's namespace, serving org.nftlbd1"
+start 1
+echo "  daemon says: $(grep 'nftlbd: running' "$STATE/run1.out")"
+echo "== CreateFarm web: VIP 10.9.0.100:80, round robin over 2 backends, one transaction"
+bus call org.nftlbd1 /org/nftlbd1 org.nftlbd1.Manager CreateFarm 'sa{sv}' web 4 \
+  VirtualAddresses as 1 10.9.0.100 VirtualPorts s 80 Scheduler s rr \
+  Backends 'aa{sv}' 2 2 Name s b1 IpAddr s 10.1.0.2 2 Name s b2 IpAddr s 10.1.0.3
 requests 6
-echo "== live: add a third backend"
-farm "$(be 1)" "$(be 2)" "$(be 3)" > "$STATE/web.json"
-nftlbd apply "$STATE/web.json"
+echo "== live: AddBackend b3"
+bus call org.nftlbd1 $W org.nftlbd1.Farm AddBackend 'sa{sv}' b3 1 IpAddr s 10.1.0.4
 requests 6
-echo "== live: drain backend-2 (no new connections; open ones would continue)"
-farm "$(be 1)" "$(be 2 drain)" "$(be 3)" > "$STATE/web.json"
-nftlbd apply "$STATE/web.json"
+echo "== live: b2 drains (no new connections; open ones would continue)"
+bus call org.nftlbd1 $W/backend/b2 org.nftlbd1.Backend SetState s drain
 requests 4
-echo "== the daemon: start, kill -9, start again (the kernel keeps balancing; nothing is rewritten)"
-ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" --no-bus run > "$STATE/run1.out" 2>&1 & D=$!; PIDS+=($D)
-for _ in $(seq 50); do grep -q READY "$STATE/run1.out" && break; sleep 0.1; done
+echo "== live: b3 weighs 3 (a property set is one transaction too)"
+bus set-property org.nftlbd1 $W/backend/b3 org.nftlbd1.Backend Weight u 3
+requests 8
+echo "== delegation: group webops may set backend states of farm web, nothing else"
+as opsalice call org.nftlbd1 $W/backend/b2 org.nftlbd1.Backend SetState s up
+as opsalice set-property org.nftlbd1 $W/backend/b3 org.nftlbd1.Backend Weight u 1
+as bob call org.nftlbd1 $W/backend/b2 org.nftlbd1.Backend SetState s off
+requests 5
+echo "== the daemon: kill -9 (the kernel keeps balancing), start again (nothing is rewritten)"
 kill -9 $D; wait $D 2>/dev/null || true
-requests 2
-ip netns exec $L "$NFTLBD_BIN" --state-dir "$STATE" --no-bus run > "$STATE/run2.out" 2>&1 & D=$!; PIDS+=($D)
-for _ in $(seq 50); do grep -q READY "$STATE/run2.out" && break; sleep 0.1; done
+requests 5
+start 2
 echo "  daemon says: $(grep "nftlbd: the kernel" "$STATE/run2.out")"
+bus tree org.nftlbd1
 kill $D; wait $D 2>/dev/null || true
 echo "== the ruleset, as nft shows it"
 ip netns exec $L nft list table ip nftlbd

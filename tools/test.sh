@@ -14,5 +14,5 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "== tests (unit, kernel and traffic in network namespaces, bench smoke runs)"
-# A hung test must fail the run, not use up CI's time.
-timeout 1500 cargo test --all-targets --locked
+# A hung test must fail the run, not use up CI's time; every failing suite is reported, not just the first.
+timeout 1500 cargo test --all-targets --locked --no-fail-fast

@@ -131,8 +131,13 @@ pub async fn require(
 ) -> Result<(), Error> {
     match check(conn, hdr, action, details).await? {
         Answer::Yes => Ok(()),
+        Answer::Auth if hdr.primary().flags().contains(Flags::AllowInteractiveAuth) => {
+            Err(Error::NotAuthorized(format!(
+                "{action} needs authentication as an administrator, and no authentication agent gave it"
+            )))
+        }
         Answer::Auth => Err(Error::NotAuthorized(format!(
-            "{action} needs authentication (call with interactive authorization allowed, e.g. busctl --allow-interactive-authorization=yes)"
+            "{action} needs authentication (allow interactive authorization, e.g. busctl --allow-interactive-authorization=yes, with an agent running)"
         ))),
         Answer::No => Err(Error::NotAuthorized(format!(
             "{action} is not allowed for this caller"

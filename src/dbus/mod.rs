@@ -366,7 +366,20 @@ fn introspect<'a>(
 ) {
     let pad = " ".repeat(level);
     let _ = writeln!(w, "{pad}<interface name=\"{name}\">");
+    // Signals first: busctl carries the direction of a method's last argument over to the
+    // next signal's arguments when it reads nested nodes, and then warns.
+    for (s, args) in signals {
+        let _ = writeln!(w, "{pad}  <signal name=\"{s}\">");
+        for (a, t) in args.iter() {
+            let _ = writeln!(w, "{pad}    <arg name=\"{a}\" type=\"{t}\"/>");
+        }
+        let _ = writeln!(w, "{pad}  </signal>");
+    }
     for (m, ins, outs) in methods {
+        if ins.is_empty() && outs.is_empty() {
+            let _ = writeln!(w, "{pad}  <method name=\"{m}\"/>");
+            continue;
+        }
         let _ = writeln!(w, "{pad}  <method name=\"{m}\">");
         for (a, t) in ins.iter() {
             let _ = writeln!(w, "{pad}    <arg name=\"{a}\" type=\"{t}\" direction=\"in\"/>");
@@ -375,13 +388,6 @@ fn introspect<'a>(
             let _ = writeln!(w, "{pad}    <arg name=\"{a}\" type=\"{t}\" direction=\"out\"/>");
         }
         let _ = writeln!(w, "{pad}  </method>");
-    }
-    for (s, args) in signals {
-        let _ = writeln!(w, "{pad}  <signal name=\"{s}\">");
-        for (a, t) in args.iter() {
-            let _ = writeln!(w, "{pad}    <arg name=\"{a}\" type=\"{t}\"/>");
-        }
-        let _ = writeln!(w, "{pad}  </signal>");
     }
     for (p, t, writable) in props {
         let access = if writable { "readwrite" } else { "read" };
