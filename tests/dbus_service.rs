@@ -216,6 +216,74 @@ impl Drop for Monitor {
 }
 
 /// polkit said no, or yes only after authentication (which nobody here can give).
+/// The members of one interface in introspection XML, each as one line (`method X(in a s, out
+/// b o)`, `property P as read`, `signal S(a s)`), sorted; annotations and comments ignored.
+fn members(xml: &str, iface: &str) -> Vec<String> {
+    let mut text = xml.to_string();
+    while let Some(i) = text.find("<!--") {
+        let end = text[i..].find("-->").map_or(text.len(), |j| i + j + 3);
+        text.replace_range(i..end, "");
+    }
+    let start = format!("<interface name=\"{iface}\"");
+    let Some(at) = text.find(&start) else {
+        return Vec::new();
+    };
+    let body = &text[at..];
+    let body = &body[..body.find("</interface>").unwrap_or(body.len())];
+    let attr = |tag: &str, name: &str| {
+        let key = format!(" {name}=\"");
+        tag.find(&key)
+            .map(|i| {
+                let v = &tag[i + key.len()..];
+                v[..v.find('"').unwrap_or(v.len())].to_string()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    for tag in body.split('<').skip(1).map(|t| t.split('>').next().unwrap_or("")) {
+        let kind = tag.split_whitespace().next().unwrap_or("");
+        match kind {
+            "method" | "signal" => {
+                if let Some((head, args)) = current.take() {
+                    out.push(format!("{head}({})", args.join(", ")));
+                }
+                let head = format!("{kind} {}", attr(tag, "name"));
+                if tag.ends_with('/') {
+                    out.push(format!("{head}()"));
+                } else {
+                    current = Some((head, Vec::new()));
+                }
+            }
+            "arg" => {
+                if let Some((_, args)) = current.as_mut() {
+                    let dir = attr(tag, "direction");
+                    let dir = if dir.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{dir} ")
+                    };
+                    args.push(format!("{dir}{} {}", attr(tag, "name"), attr(tag, "type")));
+                }
+            }
+            "/method" | "/signal" => {
+                if let Some((head, args)) = current.take() {
+                    out.push(format!("{head}({})", args.join(", ")));
+                }
+            }
+            "property" => out.push(format!(
+                "property {} {} {}",
+                attr(tag, "name"),
+                attr(tag, "type"),
+                attr(tag, "access")
+            )),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
 fn refused(out: &str) -> bool {
     out.contains("is not allowed for this caller") || out.contains("needs authentication")
 }
@@ -1089,6 +1157,57 @@ fn policies_and_sessions_over_the_bus() {
         ],
     );
     assert!(!good && refused(&out), "{out}");
+    // Backend.Active follows the priority tiers: be1 (priority 2) is a standby until be0 fails,
+    // and then changes although be1 itself did not.
+    let be = |n: &str| format!("/org/nftlbd1/farm/web/backend/{n}");
+    let active = |n: &str| ok(&["get-property", DEST, &be(n), "org.nftlbd1.Backend", "Active"]);
+    let set = |n: &str, prop: &str, sig: &str, v: &str| {
+        ok(&["set-property", DEST, &be(n), "org.nftlbd1.Backend", prop, sig, v]);
+    };
+    set("be1", "Priority", "u", "2");
+    assert_eq!(
+        (active("be0").trim(), active("be1").trim()),
+        ("b true", "b false")
+    );
+    let monitor = Monitor::start(&dir);
+    set("be0", "State", "s", "down");
+    let seen = monitor.wait_for("\"Active\"");
+    let be1_changed = seen
+        .split("‣ Type=signal")
+        .any(|m| m.contains(&be("be1")) && m.contains("\"Active\"") && m.contains("true"));
+    assert!(be1_changed, "{seen}");
+    assert_eq!(
+        (active("be0").trim(), active("be1").trim()),
+        ("b false", "b true")
+    );
+    set("be0", "State", "s", "up");
+    set("be1", "Priority", "u", "1");
+    drop(monitor);
+
+    // The interfaces served are exactly the documented ones (the installed XML files).
+    for (path, iface) in [
+        ("/org/nftlbd1", "Manager"),
+        ("/org/nftlbd1/farm/web", "Farm"),
+        ("/org/nftlbd1/farm/web/backend/be0", "Backend"),
+        (pol, "Policy"),
+    ] {
+        let iface = format!("org.nftlbd1.{iface}");
+        let file = format!("/usr/share/dbus-1/interfaces/{iface}.xml");
+        let documented = std::fs::read_to_string(&file).unwrap_or_default();
+        let live = ok(&["introspect", "--xml-interface", DEST, path]);
+        let want = members(&documented, &iface);
+        assert!(want.len() > 5, "{file}: {want:?}");
+        assert_eq!(
+            members(&live, &iface),
+            want,
+            "{iface} at {path} differs from {file}"
+        );
+        let docs = documented.matches("org.gtk.GDBus.DocString").count();
+        assert!(
+            docs > want.len(),
+            "{file}: every member and the interface documented"
+        );
+    }
     // Detached, then deleted: the object goes.
     ok(&[
         "set-property",

@@ -53,7 +53,7 @@ overlay() {
   mount -n --bind "$st" "$d"
 }
 for d in /usr/share/polkit-1/actions /etc/polkit-1/rules.d /usr/share/dbus-1/system.d \
-         /usr/share/dbus-1/system-services /usr/share/doc /usr/local/sbin \
+         /usr/share/dbus-1/system-services /usr/share/dbus-1/interfaces /usr/share/doc /usr/local/sbin \
          /usr/lib/systemd/system /usr/lib/sysusers.d /run/systemd; do overlay "$d"; done
 mkdir -p /var/lib/nftlbd && mount -n -t tmpfs -o mode=0700 testbed-state /var/lib/nftlbd
 ip link set lo up

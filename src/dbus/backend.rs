@@ -20,7 +20,7 @@ pub struct BackendObject {
     pub service: Service,
 }
 
-const READ_ONLY: &[super::Arg] = &[("Name", "s"), ("Farm", "o")];
+const READ_ONLY: &[super::Arg] = &[("Name", "s"), ("Farm", "o"), ("Active", "b")];
 
 const METHODS: &[super::Method] = &[
     ("Update", &[("changes", "a{sv}")], &[]),
@@ -98,9 +98,12 @@ impl Keyed for BackendObject {
 
     fn value(&self, name: &str) -> Option<Value<'static>> {
         let config = self.service.config();
-        let b = config.farm(&self.farm)?.backend(&self.backend)?;
-        if name == "Farm" {
-            return Some(Value::from(farm_path(&self.farm)));
+        let f = config.farm(&self.farm)?;
+        let b = f.backend(&self.backend)?;
+        match name {
+            "Farm" => return Some(Value::from(farm_path(&self.farm))),
+            "Active" => return Some(Value::from(props::backend_active(f, b))),
+            _ => {}
         }
         props::backend_value(b, name)
     }

@@ -20,6 +20,7 @@ pub struct Manager {
 #[interface(name = "org.nftlbd1.Manager")]
 impl Manager {
     /// Creates a farm, its backends included (`Backends` as `aa{sv}`), in one transaction.
+    #[zbus(out_args("farm"))]
     async fn create_farm(
         &self,
         name: String,
@@ -56,6 +57,7 @@ impl Manager {
         super::farm::delete_farm(&self.service, &name).await
     }
 
+    #[zbus(out_args("farm"))]
     async fn get_farm(&self, name: String) -> Result<OwnedObjectPath, Error> {
         match self.service.config().farm(&name) {
             Some(_) => Ok(farm_path(&name)),
@@ -63,11 +65,13 @@ impl Manager {
         }
     }
 
+    #[zbus(out_args("farms"))]
     async fn list_farms(&self) -> Vec<OwnedObjectPath> {
         self.farms()
     }
 
     /// Creates a policy (`Type`, `Family`, `Timeout`, `LogPrefix`, `Elements`) in one transaction.
+    #[zbus(out_args("policy"))]
     async fn create_policy(
         &self,
         name: String,
@@ -114,6 +118,7 @@ impl Manager {
         super::policy::delete_policy(&self.service, &name).await
     }
 
+    #[zbus(out_args("policy"))]
     async fn get_policy(&self, name: String) -> Result<OwnedObjectPath, Error> {
         match self.service.config().policies.iter().any(|p| p.name == name) {
             true => Ok(policy_path(&name)),
@@ -122,6 +127,7 @@ impl Manager {
     }
 
     /// The whole configuration as canonical JSON.
+    #[zbus(out_args("json"))]
     async fn export_config(&self) -> Result<String, Error> {
         serde_json::to_string_pretty(&*self.service.config()).map_err(|e| Error::Kernel(e.to_string()))
     }
@@ -178,6 +184,7 @@ impl Manager {
     }
 
     /// action id → `yes`, `no` or `auth` for the caller (no details: the general answer).
+    #[zbus(out_args("permissions"))]
     async fn get_permissions(
         &self,
         #[zbus(header)] hdr: Header<'_>,

@@ -314,12 +314,17 @@ async fn farm_changed(
             add_backend(conn, service, &new.name, &b.name).await?;
             continue;
         };
-        if *o == b {
+        // `Active` follows the farm and the other backends too (priority tiers).
+        let (was, is) = (props::backend_active(old, o), props::backend_active(new, b));
+        if *o == b && was == is {
             continue;
         }
         let bpath = backend_path(&new.name, &b.name);
         let emitter = SignalEmitter::new(conn, bpath.as_ref())?;
         let mut changed = HashMap::new();
+        if was != is {
+            changed.insert("Active", Value::from(is));
+        }
         for p in props::BACKEND {
             let (x, y) = (props::backend_value(o, p.name), props::backend_value(b, p.name));
             if x != y

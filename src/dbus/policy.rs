@@ -126,6 +126,7 @@ impl PolicyObject {
     }
 
     /// (element, packets, bytes) for each merged range of the policy.
+    #[zbus(out_args("counters"))]
     async fn get_counters(
         &self,
         #[zbus(header)] hdr: Header<'_>,

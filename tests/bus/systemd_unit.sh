@@ -11,6 +11,8 @@ check "it runs as its own user with CAP_NET_ADMIN only" \
 check "its ExecStart is the installed daemon" grep -qx 'ExecStart=/usr/local/sbin/nftlbd run' $UNIT
 check "activation starts the same daemon" \
   grep -qx 'Exec=/usr/local/sbin/nftlbd run' /usr/share/dbus-1/system-services/org.nftlbd1.service
+check "under systemd, activation starts nftlbd.service, whose bus name is org.nftlbd1" bash -c \
+  "grep -qx 'SystemdService=nftlbd.service' /usr/share/dbus-1/system-services/org.nftlbd1.service && grep -qx 'BusName=org.nftlbd1' $UNIT"
 check "the sysusers file names the user" grep -q '^u nftlbd ' /usr/lib/sysusers.d/nftlbd.conf
 # verify catches a broken unit (so the check above can fail).
 sed 's/^BusName=.*//' $UNIT > "$STAGE/broken.service"
