@@ -1297,3 +1297,153 @@ fn policies_and_sessions_over_the_bus() {
     );
     daemon.stop();
 }
+
+/// `busctl --allow-interactive-authorization=yes ARGS` as `user`, in a pseudo-terminal (script(1))
+/// with polkit's text agent (pkttyagent) registered for that very process. When the agent asks
+/// for the administrator's password, `while_asked` runs (the call is pending in the daemon), then
+/// `password` is typed. Returns (success, everything the terminal showed).
+fn busctl_with_agent(
+    user: &str,
+    password: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+    while_asked: impl FnOnce(),
+) -> (bool, String) {
+    use std::io::{Read, Write};
+    let fifo = dir.join(format!("agent-{}", args.len()));
+    let _ = std::fs::remove_file(&fifo);
+    assert!(
+        Command::new("mkfifo")
+            .arg("-m666")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    // The shell registers the agent for its own PID, waits until it is registered, and becomes
+    // busctl (same process: polkit finds the agent for the caller).
+    let inner = format!(
+        "pkttyagent --process $$ --notify-fd 3 3>{f} & read -r _ <{f}; exec busctl --system \
+         --allow-interactive-authorization=yes {a}",
+        f = fifo.display(),
+        a = args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+    );
+    let cmd = format!(
+        "setpriv --reuid={user} --regid={user} --init-groups -- sh -c {}",
+        quote(&inner)
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run script");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains("Password:")
+        && Instant::now() < end
+        && child.try_wait().is_ok_and(|s| s.is_none())
+    {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(chunk);
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).contains("Password:"),
+        "the agent never asked: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    while_asked();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < end, "busctl with the agent hangs");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(stdin);
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
+        seen.extend(chunk);
+    }
+    (status.success(), String::from_utf8_lossy(&seen).into_owned())
+}
+
+#[test]
+fn an_administrator_authenticates_through_the_callers_agent() {
+    if !in_testbed("an_administrator_authenticates_through_the_callers_agent") {
+        return;
+    }
+    let t = Topo::new(1);
+    let dir = tempdir();
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    let owned = Command::new("chown").arg("nftlbd:").arg(&state).status();
+    assert!(owned.is_ok_and(|s| s.success()));
+    // As systemd runs it: its own user (polkit waits for the agent on its behalf).
+    let _daemon = Daemon::start(&t, &state, true);
+    let create = |name: &'static str, vip: &'static str| {
+        [
+            "call",
+            DEST,
+            "/org/nftlbd1",
+            MANAGER,
+            "CreateFarm",
+            "sa{sv}",
+            name,
+            "1",
+            "VirtualAddresses",
+            "as",
+            "1",
+            vip,
+        ]
+    };
+    // Without the flag, nobody is asked, and the error says what would help.
+    let (good, out) = busctl(
+        Some("bob"),
+        &[
+            &["--allow-interactive-authorization=no"],
+            &create("web", "192.0.2.1")[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        !good && out.contains("needs authentication (allow interactive authorization"),
+        "{out}"
+    );
+    // A wrong password: refused, nothing changes.
+    let before = generation();
+    let (good, out) = busctl_with_agent("bob", "wrong", &dir, &create("web", "192.0.2.1"), || {});
+    assert!(!good && out.contains("AUTHENTICATION FAILED"), "{out}");
+    assert!(out.contains("org.nftlbd1.farm.manage is not allowed"), "{out}");
+    assert_eq!(generation(), before);
+    assert_eq!(export().matches("\\\"name\\\"").count(), 0, "{}", export());
+    // The administrator's password: the farm is created. While the agent waits for it, the daemon
+    // serves other clients (reads and a root's change).
+    let (good, out) = busctl_with_agent("bob", "secret", &dir, &create("web", "192.0.2.1"), || {
+        let farms = ok(&["get-property", DEST, "/org/nftlbd1", MANAGER, "Farms"]);
+        assert_eq!(farms.trim(), "ao 0");
+        ok(&create("other", "192.0.2.2"));
+    });
+    assert!(good && out.contains("AUTHENTICATION COMPLETE"), "{out}");
+    assert!(out.contains("o \"/org/nftlbd1/farm/web\""), "{out}");
+    assert_eq!(generation(), before + 2);
+    let farms = ok(&["get-property", DEST, "/org/nftlbd1", MANAGER, "Farms"]);
+    assert_eq!(
+        farms.trim(),
+        "ao 2 \"/org/nftlbd1/farm/other\" \"/org/nftlbd1/farm/web\""
+    );
+}

@@ -4,7 +4,8 @@
 # (nothing leaks to the host, not even an nftables table; every process dies with the namespace).
 # For machines without systemd.
 #
-# Inside, CHECKS.sh is sourced with: users nftlbd (the service), opsalice (group webops) and bob;
+# Inside, CHECKS.sh is sourced with: users nftlbd (the service), opsalice (group webops), bob, and
+# admin (password "secret", the only member of group sudo: polkit's administrator);
 # the delegation example rules (polkit/50-nftlbd-delegate.rules.example) in /etc/polkit-1/rules.d;
 # the stock dbus-daemon --system and polkitd running; and these helpers:
 #   check DESC CMD...   one check (counted; a failure fails the run)
@@ -58,10 +59,14 @@ for d in /usr/share/polkit-1/actions /etc/polkit-1/rules.d /usr/share/dbus-1/sys
 mkdir -p /var/lib/nftlbd && mount -n -t tmpfs -o mode=0700 testbed-state /var/lib/nftlbd
 ip link set lo up
 for f in passwd group shadow gshadow; do cp -a /etc/$f "$STAGE/$f"; done
-printf 'nftlbd:x:2950:2950:nftlbd service:/nonexistent:/usr/sbin/nologin\nopsalice:x:2951:2951:webops:/nonexistent:/usr/sbin/nologin\nbob:x:2952:2952:nobody special:/nonexistent:/usr/sbin/nologin\n' >>"$STAGE/passwd"
-printf 'nftlbd:x:2950:\nopsalice:x:2951:\nbob:x:2952:\nwebops:x:2960:opsalice\n' >>"$STAGE/group"
+printf 'nftlbd:x:2950:2950:nftlbd service:/nonexistent:/usr/sbin/nologin\nopsalice:x:2951:2951:webops:/nonexistent:/usr/sbin/nologin\nbob:x:2952:2952:nobody special:/nonexistent:/usr/sbin/nologin\nadmin:x:2953:2953:an administrator:/nonexistent:/bin/sh\n' >>"$STAGE/passwd"
+# admin (password "secret") is polkit's only administrator: the only member of group sudo.
+sed -i 's/^sudo:\([^:]*\):\([^:]*\):.*/sudo:\1:\2:admin/' "$STAGE/group"
+sed -i 's/^sudo:\([^:]*\):\([^:]*\):.*/sudo:\1:\2:admin/' "$STAGE/gshadow"
+printf 'nftlbd:x:2950:\nopsalice:x:2951:\nbob:x:2952:\nadmin:x:2953:\nwebops:x:2960:opsalice\n' >>"$STAGE/group"
 printf 'nftlbd:!:19000::::::\nopsalice:!:19000::::::\nbob:!:19000::::::\n' >>"$STAGE/shadow"
-printf 'nftlbd:!::\nopsalice:!::\nbob:!::\nwebops:!::opsalice\n' >>"$STAGE/gshadow"
+printf 'admin:%s:19000:0:99999:7:::\n' '$6$nftlbdtestbd$.iMvixWcsw/bfcFQ8swR5uzDpG/OLszuKovD9I6nuxgiWt9EbFuIoY7snP.j9cH7/s2d7VQsn5s1Y7sW4MBgP0' >>"$STAGE/shadow"
+printf 'nftlbd:!::\nopsalice:!::\nbob:!::\nadmin:!::\nwebops:!::opsalice\n' >>"$STAGE/gshadow"
 for f in passwd group shadow gshadow; do mount -n --bind "$STAGE/$f" /etc/$f; done
 
 # The project's real install step, at the real paths.
