@@ -33,12 +33,29 @@ fn web(n: usize) -> serde_json::Value {
 }
 
 /// The ruleset without sessions learnt by the datapath (they carry their expiry).
+/// The ruleset without runtime state (learnt sessions, counter values).
 fn configured(t: &Topo) -> String {
     t.nft(&["list", "ruleset"])
         .lines()
         .filter(|l| !l.contains(" expires "))
+        .map(without_counts)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `counter packets 12 bytes 960` → `counter`.
+fn without_counts(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(i) = rest.find("counter packets ") {
+        out.push_str(&rest[..i + "counter".len()]);
+        let after = &rest[i + "counter packets ".len()..];
+        let after = after.trim_start_matches(|c: char| c.is_ascii_digit());
+        let after = after.strip_prefix(" bytes ").unwrap_or(after);
+        rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
 }
 
 fn generation(t: &Topo) -> u32 {

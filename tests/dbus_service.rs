@@ -382,6 +382,41 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     assert_eq!(generation(), g0 + 1);
     let got = t.tcp_n(vip, 80, 6);
     assert_eq!((count(&got, "be0"), count(&got, "be1")), (3, 3), "{got:?}");
+    // Counters: every packet of a connection, both ways, counted for its backend and its farm;
+    // anyone may read them. (The connections' last packets may still be on their way.)
+    std::thread::sleep(Duration::from_millis(300));
+    let counter = |path: &str, iface: &str, prop: &str| -> u64 {
+        let (good, out) = busctl(Some("bob"), &["get-property", DEST, path, iface, prop]);
+        assert!(good, "{out}");
+        out.trim().trim_start_matches("t ").parse().unwrap()
+    };
+    let backend = |n: &str, prop: &str| {
+        counter(
+            &format!("/org/nftlbd1/farm/web/backend/{n}"),
+            "org.nftlbd1.Backend",
+            prop,
+        )
+    };
+    let farm = |prop: &str| counter("/org/nftlbd1/farm/web", "org.nftlbd1.Farm", prop);
+    let (p0, p1) = (backend("be0", "Packets"), backend("be1", "Packets"));
+    let (y0, y1) = (backend("be0", "Bytes"), backend("be1", "Bytes"));
+    // Each connection: at least SYN, SYN-ACK, ACK, the greeting, its ACK and a FIN.
+    assert!(p0 >= 3 * 6 && p1 >= 3 * 6, "{p0} {p1}");
+    assert!(y0 >= 40 * p0 && y1 >= 40 * p1, "{y0} {y1}");
+    assert_eq!((farm("Packets"), farm("Bytes")), (p0 + p1, y0 + y1));
+    let all = ok(&[
+        "call",
+        DEST,
+        "/org/nftlbd1/farm/web",
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        "s",
+        "org.nftlbd1.Farm",
+    ]);
+    assert!(
+        all.contains("\"Packets\" t ") && all.contains("\"Bytes\" t "),
+        "{all}"
+    );
     let tree = ok(&["tree", DEST]);
     assert!(tree.contains("/org/nftlbd1/farm/web/backend/be1"), "{tree}");
     let farm_props = ok(&["introspect", DEST, "/org/nftlbd1/farm/web", "org.nftlbd1.Farm"]);

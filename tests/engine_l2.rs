@@ -525,6 +525,11 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
         e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
         "reads back equal"
     );
+    // The farm counts both ways: 24 connections of at least 3 packets from the client
+    // (SYN, ACK, FIN) and 3 from the backend (SYN-ACK, greeting, FIN).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (packets, bytes) = e.traffic("stl", None).unwrap();
+    assert!(packets >= 24 * 6 && bytes >= 40 * packets, "{packets} {bytes}");
     // Round robin chooses per flow (stl-flows), so multi-packet connections stay whole.
     let farm = |extra: serde_json::Value| {
         let mut f = json!({"name": "stl", "mode": "stlsdnat", "scheduler": "rr",
@@ -549,6 +554,9 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
     assert!(got.iter().all(|g| g.ends_with("onetwo")), "{got:?}");
     let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
     assert_eq!(names.len(), 2, "{got:?}");
+    // Changing the farm does not reset its counter.
+    let (more, _) = e.traffic("stl", None).unwrap();
+    assert!(more >= packets + 10 * 8, "{packets} then {more}");
     // Persistence: one client, one backend.
     e.apply(farm(json!({"persistence": ["srcip"]}))).unwrap();
     let got: Vec<String> = run_in(&ns[0], move || (0..6).map(|_| tcp_hello(vip)).collect());

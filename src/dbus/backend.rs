@@ -20,7 +20,13 @@ pub struct BackendObject {
     pub service: Service,
 }
 
-const READ_ONLY: &[super::Arg] = &[("Name", "s"), ("Farm", "o"), ("Active", "b")];
+const READ_ONLY: &[super::Arg] = &[
+    ("Name", "s"),
+    ("Farm", "o"),
+    ("Active", "b"),
+    ("Packets", "t"),
+    ("Bytes", "t"),
+];
 
 const METHODS: &[super::Method] = &[
     ("Update", &[("changes", "a{sv}")], &[]),
@@ -110,6 +116,10 @@ impl Keyed for BackendObject {
 
     fn what(&self) -> String {
         format!("farms[{}].backends[{}]", self.farm, self.backend)
+    }
+
+    fn counted(&self) -> (String, Option<String>) {
+        (self.farm.clone(), Some(self.backend.clone()))
     }
 
     /// Setting `State` is `SetState`: the narrower action.

@@ -24,7 +24,13 @@ pub struct FarmObject {
 }
 
 /// Read-only properties besides the writable keys.
-const READ_ONLY: &[super::Arg] = &[("Name", "s"), ("Backends", "ao"), ("EffectivePriority", "u")];
+const READ_ONLY: &[super::Arg] = &[
+    ("Name", "s"),
+    ("Backends", "ao"),
+    ("EffectivePriority", "u"),
+    ("Packets", "t"),
+    ("Bytes", "t"),
+];
 
 /// (name, in-arguments, out-arguments) of each method, for introspection.
 const METHODS: &[super::Method] = &[
@@ -360,6 +366,10 @@ impl Keyed for FarmObject {
 
     fn what(&self) -> String {
         format!("farm {:?}", self.farm)
+    }
+
+    fn counted(&self) -> (String, Option<String>) {
+        (self.farm.clone(), None)
     }
 
     fn set_auth(&self, prop: &props::Prop) -> (&'static str, Details) {

@@ -32,6 +32,8 @@ pub trait Keyed: Send + Sync + 'static {
     fn value(&self, name: &str) -> Option<Value<'static>>;
     /// `farm "web"`, for errors.
     fn what(&self) -> String;
+    /// The farm, and the backend, whose traffic `Packets` and `Bytes` count.
+    fn counted(&self) -> (String, Option<String>);
     /// The polkit action and details for setting `prop`.
     fn set_auth(&self, prop: &Prop) -> (&'static str, Details);
     /// The change that sets `prop`'s key (`None`: back to its default).
@@ -42,9 +44,26 @@ fn is_property<K: Keyed>(name: &str) -> bool {
     props::find(K::TABLE, name).is_some() || K::READ_ONLY.iter().any(|(n, _)| *n == name)
 }
 
-pub fn get<K: Keyed>(k: &K, name: &str) -> Option<fdo::Result<OwnedValue>> {
+/// Counters: read from the kernel when asked (they change with every packet, so they never emit
+/// `PropertiesChanged`). Anyone may read them: totals reveal no client (per-client data, sessions
+/// and policy counters, needs `org.nftlbd1.info`).
+const TRAFFIC: [&str; 2] = ["Packets", "Bytes"];
+
+async fn traffic<K: Keyed>(k: &K) -> fdo::Result<(u64, u64)> {
+    let (farm, backend) = k.counted();
+    k.service()
+        .query(move |e| e.traffic(&farm, backend.as_deref()))
+        .await
+        .map_err(|e| to_fdo(e.into()))
+}
+
+pub async fn get<K: Keyed>(k: &K, name: &str) -> Option<fdo::Result<OwnedValue>> {
     if !is_property::<K>(name) {
         return None;
+    }
+    if let Some(i) = TRAFFIC.iter().position(|n| *n == name) {
+        let t = traffic(k).await;
+        return Some(t.and_then(|(p, b)| owned(Value::from(if i == 0 { p } else { b }))));
     }
     Some(
         k.value(name)
@@ -53,7 +72,9 @@ pub fn get<K: Keyed>(k: &K, name: &str) -> Option<fdo::Result<OwnedValue>> {
     )
 }
 
-pub fn get_all<K: Keyed>(k: &K) -> fdo::Result<HashMap<String, OwnedValue>> {
+/// Every property; the counters only for a caller's `GetAll` (not in `InterfacesAdded` or
+/// `GetManagedObjects`, where reading thousands of counters would only slow the answer).
+pub async fn get_all<K: Keyed>(k: &K, caller: bool) -> fdo::Result<HashMap<String, OwnedValue>> {
     let mut out = HashMap::new();
     let names = K::TABLE
         .iter()
@@ -63,6 +84,10 @@ pub fn get_all<K: Keyed>(k: &K) -> fdo::Result<HashMap<String, OwnedValue>> {
         if let Some(v) = k.value(n) {
             out.insert(n.to_string(), owned(v)?);
         }
+    }
+    if caller && let Ok((packets, bytes)) = traffic(k).await {
+        out.insert("Packets".into(), owned(Value::from(packets))?);
+        out.insert("Bytes".into(), owned(Value::from(bytes))?);
     }
     Ok(out)
 }
@@ -126,17 +151,17 @@ macro_rules! keyed_interface {
                 _header: Option<&zbus::message::Header<'_>>,
                 _emitter: &zbus::object_server::SignalEmitter<'_>,
             ) -> Option<zbus::fdo::Result<zbus::zvariant::OwnedValue>> {
-                $crate::dbus::keyed::get(self, property_name)
+                $crate::dbus::keyed::get(self, property_name).await
             }
 
             async fn get_all(
                 &self,
                 _server: &zbus::ObjectServer,
                 _connection: &zbus::Connection,
-                _header: Option<&zbus::message::Header<'_>>,
+                header: Option<&zbus::message::Header<'_>>,
                 _emitter: &zbus::object_server::SignalEmitter<'_>,
             ) -> zbus::fdo::Result<std::collections::HashMap<String, zbus::zvariant::OwnedValue>> {
-                $crate::dbus::keyed::get_all(self)
+                $crate::dbus::keyed::get_all(self, header.is_some()).await
             }
 
             fn set<'call>(

@@ -101,6 +101,10 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
     let mut objs = BTreeMap::new();
     for mut o in conn.list_objs(family, TABLE, None, false)? {
         o.handle = None;
+        // What a counter has counted is runtime state, not configuration.
+        if let crate::netlink::ObjKind::Counter { packets, bytes } = &mut o.kind {
+            (*packets, *bytes) = (0, 0);
+        }
         objs.insert(o.name.clone(), o);
     }
     Ok(Some(flat(table, sets, objs, chains, elems)))

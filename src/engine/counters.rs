@@ -1,11 +1,52 @@
-//! Per-element counters of a policy's set, read from the kernel (API.md `Policy.GetCounters`).
+//! Counters read from the kernel: per element of a policy's set (API.md `Policy.GetCounters`),
+//! and the traffic of a farm or a backend (`Packets`, `Bytes`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::model::{Policy, PolicyFamily};
-use crate::netlink::{Connection, Expr, Family, Result};
+use crate::netlink::sys::NFT_OBJECT_COUNTER;
+use crate::netlink::{Connection, DataType, Expr, Family, Obj, ObjKind, Result, Set, TypeSpec};
 
-use super::layout::{TABLE, policy_set};
+use super::layout::{SET_TRAFFIC, TABLE, policy_set};
+
+/// The set whose elements count traffic: farm tags and backend ids, each with a counter.
+pub fn traffic_set(family: Family) -> Set {
+    let mut s = Set::new(family, TABLE, SET_TRAFFIC, TypeSpec::of(DataType::Mark));
+    s.exprs = vec![Expr::counter()];
+    s
+}
+
+/// (packets, bytes) of a layer-2 farm: its named counter.
+pub fn l2_traffic(conn: &mut Connection, farm_id: u16) -> Result<(u64, u64)> {
+    let name = super::layout::l2_counter(farm_id);
+    Ok(
+        match conn.get_obj(Family::Netdev, TABLE, NFT_OBJECT_COUNTER, &name)? {
+            Some(Obj {
+                kind: ObjKind::Counter { packets, bytes },
+                ..
+            }) => (packets, bytes),
+            _ => (0, 0),
+        },
+    )
+}
+
+/// (packets, bytes) of the connections of one farm (`key` is its tag) or backend (its id), summed
+/// over the IPv4 and IPv6 tables: two lookups by key, whatever the number of farms.
+pub fn traffic(conn: &mut Connection, key: u32) -> Result<(u64, u64)> {
+    let mut sum = (0, 0);
+    for family in [Family::Ip, Family::Ip6] {
+        let Some(e) = conn.get_elem(family, TABLE, SET_TRAFFIC, &key.to_ne_bytes())? else {
+            continue;
+        };
+        for x in &e.exprs {
+            if let Expr::Counter { packets, bytes } = x {
+                sum.0 += packets;
+                sum.1 += bytes;
+            }
+        }
+    }
+    Ok(sum)
+}
 
 /// (element as `a` or `a-b`, packets, bytes) for every merged range of the policy: the sum of
 /// its set in the NAT table of its family and its copy in the layer-2 table.

@@ -7,7 +7,8 @@
 //! ```text
 //! ingress-<iface>  meta protocol ip:  meta l4proto . ip daddr . th dport vmap @l2-services → goto l2-<farm>
 //!                  meta protocol ip6: meta l4proto . ip6 daddr . th dport vmap @l2-services6
-//! l2-<farm>        known flow (rr, weight) or known client (persistence) → its backend;
+//! l2-<farm>        [policies, log] counter name "traffic-<farm id>"
+//!                  known flow (rr, weight) or known client (persistence) → its backend;
 //!                  else ether daddr set jhash|numgen … map @l2slots-<shard>, remember, fwd to "<oface>"
 //! ingress-<oface>  (stlsdnat) meta l4proto . ip saddr . th sport vmap @l2-returns → goto l2-<farm>-back
 //! ```
@@ -684,6 +685,8 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
     let mut ranges: BTreeMap<RangeKey, Vec<(u16, u16, String)>> = BTreeMap::new();
     // Policies some layer-2 farm attaches: their sets are copied into this table.
     let mut used_policies = std::collections::BTreeSet::new();
+    // The farms' named counters.
+    let mut counters = Vec::new();
     for farm in config.farms.iter().filter(|x| is_l2(x)) {
         let Some(fa) = alloc.farms.get(&farm.name) else {
             continue;
@@ -757,6 +760,20 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 crate::engine::render::log_prefix(farm, "farm", "OUT", format!("OUT-{} ", farm.name));
             farm_log(&mut e, farm, prefix);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+        }
+        // Counting (`Farm.Packets`): every client packet that is balanced. (The backends of
+        // layer-2 farms are not counted: the datapath knows them by MAC or address, not by id.)
+        let counter = super::layout::l2_counter(fa.id);
+        let count = |e: &mut Vec<Expr>| {
+            e.push(Expr::Objref {
+                obj_type: NFT_OBJECT_COUNTER,
+                name: counter.clone(),
+            });
+        };
+        if slots > 0 {
+            count(&mut e);
+            rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
+            counters.push(counter.clone());
         }
         let per_flow = !stateless && matches!(farm.scheduler, Scheduler::Rr | Scheduler::Weight);
         if slots > 0 && per_flow {
@@ -948,9 +965,11 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             r.push(Expr::immediate(reg::R1, inl.mac.to_vec()));
             set_ether(&mut r, 6, reg::R1);
             fwd(&mut r, inl.index);
+            let mut c = Vec::new();
+            count(&mut c);
             extra.push(ChainDef {
                 chain: Chain::regular(f, TABLE, &back),
-                rules: vec![Rule::new(f, TABLE, &back, r)],
+                rules: vec![Rule::new(f, TABLE, &back, c), Rule::new(f, TABLE, &back, r)],
             });
             back_devs.insert((oface.clone(), ipf));
         }
@@ -1288,10 +1307,23 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             elems: shared_elems,
         },
     )]);
+    let objs = counters
+        .into_iter()
+        .map(|name| {
+            let o = Obj {
+                family: f,
+                table: TABLE.into(),
+                name: name.clone(),
+                handle: None,
+                kind: ObjKind::Counter { packets: 0, bytes: 0 },
+            };
+            (name, o)
+        })
+        .collect();
     Some(FamilyState {
         table: Table::new(f, TABLE),
         sets,
-        objs: BTreeMap::new(),
+        objs,
         chains,
         shared,
         farms,

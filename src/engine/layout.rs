@@ -15,7 +15,14 @@
 //!                            dnat to ct mark map @targets-ap / @targets-a
 //! postrouting (nat, srcnat)  ct status dnat: ct mark @masq masquerade / snat to ct mark map @snat-src
 //! mangle (filter, mangle)    ct status dnat meta mark set ct mark map @user-marks
+//! count, count-out (filter,  ct mark @traffic                      (the backend's element, or a
+//!   dstnat + 10)             ct status dnat ct mark & 0xffff0000 @traffic   local farm's; the farm's)
 //! ```
+//!
+//! `@traffic` holds one element per farm (its tag) and per backend (its id), each with a counter:
+//! `Farm.Packets`/`Bytes` and `Backend.Packets`/`Bytes` are read from it by key. The counting
+//! chains run after the NAT chains, so the first packet of a connection is counted too, in both
+//! directions (prerouting: clients and backends; output: local farms' replies).
 //!
 //! Per packet this is one dispatch lookup and one slot lookup, whatever the number of farms and
 //! backends. Rules in nat chains see only the first packet of a connection. Single ports are
@@ -91,6 +98,15 @@ pub const SET_MASQ: &str = "masq";
 pub const SET_SNAT: &str = "snat-src";
 pub const SET_USER_MARKS: &str = "user-marks";
 pub const SET_LIVE: &str = "live";
+/// Farm tags and backend ids, each element with a counter of its connections' packets.
+pub const SET_TRAFFIC: &str = "traffic";
+pub const CHAIN_COUNT: &str = "count";
+/// A layer-2 farm's named counter (`netdev nftlbd`): layer-2 packets carry no connection mark to
+/// look up, so each farm chain names its counter.
+pub fn l2_counter(farm_id: u16) -> String {
+    format!("traffic-{farm_id}")
+}
+pub const CHAIN_COUNT_OUT: &str = "count-out";
 /// Per farm and client, one set per limit value: the new-connection rate (`new-rtlimit`). A set
 /// per value because an element keeps the limit it was created with: a farm whose limit changes
 /// moves to another set instead of keeping stale limits.

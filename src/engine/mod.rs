@@ -491,6 +491,30 @@ impl Engine {
         Ok(counters::read(&mut self.conn, &p)?)
     }
 
+    /// (packets, bytes) of a farm's connections, or of one backend's, since it was created.
+    /// The backends of layer-2 farms are not counted (0); their farms are.
+    pub fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<(u64, u64)> {
+        let (f, fa) = self.farm_and_alloc(farm)?;
+        if l2::is_l2(f) {
+            let id = fa.id;
+            return Ok(match backend {
+                None => counters::l2_traffic(&mut self.conn, id)?,
+                Some(_) => (0, 0),
+            });
+        }
+        let key = match backend {
+            None => layout::farm_tag(fa.id),
+            Some(b) => {
+                let member = *fa
+                    .members
+                    .get(b)
+                    .ok_or_else(|| EngineError::NotFound(format!("farm {farm:?} has no backend {b:?}")))?;
+                layout::backend_id(fa.id, member)
+            }
+        };
+        Ok(counters::traffic(&mut self.conn, key)?)
+    }
+
     /// The farm's sessions: static ones (no expiry) and the ones the datapath learnt.
     pub fn sessions(&mut self, farm: &str) -> Result<Vec<SessionInfo>> {
         let (f, fa) = self.farm_and_alloc(farm)?;

@@ -94,7 +94,8 @@ fn nothing_changed_means_an_empty_transaction() {
 #[test]
 fn one_backend_more_is_its_elements_and_the_farm_rules() {
     let m = change(&config(100, json!({})), &config(101, json!({})));
-    // slots, targets, masquerade: one element each; the scheduling rule gets its new modulus.
+    // slots, targets, masquerade, traffic counter: one element each; the scheduling rule gets
+    // its new modulus.
     assert_eq!(
         m,
         [
@@ -105,6 +106,7 @@ fn one_backend_more_is_its_elements_and_the_farm_rules() {
             "add elements 0..1 of ip nftlbd masq",
             "add elements 0..1 of ip nftlbd slots-0",
             "add elements 0..1 of ip nftlbd targets-a",
+            "add elements 0..1 of ip nftlbd traffic",
         ]
     );
 }

@@ -436,6 +436,40 @@ impl Connection {
         })
     }
 
+    /// One element of a set, looked up by the kernel by its key (no dump: O(1) for hash sets);
+    /// `None` when the element, the set or the table does not exist.
+    pub fn get_elem(
+        &mut self,
+        family: Family,
+        table: &str,
+        set: &str,
+        key: &[u8],
+    ) -> Result<Option<SetElem>> {
+        let reply = self.request(NFT_MSG_GETSETELEM, 0, family.to_raw(), |w| {
+            w.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
+            w.put_str(NFTA_SET_ELEM_LIST_SET, set);
+            w.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |w| {
+                w.nest(NFTA_LIST_ELEM, |w| {
+                    super::Data::Value(key.to_vec()).encode(w, NFTA_SET_ELEM_KEY)
+                })
+            });
+        });
+        let v = match reply {
+            Err(Error::Kernel { errno, .. }) if errno == libc::ENOENT => return Ok(None),
+            r => r?,
+        };
+        for (_, a) in &v {
+            let a = Attrs::parse(a, "set element list")?;
+            if let Some(list) = a.get(NFTA_SET_ELEM_LIST_ELEMENTS)
+                && let Some(e) = AttrIter::new(list).next()
+            {
+                let (_, e) = e?;
+                return Ok(Some(SetElem::decode(e, None)?));
+            }
+        }
+        Ok(None)
+    }
+
     fn dump_elems_once(
         &mut self,
         family: Family,
@@ -462,6 +496,22 @@ impl Connection {
 
     /// Named objects of a table, optionally of one type; `reset` zeroes counters/quotas atomically
     /// with the read.
+    /// One named object by type and name (no dump); `None` when it, or its table, does not exist.
+    pub fn get_obj(&mut self, family: Family, table: &str, obj_type: u32, name: &str) -> Result<Option<Obj>> {
+        let reply = self.request(NFT_MSG_GETOBJ, 0, family.to_raw(), |w| {
+            w.put_str(NFTA_OBJ_TABLE, table);
+            w.put_str(NFTA_OBJ_NAME, name);
+            w.put_be32(NFTA_OBJ_TYPE, obj_type);
+        });
+        let v = match reply {
+            Err(Error::Kernel { errno, .. }) if errno == libc::ENOENT => return Ok(None),
+            r => r?,
+        };
+        v.first()
+            .map(|(f, a)| Obj::decode(Family::from_raw(*f)?, a))
+            .transpose()
+    }
+
     pub fn list_objs(
         &mut self,
         family: Family,

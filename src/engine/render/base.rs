@@ -200,6 +200,24 @@ pub(super) fn base_chains(fam: IpFamily, needs: Needs) -> Vec<ChainDef> {
             rules: mangle_rules,
         });
     }
+    // Counting: the packets of every balanced connection, in both directions, after NAT (so the
+    // first packet has its mark). One lookup by backend id (or a local farm's tag), one by farm.
+    for (name, point) in [
+        (CHAIN_COUNT, HookPoint::Prerouting),
+        (CHAIN_COUNT_OUT, HookPoint::Output),
+    ] {
+        e.ct_mark(reg::R1).push(Expr::lookup(SET_TRAFFIC, reg::R1));
+        let by_id = rule(fam, name, &mut e);
+        e.ct_dnat()
+            .ct_mark(reg::R1)
+            .mask(reg::R1, FARM_MASK)
+            .push(Expr::lookup(SET_TRAFFIC, reg::R1));
+        let by_farm = rule(fam, name, &mut e);
+        chains.push(ChainDef {
+            chain: base(name, ChainType::Filter, point, -90),
+            rules: vec![by_id, by_farm],
+        });
+    }
     if needs.forward_log {
         // log: forward — the farm is in the connection's mark.
         e.ct_mark(reg::R1)

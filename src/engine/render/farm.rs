@@ -181,6 +181,7 @@ pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[
             SetElem::mapping(mark(farm_tag(fa.id)), jump),
         );
     }
+    push(&mut part, SET_TRAFFIC, SetElem::key(mark(farm_tag(fa.id))));
     if farm.mode == Mode::Local {
         return part;
     }
@@ -196,6 +197,7 @@ pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[
             continue;
         };
         let id = mark(backend_id(fa.id, *member));
+        push(&mut part, SET_TRAFFIC, SetElem::key(id.clone()));
         let addr = octets(&b.ip_addr);
         match b.port {
             Some(p) => push(

@@ -16,6 +16,8 @@ pub(super) fn shared_sets(fam: IpFamily) -> Vec<Set> {
     let addr = TypeSpec::of(fam.addr_type());
     let service = TypeSpec::concat(&[DataType::InetProto, fam.addr_type(), DataType::InetService]);
     let verdict = TypeSpec::of(DataType::Verdict);
+    // Every element counts the packets of its farm's or backend's connections.
+    let traffic = crate::engine::counters::traffic_set(f);
     vec![
         Set::map(f, TABLE, SET_SERVICES, service.clone(), verdict.clone()),
         Set::map(f, TABLE, SET_SERVICES_LOCAL, service.clone(), verdict.clone()),
@@ -66,6 +68,7 @@ pub(super) fn shared_sets(fam: IpFamily) -> Vec<Set> {
         Set::map(f, TABLE, SET_SNAT, m.clone(), addr),
         Set::map(f, TABLE, SET_USER_MARKS, m.clone(), m.clone()),
         Set::new(f, TABLE, SET_LIVE, m.clone()),
+        traffic,
         Set::map(f, TABLE, SET_BACKEND_LIMITS, m, TypeSpec::of(DataType::Verdict)),
     ]
 }
