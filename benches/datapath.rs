@@ -14,6 +14,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -115,6 +116,8 @@ fn main() {
         &format!("{big} backends"),
         &format!("{many} farms"),
         &format!("{many} farms, port ranges"),
+        "1 backend, counting removed",
+        &format!("{many} farms, counting removed"),
     ];
     let lbs: Vec<String> = (0..designs.len()).map(|i| format!("{p}-lb{i}")).collect();
     let all: Vec<String> = [client.clone(), backend.clone()]
@@ -229,6 +232,8 @@ fn main() {
         Some(json!([farm("big", "10.102.0.1", "80", 0..big)])),
         Some(farms(103, many, "80")),
         Some(farms(104, many, "80-81")),
+        Some(json!([farm("one", "10.105.0.1", "80", 0..1)])),
+        Some(farms(106, many, "80")),
     ];
     let mut engines = Vec::new();
     for (lb, c) in lbs.iter().zip(&configs) {
@@ -244,6 +249,21 @@ fn main() {
                 .expect("engine thread"),
             );
         }
+    }
+    // The last two designs are "1 backend" and "many farms" without their counting chains: what
+    // counting costs, side by side.
+    let no_count = "flush chain ip nftlbd count\ndelete chain ip nftlbd count\n\
+                    flush chain ip nftlbd count-out\ndelete chain ip nftlbd count-out\n";
+    for lb in &lbs[5..] {
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", lb, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft");
+        if let Some(mut stdin) = nft.stdin.take() {
+            let _ = stdin.write_all(no_count.as_bytes());
+        }
+        assert!(nft.wait().expect("nft").success(), "counting chains removed");
     }
     let ip = |s: String| SocketAddr::V4(SocketAddrV4::new(s.parse::<Ipv4Addr>().expect("ip"), 80));
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -262,6 +282,7 @@ fn main() {
                 0 => vec![ip(backend_ip(0))],
                 1 => vec![ip("10.101.0.1".into())],
                 2 => vec![ip("10.102.0.1".into())],
+                5 => vec![ip("10.105.0.1".into())],
                 _ => (0..4096)
                     .map(|_| {
                         let f = (next() % many as u64) as usize;
