@@ -542,6 +542,15 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
             &b0,
         ],
     );
+    // The new objects are announced by the ObjectManager.
+    let seen = monitor.wait_for("/org/nftlbd1/farm/db/backend/pg0");
+    let added: Vec<&str> = seen
+        .split("‣ Type=signal")
+        .filter(|m| m.contains("Member=InterfacesAdded"))
+        .collect();
+    for path in ["/org/nftlbd1/farm/db\"", "/org/nftlbd1/farm/db/backend/pg0\""] {
+        assert!(added.iter().any(|m| m.contains(path)), "{path} in {seen}");
+    }
     let set_state = |user: &str, path: &str, state: &str| {
         busctl(
             Some(user),
