@@ -93,9 +93,11 @@ pub fn load(dir: &Path) -> Result<Option<State>, StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&path)(e)),
     };
-    let state: State = serde_json::from_str(&text).map_err(|e| StateError::Format {
+    // Name the place of a bad value (the file may have been edited by hand).
+    let de = &mut serde_json::Deserializer::from_str(&text);
+    let state: State = serde_path_to_error::deserialize(de).map_err(|e| StateError::Format {
         path: path.clone(),
-        reason: e.to_string(),
+        reason: format!("{}: {}", e.path(), e.inner()),
     })?;
     if state.version != FORMAT_VERSION {
         return Err(StateError::Format {

@@ -1510,3 +1510,187 @@ fn an_administrator_authenticates_through_the_callers_agent() {
         "ao 2 \"/org/nftlbd1/farm/other\" \"/org/nftlbd1/farm/web\""
     );
 }
+
+#[test]
+fn the_configuration_as_a_whole_and_renames() {
+    if !in_testbed("the_configuration_as_a_whole_and_renames") {
+        return;
+    }
+    use serde_json::json;
+    let t = Topo::new(2);
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let (vip, vip2) = (vip4(4), vip4(5));
+    let (b0, b1) = (backend_ip(0, false).to_string(), backend_ip(1, false).to_string());
+    let farm = |name: &str, vip: std::net::IpAddr| {
+        json!({"name": name, "virtual-addresses": [vip.to_string()], "virtual-ports": "80",
+               "backends": [{"name": "be0", "ip-addr": b0}, {"name": "be1", "ip-addr": b1}]})
+    };
+    let import = |doc: &serde_json::Value, mode: &str| {
+        busctl(
+            None,
+            &[
+                "call",
+                DEST,
+                "/org/nftlbd1",
+                MANAGER,
+                "ImportConfig",
+                "ss",
+                &doc.to_string(),
+                mode,
+            ],
+        )
+    };
+    let farms = || ok(&["call", DEST, "/org/nftlbd1", MANAGER, "ListFarms"]);
+    let balanced = |vip| {
+        let got = t.tcp_n(vip, 80, 4);
+        (count(&got, "be0"), count(&got, "be1")) == (2, 2)
+    };
+
+    // Imported documents: merged in, their objects appear, their farms take traffic.
+    let (good, out) = import(&json!({"farms": [farm("web", vip)]}), "merge");
+    assert!(good, "{out}");
+    assert!(balanced(vip));
+    let (good, out) = import(&json!({"farms": [farm("db", vip2)]}), "merge");
+    assert!(good, "{out}");
+    assert_eq!(
+        farms().trim(),
+        "ao 2 \"/org/nftlbd1/farm/web\" \"/org/nftlbd1/farm/db\""
+    );
+    assert!(balanced(vip2));
+
+    // Bad documents are refused, naming what is wrong, and change nothing; so is bob.
+    let (before, g) = (export(), generation());
+    let mut bad_addr = farm("x", vip4(6));
+    bad_addr["virtual-addresses"] = json!(["10.0.0.300"]);
+    for (doc, mode, want) in [
+        (
+            json!({"farms": [bad_addr]}),
+            "merge",
+            "farms[0].virtual-addresses[0]: invalid IP address",
+        ),
+        (json!({"farms": [farm("web", vip2)]}), "merge", "farms["),
+        (json!({"farmz": []}), "replace", "farmz"),
+        (
+            json!({"farms": []}),
+            "sideways",
+            "mode: \"sideways\" is not merge or replace",
+        ),
+    ] {
+        let (good, out) = import(&doc, mode);
+        assert!(!good && out.contains(want), "{doc} {mode}: {out}");
+    }
+    let (good, out) = busctl(
+        Some("bob"),
+        &[
+            "call",
+            DEST,
+            "/org/nftlbd1",
+            MANAGER,
+            "ImportConfig",
+            "ss",
+            "{\"farms\": []}",
+            "replace",
+        ],
+    );
+    assert!(!good && refused(&out), "{out}");
+    assert_eq!((export(), generation()), (before, g));
+
+    // Rename: the objects move, the traffic goes on.
+    let monitor = Monitor::start(&dir);
+    call(
+        "/org/nftlbd1/farm/web",
+        "org.nftlbd1.Farm",
+        "Rename",
+        &["s", "web-2"],
+    );
+    let moved = "/org/nftlbd1/farm/web_2d2";
+    assert_eq!(
+        call("/org/nftlbd1", MANAGER, "GetFarm", &["s", "web-2"]).trim(),
+        format!("o \"{moved}\"")
+    );
+    let seen = monitor.wait_for(&format!("{moved}/backend/be1"));
+    let signals: Vec<&str> = seen.split("‣ Type=signal").collect();
+    assert!(
+        signals
+            .iter()
+            .any(|m| m.contains("Member=InterfacesRemoved") && m.contains("\"/org/nftlbd1/farm/web\"")),
+        "{seen}"
+    );
+    assert!(
+        signals
+            .iter()
+            .any(|m| m.contains("Member=InterfacesAdded") && m.contains(&format!("\"{moved}\""))),
+        "{seen}"
+    );
+    let (good, out) = busctl(
+        None,
+        &[
+            "get-property",
+            DEST,
+            "/org/nftlbd1/farm/web",
+            "org.nftlbd1.Farm",
+            "Name",
+        ],
+    );
+    assert!(!good, "{out}");
+    assert_eq!(
+        ok(&["get-property", DEST, moved, "org.nftlbd1.Farm", "Name"]).trim(),
+        "s \"web-2\""
+    );
+    assert!(balanced(vip));
+    for (name, want) in [
+        ("db", "a farm is already named \"db\""),
+        ("no way", "farms[web-2].name"),
+    ] {
+        let (good, out) = busctl(
+            None,
+            &["call", DEST, moved, "org.nftlbd1.Farm", "Rename", "s", name],
+        );
+        assert!(!good && out.contains(want), "{name}: {out}");
+    }
+
+    // Replace: only what the document holds remains.
+    let (good, out) = import(&json!({"farms": [farm("db", vip2)]}), "replace");
+    assert!(good, "{out}");
+    assert_eq!(farms().trim(), "ao 1 \"/org/nftlbd1/farm/db\"");
+    assert!(t.tcp_tries(vip, 80, 1)[0].starts_with("ERROR"));
+
+    // Reload: the state file, edited by hand, becomes the configuration.
+    let path = dir.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    state["config"]["farms"]
+        .as_array_mut()
+        .unwrap()
+        .push(farm("web", vip));
+    std::fs::write(&path, state.to_string()).unwrap();
+    call("/org/nftlbd1", MANAGER, "Reload", &[]);
+    assert_eq!(
+        farms().trim(),
+        "ao 2 \"/org/nftlbd1/farm/db\" \"/org/nftlbd1/farm/web\""
+    );
+    assert!(balanced(vip));
+    // A file that does not validate: refused, naming the file and the field; nothing changes.
+    let (before, g) = (export(), generation());
+    state["config"]["farms"][1]["backends"][0]["ip-addr"] = json!("10.1.1.300");
+    std::fs::write(&path, state.to_string()).unwrap();
+    let (good, out) = busctl(None, &["call", DEST, "/org/nftlbd1", MANAGER, "Reload"]);
+    assert!(
+        !good
+            && out.contains("state.json")
+            && out.contains("config.farms[1].backends[0].ip-addr: invalid IP address"),
+        "{out}"
+    );
+    // One that parses but claims db's service: named by the validation, nothing changes.
+    state["config"]["farms"][1]["backends"][0]["ip-addr"] = json!(b0);
+    state["config"]["farms"][1]["virtual-addresses"] = json!([vip2.to_string()]);
+    std::fs::write(&path, state.to_string()).unwrap();
+    let (good, out) = busctl(None, &["call", DEST, "/org/nftlbd1", MANAGER, "Reload"]);
+    assert!(
+        !good && out.contains("state.json: farms[web]") && out.contains("db"),
+        "{out}"
+    );
+    assert_eq!((export(), generation()), (before, g));
+    assert!(balanced(vip) && balanced(vip2));
+}

@@ -358,7 +358,24 @@ impl Writer {
     }
 
     fn reload(&mut self) -> Result<u64, ServiceError> {
-        let saved = state::load(&self.options.state_dir).map_err(|e| ServiceError::State(e.to_string()))?;
+        // A file edited by hand that does not parse or validate is the caller's invalid input:
+        // say where, and change nothing.
+        let saved = state::load(&self.options.state_dir).map_err(|e| match e {
+            state::StateError::Invalid { path, source } => ServiceError::Invalid(Invalid(
+                source
+                    .0
+                    .into_iter()
+                    .map(|mut f| {
+                        f.field = format!("{}: {}", path.display(), f.field);
+                        f
+                    })
+                    .collect(),
+            )),
+            state::StateError::Format { path, reason } => {
+                ServiceError::Invalid(Invalid::one(path.display().to_string(), reason))
+            }
+            other => ServiceError::State(other.to_string()),
+        })?;
         let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
         let old = self.published();
         self.engine.reconcile(config.clone(), alloc)?;
