@@ -5,6 +5,7 @@
 //! diff, one transaction) → [`netlink`] (the nf_tables wire protocol) ↔ kernel; [`state`] persists what
 //! was committed. The service and its D-Bus and varlink front ends will drive the engine.
 
+pub mod ctl;
 pub mod dbus;
 pub mod engine;
 pub mod logging;

@@ -8,6 +8,7 @@ fn testbed(script: &str) {
     let out = Command::new("tools/testbed.sh")
         .arg(script)
         .env("NFTLBD_BIN", env!("CARGO_BIN_EXE_nftlbd"))
+        .env("NFTLBCTL_BIN", env!("CARGO_BIN_EXE_nftlbctl"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run tools/testbed.sh");

@@ -7,215 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::topo::{Topo, backend_ip, vip4, who};
+use common::bus::*;
+use common::topo::{Topo, backend_ip, count, vip4, who};
 
-/// True inside the testbed; outside, runs `name` there, asserts it passed, and returns false.
-fn in_testbed(name: &str) -> bool {
-    if std::env::var_os("NFTLBD_IN_TESTBED").is_some() {
-        return true;
-    }
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new("tools/testbed.sh")
-        .arg("--exec")
-        .arg(exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env("NFTLBD_IN_TESTBED", "1")
-        .env("NFTLBD_BIN", env!("CARGO_BIN_EXE_nftlbd"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run tools/testbed.sh");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert!(
-        out.status.success() && text.contains("test result: ok. 1 passed"),
-        "in the testbed:\n{text}"
-    );
-    false
-}
-
-/// `busctl --system` as `user` (root when `None`): (success, stdout + stderr).
-fn busctl(user: Option<&str>, args: &[&str]) -> (bool, String) {
-    let mut c = match user {
-        Some(u) => {
-            let mut c = Command::new("setpriv");
-            c.args([
-                &format!("--reuid={u}"),
-                &format!("--regid={u}"),
-                "--init-groups",
-                "--",
-                "busctl",
-            ]);
-            c
-        }
-        None => Command::new("busctl"),
-    };
-    let out = c.arg("--system").args(args).output().expect("run busctl");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (good, out) = busctl(None, args);
-    assert!(good, "busctl {args:?}: {out}");
-    out
-}
-
-const DEST: &str = "org.nftlbd1";
-const MANAGER: &str = "org.nftlbd1.Manager";
-
-fn call(path: &str, iface: &str, method: &str, sig_and_args: &[&str]) -> String {
-    let mut a = vec!["call", DEST, path, iface, method];
-    a.extend_from_slice(sig_and_args);
-    ok(&a)
-}
-
-fn export() -> String {
-    call("/org/nftlbd1", MANAGER, "ExportConfig", &[])
-}
-
-fn generation() -> u64 {
-    let out = ok(&["get-property", DEST, "/org/nftlbd1", MANAGER, "Generation"]);
-    out.trim().trim_start_matches("t ").parse().unwrap()
-}
-
-/// The daemon, in the balancer's namespace, on the system bus.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    /// As root, or (`as_service`) as the user `nftlbd` with only CAP_NET_ADMIN, as the systemd
-    /// unit runs it.
-    fn start(t: &Topo, state: &std::path::Path, as_service: bool) -> Daemon {
-        Daemon::start_with(t, state, as_service, &[])
-    }
-
-    fn start_with(t: &Topo, state: &std::path::Path, as_service: bool, env: &[(&str, &str)]) -> Daemon {
-        let mut c = Command::new("ip");
-        c.envs(env.iter().copied());
-        c.args(["netns", "exec", &t.lb]);
-        if as_service {
-            c.args([
-                "setpriv",
-                "--reuid=nftlbd",
-                "--regid=nftlbd",
-                "--init-groups",
-                "--inh-caps=+net_admin",
-                "--ambient-caps=+net_admin",
-                "--bounding-set=-all,+net_admin",
-                "--",
-            ]);
-        }
-        let mut child = c
-            .args(["/usr/local/sbin/nftlbd", "--state-dir"])
-            .arg(state)
-            .arg("run")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nftlbd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "READY");
-        Daemon { child }
-    }
-
-    /// (user id, effective capabilities, bounding set) of the daemon.
-    fn credentials(&self) -> (String, String, String) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .unwrap_or_default()
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        };
-        (field("Uid:"), field("CapEff:"), field("CapBnd:"))
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status:?}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Everything `busctl monitor` shows of the daemon, from now until `text()`.
-struct Monitor {
-    child: Child,
-    file: PathBuf,
-}
-
-impl Monitor {
-    fn start(dir: &std::path::Path) -> Monitor {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let file = dir.join(format!("monitor-{n}.txt"));
-        let out = std::fs::File::create(&file).unwrap();
-        let child = Command::new("busctl")
-            .args(["--system", "monitor", DEST])
-            .stdout(out)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        Monitor { child, file }
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.file).unwrap_or_default()
-    }
-
-    /// Waits until the monitor has seen `what`.
-    fn wait_for(&self, what: &str) -> String {
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            let t = self.text();
-            if t.contains(what) || Instant::now() > end {
-                return t;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// polkit said no, or yes only after authentication (which nobody here can give).
 /// The members of one interface in introspection XML, each as one line (`method X(in a s, out
 /// b o)`, `property P as read`, `signal S(a s)`), sorted; annotations and comments ignored.
 fn members(xml: &str, iface: &str) -> Vec<String> {
@@ -282,14 +79,6 @@ fn members(xml: &str, iface: &str) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-fn refused(out: &str) -> bool {
-    out.contains("is not allowed for this caller") || out.contains("needs authentication")
-}
-
-fn count(answers: &[String], name: &str) -> usize {
-    answers.iter().filter(|a| who(a) == name).count()
 }
 
 #[test]
@@ -460,7 +249,7 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     );
     // A state change: StateChanged with its reason, and be0 takes nothing more.
     call(be0, "org.nftlbd1.Backend", "SetState", &["s", "off"]);
-    let seen = monitor.wait_for("StateChanged");
+    let seen = monitor.wait_until(|t| t.contains("StateChanged") && t.contains("\"api\""));
     assert!(seen.contains("StateChanged"), "{seen}");
     for want in ["\"up\"", "\"off\"", "\"api\""] {
         assert!(seen.contains(want), "{want} in {seen}");
@@ -888,33 +677,6 @@ fn journal_fields(mut d: &[u8]) -> String {
     out
 }
 
-/// A fresh directory (tests run in testbeds side by side, where process ids repeat), removed
-/// at the end.
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir() -> TempDir {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let d = std::env::temp_dir().join(format!("nftlbd-bus-{nanos:x}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TempDir(d)
-}
 #[test]
 fn the_first_call_starts_the_daemon_through_the_bus() {
     if !in_testbed("the_first_call_starts_the_daemon_through_the_bus") {
@@ -1228,11 +990,12 @@ fn policies_and_sessions_over_the_bus() {
     );
     let monitor = Monitor::start(&dir);
     set("be0", "State", "s", "down");
-    let seen = monitor.wait_for("\"Active\"");
-    let be1_changed = seen
-        .split("‣ Type=signal")
-        .any(|m| m.contains(&be("be1")) && m.contains("\"Active\"") && m.contains("true"));
-    assert!(be1_changed, "{seen}");
+    let be1_changed = |seen: &str| {
+        seen.split("‣ Type=signal")
+            .any(|m| m.contains(&be("be1")) && m.contains("\"Active\"") && m.contains("BOOLEAN true"))
+    };
+    let seen = monitor.wait_until(be1_changed);
+    assert!(be1_changed(&seen), "{seen}");
     assert_eq!(
         (active("be0").trim(), active("be1").trim()),
         ("b false", "b true")
@@ -1353,96 +1116,6 @@ fn policies_and_sessions_over_the_bus() {
         "aa{sv} 0"
     );
     daemon.stop();
-}
-
-/// `busctl --allow-interactive-authorization=yes ARGS` as `user`, in a pseudo-terminal (script(1))
-/// with polkit's text agent (pkttyagent) registered for that very process. When the agent asks
-/// for the administrator's password, `while_asked` runs (the call is pending in the daemon), then
-/// `password` is typed. Returns (success, everything the terminal showed).
-fn busctl_with_agent(
-    user: &str,
-    password: &str,
-    dir: &std::path::Path,
-    args: &[&str],
-    while_asked: impl FnOnce(),
-) -> (bool, String) {
-    use std::io::{Read, Write};
-    let fifo = dir.join(format!("agent-{}", args.len()));
-    let _ = std::fs::remove_file(&fifo);
-    assert!(
-        Command::new("mkfifo")
-            .arg("-m666")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-    // The shell registers the agent for its own PID, waits until it is registered, and becomes
-    // busctl (same process: polkit finds the agent for the caller).
-    let inner = format!(
-        "pkttyagent --process $$ --notify-fd 3 3>{f} & read -r _ <{f}; exec busctl --system \
-         --allow-interactive-authorization=yes {a}",
-        f = fifo.display(),
-        a = args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
-    );
-    let cmd = format!(
-        "setpriv --reuid={user} --regid={user} --init-groups -- sh -c {}",
-        quote(&inner)
-    );
-    let mut child = Command::new("script")
-        .args(["-qfec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run script");
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let end = Instant::now() + Duration::from_secs(30);
-    while !String::from_utf8_lossy(&seen).contains("Password:")
-        && Instant::now() < end
-        && child.try_wait().is_ok_and(|s| s.is_none())
-    {
-        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
-            seen.extend(chunk);
-        }
-    }
-    assert!(
-        String::from_utf8_lossy(&seen).contains("Password:"),
-        "the agent never asked: {}",
-        String::from_utf8_lossy(&seen)
-    );
-    while_asked();
-    // The agent prints its prompt before it turns echo off with TCSAFLUSH, which discards what
-    // was typed in between: so the password is typed again while nothing happens.
-    let mut stdin = child.stdin.take().unwrap();
-    let mut typed = Instant::now() - Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < end, "busctl with the agent hangs");
-        if typed.elapsed() > Duration::from_secs(4) {
-            stdin.write_all(format!("{password}\n").as_bytes()).unwrap();
-            typed = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    drop(stdin);
-    while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(200)) {
-        seen.extend(chunk);
-    }
-    (status.success(), String::from_utf8_lossy(&seen).into_owned())
 }
 
 #[test]

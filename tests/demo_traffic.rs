@@ -9,6 +9,7 @@ fn demo_balances_real_traffic_and_changes_live() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let out = std::process::Command::new(format!("{dir}/tools/demo.sh"))
         .env("NFTLBD_BIN", env!("CARGO_BIN_EXE_nftlbd"))
+        .env("NFTLBCTL_BIN", env!("CARGO_BIN_EXE_nftlbctl"))
         .output()
         .expect("run tools/demo.sh");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -44,6 +45,8 @@ fn demo_balances_real_traffic_and_changes_live() {
         "daemon says: nftlbd: running as root with CAP_NET_ADMIN only",
         "daemon says: nftlbd: the kernel matches the saved state",
         "`-/org/nftlbd1/farm/web/backend/b3",
+        // nftlbctl shows the farm with its counters.
+        "BACKEND  ADDRESS   PORT  WEIGHT  PRIORITY  STATE  ACTIVE  PACKETS  BYTES",
     ] {
         assert!(text.contains(want), "{want:?} in\n{text}");
     }

@@ -17,7 +17,7 @@ if [ "${_TESTBED_INNER:-}" != 1 ]; then
   ensure_commands nft:nftables ip:iproute2 curl:curl /usr/bin/python3:python3 unshare:util-linux \
     dbus-daemon:dbus-daemon busctl:systemd pkcheck:polkitd gdbus:libglib2.0-bin
   if [ -z "${NFTLBD_BIN:-}" ]; then
-    cargo build -q --release --bin nftlbd
+    cargo build -q --release --bin nftlbd --bin nftlbctl
     NFTLBD_BIN=$PWD/target/release/nftlbd
   fi
   NFTLBD_BIN=$NFTLBD_BIN exec tools/testbed.sh --exec "$PWD/tools/demo.sh"
@@ -92,6 +92,8 @@ requests 5
 start 2
 echo "  daemon says: $(grep "nftlbd: the kernel" "$STATE/run2.out")"
 bus tree org.nftlbd1
+echo "== nftlbctl, the administrators' command line: the farm, its backends and their traffic"
+echo "  \$ nftlbctl show web"; nftlbctl show web | sed 's/^/    /'
 kill $D; wait $D 2>/dev/null || true
 echo "== the ruleset, as nft shows it"
 ip netns exec $L nft list table ip nftlbd

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs nftlbd where each file belongs. DESTDIR-aware (packaging: DESTDIR=/tmp/pkg ./tools/install.sh).
 #   PREFIX   where the program goes (default /usr/local: $PREFIX/sbin/nftlbd)
-#   NFTLBD_BIN  the program to install (default: target/release/nftlbd, built if missing);
+#   NFTLBD_BIN  the daemon to install (default: target/release/nftlbd, built if missing);
 #               NFTLBD_BIN=none installs only the data files.
+#   NFTLBCTL_BIN  the command-line client, $PREFIX/bin/nftlbctl (default: next to NFTLBD_BIN)
 # Data files go where the bus, polkit and systemd read them, whatever PREFIX is:
 #   /usr/share/dbus-1/system.d/org.nftlbd1.conf          who may own and call org.nftlbd1
 #   /usr/share/dbus-1/system-services/org.nftlbd1.service  D-Bus activation
@@ -18,10 +19,12 @@ PREFIX=${PREFIX:-/usr/local}
 BIN=${NFTLBD_BIN:-target/release/nftlbd}
 
 if [ "$BIN" != none ]; then
-  if [ "$BIN" = target/release/nftlbd ] && [ ! -x "$BIN" ]; then
-    cargo build --release --locked --bin nftlbd
+  CTL=${NFTLBCTL_BIN:-$(dirname "$BIN")/nftlbctl}
+  if [ "$BIN" = target/release/nftlbd ] && { [ ! -x "$BIN" ] || [ ! -x "$CTL" ]; }; then
+    cargo build --release --locked --bin nftlbd --bin nftlbctl
   fi
   install -D -m 0755 "$BIN" "$DESTDIR$PREFIX/sbin/nftlbd"
+  install -D -m 0755 "$CTL" "$DESTDIR$PREFIX/bin/nftlbctl"
 fi
 UNITDIR=${UNITDIR:-/usr/lib/systemd/system}
 DOCDIR=/usr/share/doc/nftlbd

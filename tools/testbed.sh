@@ -13,7 +13,8 @@
 #   hold U              start `sleep` as U in the background; prints its PID (a pkcheck subject)
 #   wait_for SECS CMD   poll CMD every 10 ms
 # With --exec, CMD runs instead (a test binary, say), with the same users, bus and polkitd; its
-# exit status is the run's. NFTLBD_BIN=path installs that daemon as /usr/local/sbin/nftlbd.
+# exit status is the run's. NFTLBD_BIN=path installs that daemon as /usr/local/sbin/nftlbd (and
+# NFTLBCTL_BIN, or the nftlbctl beside it, as /usr/local/bin/nftlbctl).
 set -uo pipefail
 SELF=$(readlink -f "$0")
 REPO=$(cd "$(dirname "$SELF")/.." && pwd)
@@ -32,7 +33,7 @@ fi
 
 # ---- inside: PID 1 of a new PID namespace, private mounts ----
 unset DBUS_SYSTEM_BUS_ADDRESS DBUS_SESSION_BUS_ADDRESS
-export PATH=/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LC_ALL=C
 STAGE=$_TESTBED_STAGE
 FAILS=0; NCHECK=0; PIDS=()
 check() { local d=$1; shift; NCHECK=$((NCHECK+1)); if "$@"; then echo "  PASS $d"; else FAILS=$((FAILS+1)); echo "  FAIL $d"; fi; }
@@ -54,7 +55,7 @@ overlay() {
   mount -n --bind "$st" "$d"
 }
 for d in /usr/share/polkit-1/actions /etc/polkit-1/rules.d /usr/share/dbus-1/system.d \
-         /usr/share/dbus-1/system-services /usr/share/dbus-1/interfaces /usr/share/doc /usr/local/sbin \
+         /usr/share/dbus-1/system-services /usr/share/dbus-1/interfaces /usr/share/doc /usr/local/sbin /usr/local/bin \
          /usr/lib/systemd/system /usr/lib/sysusers.d /run/systemd; do overlay "$d"; done
 mkdir -p /var/lib/nftlbd && mount -n -t tmpfs -o mode=0700 testbed-state /var/lib/nftlbd
 ip link set lo up

@@ -12,7 +12,7 @@ mod farm;
 pub(crate) mod keyed;
 mod manager;
 mod policy;
-mod props;
+pub mod props;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

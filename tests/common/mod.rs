@@ -88,4 +88,5 @@ pub fn ip4(a: [u8; 4]) -> Vec<u8> {
 pub fn port(p: u16) -> Vec<u8> {
     p.to_be_bytes().to_vec()
 }
+pub mod bus;
 pub mod topo;

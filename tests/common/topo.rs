@@ -299,6 +299,11 @@ pub fn who(greeting: &str) -> String {
     first.split('@').next().unwrap_or("").to_string()
 }
 
+/// How many of `answers` came from backend `name`.
+pub fn count(answers: &[String], name: &str) -> usize {
+    answers.iter().filter(|a| who(a) == name).count()
+}
+
 pub fn tcp_hello(addr: SocketAddr) -> String {
     tcp_hello_within(addr, Duration::from_secs(2))
 }

@@ -1,0 +1,288 @@
+//! What nftlbctl prints: aligned tables for people, JSON (`--json`) for scripts.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
+
+use super::CtlError;
+use super::client::{BACKEND, Client, FARM, MANAGER, ROOT};
+use crate::dbus::props;
+
+/// A D-Bus value as JSON (numbers stay numbers, paths become strings).
+pub fn to_json(v: &Value<'_>) -> serde_json::Value {
+    match v {
+        Value::U8(x) => json!(x),
+        Value::Bool(x) => json!(x),
+        Value::I16(x) => json!(x),
+        Value::U16(x) => json!(x),
+        Value::I32(x) => json!(x),
+        Value::U32(x) => json!(x),
+        Value::I64(x) => json!(x),
+        Value::U64(x) => json!(x),
+        Value::F64(x) => json!(x),
+        Value::Str(s) => json!(s.as_str()),
+        Value::Signature(s) => json!(s.to_string()),
+        Value::ObjectPath(p) => json!(p.as_str()),
+        Value::Value(inner) => to_json(inner),
+        Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
+        Value::Dict(d) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in d.iter() {
+                let key = match k {
+                    Value::Str(s) => s.to_string(),
+                    other => to_json(other).to_string(),
+                };
+                m.insert(key, to_json(v));
+            }
+            serde_json::Value::Object(m)
+        }
+        Value::Structure(s) => serde_json::Value::Array(s.fields().iter().map(to_json).collect()),
+        #[allow(unreachable_patterns)]
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// A property as text: lists joined with commas.
+fn text(v: Option<&OwnedValue>) -> String {
+    match v.map(|v| to_json(v)) {
+        Some(serde_json::Value::String(s)) => s,
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Rows under a header, columns padded to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// JSON object keys: the canonical kebab-case names where the property is a key.
+fn kebab(table: &[props::Prop], name: &str) -> String {
+    table.iter().find(|p| p.name == name).map_or_else(
+        || {
+            let mut s = String::new();
+            for (i, c) in name.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    s.push('-');
+                }
+                s.push(c.to_ascii_lowercase());
+            }
+            s
+        },
+        |p| p.key.to_string(),
+    )
+}
+
+fn as_json(table: &[props::Prop], all: &HashMap<String, OwnedValue>) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in all {
+        m.insert(kebab(table, k), to_json(v));
+    }
+    serde_json::Value::Object(m)
+}
+
+pub async fn status(c: &Client, json_out: bool) -> Result<(), CtlError> {
+    let all = c.all(ROOT, MANAGER).await?;
+    if json_out {
+        println!("{}", as_json(&[], &all));
+        return Ok(());
+    }
+    let count = |k: &str| match all.get(k).map(|v| to_json(v)) {
+        Some(serde_json::Value::Array(a)) => a.len(),
+        _ => 0,
+    };
+    println!("version:          {}", text(all.get("Version")));
+    println!("generation:       {}", text(all.get("Generation")));
+    println!("farms:            {}", count("Farms"));
+    println!("policies:         {}", count("Policies"));
+    println!("kernel features:  {}", text(all.get("KernelFeatures")));
+    Ok(())
+}
+
+pub async fn list(c: &Client, json_out: bool) -> Result<(), CtlError> {
+    let objects = c.objects().await?;
+    let prop = |path: &str, iface: &str, name: &str| {
+        objects
+            .iter()
+            .find(|(p, _)| p.as_str() == path)
+            .and_then(|(_, ifaces)| ifaces.iter().find(|(i, _)| i.as_str() == iface))
+            .and_then(|(_, props)| props.get(name))
+    };
+    let farms: Vec<OwnedObjectPath> = c.property(ROOT, MANAGER, "Farms").await?;
+    let mut rows = Vec::new();
+    let mut out = Vec::new();
+    for f in &farms {
+        let f = f.as_str();
+        let backends: Vec<String> = match prop(f, FARM, "Backends").map(|v| to_json(v)) {
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let active = backends
+            .iter()
+            .filter(|b| prop(b, BACKEND, "Active").map(|v| to_json(v)) == Some(json!(true)))
+            .count();
+        let name = text(prop(f, FARM, "Name"));
+        let ports = text(prop(f, FARM, "VirtualPorts"));
+        let service = format!(
+            "{} {}:{}",
+            text(prop(f, FARM, "Protocol")),
+            text(prop(f, FARM, "VirtualAddresses")),
+            if ports.is_empty() { "*".into() } else { ports }
+        );
+        out.push(json!({"name": name, "state": text(prop(f, FARM, "State")),
+            "mode": text(prop(f, FARM, "Mode")), "scheduler": text(prop(f, FARM, "Scheduler")),
+            "service": service, "backends": backends.len(), "active": active}));
+        rows.push(vec![
+            name,
+            text(prop(f, FARM, "State")),
+            text(prop(f, FARM, "Mode")),
+            text(prop(f, FARM, "Scheduler")),
+            service,
+            format!("{active}/{}", backends.len()),
+        ]);
+    }
+    if json_out {
+        println!("{}", serde_json::Value::Array(out));
+    } else {
+        print!(
+            "{}",
+            table(
+                &["FARM", "STATE", "MODE", "SCHEDULER", "SERVICE", "ACTIVE/BACKENDS"],
+                &rows
+            )
+        );
+    }
+    Ok(())
+}
+
+pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError> {
+    let path = c.farm_path(name).await?;
+    let all = c.all(path.as_str(), FARM).await?;
+    let backends: Vec<OwnedObjectPath> = c.property(path.as_str(), FARM, "Backends").await?;
+    let mut bs = Vec::new();
+    for b in &backends {
+        bs.push(c.all(b.as_str(), BACKEND).await?);
+    }
+    if json_out {
+        let mut farm = as_json(props::FARM, &all);
+        farm["backends"] = serde_json::Value::Array(bs.iter().map(|b| as_json(props::BACKEND, b)).collect());
+        println!("{farm}");
+        return Ok(());
+    }
+    let mut keys: Vec<&props::Prop> = props::FARM.iter().collect();
+    keys.sort_by_key(|p| p.key);
+    println!("farm {name} ({})", path.as_str());
+    for p in keys {
+        let v = text(all.get(p.name));
+        if !v.is_empty() {
+            println!("  {:<18} {v}", p.key);
+        }
+    }
+    println!(
+        "  {:<18} {}",
+        "effective-priority",
+        text(all.get("EffectivePriority"))
+    );
+    println!(
+        "  {:<18} {} packets, {} bytes",
+        "traffic",
+        text(all.get("Packets")),
+        text(all.get("Bytes"))
+    );
+    let rows: Vec<Vec<String>> = bs
+        .iter()
+        .map(|b| {
+            let port = text(b.get("Port"));
+            vec![
+                text(b.get("Name")),
+                text(b.get("IpAddr")),
+                if port == "0" { "-".into() } else { port },
+                text(b.get("Weight")),
+                text(b.get("Priority")),
+                text(b.get("State")),
+                if text(b.get("Active")) == "true" {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+                text(b.get("Packets")),
+                text(b.get("Bytes")),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "BACKEND", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "STATE", "ACTIVE", "PACKETS", "BYTES"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+pub async fn sessions(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError> {
+    let path = c.farm_path(name).await?;
+    let list: Vec<HashMap<String, OwnedValue>> = c.read(path.as_str(), FARM, "ListSessions", &()).await?;
+    if json_out {
+        let out: Vec<serde_json::Value> = list.iter().map(|s| as_json(&[], s)).collect();
+        println!("{}", serde_json::Value::Array(out));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let expires = if text(s.get("Static")) == "true" {
+                "static".to_string()
+            } else {
+                let ms: u64 = text(s.get("ExpiresMs")).parse().unwrap_or(0);
+                format!("{}s", ms.div_ceil(1000))
+            };
+            vec![text(s.get("Client")), text(s.get("Backend")), expires]
+        })
+        .collect();
+    print!("{}", table(&["CLIENT", "BACKEND", "EXPIRES"], &rows));
+    Ok(())
+}
+
+pub async fn permissions(c: &Client, json_out: bool) -> Result<(), CtlError> {
+    let p: HashMap<String, String> = c.read(ROOT, MANAGER, "GetPermissions", &()).await?;
+    let mut rows: Vec<Vec<String>> = p.into_iter().map(|(a, v)| vec![a, v]).collect();
+    rows.sort();
+    if json_out {
+        let m: serde_json::Map<String, serde_json::Value> =
+            rows.iter().map(|r| (r[0].clone(), json!(r[1]))).collect();
+        println!("{}", serde_json::Value::Object(m));
+    } else {
+        print!("{}", table(&["ACTION", "ALLOWED"], &rows));
+    }
+    Ok(())
+}
