@@ -21,7 +21,7 @@ use client::{BACKEND, Client, FARM, MANAGER, ROOT};
 pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   status                               the daemon: version, generation, kernel features, counts
   list                                 farms: state, mode, services, backends
-  show FARM                            a farm's keys and its backends, with traffic counters
+  show FARM                            a farm's keys (those it sets) and its backends, with traffic counters
   sessions FARM                        the farm's persistence sessions
   permissions                          what you may do (polkit's answer per action)
   export                               the whole configuration (canonical JSON)

@@ -195,14 +195,30 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         println!("{farm}");
         return Ok(());
     }
-    let mut keys: Vec<&props::Prop> = props::FARM.iter().collect();
+    // The keys the farm sets (its canonical JSON leaves defaults out), and the essentials.
+    let export: String = c.read(ROOT, MANAGER, "ExportConfig", &()).await?;
+    let doc: serde_json::Value = serde_json::from_str(&export).unwrap_or_default();
+    let set = doc["farms"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["name"] == name))
+        .cloned()
+        .unwrap_or_default();
+    let essential = [
+        "virtual-addresses",
+        "virtual-ports",
+        "protocol",
+        "mode",
+        "scheduler",
+        "state",
+    ];
+    let mut keys: Vec<&props::Prop> = props::FARM
+        .iter()
+        .filter(|p| essential.contains(&p.key) || set.get(p.key).is_some())
+        .collect();
     keys.sort_by_key(|p| p.key);
     println!("farm {name} ({})", path.as_str());
     for p in keys {
-        let v = text(all.get(p.name));
-        if !v.is_empty() {
-            println!("  {:<18} {v}", p.key);
-        }
+        println!("  {:<18} {}", p.key, text(all.get(p.name)));
     }
     println!(
         "  {:<18} {}",
