@@ -206,7 +206,7 @@ fn run(args: &Args) -> Result<(), CliError> {
             sig(SignalKind::interrupt())?,
             sig(SignalKind::hangup())?,
         );
-        let _bus = match &args.bus {
+        let bus = match &args.bus {
             Some(address) => Some(
                 nftlbd::dbus::serve(service.clone(), address.as_deref())
                     .await
@@ -245,6 +245,9 @@ fn run(args: &Args) -> Result<(), CliError> {
         }
         nftlbd::notify::notify("STOPPING=1");
         tracing::info!("stopping; the tables stay in place");
+        if let Some(conn) = bus {
+            nftlbd::dbus::stop(conn).await;
+        }
         Ok(())
     })
 }

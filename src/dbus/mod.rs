@@ -92,6 +92,17 @@ pub async fn serve(service: Service, address: Option<&str>) -> zbus::Result<Conn
     Ok(conn)
 }
 
+/// Leaves the bus cleanly: the name goes first (so a successor can take it at once, and the
+/// connection is still there to read the bus's answer), then the connection.
+pub async fn stop(conn: Connection) {
+    if let Err(e) = conn.release_name(BUS_NAME).await {
+        tracing::warn!("releasing {BUS_NAME}: {e}");
+    }
+    if let Err(e) = conn.close().await {
+        tracing::warn!("closing the bus connection: {e}");
+    }
+}
+
 async fn add_farm(conn: &Connection, service: &Service, f: &Farm) -> zbus::Result<()> {
     let server = conn.object_server();
     server
