@@ -125,12 +125,19 @@ pub async fn status(c: &Client, json_out: bool) -> Result<(), CtlError> {
 
 pub async fn list(c: &Client, json_out: bool) -> Result<(), CtlError> {
     let objects = c.objects().await?;
+    // path → interface → properties, looked up by name (thousands of objects).
+    let by_path: HashMap<&str, HashMap<&str, &HashMap<String, OwnedValue>>> = objects
+        .iter()
+        .map(|(p, ifaces)| {
+            let ifaces = ifaces.iter().map(|(i, props)| (i.as_str(), props)).collect();
+            (p.as_str(), ifaces)
+        })
+        .collect();
     let prop = |path: &str, iface: &str, name: &str| {
-        objects
-            .iter()
-            .find(|(p, _)| p.as_str() == path)
-            .and_then(|(_, ifaces)| ifaces.iter().find(|(i, _)| i.as_str() == iface))
-            .and_then(|(_, props)| props.get(name))
+        by_path
+            .get(path)
+            .and_then(|ifaces| ifaces.get(iface))
+            .and_then(|props| props.get(name))
     };
     let farms: Vec<OwnedObjectPath> = c.property(ROOT, MANAGER, "Farms").await?;
     let mut rows = Vec::new();
