@@ -242,18 +242,16 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     ]);
     let got = t.tcp_n(vip, 80, 8);
     assert_eq!((count(&got, "be0"), count(&got, "be1")), (2, 6), "{got:?}");
-    let seen = monitor.wait_for("Weight");
-    assert!(
-        seen.contains("PropertiesChanged") && seen.contains("\"Weight\""),
-        "{seen}"
-    );
+    let weight = |m: &str| m.contains("Member=PropertiesChanged") && m.contains("\"Weight\"");
+    let seen = monitor.wait_signal(weight);
+    assert!(signals(&seen).iter().any(|m| weight(m)), "{seen}");
     // A state change: StateChanged with its reason, and be0 takes nothing more.
     call(be0, "org.nftlbd1.Backend", "SetState", &["s", "off"]);
-    let seen = monitor.wait_until(|t| t.contains("StateChanged") && t.contains("\"api\""));
-    assert!(seen.contains("StateChanged"), "{seen}");
-    for want in ["\"up\"", "\"off\"", "\"api\""] {
-        assert!(seen.contains(want), "{want} in {seen}");
-    }
+    let state = |m: &str| {
+        m.contains("Member=StateChanged") && ["\"up\"", "\"off\"", "\"api\""].iter().all(|w| m.contains(w))
+    };
+    let seen = monitor.wait_signal(state);
+    assert!(signals(&seen).iter().any(|m| state(m)), "{seen}");
     let got = t.tcp_n(vip, 80, 4);
     assert_eq!(count(&got, "be1"), 4, "{got:?}");
     // The journal got each change with its farm and backend as fields.
@@ -332,13 +330,11 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
         ],
     );
     // The new objects are announced by the ObjectManager.
-    let seen = monitor.wait_for("/org/nftlbd1/farm/db/backend/pg0");
-    let added: Vec<&str> = seen
-        .split("‣ Type=signal")
-        .filter(|m| m.contains("Member=InterfacesAdded"))
-        .collect();
+    let added = |path: &'static str| move |m: &str| m.contains("Member=InterfacesAdded") && m.contains(path);
+    monitor.wait_signal(added("/org/nftlbd1/farm/db/backend/pg0\""));
+    let seen = monitor.wait_signal(added("/org/nftlbd1/farm/db\""));
     for path in ["/org/nftlbd1/farm/db\"", "/org/nftlbd1/farm/db/backend/pg0\""] {
-        assert!(added.iter().any(|m| m.contains(path)), "{path} in {seen}");
+        assert!(signals(&seen).iter().any(|m| added(path)(m)), "{path} in {seen}");
     }
     let set_state = |user: &str, path: &str, state: &str| {
         busctl(
@@ -632,11 +628,9 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
     // Delete: objects go (InterfacesRemoved), the farm no longer answers.
     let monitor = Monitor::start(&dir);
     call("/org/nftlbd1", MANAGER, "DeleteFarm", &["s", "db"]);
-    let seen = monitor.wait_for("InterfacesRemoved");
-    assert!(
-        seen.contains("InterfacesRemoved") && seen.contains("/org/nftlbd1/farm/db"),
-        "{seen}"
-    );
+    let removed = |m: &str| m.contains("Member=InterfacesRemoved") && m.contains("/org/nftlbd1/farm/db");
+    let seen = monitor.wait_signal(removed);
+    assert!(signals(&seen).iter().any(|m| removed(m)), "{seen}");
     let (good, _) = busctl(
         None,
         &[
@@ -907,11 +901,13 @@ fn policies_and_sessions_over_the_bus() {
     );
     let got = t.tcp_n(vip, 80, 2);
     assert_eq!((count(&got, "be0"), count(&got, "be1")), (1, 1), "{got:?}");
-    let seen = monitor.wait_for("Elements");
-    assert!(
-        seen.contains("PropertiesChanged") && seen.contains("/org/nftlbd1/policy/bad"),
-        "{seen}"
-    );
+    let elements = |m: &str| {
+        m.contains("Member=PropertiesChanged")
+            && m.contains("/org/nftlbd1/policy/bad")
+            && m.contains("\"Elements\"")
+    };
+    let seen = monitor.wait_signal(elements);
+    assert!(signals(&seen).iter().any(|m| elements(m)), "{seen}");
     call(
         pol,
         "org.nftlbd1.Policy",
@@ -990,12 +986,10 @@ fn policies_and_sessions_over_the_bus() {
     );
     let monitor = Monitor::start(&dir);
     set("be0", "State", "s", "down");
-    let be1_changed = |seen: &str| {
-        seen.split("‣ Type=signal")
-            .any(|m| m.contains(&be("be1")) && m.contains("\"Active\"") && m.contains("BOOLEAN true"))
-    };
-    let seen = monitor.wait_until(be1_changed);
-    assert!(be1_changed(&seen), "{seen}");
+    let be1_changed =
+        |m: &str| m.contains(&be("be1")) && m.contains("\"Active\"") && m.contains("BOOLEAN true");
+    let seen = monitor.wait_signal(be1_changed);
+    assert!(signals(&seen).iter().any(|m| be1_changed(m)), "{seen}");
     assert_eq!(
         (active("be0").trim(), active("be1").trim()),
         ("b false", "b true")
@@ -1282,20 +1276,12 @@ fn the_configuration_as_a_whole_and_renames() {
         call("/org/nftlbd1", MANAGER, "GetFarm", &["s", "web-2"]).trim(),
         format!("o \"{moved}\"")
     );
-    let seen = monitor.wait_for(&format!("{moved}/backend/be1"));
-    let signals: Vec<&str> = seen.split("‣ Type=signal").collect();
-    assert!(
-        signals
-            .iter()
-            .any(|m| m.contains("Member=InterfacesRemoved") && m.contains("\"/org/nftlbd1/farm/web\"")),
-        "{seen}"
-    );
-    assert!(
-        signals
-            .iter()
-            .any(|m| m.contains("Member=InterfacesAdded") && m.contains(&format!("\"{moved}\""))),
-        "{seen}"
-    );
+    let gone = |m: &str| m.contains("Member=InterfacesRemoved") && m.contains("\"/org/nftlbd1/farm/web\"");
+    let came = |m: &str| m.contains("Member=InterfacesAdded") && m.contains(&format!("\"{moved}\""));
+    monitor.wait_signal(gone);
+    let seen = monitor.wait_signal(came);
+    assert!(signals(&seen).iter().any(|m| gone(m)), "{seen}");
+    assert!(signals(&seen).iter().any(|m| came(m)), "{seen}");
     let (good, out) = busctl(
         None,
         &[

@@ -71,6 +71,50 @@ fn nftlbctl_manages_farms_with_traffic() {
         "{list}"
     );
 
+    // monitor: anyone may follow the changes, one line each.
+    let mut mon = Command::new("setpriv")
+        .args([
+            "--reuid=bob",
+            "--regid=bob",
+            "--init-groups",
+            "--",
+            "nftlbctl",
+            "monitor",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("nftlbctl monitor");
+    let mut lines = std::io::BufReader::new(mon.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut lines, &mut first).unwrap();
+    assert_eq!(first.trim(), "monitoring org.nftlbd1");
+    done(&["state", "web", "be1", "off"]);
+    done(&["add-backend", "web", "be2", &format!("ip-addr={b1}"), "port=8080"]);
+    done(&["remove-backend", "web", "be2"]);
+    done(&["state", "web", "be1", "up"]);
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l == "backend web/be1: state off -> up (api)")
+    {
+        let mut l = String::new();
+        if std::io::BufRead::read_line(&mut lines, &mut l).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push(l.trim_end().to_string());
+    }
+    let _ = mon.kill();
+    let _ = mon.wait();
+    for want in [
+        "backend web/be1: state up -> off (api)",
+        "backend web/be1: Active=false State=\"off\"",
+        "added backend web/be2",
+        "removed backend web/be2",
+        "backend web/be1: state off -> up (api)",
+    ] {
+        assert!(seen.iter().any(|l| l == want), "{want:?} in {seen:#?}");
+    }
+
     // show: keys, backends and their counters; --json the same for scripts.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let show = done(&["show", "web"]);
@@ -187,6 +231,40 @@ fn nftlbctl_manages_farms_with_traffic() {
     done(&["import", file.to_str().unwrap()]);
     assert_eq!(done(&["export"]), saved);
     assert!(t.tcp_n(vip, 80, 2).iter().all(|g| !g.starts_with("ERROR")));
+
+    // Policies: created, attached, counting what they refuse; elements changed in place.
+    let out = done(&[
+        "create-policy",
+        "bad",
+        "type=blacklist",
+        "elements=192.0.2.0/24,10.8.0.2",
+    ]);
+    assert_eq!(out.trim(), "/org/nftlbd1/policy/bad");
+    done(&["set", "web", "policies=bad"]);
+    assert!(t.tcp_tries(vip, 80, 2).iter().all(|g| g.starts_with("ERROR")));
+    let shown = done(&["policy", "bad"]);
+    let row: Vec<&str> = shown
+        .lines()
+        .find(|l| l.starts_with("10.8.0.2 "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert!(row.len() == 3 && row[1].parse::<u64>().unwrap() >= 2, "{shown}");
+    done(&["remove-elements", "bad", "10.8.0.2"]);
+    assert!(t.tcp_n(vip, 80, 2).iter().all(|g| !g.starts_with("ERROR")));
+    let listed = done(&["policies"]);
+    let row: Vec<&str> = listed
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["bad", "blacklist", "ipv4", "1", "0"], "{listed}");
+    let (c, _, err) = ctl(None, &["delete-policy", "bad"]);
+    assert_eq!(c, 65, "still attached: {err}");
+    done(&["set", "web", "policies="]);
+    done(&["delete-policy", "bad"]);
+    assert_eq!(done(&["policies"]).lines().count(), 1);
 
     // At a terminal, nftlbctl starts polkit's agent: bob deletes the farm with the
     // administrator's password.

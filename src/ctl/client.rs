@@ -18,6 +18,7 @@ pub const ROOT: &str = "/org/nftlbd1";
 pub const MANAGER: &str = "org.nftlbd1.Manager";
 pub const FARM: &str = "org.nftlbd1.Farm";
 pub const BACKEND: &str = "org.nftlbd1.Backend";
+pub const POLICY: &str = "org.nftlbd1.Policy";
 
 /// Every object with its interfaces' properties (`GetManagedObjects`).
 pub type Objects = HashMap<OwnedObjectPath, HashMap<OwnedInterfaceName, HashMap<String, OwnedValue>>>;
@@ -37,6 +38,14 @@ impl Client {
             ask,
             agent: None,
         })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub async fn policy_path(&self, name: &str) -> Result<OwnedObjectPath, CtlError> {
+        self.read(ROOT, MANAGER, "GetPolicy", &(name,)).await
     }
 
     async fn proxy(&self, path: &str, iface: &str) -> Result<Proxy<'static>, CtlError> {

@@ -4,6 +4,7 @@
 //! typed settings, `client` talks to the bus (with polkit's agent on a terminal), `show` prints.
 
 mod client;
+mod monitor;
 mod settings;
 mod show;
 
@@ -16,7 +17,7 @@ use zbus::DBusError as _;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 use crate::dbus::props;
-use client::{BACKEND, Client, FARM, MANAGER, ROOT};
+use client::{BACKEND, Client, FARM, MANAGER, POLICY, ROOT};
 
 pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   status                               the daemon: version, generation, kernel features, counts
@@ -36,6 +37,12 @@ pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   set-backend FARM NAME KEY=VALUE...   change backend keys (one transaction)
   state FARM BACKEND up|down|off|drain
   remove-backend FARM NAME
+  policies                             policies: type, family, elements
+  policy NAME                          a policy's elements with what each matched
+  create-policy NAME KEY=VALUE...      type=blacklist|whitelist family= timeout= log-prefix= elements=a,b
+  delete-policy NAME
+  add-elements|remove-elements|replace-elements POLICY ELEMENT...
+  monitor                              the daemon's changes as they happen, until interrupted
 KEY is a canonical JSON key (virtual-addresses, virtual-ports, scheduler, ip-addr, weight, ...);
 lists are comma-separated; an empty value removes an optional key.
 Exit status: 0 done, 1 failed, 2 usage, 65 invalid input, 69 unsupported by this kernel,
@@ -264,6 +271,33 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
                 _ => c.change::<_, ()>(&path, BACKEND, "Remove", &()).await,
             }
         }
+        "policies" => show::policies(&c, args.json).await,
+        "policy" => show::policy(&c, arg(1, "a policy")?, args.json).await,
+        "create-policy" => {
+            let name = arg(1, "a policy name")?;
+            let settings = settings::parse_all(props::POLICY, &w[2..]).map_err(CtlError::Invalid)?;
+            let path: OwnedObjectPath = c.change(ROOT, MANAGER, "CreatePolicy", &(name, settings)).await?;
+            if !args.json {
+                println!("{}", path.as_str());
+            }
+            Ok(())
+        }
+        "delete-policy" => {
+            let name = arg(1, "a policy")?;
+            c.change::<_, ()>(ROOT, MANAGER, "DeletePolicy", &(name,)).await
+        }
+        "add-elements" | "remove-elements" | "replace-elements" => {
+            let path = c.policy_path(arg(1, "a policy")?).await?;
+            let elements: Vec<String> = w[2..].to_vec();
+            let method = match w[0].as_str() {
+                "add-elements" => "AddElements",
+                "remove-elements" => "RemoveElements",
+                _ => "ReplaceElements",
+            };
+            c.change::<_, ()>(path.as_str(), POLICY, method, &(elements,))
+                .await
+        }
+        "monitor" => monitor::run(&c, args.json).await,
         other => Err(usage(&format!("unknown command {other:?}"))),
     }
 }

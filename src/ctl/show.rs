@@ -6,7 +6,7 @@ use serde_json::json;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 use super::CtlError;
-use super::client::{BACKEND, Client, FARM, MANAGER, ROOT};
+use super::client::{BACKEND, Client, FARM, MANAGER, POLICY, ROOT};
 use crate::dbus::props;
 
 /// A D-Bus value as JSON (numbers stay numbers, paths become strings).
@@ -307,5 +307,66 @@ pub async fn permissions(c: &Client, json_out: bool) -> Result<(), CtlError> {
     } else {
         print!("{}", table(&["ACTION", "ALLOWED"], &rows));
     }
+    Ok(())
+}
+
+pub async fn policies(c: &Client, json_out: bool) -> Result<(), CtlError> {
+    let paths: Vec<OwnedObjectPath> = c.property(ROOT, MANAGER, "Policies").await?;
+    let mut all = Vec::new();
+    for p in &paths {
+        all.push(c.all(p.as_str(), POLICY).await?);
+    }
+    if json_out {
+        let out: Vec<serde_json::Value> = all.iter().map(|p| as_json(props::POLICY, p)).collect();
+        println!("{}", serde_json::Value::Array(out));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|p| {
+            let n = match p.get("Elements").map(|v| to_json(v)) {
+                Some(serde_json::Value::Array(a)) => a.len(),
+                _ => 0,
+            };
+            vec![
+                text(p.get("Name")),
+                text(p.get("Type")),
+                text(p.get("Family")),
+                n.to_string(),
+                text(p.get("Timeout")),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["POLICY", "TYPE", "FAMILY", "ELEMENTS", "TIMEOUT"], &rows)
+    );
+    Ok(())
+}
+
+pub async fn policy(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError> {
+    let path = c.policy_path(name).await?;
+    let all = c.all(path.as_str(), POLICY).await?;
+    let counters: Vec<(String, u64, u64)> = c.read(path.as_str(), POLICY, "GetCounters", &()).await?;
+    if json_out {
+        let mut p = as_json(props::POLICY, &all);
+        p["counters"] = counters
+            .iter()
+            .map(|(e, packets, bytes)| json!({"element": e, "packets": packets, "bytes": bytes}))
+            .collect();
+        println!("{p}");
+        return Ok(());
+    }
+    println!(
+        "policy {name}: {} {}, timeout {}",
+        text(all.get("Family")),
+        text(all.get("Type")),
+        text(all.get("Timeout"))
+    );
+    let rows: Vec<Vec<String>> = counters
+        .iter()
+        .map(|(e, p, b)| vec![e.clone(), p.to_string(), b.to_string()])
+        .collect();
+    print!("{}", table(&["ELEMENT", "PACKETS", "BYTES"], &rows));
     Ok(())
 }

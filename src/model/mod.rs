@@ -11,7 +11,7 @@ mod validate;
 mod values;
 
 pub use config::{Backend, Config, Farm, Policy, Session};
-pub use names::{NameError, bus_path_escape, validate_name};
+pub use names::{NameError, bus_path_escape, bus_path_unescape, validate_name};
 pub use ports::{PortError, PortRange, parse_ports};
 pub use states::{effective_priority, keeps_clients, takes_new_flows};
 pub use validate::{

@@ -46,9 +46,38 @@ pub fn bus_path_escape(s: &str) -> String {
     out
 }
 
+/// The inverse of [`bus_path_escape`] (`None` for an element it cannot have written).
+pub fn bus_path_unescape(s: &str) -> Option<String> {
+    if s == "_" {
+        return Some(String::new());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'_' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_elements_unescape() {
+        for name in ["web", "web-1", "x.y_z-1", ""] {
+            assert_eq!(bus_path_unescape(&bus_path_escape(name)).as_deref(), Some(name));
+        }
+        assert_eq!(bus_path_unescape("web_2"), None);
+    }
 
     #[test]
     fn accepts_the_documented_alphabet() {

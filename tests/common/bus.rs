@@ -196,6 +196,11 @@ impl Monitor {
         self.wait_until(|t| t.contains(what))
     }
 
+    /// Waits until one signal seen so far satisfies `matches` (its text: header and body).
+    pub fn wait_signal(&self, matches: impl Fn(&str) -> bool) -> String {
+        self.wait_until(|t| signals(t).iter().any(|m| matches(m)))
+    }
+
     /// Waits until what the monitor has seen satisfies `done` (a message may be half written).
     pub fn wait_until(&self, done: impl Fn(&str) -> bool) -> String {
         let end = Instant::now() + Duration::from_secs(5);
@@ -346,4 +351,13 @@ pub fn in_terminal(user: &str, cmd: &str, password: &str, while_asked: impl FnOn
 /// A word for `sh -c`.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The signals in `busctl monitor` text, each with its body. (busctl starts each message with
+/// `‣ Type=` in a UTF-8 locale, `> Type=` otherwise.)
+pub fn signals(text: &str) -> Vec<&str> {
+    text.split("> Type=")
+        .flat_map(|m| m.split("‣ Type="))
+        .filter(|m| m.starts_with("signal"))
+        .collect()
 }
