@@ -201,6 +201,12 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
         !String::from_utf8_lossy(&ct.stdout).contains("10.9.7.100"),
         "no conntrack entry for the VIP"
     );
+    // Counted: the farm, and each backend under its MAC (replies go straight to the client).
+    let (packets, bytes) = e.traffic("dsr", None).unwrap();
+    let (p0, y0) = e.traffic("dsr", Some("be0")).unwrap();
+    let (p1, y1) = e.traffic("dsr", Some("be1")).unwrap();
+    assert!(packets >= 20 * 3 && p0 > 0 && p1 > 0, "{packets} {p0} {p1}");
+    assert_eq!((p0 + p1, y0 + y1), (packets, bytes));
     let listing = sh(&[
         "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
     ]);
@@ -228,10 +234,8 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
         String::from_utf8_lossy(&reparse.stderr)
     );
     let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
-    assert!(
-        e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
-        "reads back equal"
-    );
+    let changes = e.reconcile(cfg, alloc).unwrap().changes;
+    assert!(changes.is_empty(), "reads back equal: {changes:?}");
     // Round robin chooses per flow (l2-flows remembers the first packet's choice): every
     // connection completes and both backends take turns.
     e.apply(parse_config(&farm("rr").to_string()).unwrap()).unwrap();
@@ -530,6 +534,11 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (packets, bytes) = e.traffic("stl", None).unwrap();
     assert!(packets >= 24 * 6 && bytes >= 40 * packets, "{packets} {bytes}");
+    // Each backend counts what it was sent and what it answered: together, the farm.
+    let (p0, y0) = e.traffic("stl", Some("be0")).unwrap();
+    let (p1, y1) = e.traffic("stl", Some("be1")).unwrap();
+    assert!(p0 > 0 && p1 > 0, "{p0} {p1}");
+    assert_eq!((p0 + p1, y0 + y1), (packets, bytes));
     // Round robin chooses per flow (stl-flows), so multi-packet connections stay whole.
     let farm = |extra: serde_json::Value| {
         let mut f = json!({"name": "stl", "mode": "stlsdnat", "scheduler": "rr",

@@ -30,20 +30,27 @@ pub fn l2_traffic(conn: &mut Connection, farm_id: u16) -> Result<(u64, u64)> {
     )
 }
 
-/// (packets, bytes) of the connections of one farm (`key` is its tag) or backend (its id), summed
-/// over the IPv4 and IPv6 tables: two lookups by key, whatever the number of farms.
-pub fn traffic(conn: &mut Connection, key: u32) -> Result<(u64, u64)> {
+/// (packets, bytes) of one element of a counting set; (0, 0) when it (or the set) is not there.
+pub fn element_traffic(conn: &mut Connection, family: Family, set: &str, key: &[u8]) -> Result<(u64, u64)> {
     let mut sum = (0, 0);
-    for family in [Family::Ip, Family::Ip6] {
-        let Some(e) = conn.get_elem(family, TABLE, SET_TRAFFIC, &key.to_ne_bytes())? else {
-            continue;
-        };
+    if let Some(e) = conn.get_elem(family, TABLE, set, key)? {
         for x in &e.exprs {
             if let Expr::Counter { packets, bytes } = x {
                 sum.0 += packets;
                 sum.1 += bytes;
             }
         }
+    }
+    Ok(sum)
+}
+
+/// (packets, bytes) of the connections of one farm (`key` is its tag) or backend (its id), summed
+/// over the IPv4 and IPv6 tables: two lookups by key, whatever the number of farms.
+pub fn traffic(conn: &mut Connection, key: u32) -> Result<(u64, u64)> {
+    let mut sum = (0, 0);
+    for family in [Family::Ip, Family::Ip6] {
+        let (p, b) = element_traffic(conn, family, SET_TRAFFIC, &key.to_ne_bytes())?;
+        sum = (sum.0 + p, sum.1 + b);
     }
     Ok(sum)
 }

@@ -9,7 +9,8 @@
 //!                  meta protocol ip6: meta l4proto . ip6 daddr . th dport vmap @l2-services6
 //! l2-<farm>        [policies, log] counter name "traffic-<farm id>"
 //!                  known flow (rr, weight) or known client (persistence) → its backend;
-//!                  else ether daddr set jhash|numgen … map @l2slots-<shard>, remember, fwd to "<oface>"
+//!                  else ether daddr set jhash|numgen … map @l2slots-<shard>, remember,
+//!                  update @backend-traffic-<farm id> { ether daddr }, fwd to "<oface>"
 //! ingress-<oface>  (stlsdnat) meta l4proto . ip saddr . th sport vmap @l2-returns → goto l2-<farm>-back
 //! ```
 //!
@@ -51,6 +52,11 @@ pub fn l2_farm_chain(farm: &str) -> String {
 
 fn l2_slots(shard: u32) -> String {
     format!("l2slots-{shard}")
+}
+
+/// A layer-2 farm's per-backend counters: backend MAC (dsr) or address (stlsdnat) → counter.
+pub fn backend_traffic_set(farm_id: u16) -> String {
+    format!("backend-traffic-{farm_id}")
 }
 
 fn ingress_chain(dev: &str) -> String {
@@ -775,6 +781,38 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             counters.push(counter.clone());
         }
+        // Per backend: the datapath knows the backend by the MAC (dsr) or address (stlsdnat) it
+        // wrote into the packet, so each packet updates that key's counter in a set of the farm
+        // (an update, not a lookup: a key not there yet is added, and the packet goes on). The
+        // new element takes the set's counter (the kernel does not show it on the dynset).
+        let backend_key = if stateless {
+            ipf.daddr()
+        } else {
+            PayloadField::EtherDaddr
+        };
+        let traffic = backend_traffic_set(fa.id);
+        let count_backend = |e: &mut Vec<Expr>, key: PayloadField| {
+            e.push(Expr::payload(key, reg::R1));
+            e.push(Expr::Dynset {
+                set: traffic.clone(),
+                op: DynsetOp::Update,
+                sreg_key: reg::R1,
+                sreg_data: None,
+                timeout_ms: None,
+                exprs: Vec::new(),
+            });
+        };
+        if slots > 0 {
+            let key_type = if stateless {
+                ipf.addr_type()
+            } else {
+                DataType::EtherAddr
+            };
+            let mut set = Set::new(f, TABLE, &traffic, TypeSpec::of(key_type)).with_flags(NFT_SET_EVAL);
+            set.size = Some(65_536);
+            set.exprs = vec![Expr::counter()];
+            sets.insert(traffic.clone(), set);
+        }
         let per_flow = !stateless && matches!(farm.scheduler, Scheduler::Rr | Scheduler::Weight);
         if slots > 0 && per_flow {
             // Round robin and weight choose per packet; before conntrack that would split a
@@ -791,6 +829,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             e.push(flow_update(false, ipf, ipf.flow_data()));
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
             set_ether(&mut e, 6, reg::R1);
+            count_backend(&mut e, backend_key);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }
@@ -812,6 +851,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             }
             e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
             set_ether(&mut e, 6, reg::R1);
+            count_backend(&mut e, backend_key);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }
@@ -832,6 +872,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             e.push(Expr::payload(PayloadField::EtherDaddr, ipf.flow_data()));
             e.push(flow_update(false, ipf, ipf.flow_data()));
             remember_client(&mut e, ipf, farm);
+            count_backend(&mut e, backend_key);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
             needs_flows.insert(ipf);
@@ -846,6 +887,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             e.push(Expr::map(&shard, reg::R1, reg::R1));
             set_ether(&mut e, 0, reg::R1);
             remember_client(&mut e, ipf, farm);
+            count_backend(&mut e, backend_key);
             fwd(&mut e, out.index);
             rules.push(Rule::new(f, TABLE, &chain, std::mem::take(&mut e)));
         }
@@ -888,6 +930,7 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
                 set_ether(e, 0, reg::R1);
                 e.push(Expr::immediate(reg::R1, out.mac.to_vec()));
                 set_ether(e, 6, reg::R1);
+                count_backend(e, backend_key);
                 fwd(e, out.index);
             };
             let stl_flows = matches!(farm.scheduler, Scheduler::Rr | Scheduler::Weight);
@@ -953,6 +996,8 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             let mut r = Vec::new();
             ipf.dependency(&mut r);
             ether_dependency(&mut r);
+            // A reply counts for the backend that sent it (before it is rewritten to the VIP).
+            count_backend(&mut r, ipf.saddr());
             if let Some((vport, csum)) = rewrite {
                 r.push(Expr::immediate(reg::R1, vport.to_be_bytes().to_vec()));
                 set_port(&mut r, 0, reg::R1, csum);

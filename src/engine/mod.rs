@@ -492,15 +492,42 @@ impl Engine {
     }
 
     /// (packets, bytes) of a farm's connections, or of one backend's, since it was created.
-    /// The backends of layer-2 farms are not counted (0); their farms are.
+    /// Layer-2 backends are counted under their MAC (dsr) or address (stlsdnat).
     pub fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<(u64, u64)> {
         let (f, fa) = self.farm_and_alloc(farm)?;
         if l2::is_l2(f) {
             let id = fa.id;
-            return Ok(match backend {
-                None => counters::l2_traffic(&mut self.conn, id)?,
-                Some(_) => (0, 0),
-            });
+            let Some(b) = backend else {
+                return Ok(counters::l2_traffic(&mut self.conn, id)?);
+            };
+            let b = f
+                .backend(b)
+                .ok_or_else(|| EngineError::NotFound(format!("farm {farm:?} has no backend {b:?}")))?;
+            // The key the datapath counts under: the address (stateless DNAT) or the MAC.
+            let key = if f.mode == model::Mode::Stlsdnat {
+                match b.ip_addr {
+                    std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                    std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                }
+            } else {
+                let given = b.ether_addr.map(|m| m.0);
+                let resolved = || {
+                    self.links
+                        .resolve(f)
+                        .ok()
+                        .and_then(|r| r.macs.get(&b.name).copied())
+                };
+                match given.or_else(resolved) {
+                    Some(mac) => mac.to_vec(),
+                    None => return Ok((0, 0)),
+                }
+            };
+            return Ok(counters::element_traffic(
+                &mut self.conn,
+                crate::netlink::Family::Netdev,
+                &l2::backend_traffic_set(id),
+                &key,
+            )?);
         }
         let key = match backend {
             None => layout::farm_tag(fa.id),
