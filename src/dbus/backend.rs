@@ -9,7 +9,8 @@ use zbus::{Connection, Message};
 use super::auth::{self, Details};
 use super::error::Error;
 use super::keyed::{Change, Keyed, keyed_interface};
-use super::{edit, farm_path, props};
+use super::{farm_path, props};
+use crate::service::ops;
 use crate::service::{Origin, Service};
 
 pub const IFACE: &str = "org.nftlbd1.Backend";
@@ -46,22 +47,14 @@ impl BackendObject {
         let at = format!("farms[{}].backends[{}]", self.farm, self.backend);
         let mut patch = serde_json::Map::new();
         props::apply_settings(&mut patch, props::BACKEND, &changes, &at, false)?;
-        let removed: Vec<&'static str> = props::BACKEND
+        let removed: Vec<String> = props::BACKEND
             .iter()
             .filter(|p| changes.contains_key(p.name) && !patch.contains_key(p.key))
-            .map(|p| p.key)
+            .map(|p| p.key.to_string())
             .collect();
         let (farm, backend) = (self.farm.clone(), self.backend.clone());
         self.service
-            .change(Origin::api(), move |c| {
-                edit::backend(c, &farm, &backend, |obj| {
-                    for k in removed {
-                        obj.remove(k);
-                    }
-                    obj.extend(patch);
-                    Ok(())
-                })
-            })
+            .change(Origin::api(), ops::update_backend(farm, backend, patch, removed))
             .await?;
         Ok(())
     }
@@ -73,12 +66,7 @@ impl BackendObject {
         auth::require(conn, &hdr, auth::BACKEND_SET_STATE, &details).await?;
         let (farm, backend) = (self.farm.clone(), self.backend.clone());
         self.service
-            .change(Origin::api(), move |c| {
-                edit::backend(c, &farm, &backend, |obj| {
-                    obj.insert("state".into(), serde_json::Value::String(state));
-                    Ok(())
-                })
-            })
+            .change(Origin::api(), ops::set_backend_state(farm, backend, state))
             .await?;
         Ok(())
     }
@@ -137,12 +125,7 @@ impl Keyed for BackendObject {
 
     fn set_change(&self, prop: &'static props::Prop, json: Option<serde_json::Value>) -> Change {
         let (farm, backend) = (self.farm.clone(), self.backend.clone());
-        Box::new(move |c| {
-            edit::backend(c, &farm, &backend, |obj| {
-                edit::set_key(obj, prop.key, json);
-                Ok(())
-            })
-        })
+        Box::new(ops::set_backend_key(farm, backend, prop.key, json))
     }
 }
 

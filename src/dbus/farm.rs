@@ -12,9 +12,9 @@ use zbus::{Connection, Message};
 use super::auth::{self, Details};
 use super::error::Error;
 use super::keyed::{Change, Keyed, keyed_interface};
-use super::{backend_path, edit, props};
-use crate::model::Invalid;
-use crate::service::{Origin, Service, ServiceError};
+use super::{backend_path, props};
+use crate::service::{Origin, Service};
+use crate::service::{edit, ops};
 
 pub const IFACE: &str = "org.nftlbd1.Farm";
 
@@ -68,17 +68,8 @@ impl FarmObject {
             .filter(|p| changes.contains_key(p.name) && !patch.contains_key(p.key))
             .map(|p| p.key.to_string())
             .collect();
-        let name = self.farm.clone();
         self.service
-            .change(Origin::api(), move |c| {
-                edit::farm(c, &name, |obj| {
-                    for k in &removed {
-                        obj.remove(k);
-                    }
-                    obj.extend(patch);
-                    Ok(())
-                })
-            })
+            .change(Origin::api(), ops::update_farm(self.farm.clone(), patch, removed))
             .await?;
         Ok(())
     }
@@ -98,31 +89,8 @@ impl FarmObject {
         let mut b = serde_json::Map::new();
         props::apply_settings(&mut b, props::BACKEND, &settings, &at, false)?;
         b.insert("name".into(), serde_json::Value::String(bname.clone()));
-        let (farm, added) = (self.farm.clone(), bname.clone());
         self.service
-            .change(Origin::api(), move |c| {
-                edit::farm(c, &farm, |obj| {
-                    let list = obj
-                        .entry("backends")
-                        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-                    let Some(list) = list.as_array_mut() else {
-                        return Err(ServiceError::Invalid(Invalid::one(
-                            format!("farms[{farm}].backends"),
-                            "not a list",
-                        )));
-                    };
-                    if list
-                        .iter()
-                        .any(|x| x.get("name").and_then(|n| n.as_str()) == Some(&added))
-                    {
-                        return Err(ServiceError::Exists(format!(
-                            "farm {farm:?} already has a backend named {added:?}"
-                        )));
-                    }
-                    list.push(serde_json::Value::Object(b));
-                    Ok(())
-                })
-            })
+            .change(Origin::api(), ops::add_backend(self.farm.clone(), b))
             .await?;
         Ok(backend_path(&self.farm, &bname))
     }
@@ -150,20 +118,8 @@ impl FarmObject {
             &Details::farm(&self.farm, "rename"),
         )
         .await?;
-        edit::check_name(&format!("farms[{}].name", self.farm), &new_name)?;
-        let old = self.farm.clone();
         self.service
-            .change(Origin::api(), move |c| {
-                if c.farm(&new_name).is_some() {
-                    return Err(ServiceError::Exists(format!(
-                        "a farm is already named {new_name:?}"
-                    )));
-                }
-                edit::farm(c, &old, |obj| {
-                    obj.insert("name".into(), serde_json::Value::String(new_name));
-                    Ok(())
-                })
-            })
+            .change(Origin::api(), ops::rename_farm(self.farm.clone(), new_name))
             .await?;
         Ok(())
     }
@@ -231,31 +187,11 @@ impl FarmObject {
             &Details::backend(&self.farm, &backend, "add-session"),
         )
         .await?;
-        let farm = self.farm.clone();
         self.service
-            .change(Origin::api(), move |c| {
-                edit::farm(c, &farm, |obj| {
-                    let list = obj
-                        .entry("sessions")
-                        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-                    let Some(list) = list.as_array_mut() else {
-                        return Err(ServiceError::Invalid(Invalid::one(
-                            format!("farms[{farm}].sessions"),
-                            "not a list",
-                        )));
-                    };
-                    if list
-                        .iter()
-                        .any(|x| x.get("client").and_then(|n| n.as_str()) == Some(&client))
-                    {
-                        return Err(ServiceError::Exists(format!(
-                            "farm {farm:?} already pins {client:?}"
-                        )));
-                    }
-                    list.push(serde_json::json!({ "client": client, "backend": backend }));
-                    Ok(())
-                })
-            })
+            .change(
+                Origin::api(),
+                ops::add_session(self.farm.clone(), client, backend),
+            )
             .await?;
         Ok(())
     }
@@ -299,42 +235,18 @@ impl FarmObject {
 }
 
 pub async fn delete_farm(service: &Service, name: &str) -> Result<(), Error> {
-    let name = name.to_string();
     service
-        .change(Origin::api(), move |c| {
-            let mut new = c.clone();
-            let before = new.farms.len();
-            new.farms.retain(|f| f.name != name);
-            if new.farms.len() == before {
-                return Err(ServiceError::NotFound(format!("no farm is named {name:?}")));
-            }
-            Ok(new)
-        })
+        .change(Origin::api(), ops::delete_farm(name.to_string()))
         .await?;
     Ok(())
 }
 
 pub async fn remove_backend(service: &Service, farm: &str, backend: &str) -> Result<(), Error> {
-    let (farm, backend) = (farm.to_string(), backend.to_string());
     service
-        .change(Origin::api(), move |c| {
-            edit::farm(c, &farm, |obj| {
-                let list = obj.get_mut("backends").and_then(|l| l.as_array_mut());
-                let Some(list) = list else {
-                    return Err(ServiceError::NotFound(format!(
-                        "farm {farm:?} has no backend named {backend:?}"
-                    )));
-                };
-                let before = list.len();
-                list.retain(|x| x.get("name").and_then(|n| n.as_str()) != Some(&backend));
-                if list.len() == before {
-                    return Err(ServiceError::NotFound(format!(
-                        "farm {farm:?} has no backend named {backend:?}"
-                    )));
-                }
-                Ok(())
-            })
-        })
+        .change(
+            Origin::api(),
+            ops::remove_backend(farm.to_string(), backend.to_string()),
+        )
         .await?;
     Ok(())
 }
@@ -380,13 +292,7 @@ impl Keyed for FarmObject {
     }
 
     fn set_change(&self, prop: &'static props::Prop, json: Option<serde_json::Value>) -> Change {
-        let name = self.farm.clone();
-        Box::new(move |c| {
-            edit::farm(c, &name, |obj| {
-                edit::set_key(obj, prop.key, json);
-                Ok(())
-            })
-        })
+        Box::new(ops::set_farm_key(self.farm.clone(), prop.key, json))
     }
 }
 

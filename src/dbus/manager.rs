@@ -9,9 +9,10 @@ use zbus::{Connection, interface};
 
 use super::auth::{self, Details};
 use super::error::Error;
-use super::{edit, farm_path, policy_path, props};
-use crate::model::{Config, Invalid, parse_config, parse_farm_value, parse_policy_value};
+use super::{farm_path, policy_path, props};
+use crate::model::{Invalid, parse_config, parse_farm_value, parse_policy_value};
 use crate::service::{Origin, Service, ServiceError};
+use crate::service::{edit, ops};
 
 pub struct Manager {
     pub service: Service,
@@ -31,19 +32,7 @@ impl Manager {
         auth::require(conn, &hdr, auth::FARM_MANAGE, &Details::farm(&name, "create")).await?;
         let at = format!("farms[{name}]");
         let farm = parse_farm_value(new_object(&name, props::FARM, &settings, &at, true)?, &at)?;
-        self.service
-            .change(Origin::api(), move |c| {
-                if c.farm(&farm.name).is_some() {
-                    return Err(ServiceError::Exists(format!(
-                        "a farm is already named {:?}",
-                        farm.name
-                    )));
-                }
-                let mut new = c.clone();
-                new.farms.push(farm);
-                Ok(new)
-            })
-            .await?;
+        self.service.change(Origin::api(), ops::create_farm(farm)).await?;
         Ok(farm_path(&name))
     }
 
@@ -88,17 +77,7 @@ impl Manager {
         let at = format!("policies[{name}]");
         let policy = parse_policy_value(new_object(&name, props::POLICY, &settings, &at, false)?, &at)?;
         self.service
-            .change(Origin::api(), move |c| {
-                if c.policies.iter().any(|p| p.name == policy.name) {
-                    return Err(ServiceError::Exists(format!(
-                        "a policy is already named {:?}",
-                        policy.name
-                    )));
-                }
-                let mut new = c.clone();
-                new.policies.push(policy);
-                Ok(new)
-            })
+            .change(Origin::api(), ops::create_policy(policy))
             .await?;
         Ok(policy_path(&name))
     }
@@ -158,16 +137,7 @@ impl Manager {
         // Shape and values first, so the error names the document's own fields.
         let incoming = parse_config(&json)?;
         self.service
-            .change(Origin::api(), move |c| {
-                if replace {
-                    return Ok(incoming);
-                }
-                let mut new: Config = c.clone();
-                upsert(&mut new.farms, incoming.farms, |f| f.name.clone());
-                upsert(&mut new.policies, incoming.policies, |p| p.name.clone());
-                crate::model::validate(&new)?;
-                Ok(new)
-            })
+            .change(Origin::api(), ops::import(incoming, replace))
             .await?;
         Ok(())
     }
@@ -253,16 +223,6 @@ impl Manager {
 impl From<ServiceError> for zbus::fdo::Error {
     fn from(e: ServiceError) -> Self {
         super::error::to_fdo(e.into())
-    }
-}
-
-/// Replaces the items of `into` that `from` names again, and appends the others.
-fn upsert<T>(into: &mut Vec<T>, from: Vec<T>, name: impl Fn(&T) -> String) {
-    for x in from {
-        match into.iter_mut().find(|y| name(y) == name(&x)) {
-            Some(y) => *y = x,
-            None => into.push(x),
-        }
     }
 }
 

@@ -6,7 +6,6 @@
 
 mod auth;
 mod backend;
-mod edit;
 mod error;
 mod farm;
 pub(crate) mod keyed;

@@ -6,8 +6,9 @@ use zbus::{Connection, interface};
 
 use super::auth::{self, Details};
 use super::error::Error;
-use super::{edit, props};
+use super::props;
 use crate::model::Invalid;
+use crate::service::ops;
 use crate::service::{Origin, Service, ServiceError};
 
 pub const IFACE: &str = "org.nftlbd1.Policy";
@@ -48,20 +49,8 @@ impl PolicyObject {
         &self,
         f: impl FnOnce(&mut Vec<String>) -> Result<(), ServiceError> + Send + 'static,
     ) -> Result<(), Error> {
-        let name = self.policy.clone();
         self.service
-            .change(Origin::api(), move |c| {
-                edit::policy(c, &name, |obj| {
-                    let mut list: Vec<String> = obj
-                        .get("elements")
-                        .and_then(|e| e.as_array())
-                        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                        .unwrap_or_default();
-                    f(&mut list)?;
-                    obj.insert("elements".into(), serde_json::Value::from(list));
-                    Ok(())
-                })
-            })
+            .change(Origin::api(), ops::edit_policy_elements(self.policy.clone(), f))
             .await?;
         Ok(())
     }
@@ -183,23 +172,8 @@ impl PolicyObject {
 }
 
 pub async fn delete_policy(service: &Service, name: &str) -> Result<(), Error> {
-    let name = name.to_string();
     service
-        .change(Origin::api(), move |c| {
-            let mut new = c.clone();
-            let before = new.policies.len();
-            new.policies.retain(|p| p.name != name);
-            if new.policies.len() == before {
-                return Err(ServiceError::NotFound(format!("no policy is named {name:?}")));
-            }
-            if let Some(f) = new.farms.iter().find(|f| f.policies.contains(&name)) {
-                return Err(ServiceError::Invalid(Invalid::one(
-                    format!("farms[{}].policies", f.name),
-                    format!("attaches policy {name:?}; detach it first"),
-                )));
-            }
-            Ok(new)
-        })
+        .change(Origin::api(), ops::delete_policy(name.to_string()))
         .await?;
     Ok(())
 }

@@ -5,6 +5,13 @@
 //!
 //! Between requests it keeps the kernel as committed: changes others make to its tables are
 //! repaired, and layer-2 farms follow the host's links and neighbours.
+//!
+//! `ops` holds the changes the front ends can ask for (create a farm, add a backend, import a
+//! document, ...), built on `edit`'s helpers over the canonical JSON; the front ends only
+//! translate requests into them and authorize callers.
+
+pub mod edit;
+pub mod ops;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,10 +1,10 @@
-//! Changes requested over the bus, as functions of the committed configuration: the service runs
+//! Changes as functions of the committed configuration, on its canonical JSON: the service runs
 //! them in its turn, so concurrent requests compose instead of overwriting each other.
 
 use serde_json::{Map, Value};
 
+use super::ServiceError;
 use crate::model::{Config, Invalid, parse_farm_value, parse_policy_value};
-use crate::service::ServiceError;
 
 pub type Obj = Map<String, Value>;
 

@@ -1,0 +1,359 @@
+//! The changes the front ends ask for (D-Bus now, varlink next), each a function of the
+//! committed configuration that the writer runs in its turn. The front ends only translate
+//! their requests into these and authorize the caller; what a change means is decided here.
+
+use serde_json::Value;
+
+use super::ServiceError;
+use super::edit::{self, Obj};
+use crate::model::{Config, Farm, Invalid, Policy, validate};
+
+/// What [`super::Service::change`] runs.
+pub trait Change: FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static {}
+impl<T: FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static> Change for T {}
+
+pub fn create_farm(farm: Farm) -> impl Change {
+    move |c: &Config| {
+        if c.farm(&farm.name).is_some() {
+            return Err(ServiceError::Exists(format!(
+                "a farm is already named {:?}",
+                farm.name
+            )));
+        }
+        let mut new = c.clone();
+        new.farms.push(farm);
+        Ok(new)
+    }
+}
+
+pub fn delete_farm(name: String) -> impl Change {
+    move |c: &Config| {
+        let mut new = c.clone();
+        let before = new.farms.len();
+        new.farms.retain(|f| f.name != name);
+        if new.farms.len() == before {
+            return Err(ServiceError::NotFound(format!("no farm is named {name:?}")));
+        }
+        Ok(new)
+    }
+}
+
+pub fn rename_farm(old: String, new_name: String) -> impl Change {
+    move |c: &Config| {
+        edit::check_name(&format!("farms[{old}].name"), &new_name)?;
+        if c.farm(&new_name).is_some() {
+            return Err(ServiceError::Exists(format!(
+                "a farm is already named {new_name:?}"
+            )));
+        }
+        edit::farm(c, &old, |obj| {
+            obj.insert("name".into(), Value::String(new_name));
+            Ok(())
+        })
+    }
+}
+
+/// Sets the keys of `patch` and removes those of `removed` (back to their defaults).
+pub fn update_farm(name: String, patch: Obj, removed: Vec<String>) -> impl Change {
+    move |c: &Config| {
+        edit::farm(c, &name, |obj| {
+            for k in &removed {
+                obj.remove(k);
+            }
+            obj.extend(patch);
+            Ok(())
+        })
+    }
+}
+
+/// Sets one key (`None`: back to its default).
+pub fn set_farm_key(name: String, key: &'static str, value: Option<Value>) -> impl Change {
+    move |c: &Config| {
+        edit::farm(c, &name, |obj| {
+            edit::set_key(obj, key, value);
+            Ok(())
+        })
+    }
+}
+
+/// Appends an item named `name` to the list `key` of farm `farm` (backends, sessions by client).
+fn append(
+    c: &Config,
+    farm: &str,
+    key: &str,
+    id: &str,
+    name: &str,
+    item: Value,
+) -> Result<Config, ServiceError> {
+    edit::farm(c, farm, |obj| {
+        let list = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
+        let Some(list) = list.as_array_mut() else {
+            return Err(ServiceError::Invalid(Invalid::one(
+                format!("farms[{farm}].{key}"),
+                "not a list",
+            )));
+        };
+        if list
+            .iter()
+            .any(|x| x.get(id).and_then(|n| n.as_str()) == Some(name))
+        {
+            return Err(ServiceError::Exists(match key {
+                "backends" => format!("farm {farm:?} already has a backend named {name:?}"),
+                _ => format!("farm {farm:?} already pins {name:?}"),
+            }));
+        }
+        list.push(item);
+        Ok(())
+    })
+}
+
+/// Adds a backend given as canonical JSON (its `name` included and already checked).
+pub fn add_backend(farm: String, backend: Obj) -> impl Change {
+    move |c: &Config| {
+        let name = backend
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        append(c, &farm, "backends", "name", &name, Value::Object(backend))
+    }
+}
+
+pub fn update_backend(farm: String, backend: String, patch: Obj, removed: Vec<String>) -> impl Change {
+    move |c: &Config| {
+        edit::backend(c, &farm, &backend, |obj| {
+            for k in &removed {
+                obj.remove(k);
+            }
+            obj.extend(patch);
+            Ok(())
+        })
+    }
+}
+
+pub fn set_backend_key(
+    farm: String,
+    backend: String,
+    key: &'static str,
+    value: Option<Value>,
+) -> impl Change {
+    move |c: &Config| {
+        edit::backend(c, &farm, &backend, |obj| {
+            edit::set_key(obj, key, value);
+            Ok(())
+        })
+    }
+}
+
+pub fn set_backend_state(farm: String, backend: String, state: String) -> impl Change {
+    set_backend_key(farm, backend, "state", Some(Value::String(state)))
+}
+
+pub fn remove_backend(farm: String, backend: String) -> impl Change {
+    move |c: &Config| {
+        edit::farm(c, &farm, |obj| {
+            let gone = || ServiceError::NotFound(format!("farm {farm:?} has no backend named {backend:?}"));
+            let list = obj
+                .get_mut("backends")
+                .and_then(|l| l.as_array_mut())
+                .ok_or_else(gone)?;
+            let before = list.len();
+            list.retain(|x| x.get("name").and_then(|n| n.as_str()) != Some(&backend));
+            if list.len() == before {
+                return Err(gone());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Pins `client` (in the farm's persistence format) to `backend`: a static session.
+pub fn add_session(farm: String, client: String, backend: String) -> impl Change {
+    move |c: &Config| {
+        let item = serde_json::json!({ "client": client, "backend": backend });
+        append(c, &farm, "sessions", "client", &client, item)
+    }
+}
+
+pub fn create_policy(policy: Policy) -> impl Change {
+    move |c: &Config| {
+        if c.policies.iter().any(|p| p.name == policy.name) {
+            return Err(ServiceError::Exists(format!(
+                "a policy is already named {:?}",
+                policy.name
+            )));
+        }
+        let mut new = c.clone();
+        new.policies.push(policy);
+        Ok(new)
+    }
+}
+
+/// Deletes a policy no farm attaches.
+pub fn delete_policy(name: String) -> impl Change {
+    move |c: &Config| {
+        let mut new = c.clone();
+        let before = new.policies.len();
+        new.policies.retain(|p| p.name != name);
+        if new.policies.len() == before {
+            return Err(ServiceError::NotFound(format!("no policy is named {name:?}")));
+        }
+        if let Some(f) = new.farms.iter().find(|f| f.policies.contains(&name)) {
+            return Err(ServiceError::Invalid(Invalid::one(
+                format!("farms[{}].policies", f.name),
+                format!("attaches policy {name:?}; detach it first"),
+            )));
+        }
+        Ok(new)
+    }
+}
+
+/// `f` of the policy's element list.
+pub fn edit_policy_elements(
+    name: String,
+    f: impl FnOnce(&mut Vec<String>) -> Result<(), ServiceError> + Send + 'static,
+) -> impl Change {
+    move |c: &Config| {
+        edit::policy(c, &name, |obj| {
+            let mut list: Vec<String> = obj
+                .get("elements")
+                .and_then(|e| e.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            f(&mut list)?;
+            obj.insert("elements".into(), Value::from(list));
+            Ok(())
+        })
+    }
+}
+
+/// A whole document: it becomes the configuration (`replace`), or its farms and policies are
+/// added or replaced by name (`merge`); the result is validated whole.
+pub fn import(incoming: Config, replace: bool) -> impl Change {
+    move |c: &Config| {
+        if replace {
+            return Ok(incoming);
+        }
+        let mut new = c.clone();
+        upsert(&mut new.farms, incoming.farms, |f| f.name.clone());
+        upsert(&mut new.policies, incoming.policies, |p| p.name.clone());
+        validate(&new)?;
+        Ok(new)
+    }
+}
+
+/// Replaces the items of `into` that `from` names again, and appends the others.
+fn upsert<T>(into: &mut Vec<T>, from: Vec<T>, name: impl Fn(&T) -> String) {
+    for x in from {
+        match into.iter_mut().find(|y| name(y) == name(&x)) {
+            Some(y) => *y = x,
+            None => into.push(x),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_config;
+
+    fn config() -> Config {
+        parse_config(
+            &serde_json::json!({"farms": [{"name": "web", "virtual-addresses": ["192.0.2.1"],
+                "virtual-ports": "80", "persistence": ["srcip"],
+                "backends": [{"name": "a", "ip-addr": "10.0.0.1"}]}],
+                "policies": [{"name": "bad", "elements": ["10.8.0.2"]}]})
+            .to_string(),
+        )
+        .unwrap()
+    }
+
+    fn obj(v: serde_json::Value) -> Obj {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn farms_are_created_renamed_and_deleted_by_name() {
+        let c = config();
+        let web = c.farms[0].clone();
+        assert!(matches!(create_farm(web)(&c), Err(ServiceError::Exists(_))));
+        let c2 = rename_farm("web".into(), "www".into())(&c).unwrap();
+        assert!(c2.farm("www").is_some() && c2.farm("web").is_none());
+        assert!(matches!(
+            rename_farm("web".into(), "no way".into())(&c),
+            Err(ServiceError::Invalid(_))
+        ));
+        assert!(matches!(
+            delete_farm("www".into())(&c),
+            Err(ServiceError::NotFound(_))
+        ));
+        assert!(delete_farm("web".into())(&c).unwrap().farms.is_empty());
+    }
+
+    #[test]
+    fn backends_and_sessions_are_named_once() {
+        let c = config();
+        let b = obj(serde_json::json!({"name": "b", "ip-addr": "10.0.0.2"}));
+        let c2 = add_backend("web".into(), b.clone())(&c).unwrap();
+        assert_eq!(c2.farm("web").unwrap().backends.len(), 2);
+        assert!(matches!(
+            add_backend("web".into(), b)(&c2),
+            Err(ServiceError::Exists(_))
+        ));
+        let c3 = set_backend_state("web".into(), "b".into(), "drain".into())(&c2).unwrap();
+        let state = serde_json::to_value(c3.farm("web").unwrap().backend("b").unwrap().state).unwrap();
+        assert_eq!(state, "drain");
+        assert!(matches!(
+            set_backend_state("web".into(), "b".into(), "sideways".into())(&c2),
+            Err(ServiceError::Invalid(_))
+        ));
+        let c4 = remove_backend("web".into(), "b".into())(&c3).unwrap();
+        assert_eq!(c4.farm("web").unwrap().backends.len(), 1);
+        assert!(matches!(
+            remove_backend("web".into(), "b".into())(&c4),
+            Err(ServiceError::NotFound(_))
+        ));
+        let c5 = add_session("web".into(), "10.8.0.9".into(), "a".into())(&c).unwrap();
+        assert!(matches!(
+            add_session("web".into(), "10.8.0.9".into(), "a".into())(&c5),
+            Err(ServiceError::Exists(_))
+        ));
+    }
+
+    #[test]
+    fn policies_and_imports() {
+        let c = config();
+        let c2 = edit_policy_elements("bad".into(), |l| {
+            l.push("192.0.2.0/24".into());
+            Ok(())
+        })(&c)
+        .unwrap();
+        assert_eq!(c2.policies[0].elements.len(), 2);
+        let attached = update_farm(
+            "web".into(),
+            obj(serde_json::json!({"policies": ["bad"]})),
+            Vec::new(),
+        )(&c)
+        .unwrap();
+        assert!(matches!(
+            delete_policy("bad".into())(&attached),
+            Err(ServiceError::Invalid(_))
+        ));
+        assert!(delete_policy("bad".into())(&c).unwrap().policies.is_empty());
+        // merge adds and replaces by name; replace keeps only the document
+        let mut other = config();
+        other.farms[0].name = "db".into();
+        other.farms[0].virtual_addresses = vec!["192.0.2.2".parse().unwrap()];
+        other.policies.clear();
+        let merged = import(other.clone(), false)(&c).unwrap();
+        assert_eq!(merged.farms.len(), 2);
+        assert_eq!(merged.policies.len(), 1);
+        let replaced = import(other, true)(&c).unwrap();
+        assert_eq!((replaced.farms.len(), replaced.policies.len()), (1, 0));
+        // a merge that makes two farms claim one service is refused whole
+        let mut clash = config();
+        clash.farms[0].name = "twin".into();
+        clash.policies.clear();
+        assert!(matches!(import(clash, false)(&c), Err(ServiceError::Invalid(_))));
+    }
+}
