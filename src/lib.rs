@@ -12,6 +12,7 @@ pub mod logging;
 pub mod model;
 pub mod netlink;
 pub mod notify;
+pub mod polkit;
 pub mod privileges;
 pub mod service;
 pub mod state;

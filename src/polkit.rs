@@ -1,0 +1,169 @@
+//! polkit: whether a caller may do something. Every check names the caller (a D-Bus connection,
+//! or a process for varlink), the action, and the details `farm`, `backend`, `policy` and `verb`
+//! so rules can delegate narrowly. Root is always allowed (as polkit itself would answer).
+
+use std::collections::HashMap;
+
+use zbus::Connection;
+use zbus::zvariant::Value;
+
+pub const INFO: &str = "org.nftlbd1.info";
+pub const FARM_MANAGE: &str = "org.nftlbd1.farm.manage";
+pub const BACKEND_MANAGE: &str = "org.nftlbd1.backend.manage";
+pub const BACKEND_SET_STATE: &str = "org.nftlbd1.backend.set-state";
+pub const POLICY_MANAGE: &str = "org.nftlbd1.policy.manage";
+pub const CONFIG: &str = "org.nftlbd1.config";
+pub const ALL: &[&str] = &[
+    INFO,
+    FARM_MANAGE,
+    BACKEND_MANAGE,
+    BACKEND_SET_STATE,
+    POLICY_MANAGE,
+    CONFIG,
+];
+
+/// What a check is about.
+#[derive(Debug, Clone, Default)]
+pub struct Details {
+    pub farm: String,
+    pub backend: String,
+    pub policy: String,
+    pub verb: String,
+}
+
+impl Details {
+    pub fn farm(farm: &str, verb: &str) -> Details {
+        Details {
+            farm: farm.into(),
+            verb: verb.into(),
+            ..Details::default()
+        }
+    }
+
+    pub fn verb(verb: &str) -> Details {
+        Details {
+            verb: verb.into(),
+            ..Details::default()
+        }
+    }
+
+    pub fn backend(farm: &str, backend: &str, verb: &str) -> Details {
+        Details {
+            backend: backend.into(),
+            ..Details::farm(farm, verb)
+        }
+    }
+}
+
+/// polkit's answer for the caller of `hdr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Yes,
+    No,
+    /// Yes after authentication.
+    Auth,
+}
+
+/// Who asks.
+#[derive(Debug, Clone)]
+pub enum Subject {
+    /// A connection on the system bus (its unique name).
+    BusName(String),
+    /// A local process (varlink's caller, from the socket's credentials).
+    Process { pid: u32, uid: u32 },
+}
+
+/// polkit's answer for `subject`; `interactive` lets polkit ask the subject's agent.
+pub async fn check(
+    conn: &Connection,
+    subject: &Subject,
+    action: &str,
+    details: &Details,
+    interactive: bool,
+) -> Result<Answer, String> {
+    let subject: (&str, HashMap<&str, Value<'_>>) = match subject {
+        Subject::BusName(name) => (
+            "system-bus-name",
+            HashMap::from([("name", Value::from(name.as_str()))]),
+        ),
+        Subject::Process { pid, uid } => {
+            // The start time pins the process: a recycled pid is another subject.
+            let start = process_start_time(*pid).ok_or_else(|| format!("process {pid} is gone"))?;
+            (
+                "unix-process",
+                HashMap::from([
+                    ("pid", Value::from(*pid)),
+                    ("start-time", Value::from(start)),
+                    ("uid", Value::from(i32::try_from(*uid).unwrap_or(-1))),
+                ]),
+            )
+        }
+    };
+    let mut d: HashMap<&str, &str> = HashMap::new();
+    for (k, v) in [
+        ("farm", &details.farm),
+        ("backend", &details.backend),
+        ("policy", &details.policy),
+        ("verb", &details.verb),
+    ] {
+        if !v.is_empty() {
+            d.insert(k, v.as_str());
+        }
+    }
+    let flags: u32 = if interactive { 1 } else { 0 };
+    let reply = conn
+        .call_method(
+            Some("org.freedesktop.PolicyKit1"),
+            "/org/freedesktop/PolicyKit1/Authority",
+            Some("org.freedesktop.PolicyKit1.Authority"),
+            "CheckAuthorization",
+            &(subject, action, d, flags, ""),
+        )
+        .await
+        .map_err(|e| format!("polkit could not be asked: {e}"))?;
+    let (authorized, challenge, _): (bool, bool, HashMap<String, String>) = reply
+        .body()
+        .deserialize()
+        .map_err(|e| format!("polkit's answer: {e}"))?;
+    Ok(match (authorized, challenge) {
+        (true, _) => Answer::Yes,
+        (false, true) => Answer::Auth,
+        (false, false) => Answer::No,
+    })
+}
+
+/// A process's start time in clock ticks since boot (`/proc/PID/stat`, field 22), as polkit
+/// identifies processes.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The message for a refusal.
+pub fn refusal(action: &str, answer: Answer, interactive: bool) -> String {
+    match answer {
+        Answer::Yes => String::new(),
+        Answer::Auth if interactive => {
+            format!("{action} needs authentication as an administrator, and no authentication agent gave it")
+        }
+        Answer::Auth => format!(
+            "{action} needs authentication (allow interactive authorization, e.g. busctl --allow-interactive-authorization=yes, with an agent running)"
+        ),
+        Answer::No => format!("{action} is not allowed for this caller"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_has_a_start_time() {
+        let me = process_start_time(std::process::id()).unwrap();
+        assert!(me > 0);
+        assert_eq!(process_start_time(std::process::id()), Some(me));
+        assert_eq!(process_start_time(u32::MAX), None);
+    }
+}
