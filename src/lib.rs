@@ -16,3 +16,4 @@ pub mod polkit;
 pub mod privileges;
 pub mod service;
 pub mod state;
+pub mod varlink;

@@ -87,8 +87,11 @@ pub async fn check(
             HashMap::from([("name", Value::from(name.as_str()))]),
         ),
         Subject::Process { pid, uid } => {
-            // The start time pins the process: a recycled pid is another subject.
-            let start = process_start_time(*pid).ok_or_else(|| format!("process {pid} is gone"))?;
+            // The start time pins the process (a recycled pid is another subject). Where this
+            // process cannot see the caller's /proc entry (systemd's ProtectProc=invisible), 0
+            // lets polkitd look it up itself. The identity checked is `uid` either way, which
+            // the kernel gave with the connection.
+            let start = process_start_time(*pid).unwrap_or(0);
             (
                 "unix-process",
                 HashMap::from([

@@ -85,7 +85,7 @@ fn start(t: &Topo, dir: &Path) -> Daemon {
             "--state-dir",
         ])
         .arg(dir)
-        .args(["--no-bus", "run"])
+        .args(["--no-bus", "--no-varlink", "run"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -747,7 +747,17 @@ fn the_daemon_follows_neighbour_changes_of_layer2_farms() {
         cfg.to_str().unwrap(),
     ]);
     let mut daemon = Command::new("ip")
-        .args(["netns", "exec", &ns[1], bin, "--state-dir", d, "--no-bus", "run"])
+        .args([
+            "netns",
+            "exec",
+            &ns[1],
+            bin,
+            "--state-dir",
+            d,
+            "--no-bus",
+            "--no-varlink",
+            "run",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -9,6 +9,7 @@
 #   /usr/share/dbus-1/system-services/org.nftlbd1.service  D-Bus activation
 #   /usr/share/polkit-1/actions/org.nftlbd1.policy       the org.nftlbd1.* actions
 #   $UNITDIR/nftlbd.service (default /usr/lib/systemd/system)   the hardened unit
+#   $UNITDIR/nftlbd.socket                                the varlink socket (activation)
 #   /usr/lib/sysusers.d/nftlbd.conf                      the service user (created now when
 #                                                        installing for real and systemd-sysusers exists)
 #   /usr/share/doc/nftlbd/                               README and a delegation rules file to adapt
@@ -38,6 +39,8 @@ for i in Manager Farm Backend Policy; do   # the interfaces, documented (what D-
 done
 install -D -m 0644 polkit/org.nftlbd1.policy "$DESTDIR/usr/share/polkit-1/actions/org.nftlbd1.policy"
 subst systemd/nftlbd.service.in | put "$UNITDIR/nftlbd.service"
+install -D -m 0644 systemd/nftlbd.socket "$DESTDIR$UNITDIR/nftlbd.socket"
+install -D -m 0644 varlink/org.nftlbd1.varlink "$DESTDIR$DOCDIR/org.nftlbd1.varlink"
 install -D -m 0644 systemd/nftlbd.sysusers "$DESTDIR/usr/lib/sysusers.d/nftlbd.conf"
 install -D -m 0644 README.md "$DESTDIR$DOCDIR/README.md"
 install -D -m 0644 polkit/50-nftlbd-delegate.rules.example "$DESTDIR$DOCDIR/examples/50-nftlbd-delegate.rules"

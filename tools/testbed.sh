@@ -47,6 +47,7 @@ trap cleanup EXIT; trap 'exit 143' TERM; trap 'exit 130' INT
 mount -n -t tmpfs -o mode=0755 testbed "$STAGE" || exit 1
 L=$STAGE/logs; mkdir -p "$L"
 mount -n -t tmpfs -o mode=0755 testbed-rundbus /run/dbus
+mkdir -p /run/nftlbd && mount -n -t tmpfs -o mode=0755 testbed-runnftlbd /run/nftlbd   # varlink
 mkdir -p /run/netns && mount -n -t tmpfs -o mode=0755 testbed-netns /run/netns
 # Writable copies (same owner and mode) over the directories the install step writes to.
 overlay() {

@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use nftlbd::ctl::{self, CtlError};
 
 fn main() -> ExitCode {
+    // Die quietly when the reader goes away (`nftlbctl list | head`), as other commands do.
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = match ctl::parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => return fail(&e),

@@ -17,8 +17,11 @@ const USAGE: &str = "usage: nftlbd [--state-dir DIR] COMMAND
   run               reconcile the kernel with the saved state, serve org.nftlbd1 on the system bus,
                     repair foreign changes until SIGTERM (SIGHUP re-reads the state file); tables
                     stay in place when it exits
-    --no-bus        run without D-Bus (the state file is the only way in)
-    --bus ADDRESS   serve on this bus instead of the system bus";
+    --no-bus        run without D-Bus
+    --bus ADDRESS   serve on this bus instead of the system bus
+    --varlink PATH  serve varlink at PATH (default /run/nftlbd/org.nftlbd1, or the socket systemd
+                    passes)
+    --no-varlink    run without varlink";
 
 /// Exit codes: invalid input (as sysexits' EX_DATAERR), unsupported, kernel or system failure.
 const EXIT_INVALID: u8 = 65;
@@ -31,11 +34,15 @@ struct Args {
     file: Option<PathBuf>,
     /// `None`: no D-Bus; `Some(None)`: the system bus; `Some(Some(a))`: the bus at `a`.
     bus: Option<Option<String>>,
+    /// `None`: no varlink; `Some((path, asked))`: the socket, and whether it was asked for (then
+    /// failing to serve it is fatal; the default one is only warned about).
+    varlink: Option<(PathBuf, bool)>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
     let mut bus = Some(None);
+    let mut varlink = Some((PathBuf::from(nftlbd::varlink::DEFAULT_SOCKET), false));
     let mut rest = Vec::new();
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -49,6 +56,11 @@ fn parse_args() -> Result<Args, String> {
                 .and_then(|a| a.into_string().ok())
                 .ok_or("--bus needs an address")?;
             bus = Some(Some(addr));
+        } else if a == "--no-varlink" {
+            varlink = None;
+        } else if a == "--varlink" {
+            let path = it.next().ok_or("--varlink needs a socket path")?;
+            varlink = Some((PathBuf::from(path), true));
         } else if a == "-h" || a == "--help" {
             return Err(String::new());
         } else {
@@ -70,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         command,
         file,
         bus,
+        varlink,
     })
 }
 
@@ -214,6 +227,20 @@ fn run(args: &Args) -> Result<(), CliError> {
             ),
             None => None,
         };
+        if let Some((path, asked)) = &args.varlink {
+            match nftlbd::varlink::listen(path) {
+                Ok(l) => {
+                    tokio::spawn(nftlbd::varlink::serve(service.clone(), l));
+                }
+                Err(e) if *asked => {
+                    return Err(CliError::Daemon(format!(
+                        "varlink at {}: {e} (use --no-varlink to run without it)",
+                        path.display()
+                    )));
+                }
+                Err(e) => tracing::warn!("no varlink at {}: {e}", path.display()),
+            }
+        }
         println!("READY");
         let status = |s: &Service| {
             format!(

@@ -7,6 +7,7 @@ mod client;
 mod monitor;
 mod settings;
 mod show;
+mod varlink;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -43,6 +44,9 @@ pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   delete-policy NAME
   add-elements|remove-elements|replace-elements POLICY ELEMENT...
   monitor                              the daemon's changes as they happen, until interrupted
+  varlink METHOD [PARAMETERS] [--more] one raw varlink call (org.nftlbd1.GetConfig, ...; JSON
+                                       parameters) to the daemon's socket ($NFTLBD_VARLINK or
+                                       /run/nftlbd/org.nftlbd1); prints the reply's parameters
 KEY is a canonical JSON key (virtual-addresses, virtual-ports, scheduler, ip-addr, weight, ...);
 lists are comma-separated; an empty value removes an optional key.
 Exit status: 0 done, 1 failed, 2 usage, 65 invalid input, 69 unsupported by this kernel,
@@ -102,7 +106,9 @@ impl CtlError {
             CtlError::Invalid(_) => 65,
             CtlError::Failed(_) => 1,
             CtlError::Refused { name, .. } => match name.as_str() {
-                "org.nftlbd1.Error.InvalidArgument" | "org.freedesktop.DBus.Error.InvalidArgs" => 65,
+                "org.nftlbd1.Error.InvalidArgument"
+                | "org.freedesktop.DBus.Error.InvalidArgs"
+                | "org.varlink.service.InvalidParameter" => 65,
                 "org.nftlbd1.Error.Unsupported" => 69,
                 "org.nftlbd1.Error.NotAuthorized" | "org.freedesktop.DBus.Error.AccessDenied" => 77,
                 _ => 1,
@@ -170,6 +176,15 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
     let arg = |i: usize, what: &str| -> Result<&String, CtlError> {
         w.get(i).ok_or_else(|| usage(&format!("{} needs {what}", w[0])))
     };
+    if w[0] == "varlink" {
+        // No D-Bus here: the socket only.
+        let method = arg(1, "a method (org.nftlbd1.GetConfig, ...)")?;
+        let more = w.iter().any(|x| x == "--more");
+        let params = w[2..].iter().find(|x| *x != "--more").map(String::as_str);
+        let socket =
+            std::env::var("NFTLBD_VARLINK").unwrap_or_else(|_| crate::varlink::DEFAULT_SOCKET.to_string());
+        return varlink::call(&socket, method, params, more);
+    }
     let mut c = Client::system(args.ask).await?;
     match w[0].as_str() {
         "status" => show::status(&c, args.json).await,

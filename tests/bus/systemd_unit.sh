@@ -13,6 +13,8 @@ check "activation starts the same daemon" \
   grep -qx 'Exec=/usr/local/sbin/nftlbd run' /usr/share/dbus-1/system-services/org.nftlbd1.service
 check "under systemd, activation starts nftlbd.service, whose bus name is org.nftlbd1" bash -c \
   "grep -qx 'SystemdService=nftlbd.service' /usr/share/dbus-1/system-services/org.nftlbd1.service && grep -qx 'BusName=org.nftlbd1' $UNIT"
+out=$(systemd-analyze verify --man=no /usr/lib/systemd/system/nftlbd.socket 2>&1); rc=$?
+check "the varlink socket unit verifies: rc=$rc, nothing printed ${out:+[$out]}" test $rc = 0 -a -z "$out"
 check "the sysusers file names the user" grep -q '^u nftlbd ' /usr/lib/sysusers.d/nftlbd.conf
 # verify catches a broken unit (so the check above can fail).
 sed 's/^BusName=.*//' $UNIT > "$STAGE/broken.service"

@@ -1,0 +1,178 @@
+//! The varlink front end: interface `org.nftlbd1` (varlink/org.nftlbd1.varlink) on a unix
+//! socket, for scripts. Like the D-Bus front end it only translates requests into the service's
+//! changes and authorizes callers (polkit, for the calling process); `methods` does both.
+//!
+//! The protocol: JSON objects, each ended by a NUL byte. A call is `{"method": "iface.Name",
+//! "parameters": {...}, "more": bool, "oneway": bool}`; a reply `{"parameters": {...}}` or
+//! `{"error": "iface.Error", "parameters": {...}}`, with `"continues": true` while more follow.
+
+mod methods;
+
+use std::io;
+use std::os::fd::FromRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::service::Service;
+
+/// Where the daemon listens unless told otherwise (API.md).
+pub const DEFAULT_SOCKET: &str = "/run/nftlbd/org.nftlbd1";
+/// The largest message read (a whole configuration fits many times over).
+const MAX_MESSAGE: u64 = 64 << 20;
+
+/// The socket: the one systemd passed (socket activation), or a new one at `path` that anyone
+/// may connect to (polkit decides what they may do).
+pub fn listen(path: &Path) -> io::Result<UnixListener> {
+    if let Some(l) = activated()? {
+        return Ok(l);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// The listening socket systemd passed as fd 3 (`LISTEN_PID`, `LISTEN_FDS`), if any.
+fn activated() -> io::Result<Option<UnixListener>> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    if !ours || count == 0 {
+        return Ok(None);
+    }
+    // SAFETY: systemd hands fd 3 to this process (LISTEN_PID is ours) as a listening socket.
+    let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
+    std_listener.set_nonblocking(true)?;
+    // SAFETY: plain libc calls on environment variables of our own process, before threads
+    // that read them exist here.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+    }
+    UnixListener::from_std(std_listener).map(Some)
+}
+
+/// Serves connections until the runtime stops.
+pub async fn serve(service: Service, listener: UnixListener) {
+    let ctx = Arc::new(methods::Ctx::new(service));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(ctx, stream).await {
+                        tracing::debug!("varlink connection: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("varlink: accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Call {
+    method: String,
+    #[serde(default)]
+    parameters: Option<Value>,
+    #[serde(default)]
+    more: bool,
+    #[serde(default)]
+    oneway: bool,
+}
+
+/// A reply or an error, as varlink writes them.
+pub enum Reply {
+    Ok(Value),
+    Err(String, Value),
+}
+
+fn encode(reply: &Reply, continues: bool) -> Vec<u8> {
+    let mut v = match reply {
+        Reply::Ok(p) => json!({ "parameters": p }),
+        Reply::Err(name, p) => json!({ "error": name, "parameters": p }),
+    };
+    if continues {
+        v["continues"] = Value::Bool(true);
+    }
+    let mut out = serde_json::to_vec(&v).unwrap_or_default();
+    out.push(0);
+    out
+}
+
+async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()> {
+    let cred = stream.peer_cred()?;
+    let caller = methods::Caller {
+        uid: cred.uid(),
+        pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
+    };
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    loop {
+        let mut buf = Vec::new();
+        let n = (&mut rd).take(MAX_MESSAGE + 1).read_until(0, &mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if buf.last() != Some(&0) {
+            // Too long, or the peer went away in the middle of a message.
+            if buf.len() as u64 > MAX_MESSAGE {
+                let e = Reply::Err(
+                    "org.varlink.service.InvalidParameter".into(),
+                    json!({ "parameter": "message too long" }),
+                );
+                wr.write_all(&encode(&e, false)).await?;
+            }
+            return Ok(());
+        }
+        buf.pop();
+        let call: Call = match serde_json::from_slice(&buf) {
+            Ok(c) => c,
+            Err(e) => {
+                // Not a call at all: say so, then hang up (the stream cannot be trusted).
+                let e = Reply::Err(
+                    "org.varlink.service.InvalidParameter".into(),
+                    json!({ "parameter": format!("not a varlink call: {e}") }),
+                );
+                wr.write_all(&encode(&e, false)).await?;
+                return Ok(());
+            }
+        };
+        let params = call.parameters.unwrap_or_else(|| json!({}));
+        if call.method == "org.nftlbd1.Monitor" && call.more {
+            let mut events = ctx.service.subscribe();
+            wr.write_all(&encode(&methods::monitor_now(&ctx), true)).await?;
+            loop {
+                match events.recv().await {
+                    Ok(ev) => wr.write_all(&encode(&methods::monitor_event(&ev), true)).await?,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return Ok(()),
+                }
+            }
+        }
+        let reply = methods::call(&ctx, &caller, &call.method, params).await;
+        if !call.oneway {
+            wr.write_all(&encode(&reply, false)).await?;
+        }
+    }
+}
