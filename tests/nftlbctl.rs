@@ -84,24 +84,15 @@ fn nftlbctl_manages_farms_with_traffic() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("nftlbctl monitor");
-    let mut lines = std::io::BufReader::new(mon.stdout.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut lines, &mut first).unwrap();
-    assert_eq!(first.trim(), "monitoring org.nftlbd1");
+    let lines = Lines::of(mon.stdout.take().unwrap());
+    assert_eq!(lines.next().trim(), "monitoring org.nftlbd1");
     done(&["state", "web", "be1", "off"]);
     done(&["add-backend", "web", "be2", &format!("ip-addr={b1}"), "port=8080"]);
     done(&["remove-backend", "web", "be2"]);
     done(&["state", "web", "be1", "up"]);
-    let mut seen = Vec::new();
-    while !seen
-        .iter()
-        .any(|l: &String| l == "backend web/be1: state off -> up (api)")
-    {
-        let mut l = String::new();
-        if std::io::BufRead::read_line(&mut lines, &mut l).unwrap_or(0) == 0 {
-            break;
-        }
-        seen.push(l.trim_end().to_string());
+    let mut seen: Vec<String> = Vec::new();
+    while !seen.iter().any(|l| l == "backend web/be1: state off -> up (api)") {
+        seen.push(lines.next().trim_end().to_string());
     }
     let _ = mon.kill();
     let _ = mon.wait();

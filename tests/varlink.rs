@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
@@ -264,14 +264,11 @@ fn varlink_manages_farms_with_traffic_and_polkit() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(mon.stdout.take().unwrap());
-    let mut first = String::new();
-    lines.read_line(&mut first).unwrap();
-    let now: Value = serde_json::from_str(&first).unwrap();
+    let lines = Lines::of(mon.stdout.take().unwrap());
+    let now: Value = serde_json::from_str(&lines.next()).unwrap();
     assert_eq!(now["generation"].as_u64(), Some(generation()));
     ok("DeleteFarm", json!({"name": "db"}));
-    let mut next = String::new();
-    lines.read_line(&mut next).unwrap();
+    let next = lines.next();
     let _ = mon.kill();
     let _ = mon.wait();
     let ev: Value = serde_json::from_str(&next).unwrap();

@@ -361,3 +361,27 @@ pub fn signals(text: &str) -> Vec<&str> {
         .filter(|m| m.starts_with("signal"))
         .collect()
 }
+
+/// The lines a child writes, read on a thread, so a test can wait for them with a limit.
+pub struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    pub fn of(out: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The next line, or a failed test after 10 s.
+    pub fn next(&self) -> String {
+        self.0
+            .recv_timeout(Duration::from_secs(10))
+            .expect("no line within 10 s")
+    }
+}
