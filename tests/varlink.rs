@@ -290,6 +290,23 @@ fn varlink_manages_farms_with_traffic_and_polkit() {
     ok("Reload", json!({}));
     assert!(t.tcp_n(vip, 80, 2).iter().all(|g| !g.starts_with("ERROR")));
 
+    // At a terminal, nftlbctl starts polkit's agent and allows interactive authentication:
+    // bob creates a farm with the administrator's password.
+    let (c, text) = vl(Some("bob"), "DeleteFarm", json!({"name": "web"}));
+    assert!(
+        c == 77 && text.contains("allowInteractiveAuthentication"),
+        "{text}"
+    );
+    let farm = json!({"farm": {"name": "bobs", "virtual-addresses": ["192.0.2.7"], "virtual-ports": "80"}});
+    let cmd = format!(
+        "nftlbctl varlink org.nftlbd1.CreateFarm {}",
+        quote(&farm.to_string())
+    );
+    let (good, screen) = in_terminal("bob", &cmd, "secret", || {});
+    assert!(good && screen.contains("AUTHENTICATION COMPLETE"), "{screen}");
+    assert_eq!(ok("ListFarms", json!({}))["farms"], json!(["web", "bobs"]));
+    ok("DeleteFarm", json!({"name": "bobs"}));
+
     // Garbage on the socket: refused, the connection closed, the daemon serving on.
     let mut s = UnixStream::connect(SOCKET).unwrap();
     s.write_all(b"{not json\0").unwrap();

@@ -2,8 +2,6 @@
 //! polkit's text agent for them when a person is at the terminal (as systemctl does).
 
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
 
 use serde::de::DeserializeOwned;
 use zbus::names::OwnedInterfaceName;
@@ -27,7 +25,7 @@ pub struct Client {
     conn: Connection,
     /// Whether a polkit agent may ask the person at the terminal (`--no-ask-password` clears it).
     ask: bool,
-    agent: Option<Child>,
+    agent: Option<super::agent::Agent>,
 }
 
 impl Client {
@@ -122,54 +120,8 @@ impl Client {
     /// polkit's text agent for this process, when a person is at the terminal: it asks for the
     /// password if polkit wants one. Started once, before the first change.
     fn start_agent(&mut self) {
-        // SAFETY: isatty only looks at the descriptor.
-        let tty = unsafe { libc::isatty(0) } == 1;
-        if !self.ask || !tty || self.agent.is_some() {
-            return;
-        }
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two descriptors we then own.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return;
-        }
-        // SAFETY: both descriptors were just created and are owned here only.
-        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let notify = wr.as_raw_fd();
-        let mut cmd = Command::new("pkttyagent");
-        cmd.args([
-            "--process",
-            &std::process::id().to_string(),
-            "--notify-fd",
-            &notify.to_string(),
-        ])
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::null());
-        // The agent tells us through the pipe when it is registered: it must inherit the
-        // writing end, which is close-on-exec here.
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                let flags = libc::fcntl(notify, libc::F_GETFD);
-                libc::fcntl(notify, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                Ok(())
-            });
-        }
-        let Ok(child) = cmd.spawn() else { return };
-        drop(wr);
-        // Registered (it closes the pipe), or gone: either way, go on.
-        let mut buf = [0u8; 16];
-        // SAFETY: reading into a buffer we own from a descriptor we own.
-        let _ = unsafe { libc::read(rd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        self.agent = Some(child);
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        if let Some(mut a) = self.agent.take() {
-            let _ = a.kill();
-            let _ = a.wait();
+        if self.ask && self.agent.is_none() {
+            self.agent = super::agent::Agent::start();
         }
     }
 }

@@ -3,6 +3,7 @@
 //! polkit check in the daemon), or reads. `settings` turns `KEY=VALUE` words into the API's
 //! typed settings, `client` talks to the bus (with polkit's agent on a terminal), `show` prints.
 
+mod agent;
 mod client;
 mod monitor;
 mod settings;
@@ -183,7 +184,7 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
         let params = w[2..].iter().find(|x| *x != "--more").map(String::as_str);
         let socket =
             std::env::var("NFTLBD_VARLINK").unwrap_or_else(|_| crate::varlink::DEFAULT_SOCKET.to_string());
-        return varlink::call(&socket, method, params, more);
+        return varlink::call(&socket, method, params, more, args.ask);
     }
     let mut c = Client::system(args.ask).await?;
     match w[0].as_str() {

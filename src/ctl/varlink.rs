@@ -9,15 +9,33 @@ use serde_json::{Value, json};
 
 use super::CtlError;
 
-pub fn call(socket: &str, method: &str, parameters: Option<&str>, more: bool) -> Result<(), CtlError> {
-    let params: Value = match parameters {
+pub fn call(
+    socket: &str,
+    method: &str,
+    parameters: Option<&str>,
+    more: bool,
+    ask: bool,
+) -> Result<(), CtlError> {
+    let mut params: Value = match parameters {
         Some(p) => {
             serde_json::from_str(p).map_err(|e| CtlError::Invalid(format!("parameters are not JSON: {e}")))?
         }
         None => json!({}),
     };
+    // At a terminal, polkit may ask for a password here (the agent lives as long as the call).
+    let agent = if ask && method.starts_with("org.nftlbd1.") {
+        super::agent::Agent::start()
+    } else {
+        None
+    };
+    if agent.is_some()
+        && let Some(p) = params.as_object_mut()
+    {
+        p.entry("allowInteractiveAuthentication")
+            .or_insert(Value::Bool(true));
+    }
     let mut stream = UnixStream::connect(socket).map_err(|e| CtlError::Failed(format!("{socket}: {e}")))?;
-    if !more {
+    if !more && agent.is_none() {
         // A daemon that never answers must not hang a script.
         let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     }

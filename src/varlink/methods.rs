@@ -46,10 +46,11 @@ impl Ctx {
     }
 }
 
-/// Who calls, from the socket's credentials.
+/// Who calls, from the socket's credentials, and whether this call allows polkit to ask them.
 pub struct Caller {
     pub uid: u32,
     pub pid: Option<u32>,
+    pub interactive: bool,
 }
 
 type Result<T> = std::result::Result<T, Reply>;
@@ -102,8 +103,14 @@ fn param<T: DeserializeOwned>(params: &Value, name: &str) -> Result<T> {
     })
 }
 
-/// polkit's answer for the caller (root: yes).
-async fn answer(ctx: &Ctx, caller: &Caller, action: &str, details: &Details) -> Result<Answer> {
+/// polkit's answer for the caller (root: yes); `interactive`: polkit may ask the caller's agent.
+async fn answer(
+    ctx: &Ctx,
+    caller: &Caller,
+    action: &str,
+    details: &Details,
+    interactive: bool,
+) -> Result<Answer> {
     if caller.uid == 0 {
         return Ok(Answer::Yes);
     }
@@ -116,19 +123,27 @@ async fn answer(ctx: &Ctx, caller: &Caller, action: &str, details: &Details) -> 
         .await
         .ok_or_else(|| refused("polkit cannot be asked: no system bus".into()))?;
     let subject = Subject::Process { pid, uid: caller.uid };
-    polkit::check(conn, &subject, action, details, false)
+    polkit::check(conn, &subject, action, details, interactive)
         .await
         .map_err(refused)
 }
 
-/// Refuses unless polkit says yes (a varlink call cannot authenticate interactively).
+/// Refuses unless polkit says yes. A call with `"allowInteractiveAuthentication": true` (the
+/// parameter systemd's varlink services take) lets polkit ask the caller's agent.
 async fn require(ctx: &Ctx, caller: &Caller, action: &str, details: Details) -> Result<()> {
-    match answer(ctx, caller, action, &details).await? {
+    let interactive = caller.interactive;
+    match answer(ctx, caller, action, &details, interactive).await? {
         Answer::Yes => Ok(()),
+        Answer::Auth if interactive => Err(error(
+            "NotAuthorized",
+            json!({ "message": format!(
+                "{action} needs authentication as an administrator, and no authentication agent gave it"
+            ) }),
+        )),
         Answer::Auth => Err(error(
             "NotAuthorized",
             json!({ "message": format!(
-                "{action} needs authentication as an administrator, which a varlink call cannot give (use nftlbctl, or D-Bus with an agent)"
+                "{action} needs authentication (call with \"allowInteractiveAuthentication\": true, with an agent running, as nftlbctl does at a terminal)"
             ) }),
         )),
         Answer::No => Err(error(
@@ -357,7 +372,7 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
         "GetPermissions" => {
             let mut out = Map::new();
             for action in polkit::ALL {
-                let word = match answer(ctx, caller, action, &Details::default()).await? {
+                let word = match answer(ctx, caller, action, &Details::default(), false).await? {
                     Answer::Yes => "yes",
                     Answer::No => "no",
                     Answer::Auth => "auth",

@@ -122,10 +122,7 @@ fn encode(reply: &Reply, continues: bool) -> Vec<u8> {
 
 async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()> {
     let cred = stream.peer_cred()?;
-    let caller = methods::Caller {
-        uid: cred.uid(),
-        pid: cred.pid().and_then(|p| u32::try_from(p).ok()),
-    };
+    let (uid, pid) = (cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok()));
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
@@ -170,6 +167,14 @@ async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()
                 }
             }
         }
+        let caller = methods::Caller {
+            uid,
+            pid,
+            interactive: params
+                .get("allowInteractiveAuthentication")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
         let reply = methods::call(&ctx, &caller, &call.method, params).await;
         if !call.oneway {
             wr.write_all(&encode(&reply, false)).await?;
