@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 . tools/lib.sh
 require_root
 ensure_commands nft:nftables ip:iproute2 unshare:util-linux setpriv:util-linux script:bsdutils \
-  dbus-daemon:dbus-daemon busctl:systemd pkcheck:polkitd pkttyagent:polkitd gdbus:libglib2.0-bin
+  dbus-daemon:dbus-daemon busctl:systemd systemd-socket-activate:systemd pkcheck:polkitd \
+  pkttyagent:polkitd gdbus:libglib2.0-bin pgrep:procps
 
 echo "== format and lints"
 cargo fmt --all -- --check
