@@ -30,6 +30,30 @@ pub fn l2_traffic(conn: &mut Connection, farm_id: u16) -> Result<(u64, u64)> {
     )
 }
 
+/// Every element of `@traffic` in the IPv4 and IPv6 tables (farm tags and backend ids), summed:
+/// one dump per family, for reading a whole farm at once.
+pub fn traffic_all(conn: &mut Connection) -> Result<std::collections::HashMap<u32, (u64, u64)>> {
+    let mut all = std::collections::HashMap::new();
+    for family in [Family::Ip, Family::Ip6] {
+        if !conn.list_tables(Some(family))?.iter().any(|t| t.name == TABLE) {
+            continue;
+        }
+        for e in conn.list_elems(family, TABLE, SET_TRAFFIC)? {
+            let Ok(key) = <[u8; 4]>::try_from(e.key.as_slice()) else {
+                continue;
+            };
+            let sum: &mut (u64, u64) = all.entry(u32::from_ne_bytes(key)).or_default();
+            for x in &e.exprs {
+                if let Expr::Counter { packets, bytes } = x {
+                    sum.0 += packets;
+                    sum.1 += bytes;
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
 /// (packets, bytes) of one element of a counting set; (0, 0) when it (or the set) is not there.
 pub fn element_traffic(conn: &mut Connection, family: Family, set: &str, key: &[u8]) -> Result<(u64, u64)> {
     let mut sum = (0, 0);

@@ -152,6 +152,9 @@ fn changed_policies(old: &Config, new: &Config) -> BTreeSet<String> {
 }
 
 /// The single writer of our tables.
+/// (packets, bytes) counted for a farm or a backend.
+pub type Traffic = (u64, u64);
+
 pub struct Engine {
     conn: Connection,
     features: KernelFeatures,
@@ -540,6 +543,30 @@ impl Engine {
             }
         };
         Ok(counters::traffic(&mut self.conn, key)?)
+    }
+
+    /// A farm's traffic and each of its backends' (in the farm's order), read at once: one dump
+    /// of the counters instead of a lookup per backend (a farm may have thousands).
+    pub fn farm_traffic(&mut self, farm: &str) -> Result<(Traffic, Vec<Traffic>)> {
+        let (f, fa) = self.farm_and_alloc(farm)?;
+        if l2::is_l2(f) {
+            let names: Vec<String> = f.backends.iter().map(|b| b.name.clone()).collect();
+            let total = self.traffic(farm, None)?;
+            let each = names
+                .iter()
+                .map(|b| self.traffic(farm, Some(b)))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok((total, each));
+        }
+        let ids: Vec<Option<u32>> = f
+            .backends
+            .iter()
+            .map(|b| fa.members.get(&b.name).map(|m| layout::backend_id(fa.id, *m)))
+            .collect();
+        let tag = layout::farm_tag(fa.id);
+        let all = counters::traffic_all(&mut self.conn)?;
+        let get = |k: Option<u32>| k.and_then(|k| all.get(&k).copied()).unwrap_or((0, 0));
+        Ok((get(Some(tag)), ids.into_iter().map(get).collect()))
     }
 
     /// The farm's sessions: static ones (no expiry) and the ones the datapath learnt.

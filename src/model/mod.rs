@@ -16,7 +16,7 @@ pub use ports::{PortError, PortRange, parse_ports};
 pub use states::{effective_priority, keeps_clients, takes_new_flows};
 pub use validate::{
     FieldError, Invalid, KeyValue, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,
-    parse_config, parse_farm_value, parse_policy_element, parse_policy_value, parse_session_client, validate,
-    validate_changes,
+    parse_backend_value, parse_config, parse_farm_value, parse_policy_element, parse_policy_value,
+    parse_session_client, validate, validate_changes,
 };
 pub use values::*;

@@ -102,6 +102,16 @@ pub fn parse_farm_value(value: serde_json::Value, at: &str) -> Result<super::con
 
 /// Parses one policy given as canonical JSON, with errors under `at` (e.g. `policies[bad]`).
 pub fn parse_policy_value(value: serde_json::Value, at: &str) -> Result<super::config::Policy, Invalid> {
+    parse_value(value, at)
+}
+
+/// Parses one backend given as canonical JSON, with errors under `at`
+/// (`farms[web].backends[b1]`). Only the shape: its values are validated with its farm.
+pub fn parse_backend_value(value: serde_json::Value, at: &str) -> Result<super::config::Backend, Invalid> {
+    parse_value(value, at)
+}
+
+fn parse_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, at: &str) -> Result<T, Invalid> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {

@@ -475,8 +475,11 @@ fn log_changes(old: &Config, new: &Config, generation: u64, reason: &str) {
             continue;
         }
         tracing::info!(farm = %f.name, generation, "farm changed");
+        // By name, once: a farm may have thousands of backends.
+        let old_backends: HashMap<&str, &crate::model::Backend> =
+            o.backends.iter().map(|b| (b.name.as_str(), b)).collect();
         for b in &f.backends {
-            if let Some(ob) = o.backend(&b.name)
+            if let Some(ob) = old_backends.get(b.name.as_str())
                 && ob.state != b.state
             {
                 tracing::info!(

@@ -107,7 +107,16 @@ fn append(
     })
 }
 
-/// Adds a backend given as canonical JSON (its `name` included and already checked).
+/// The farm `name` of a copy of `c`, to edit in place (typed: O(backends of the farm), no JSON).
+fn farm_mut<'c>(c: &'c mut Config, name: &str) -> Result<&'c mut Farm, ServiceError> {
+    c.farms
+        .iter_mut()
+        .find(|f| f.name == name)
+        .ok_or_else(|| ServiceError::NotFound(format!("no farm is named {name:?}")))
+}
+
+/// Adds a backend given as canonical JSON (its `name` included and already checked). Its values
+/// are validated with its farm when the change is applied.
 pub fn add_backend(farm: String, backend: Obj) -> impl Change {
     move |c: &Config| {
         let name = backend
@@ -115,7 +124,17 @@ pub fn add_backend(farm: String, backend: Obj) -> impl Change {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        append(c, &farm, "backends", "name", &name, Value::Object(backend))
+        let at = format!("farms[{farm}].backends[{name}]");
+        let b = crate::model::parse_backend_value(Value::Object(backend), &at)?;
+        let mut new = c.clone();
+        let f = farm_mut(&mut new, &farm)?;
+        if f.backends.iter().any(|x| x.name == name) {
+            return Err(ServiceError::Exists(format!(
+                "farm {farm:?} already has a backend named {name:?}"
+            )));
+        }
+        f.backends.push(b);
+        Ok(new)
     }
 }
 
@@ -145,25 +164,40 @@ pub fn set_backend_key(
     }
 }
 
+/// The most frequent change (operators draining, health checks), so it edits the typed
+/// configuration directly instead of going through the farm's JSON: O(backends of the farm).
 pub fn set_backend_state(farm: String, backend: String, state: String) -> impl Change {
-    set_backend_key(farm, backend, "state", Some(Value::String(state)))
+    move |c: &Config| {
+        let at = format!("farms[{farm}].backends[{backend}].state");
+        let parsed: crate::model::BackendState = serde_json::from_value(Value::String(state.clone()))
+            .map_err(|_| {
+                ServiceError::Invalid(Invalid::one(
+                    at,
+                    format!("unknown variant `{state}`, expected one of `up`, `down`, `off`, `drain`"),
+                ))
+            })?;
+        let mut new = c.clone();
+        let f = farm_mut(&mut new, &farm)?;
+        let b = f.backends.iter_mut().find(|b| b.name == backend).ok_or_else(|| {
+            ServiceError::NotFound(format!("farm {farm:?} has no backend named {backend:?}"))
+        })?;
+        b.state = parsed;
+        Ok(new)
+    }
 }
 
 pub fn remove_backend(farm: String, backend: String) -> impl Change {
     move |c: &Config| {
-        edit::farm(c, &farm, |obj| {
-            let gone = || ServiceError::NotFound(format!("farm {farm:?} has no backend named {backend:?}"));
-            let list = obj
-                .get_mut("backends")
-                .and_then(|l| l.as_array_mut())
-                .ok_or_else(gone)?;
-            let before = list.len();
-            list.retain(|x| x.get("name").and_then(|n| n.as_str()) != Some(&backend));
-            if list.len() == before {
-                return Err(gone());
-            }
-            Ok(())
-        })
+        let mut new = c.clone();
+        let f = farm_mut(&mut new, &farm)?;
+        let before = f.backends.len();
+        f.backends.retain(|b| b.name != backend);
+        if f.backends.len() == before {
+            return Err(ServiceError::NotFound(format!(
+                "farm {farm:?} has no backend named {backend:?}"
+            )));
+        }
+        Ok(new)
     }
 }
 

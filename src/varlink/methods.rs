@@ -408,18 +408,7 @@ async fn get_farm(ctx: &Ctx, name: String) -> Result<Value> {
         .iter()
         .map(|b| f.state == FarmState::Up && takes_new_flows(b, prio))
         .collect();
-    let counted = names.clone();
-    let (total, each) = ctx
-        .service
-        .query(move |e| {
-            let total = e.traffic(&name, None)?;
-            let each = counted
-                .iter()
-                .map(|b| e.traffic(&name, Some(b)))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok((total, each))
-        })
-        .await?;
+    let (total, each) = ctx.service.query(move |e| e.farm_traffic(&name)).await?;
     let backends: Vec<Value> = names
         .iter()
         .zip(active)
