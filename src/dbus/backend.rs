@@ -91,12 +91,14 @@ impl Keyed for BackendObject {
     }
 
     fn value(&self, name: &str) -> Option<Value<'static>> {
-        let config = self.service.config();
-        let f = config.farm(&self.farm)?;
-        let b = f.backend(&self.backend)?;
+        let index = self.service.index();
+        let (f, b) = index.backend(&self.farm, &self.backend)?;
         match name {
             "Farm" => return Some(Value::from(farm_path(&self.farm))),
-            "Active" => return Some(Value::from(props::backend_active(f, b))),
+            "Active" => {
+                let prio = index.effective_priority(&self.farm)?;
+                return Some(Value::from(props::backend_active_at(f, b, prio)));
+            }
             _ => {}
         }
         props::backend_value(b, name)

@@ -263,8 +263,8 @@ impl Keyed for FarmObject {
     }
 
     fn value(&self, name: &str) -> Option<Value<'static>> {
-        let config = self.service.config();
-        let f = config.farm(&self.farm)?;
+        let index = self.service.index();
+        let f = index.farm(&self.farm)?;
         if name == "Backends" {
             let paths: Vec<OwnedObjectPath> = f
                 .backends

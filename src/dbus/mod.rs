@@ -319,13 +319,21 @@ async fn farm_changed(
                 .await?;
         }
     }
+    // Once per farm, not per backend: a farm may have thousands.
+    let (prio_old, prio_new) = (
+        crate::model::effective_priority(old),
+        crate::model::effective_priority(new),
+    );
     for b in &new.backends {
         let Some(o) = old_b.get(b.name.as_str()) else {
             add_backend(conn, service, &new.name, &b.name).await?;
             continue;
         };
         // `Active` follows the farm and the other backends too (priority tiers).
-        let (was, is) = (props::backend_active(old, o), props::backend_active(new, b));
+        let (was, is) = (
+            props::backend_active_at(old, o, prio_old),
+            props::backend_active_at(new, b, prio_new),
+        );
         if *o == b && was == is {
             continue;
         }

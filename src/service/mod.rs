@@ -11,6 +11,7 @@
 //! translate requests into them and authorize callers.
 
 pub mod edit;
+pub mod index;
 pub mod ops;
 
 use std::path::PathBuf;
@@ -105,6 +106,8 @@ enum Job {
 /// What front ends read without asking the writer.
 struct Shared {
     config: RwLock<Arc<Config>>,
+    /// Lookups by name in the published configuration, built on the first read after a commit.
+    index: std::sync::Mutex<Option<Arc<index::ConfigIndex>>>,
     generation: AtomicU64,
     features: KernelFeatures,
     events: broadcast::Sender<Arc<Event>>,
@@ -155,6 +158,23 @@ impl Service {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// The published configuration with lookups by name (built once per configuration).
+    pub fn index(&self) -> Arc<index::ConfigIndex> {
+        let config = self.config();
+        let mut cached = match self.shared.index.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(ix) = cached.as_ref()
+            && Arc::ptr_eq(&ix.config, &config)
+        {
+            return ix.clone();
+        }
+        let ix = Arc::new(index::ConfigIndex::build(config));
+        *cached = Some(ix.clone());
+        ix
     }
 
     /// Bumps with every committed change of the configuration.
@@ -265,6 +285,7 @@ impl Writer {
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             config: RwLock::new(Arc::new(engine.config().clone())),
+            index: std::sync::Mutex::new(None),
             generation: AtomicU64::new(1),
             features: engine.features().clone(),
             events,
