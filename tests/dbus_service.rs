@@ -206,6 +206,18 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
         (p0 + p1, y0 + y1),
         "the farm counts what its backends count"
     );
+    // All of them in one call, as each backend object has them.
+    let counters = ok(&[
+        "call",
+        DEST,
+        "/org/nftlbd1/farm/web",
+        "org.nftlbd1.Farm",
+        "GetBackendCounters",
+    ]);
+    assert_eq!(
+        counters.trim(),
+        format!("a(stt) 2 \"be0\" {p0} {y0} \"be1\" {p1} {y1}")
+    );
     let all = ok(&[
         "call",
         DEST,

@@ -191,10 +191,28 @@ pub async fn list(c: &Client, json_out: bool) -> Result<(), CtlError> {
 pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError> {
     let path = c.farm_path(name).await?;
     let all = c.all(path.as_str(), FARM).await?;
+    // The backends' properties in one call, and their counters in one more (a farm may have
+    // thousands of backends: not a call each).
     let backends: Vec<OwnedObjectPath> = c.property(path.as_str(), FARM, "Backends").await?;
+    let objects = c.objects().await?;
+    let counters: Vec<(String, u64, u64)> = c.read(path.as_str(), FARM, "GetBackendCounters", &()).await?;
+    let counted: HashMap<&str, (u64, u64)> =
+        counters.iter().map(|(n, p, b)| (n.as_str(), (*p, *b))).collect();
+    let by_path: HashMap<&str, &HashMap<String, OwnedValue>> = objects
+        .iter()
+        .filter_map(|(p, ifaces)| {
+            let props = ifaces.iter().find(|(i, _)| i.as_str() == BACKEND)?.1;
+            Some((p.as_str(), props))
+        })
+        .collect();
     let mut bs = Vec::new();
     for b in &backends {
-        bs.push(c.all(b.as_str(), BACKEND).await?);
+        let mut props = by_path.get(b.as_str()).map(|p| (*p).clone()).unwrap_or_default();
+        let name = text(props.get("Name"));
+        let (packets, bytes) = counted.get(name.as_str()).copied().unwrap_or((0, 0));
+        props.insert("Packets".into(), OwnedValue::from(packets));
+        props.insert("Bytes".into(), OwnedValue::from(bytes));
+        bs.push(props);
     }
     if json_out {
         let mut farm = as_json(props::FARM, &all);

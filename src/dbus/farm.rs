@@ -47,6 +47,7 @@ const METHODS: &[super::Method] = &[
     ("AddSession", &[("client", "s"), ("backend", "s")], &[]),
     ("DeleteSession", &[("client", "s")], &[]),
     ("FlushSessions", &[], &[]),
+    ("GetBackendCounters", &[], &[("counters", "a(stt)")]),
 ];
 
 impl FarmObject {
@@ -141,6 +142,18 @@ impl FarmObject {
     /// Static and learnt sessions: `Client` (the persistence key's fields joined with " . "),
     /// `Backend` ("" when it is gone), `Static` b, `ExpiresMs` t (0 for static ones). Reveals
     /// clients: polkit's info action.
+    /// (backend, packets, bytes) for every backend in one read (one dump of the counters, where
+    /// reading `Packets` and `Bytes` of each backend object would be a call each). Anyone may.
+    async fn get_backend_counters(
+        &self,
+        _conn: &Connection,
+        _msg: &Message,
+    ) -> Result<Vec<(String, u64, u64)>, Error> {
+        let farm = self.farm.clone();
+        let (_, each) = self.service.query(move |e| e.farm_traffic(&farm)).await?;
+        Ok(each.into_iter().map(|(n, (p, b))| (n, p, b)).collect())
+    }
+
     async fn list_sessions(
         &self,
         conn: &Connection,
@@ -306,4 +319,5 @@ keyed_interface!(FarmObject, {
     "AddSession" => add_session,
     "DeleteSession" => delete_session,
     "FlushSessions" => flush_sessions,
+    "GetBackendCounters" => get_backend_counters,
 });

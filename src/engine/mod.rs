@@ -547,26 +547,32 @@ impl Engine {
 
     /// A farm's traffic and each of its backends' (in the farm's order), read at once: one dump
     /// of the counters instead of a lookup per backend (a farm may have thousands).
-    pub fn farm_traffic(&mut self, farm: &str) -> Result<(Traffic, Vec<Traffic>)> {
+    pub fn farm_traffic(&mut self, farm: &str) -> Result<(Traffic, Vec<(String, Traffic)>)> {
         let (f, fa) = self.farm_and_alloc(farm)?;
         if l2::is_l2(f) {
             let names: Vec<String> = f.backends.iter().map(|b| b.name.clone()).collect();
             let total = self.traffic(farm, None)?;
             let each = names
-                .iter()
-                .map(|b| self.traffic(farm, Some(b)))
+                .into_iter()
+                .map(|b| self.traffic(farm, Some(&b)).map(|t| (b, t)))
                 .collect::<Result<Vec<_>>>()?;
             return Ok((total, each));
         }
-        let ids: Vec<Option<u32>> = f
+        let ids: Vec<(String, Option<u32>)> = f
             .backends
             .iter()
-            .map(|b| fa.members.get(&b.name).map(|m| layout::backend_id(fa.id, *m)))
+            .map(|b| {
+                let id = fa.members.get(&b.name).map(|m| layout::backend_id(fa.id, *m));
+                (b.name.clone(), id)
+            })
             .collect();
         let tag = layout::farm_tag(fa.id);
         let all = counters::traffic_all(&mut self.conn)?;
         let get = |k: Option<u32>| k.and_then(|k| all.get(&k).copied()).unwrap_or((0, 0));
-        Ok((get(Some(tag)), ids.into_iter().map(get).collect()))
+        Ok((
+            get(Some(tag)),
+            ids.into_iter().map(|(n, id)| (n, get(id))).collect(),
+        ))
     }
 
     /// The farm's sessions: static ones (no expiry) and the ones the datapath learnt.

@@ -402,18 +402,23 @@ async fn get_farm(ctx: &Ctx, name: String) -> Result<Value> {
     })?;
     let farm = serde_json::to_value(f).unwrap_or_default();
     let prio = effective_priority(f);
-    let names: Vec<String> = f.backends.iter().map(|b| b.name.clone()).collect();
-    let active: Vec<bool> = f
+    let active: std::collections::HashMap<&str, bool> = f
         .backends
         .iter()
-        .map(|b| f.state == FarmState::Up && takes_new_flows(b, prio))
+        .map(|b| {
+            (
+                b.name.as_str(),
+                f.state == FarmState::Up && takes_new_flows(b, prio),
+            )
+        })
         .collect();
     let (total, each) = ctx.service.query(move |e| e.farm_traffic(&name)).await?;
-    let backends: Vec<Value> = names
-        .iter()
-        .zip(active)
-        .zip(each)
-        .map(|((n, a), (p, b))| json!({ "name": n, "active": a, "packets": p, "bytes": b }))
+    let backends: Vec<Value> = each
+        .into_iter()
+        .map(|(n, (p, b))| {
+            let a = active.get(n.as_str()).copied().unwrap_or(false);
+            json!({ "name": n, "active": a, "packets": p, "bytes": b })
+        })
         .collect();
     Ok(json!({ "farm": farm, "status": {
         "effectivePriority": prio, "packets": total.0, "bytes": total.1, "backends": backends } }))
