@@ -144,16 +144,15 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The message for a refusal.
-pub fn refusal(action: &str, answer: Answer, interactive: bool) -> String {
+/// The message for a refusal; `how_to_ask` says how a caller of this transport allows polkit
+/// to ask for a password.
+pub fn refusal(action: &str, answer: Answer, interactive: bool, how_to_ask: &str) -> String {
     match answer {
         Answer::Yes => String::new(),
         Answer::Auth if interactive => {
             format!("{action} needs authentication as an administrator, and no authentication agent gave it")
         }
-        Answer::Auth => format!(
-            "{action} needs authentication (allow interactive authorization, e.g. busctl --allow-interactive-authorization=yes, with an agent running)"
-        ),
+        Answer::Auth => format!("{action} needs authentication ({how_to_ask})"),
         Answer::No => format!("{action} is not allowed for this caller"),
     }
 }

@@ -50,4 +50,11 @@ fn demo_balances_real_traffic_and_changes_live() {
     ] {
         assert!(text.contains(want), "{want:?} in\n{text}");
     }
+    // ... and the kernel counted the demo's traffic for the farm.
+    let traffic = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("traffic"))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(traffic.is_some_and(|p| p > 0), "{text}");
 }

@@ -65,6 +65,17 @@ fn varlink_manages_farms_with_traffic_and_polkit() {
     let (code, info) = vl(None, "", json!({}));
     assert_ne!(code, 0, "{info}");
     let out = Command::new("nftlbctl")
+        .args(["varlink", "org.varlink.service.GetInfo"])
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        info["interfaces"],
+        json!(["org.varlink.service", "org.nftlbd1"]),
+        "{info}"
+    );
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    let out = Command::new("nftlbctl")
         .args([
             "varlink",
             "org.varlink.service.GetInterfaceDescription",

@@ -49,7 +49,8 @@ pub async fn require(
         Answer::Yes => Ok(()),
         a => {
             let interactive = hdr.primary().flags().contains(Flags::AllowInteractiveAuth);
-            Err(Error::NotAuthorized(refusal(action, a, interactive)))
+            let how = "allow interactive authorization, e.g. busctl --allow-interactive-authorization=yes, with an agent running";
+            Err(Error::NotAuthorized(refusal(action, a, interactive, how)))
         }
     }
 }

@@ -97,7 +97,7 @@ impl Keyed for BackendObject {
             "Farm" => return Some(Value::from(farm_path(&self.farm))),
             "Active" => {
                 let prio = index.effective_priority(&self.farm)?;
-                return Some(Value::from(props::backend_active_at(f, b, prio)));
+                return Some(Value::from(crate::model::is_active(f, b, prio)));
             }
             _ => {}
         }

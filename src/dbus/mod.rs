@@ -149,12 +149,21 @@ async fn add_policy(conn: &Connection, service: &Service, name: &str) -> zbus::R
 async fn remove_farm(conn: &Connection, f: &Farm) -> zbus::Result<()> {
     let server = conn.object_server();
     for b in &f.backends {
-        server
-            .remove::<backend::BackendObject, _>(backend_path(&f.name, &b.name))
-            .await?;
+        gone(
+            server
+                .remove::<backend::BackendObject, _>(backend_path(&f.name, &b.name))
+                .await,
+        )?;
     }
-    server.remove::<farm::FarmObject, _>(farm_path(&f.name)).await?;
-    Ok(())
+    gone(server.remove::<farm::FarmObject, _>(farm_path(&f.name)).await)
+}
+
+/// A removal of an object that is already gone is done (a retried change removes it twice).
+fn gone(r: zbus::Result<bool>) -> zbus::Result<()> {
+    match r {
+        Ok(_) | Err(zbus::Error::InterfaceNotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Keeps the object tree and its signals in step with the committed configuration.
@@ -166,14 +175,19 @@ async fn follow(
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
-        let (new, reason) = match events.recv().await {
+        let (mut new, reason) = match events.recv().await {
             Ok(ev) => (ev.new.clone(), ev.origin.reason.clone()),
             // Missed some: catch up with the latest configuration in one step.
             Err(RecvError::Lagged(_)) => (service.config(), "api".to_string()),
             Err(RecvError::Closed) => return,
         };
-        if let Err(e) = show(&conn, &service, &shown, &new, &reason).await {
-            eprintln!("nftlbd: D-Bus objects could not follow a change: {e}");
+        // The objects must end up as the configuration says: a step that failed half-way is
+        // tried again from what was shown (adding and removing are idempotent), towards the
+        // latest configuration.
+        while let Err(e) = show(&conn, &service, &shown, &new, &reason).await {
+            tracing::error!("D-Bus objects could not follow a change: {e}; trying again");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            new = service.config();
         }
         shown = new;
     }
@@ -228,9 +242,11 @@ async fn policies_changed(
     let after: HashMap<&str, &Policy> = new.policies.iter().map(|p| (p.name.as_str(), p)).collect();
     for p in &old.policies {
         if !after.contains_key(p.name.as_str()) {
-            conn.object_server()
-                .remove::<policy::PolicyObject, _>(policy_path(&p.name))
-                .await?;
+            gone(
+                conn.object_server()
+                    .remove::<policy::PolicyObject, _>(policy_path(&p.name))
+                    .await,
+            )?;
         }
     }
     for p in &new.policies {
@@ -314,9 +330,11 @@ async fn farm_changed(
     properties_changed(&emitter, farm::IFACE, changed).await?;
     for b in &old.backends {
         if !new_b.contains_key(b.name.as_str()) {
-            conn.object_server()
-                .remove::<backend::BackendObject, _>(backend_path(&new.name, &b.name))
-                .await?;
+            gone(
+                conn.object_server()
+                    .remove::<backend::BackendObject, _>(backend_path(&new.name, &b.name))
+                    .await,
+            )?;
         }
     }
     // Once per farm, not per backend: a farm may have thousands.
@@ -331,8 +349,8 @@ async fn farm_changed(
         };
         // `Active` follows the farm and the other backends too (priority tiers).
         let (was, is) = (
-            props::backend_active_at(old, o, prio_old),
-            props::backend_active_at(new, b, prio_new),
+            crate::model::is_active(old, o, prio_old),
+            crate::model::is_active(new, b, prio_new),
         );
         if *o == b && was == is {
             continue;

@@ -157,17 +157,6 @@ pub fn farm_value(f: &Farm, name: &str) -> Option<Value<'static>> {
 }
 
 /// A backend key's value (`None` for a name that is not a backend key).
-/// `Backend.Active`: the scheduler gives it new connections now (the farm is up, the backend is
-/// up and in an active priority tier).
-pub fn backend_active(f: &Farm, b: &Backend) -> bool {
-    backend_active_at(f, b, crate::model::effective_priority(f))
-}
-
-/// [`backend_active`] with the farm's effective priority already known (O(1)).
-pub fn backend_active_at(f: &Farm, b: &Backend, effective_priority: u32) -> bool {
-    f.state == crate::model::FarmState::Up && crate::model::takes_new_flows(b, effective_priority)
-}
-
 pub fn backend_value(b: &Backend, name: &str) -> Option<Value<'static>> {
     Some(match name {
         "Name" => b.name.clone().into(),

@@ -673,7 +673,27 @@ fn slot_map(f: Family, name: &str, data: DataType, data_typeof: PayloadField) ->
 }
 
 /// The whole `netdev nftlbd` table, or `None` when no farm is a layer-2 farm that can render.
-pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Option<FamilyState> {
+/// The MAC each dsr backend was resolved to (farm, backend → MAC): its traffic is counted under
+/// it, so reading the count must not resolve again.
+pub type BackendMacs = BTreeMap<(String, String), [u8; 6]>;
+
+/// The `netdev` table of the layer-2 farms, and the backend MACs it was made with.
+pub fn render(
+    config: &Config,
+    alloc: &Allocation,
+    resolver: &Resolver,
+) -> (Option<FamilyState>, BackendMacs) {
+    let mut macs = BackendMacs::new();
+    let state = render_table(config, alloc, resolver, &mut macs);
+    (state, macs)
+}
+
+fn render_table(
+    config: &Config,
+    alloc: &Allocation,
+    resolver: &Resolver,
+    backend_macs: &mut BackendMacs,
+) -> Option<FamilyState> {
     let f = Family::Netdev;
     let mut sets = BTreeMap::new();
     let mut farms = BTreeMap::new();
@@ -698,6 +718,9 @@ pub fn render(config: &Config, alloc: &Allocation, resolver: &Resolver) -> Optio
             continue;
         };
         let Ok(res) = resolver.resolve(farm) else { continue };
+        for (b, mac) in &res.macs {
+            backend_macs.insert((farm.name.clone(), b.clone()), *mac);
+        }
         let (iface, oface, inl, out) = (&res.iface, &res.oface, res.input, res.output);
         let Some(vip) = farm.virtual_addresses.first().copied() else {
             continue;

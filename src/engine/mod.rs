@@ -169,8 +169,9 @@ pub struct Engine {
     index: model::ServiceIndex,
     /// Per family: backend `est-connlimit` value → how many backends use it.
     climits: [BTreeMap<u32, usize>; 2],
-    /// The committed `netdev` table of layer-2 farms.
+    /// The committed `netdev` table of layer-2 farms, and the backend MACs it was made with.
     l2: Option<FamilyState>,
+    l2_macs: l2::BackendMacs,
     /// Interfaces, routes and neighbours of the engine's network namespace.
     links: l2::Resolver,
 }
@@ -190,6 +191,7 @@ impl Engine {
             index: model::ServiceIndex::default(),
             climits: [BTreeMap::new(), BTreeMap::new()],
             l2: None,
+            l2_macs: l2::BackendMacs::new(),
             links: l2::Resolver::here(),
         })
     }
@@ -240,7 +242,7 @@ impl Engine {
             ruleset::diff(have.as_ref(), want_flat.as_ref(), true, &mut batch)?;
             desired[i] = want;
         }
-        let want_l2 = l2::render(&config, &alloc, &self.links);
+        let (want_l2, want_macs) = l2::render(&config, &alloc, &self.links);
         let have_l2 = actual::read_family(&mut self.conn, netlink::Family::Netdev)?;
         ruleset::diff(
             have_l2.as_ref(),
@@ -253,6 +255,7 @@ impl Engine {
         self.alloc = alloc;
         self.committed = desired;
         self.l2 = want_l2;
+        self.l2_macs = want_macs;
         self.unsure = false;
         self.index = model::ServiceIndex::of(&self.config);
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
@@ -439,10 +442,11 @@ impl Engine {
             next.push((skeleton, new_parts, new_ports));
         }
         // Layer-2 farms: few, rendered whole and compared.
-        let new_l2 = l2::render(config, &self.alloc, &self.links);
+        let (new_l2, new_macs) = l2::render(config, &self.alloc, &self.links);
         ruleset::diff(self.l2.as_ref(), new_l2.as_ref(), true, &mut batch)?;
         let outcome = self.commit(batch)?;
         self.l2 = new_l2;
+        self.l2_macs = new_macs;
         for (i, users) in climits.into_iter().enumerate() {
             self.climits[i] = users;
         }
@@ -513,14 +517,8 @@ impl Engine {
                     std::net::IpAddr::V6(a) => a.octets().to_vec(),
                 }
             } else {
-                let given = b.ether_addr.map(|m| m.0);
-                let resolved = || {
-                    self.links
-                        .resolve(f)
-                        .ok()
-                        .and_then(|r| r.macs.get(&b.name).copied())
-                };
-                match given.or_else(resolved) {
+                // The MAC the committed table uses (reading must not resolve, nor probe, again).
+                match self.l2_macs.get(&(farm.to_string(), b.name.clone())) {
                     Some(mac) => mac.to_vec(),
                     None => return Ok((0, 0)),
                 }
@@ -626,11 +624,12 @@ impl Engine {
 
     /// Re-resolves layer-2 farms (interfaces, routes, neighbours changed) and sends what differs.
     pub fn refresh_l2(&mut self) -> Result<Outcome> {
-        let new = l2::render(&self.config, &self.alloc, &self.links);
+        let (new, macs) = l2::render(&self.config, &self.alloc, &self.links);
         let mut batch = Batch::new();
         ruleset::diff(self.l2.as_ref(), new.as_ref(), true, &mut batch)?;
         let outcome = self.commit(batch)?;
         self.l2 = new;
+        self.l2_macs = macs;
         Ok(outcome)
     }
 

@@ -9,7 +9,7 @@
 //! (priority 2), `b` is a hot standby until `a` fails; two failures in tier 1 bring in tiers 2 and 3.
 
 use super::config::{Backend, Farm};
-use super::values::BackendState;
+use super::values::{BackendState, FarmState};
 
 /// The highest backend priority currently in use by the farm.
 pub fn effective_priority(farm: &Farm) -> u32 {
@@ -31,6 +31,12 @@ pub fn effective_priority(farm: &Farm) -> u32 {
 /// Whether the scheduler gives new connections to this backend (at the farm's effective priority).
 pub fn takes_new_flows(backend: &Backend, effective_priority: u32) -> bool {
     backend.state == BackendState::Up && backend.priority <= effective_priority
+}
+
+/// `Backend.Active` of both front ends: the scheduler gives it new connections now (the farm is
+/// up, the backend is up and in an active priority tier).
+pub fn is_active(farm: &Farm, backend: &Backend, effective_priority: u32) -> bool {
+    farm.state == FarmState::Up && takes_new_flows(backend, effective_priority)
 }
 
 /// Whether persistent clients and established flows may stay with this backend.

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::ServiceError;
-use crate::model::{Config, Invalid, parse_farm_value, parse_policy_value};
+use crate::model::{Config, Invalid, parse_backend_value, parse_farm_value, parse_policy_value};
 
 pub type Obj = Map<String, Value>;
 
@@ -51,27 +51,31 @@ pub fn policy(
     Ok(new)
 }
 
-/// The configuration with backend `backend` of farm `name` replaced by `f` of its JSON.
+/// The configuration with backend `backend` of farm `name` replaced by `f` of its JSON. Only
+/// that backend goes through JSON (a farm may have thousands); it is validated with its farm
+/// when the change is applied.
 pub fn backend(
     c: &Config,
     name: &str,
     backend: &str,
     f: impl FnOnce(&mut Obj) -> Result<(), ServiceError>,
 ) -> Result<Config, ServiceError> {
-    farm(c, name, |farm| {
-        let list = farm
-            .get_mut("backends")
-            .and_then(Value::as_array_mut)
-            .ok_or_else(|| ServiceError::NotFound(format!("farm {name:?} has no backends")))?;
-        let b = list
-            .iter_mut()
-            .find(|b| b.get("name").and_then(Value::as_str) == Some(backend))
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!("farm {name:?} has no backend named {backend:?}"))
-            })?;
-        f(b)
-    })
+    let i = c
+        .farms
+        .iter()
+        .position(|x| x.name == name)
+        .ok_or_else(|| not_found_farm(name))?;
+    let j = c.farms[i]
+        .backends
+        .iter()
+        .position(|b| b.name == backend)
+        .ok_or_else(|| ServiceError::NotFound(format!("farm {name:?} has no backend named {backend:?}")))?;
+    let mut obj = to_obj(&c.farms[i].backends[j])?;
+    f(&mut obj)?;
+    let b = parse_backend_value(Value::Object(obj), &format!("farms[{name}].backends[{backend}]"))?;
+    let mut new = c.clone();
+    new.farms[i].backends[j] = b;
+    Ok(new)
 }
 
 pub fn to_obj<T: serde::Serialize>(x: &T) -> Result<Obj, ServiceError> {

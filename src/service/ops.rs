@@ -164,26 +164,8 @@ pub fn set_backend_key(
     }
 }
 
-/// The most frequent change (operators draining, health checks), so it edits the typed
-/// configuration directly instead of going through the farm's JSON: O(backends of the farm).
 pub fn set_backend_state(farm: String, backend: String, state: String) -> impl Change {
-    move |c: &Config| {
-        let at = format!("farms[{farm}].backends[{backend}].state");
-        let parsed: crate::model::BackendState = serde_json::from_value(Value::String(state.clone()))
-            .map_err(|_| {
-                ServiceError::Invalid(Invalid::one(
-                    at,
-                    format!("unknown variant `{state}`, expected one of `up`, `down`, `off`, `drain`"),
-                ))
-            })?;
-        let mut new = c.clone();
-        let f = farm_mut(&mut new, &farm)?;
-        let b = f.backends.iter_mut().find(|b| b.name == backend).ok_or_else(|| {
-            ServiceError::NotFound(format!("farm {farm:?} has no backend named {backend:?}"))
-        })?;
-        b.state = parsed;
-        Ok(new)
-    }
+    set_backend_key(farm, backend, "state", Some(Value::String(state)))
 }
 
 pub fn remove_backend(farm: String, backend: String) -> impl Change {

@@ -6,9 +6,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
 use super::Reply;
-use crate::model::{
-    FarmState, effective_priority, parse_config, parse_farm_value, parse_policy_value, takes_new_flows,
-};
+use crate::model::{effective_priority, is_active, parse_config, parse_farm_value, parse_policy_value};
 use crate::polkit::{self, Answer, Details, Subject};
 use crate::service::{Event, Origin, Service, ServiceError, edit, ops};
 
@@ -134,22 +132,11 @@ async fn require(ctx: &Ctx, caller: &Caller, action: &str, details: Details) -> 
     let interactive = caller.interactive;
     match answer(ctx, caller, action, &details, interactive).await? {
         Answer::Yes => Ok(()),
-        Answer::Auth if interactive => Err(error(
-            "NotAuthorized",
-            json!({ "message": format!(
-                "{action} needs authentication as an administrator, and no authentication agent gave it"
-            ) }),
-        )),
-        Answer::Auth => Err(error(
-            "NotAuthorized",
-            json!({ "message": format!(
-                "{action} needs authentication (call with \"allowInteractiveAuthentication\": true, with an agent running, as nftlbctl does at a terminal)"
-            ) }),
-        )),
-        Answer::No => Err(error(
-            "NotAuthorized",
-            json!({ "message": format!("{action} is not allowed for this caller") }),
-        )),
+        a => {
+            let how = "call with \"allowInteractiveAuthentication\": true, with an agent running, as nftlbctl does at a terminal";
+            let message = polkit::refusal(action, a, interactive, how);
+            Err(error("NotAuthorized", json!({ "message": message })))
+        }
     }
 }
 
@@ -405,12 +392,7 @@ async fn get_farm(ctx: &Ctx, name: String) -> Result<Value> {
     let active: std::collections::HashMap<&str, bool> = f
         .backends
         .iter()
-        .map(|b| {
-            (
-                b.name.as_str(),
-                f.state == FarmState::Up && takes_new_flows(b, prio),
-            )
-        })
+        .map(|b| (b.name.as_str(), is_active(f, b, prio)))
         .collect();
     let (total, each) = ctx.service.query(move |e| e.farm_traffic(&name)).await?;
     let backends: Vec<Value> = each

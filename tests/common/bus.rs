@@ -191,11 +191,6 @@ impl Monitor {
         std::fs::read_to_string(&self.file).unwrap_or_default()
     }
 
-    /// Waits until the monitor has seen `what`.
-    pub fn wait_for(&self, what: &str) -> String {
-        self.wait_until(|t| t.contains(what))
-    }
-
     /// Waits until one signal seen so far satisfies `matches` (its text: header and body).
     pub fn wait_signal(&self, matches: impl Fn(&str) -> bool) -> String {
         self.wait_until(|t| signals(t).iter().any(|m| matches(m)))
