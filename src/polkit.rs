@@ -22,14 +22,25 @@ pub const ALL: &[&str] = &[
     CONFIG,
 ];
 
-/// What a check is about.
-#[derive(Debug, Clone, Default)]
+/// What a check is about: the details polkit rules see (`action.lookup("farm")`). Empty ones
+/// are not passed.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Details {
     pub farm: String,
     pub backend: String,
     pub policy: String,
+    /// The operation, in kebab-case (`set-backend-state`).
     pub verb: String,
+    /// The canonical keys an update sets or resets, sorted, joined with commas.
+    pub keys: String,
+    /// The state `set-backend-state` asks for.
+    pub state: String,
+    /// `merge` or `replace`, for `import-config`.
+    pub mode: String,
 }
+
+/// Every detail polkit may be passed, in the order [`Details::pairs`] gives them.
+pub const DETAILS: &[&str] = &["farm", "backend", "policy", "verb", "keys", "state", "mode"];
 
 impl Details {
     pub fn farm(farm: &str, verb: &str) -> Details {
@@ -53,6 +64,24 @@ impl Details {
             ..Details::farm(farm, verb)
         }
     }
+
+    /// The details that are set, as (name, value).
+    pub fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            &self.farm,
+            &self.backend,
+            &self.policy,
+            &self.verb,
+            &self.keys,
+            &self.state,
+            &self.mode,
+        ]
+        .into_iter()
+        .zip(DETAILS.iter().copied())
+        .filter(|(v, _)| !v.is_empty())
+        .map(|(v, n)| (n, v.as_str()))
+        .collect()
+    }
 }
 
 /// polkit's answer for the caller of `hdr`.
@@ -62,6 +91,17 @@ pub enum Answer {
     No,
     /// Yes after authentication.
     Auth,
+}
+
+impl Answer {
+    /// As `GetPermissions` words it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Answer::Yes => "yes",
+            Answer::No => "no",
+            Answer::Auth => "auth",
+        }
+    }
 }
 
 /// Who asks.
@@ -102,17 +142,7 @@ pub async fn check(
             )
         }
     };
-    let mut d: HashMap<&str, &str> = HashMap::new();
-    for (k, v) in [
-        ("farm", &details.farm),
-        ("backend", &details.backend),
-        ("policy", &details.policy),
-        ("verb", &details.verb),
-    ] {
-        if !v.is_empty() {
-            d.insert(k, v.as_str());
-        }
-    }
+    let d: HashMap<&str, &str> = details.pairs().into_iter().collect();
     let flags: u32 = if interactive { 1 } else { 0 };
     let reply = conn
         .call_method(

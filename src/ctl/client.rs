@@ -11,12 +11,7 @@ use zbus::{Connection, Proxy};
 
 use super::CtlError;
 
-pub const DEST: &str = "org.nftlbd1";
-pub const ROOT: &str = "/org/nftlbd1";
-pub const MANAGER: &str = "org.nftlbd1.Manager";
-pub const FARM: &str = "org.nftlbd1.Farm";
-pub const BACKEND: &str = "org.nftlbd1.Backend";
-pub const POLICY: &str = "org.nftlbd1.Policy";
+pub use crate::schema::{BACKEND, BUS_NAME as DEST, FARM, MANAGER, POLICY, ROOT};
 
 /// Every object with its interfaces' properties (`GetManagedObjects`).
 pub type Objects = HashMap<OwnedObjectPath, HashMap<OwnedInterfaceName, HashMap<String, OwnedValue>>>;

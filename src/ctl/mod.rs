@@ -18,7 +18,7 @@ use zbus::DBusError as _;
 
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
-use crate::dbus::props;
+use crate::schema::props;
 use client::{BACKEND, Client, FARM, MANAGER, POLICY, ROOT};
 
 pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
@@ -183,7 +183,7 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
         let more = w.iter().any(|x| x == "--more");
         let params = w[2..].iter().find(|x| *x != "--more").map(String::as_str);
         let socket =
-            std::env::var("NFTLBD_VARLINK").unwrap_or_else(|_| crate::varlink::DEFAULT_SOCKET.to_string());
+            std::env::var("NFTLBD_VARLINK").unwrap_or_else(|_| crate::schema::VARLINK_SOCKET.to_string());
         return varlink::call(&socket, method, params, more, args.ask);
     }
     let mut c = Client::system(args.ask).await?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use zbus::zvariant::{OwnedValue, Value};
 
-use crate::dbus::props::Prop;
+use crate::schema::props::Prop;
 
 /// One `KEY=VALUE` for the keys of `table`: (property name, typed value).
 pub fn parse(table: &'static [Prop], word: &str) -> Result<(&'static str, OwnedValue), String> {
@@ -56,7 +56,7 @@ pub fn parse_all(table: &'static [Prop], words: &[String]) -> Result<HashMap<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dbus::props::{BACKEND, FARM};
+    use crate::schema::props::{BACKEND, FARM};
 
     #[test]
     fn words_become_typed_properties() {

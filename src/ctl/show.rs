@@ -7,7 +7,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 
 use super::CtlError;
 use super::client::{BACKEND, Client, FARM, MANAGER, POLICY, ROOT};
-use crate::dbus::props;
+use crate::schema::props;
 
 /// A D-Bus value as JSON (numbers stay numbers, paths become strings).
 pub fn to_json(v: &Value<'_>) -> serde_json::Value {

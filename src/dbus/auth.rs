@@ -1,24 +1,19 @@
-//! polkit for D-Bus callers: every mutating call asks `CheckAuthorization` for its caller (the
-//! `system-bus-name` subject). Interactive authentication is allowed when the caller's message
-//! says so.
+//! Who calls over D-Bus: the caller's bus name (polkit's `system-bus-name` subject) and user, and
+//! whether its message allows interactive authentication. Deciding is the service's, from the
+//! operation table.
 
 use zbus::Connection;
 use zbus::message::{Flags, Header};
 use zbus::names::BusName;
 
 use super::error::Error;
-pub use crate::polkit::{
-    ALL, Answer, BACKEND_MANAGE, BACKEND_SET_STATE, CONFIG, Details, FARM_MANAGE, INFO, POLICY_MANAGE,
-};
-use crate::polkit::{Subject, refusal};
+use crate::polkit::Subject;
+use crate::service::{Caller, Operation, Output, Service};
 
-/// Asks polkit; root is always allowed (as polkit itself would answer).
-pub async fn check(
-    conn: &Connection,
-    hdr: &Header<'_>,
-    action: &str,
-    details: &Details,
-) -> Result<Answer, Error> {
+const HOW_TO_ASK: &str = "allow interactive authorization, e.g. busctl --allow-interactive-authorization=yes, with an agent running";
+
+/// The caller of the message `hdr`.
+pub async fn caller(conn: &Connection, hdr: &Header<'_>) -> Result<Caller, Error> {
     let sender = hdr
         .sender()
         .ok_or_else(|| Error::NotAuthorized("the call has no sender".into()))?
@@ -28,29 +23,31 @@ pub async fn check(
         .get_connection_unix_user(BusName::Unique(sender.clone()))
         .await
         .map_err(|e| Error::NotAuthorized(format!("cannot tell who the caller is: {e}")))?;
-    if uid == 0 {
-        return Ok(Answer::Yes);
-    }
-    let interactive = hdr.primary().flags().contains(Flags::AllowInteractiveAuth);
-    let subject = Subject::BusName(sender.to_string());
-    crate::polkit::check(conn, &subject, action, details, interactive)
-        .await
-        .map_err(Error::NotAuthorized)
+    Ok(Caller {
+        subject: Subject::BusName(sender.to_string()),
+        uid,
+        interactive: hdr.primary().flags().contains(Flags::AllowInteractiveAuth),
+        how_to_ask: HOW_TO_ASK,
+    })
 }
 
-/// Refuses unless polkit says yes.
-pub async fn require(
+/// Runs `op` for the caller of `hdr`: the one way the D-Bus objects reach the service.
+pub async fn execute(
+    service: &Service,
     conn: &Connection,
     hdr: &Header<'_>,
-    action: &str,
-    details: &Details,
-) -> Result<(), Error> {
-    match check(conn, hdr, action, details).await? {
-        Answer::Yes => Ok(()),
-        a => {
-            let interactive = hdr.primary().flags().contains(Flags::AllowInteractiveAuth);
-            let how = "allow interactive authorization, e.g. busctl --allow-interactive-authorization=yes, with an agent running";
-            Err(Error::NotAuthorized(refusal(action, a, interactive, how)))
-        }
-    }
+    op: Operation,
+) -> Result<Output, Error> {
+    // Open reads need nobody's name: asking the bus who calls would only slow them.
+    let who = if op.authorization().is_none() && !matches!(op, Operation::GetPermissions) {
+        Caller::nobody()
+    } else {
+        caller(conn, hdr).await?
+    };
+    Ok(service.execute(&who, op).await?)
+}
+
+/// An output of another shape than the operation promises: a defect, reported as such.
+pub fn unexpected(out: Output) -> Error {
+    Error::Kernel(format!("internal error: unexpected answer {out:?}"))
 }

@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{Connection, Message};
 
-use super::auth::{self, Details};
+use super::auth::execute;
 use super::error::Error;
-use super::keyed::{Change, Keyed, keyed_interface};
+use super::keyed::{Keyed, keyed_interface};
 use super::{farm_path, props};
-use crate::service::ops;
-use crate::service::{Origin, Service};
+use crate::service::{Operation, Patch, Service};
 
 pub const IFACE: &str = "org.nftlbd1.Backend";
 
@@ -39,43 +38,35 @@ const SIGNALS: &[(&str, &[(&str, &str)])] =
     &[("StateChanged", &[("old", "s"), ("new", "s"), ("reason", "s")])];
 
 impl BackendObject {
+    async fn run(&self, conn: &Connection, msg: &Message, op: Operation) -> Result<(), Error> {
+        execute(&self.service, conn, &msg.header(), op).await?;
+        Ok(())
+    }
+
+    fn names(&self) -> (String, String) {
+        (self.farm.clone(), self.backend.clone())
+    }
+
     async fn update(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let changes: HashMap<String, OwnedValue> = msg.body().deserialize()?;
-        let hdr = msg.header();
-        let details = Details::backend(&self.farm, &self.backend, "update");
-        auth::require(conn, &hdr, auth::BACKEND_MANAGE, &details).await?;
         let at = format!("farms[{}].backends[{}]", self.farm, self.backend);
-        let mut patch = serde_json::Map::new();
-        props::apply_settings(&mut patch, props::BACKEND, &changes, &at, false)?;
-        let removed: Vec<String> = props::BACKEND
-            .iter()
-            .filter(|p| changes.contains_key(p.name) && !patch.contains_key(p.key))
-            .map(|p| p.key.to_string())
-            .collect();
-        let (farm, backend) = (self.farm.clone(), self.backend.clone());
-        self.service
-            .change(Origin::api(), ops::update_backend(farm, backend, patch, removed))
-            .await?;
-        Ok(())
+        let patch = props::patch(props::BACKEND, &changes, &at, false)?;
+        let (farm, backend) = self.names();
+        self.run(conn, msg, Operation::UpdateBackend { farm, backend, patch })
+            .await
     }
 
     async fn set_state(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let state: String = msg.body().deserialize()?;
-        let hdr = msg.header();
-        let details = Details::backend(&self.farm, &self.backend, &format!("set-state {state}"));
-        auth::require(conn, &hdr, auth::BACKEND_SET_STATE, &details).await?;
-        let (farm, backend) = (self.farm.clone(), self.backend.clone());
-        self.service
-            .change(Origin::api(), ops::set_backend_state(farm, backend, state))
-            .await?;
-        Ok(())
+        let (farm, backend) = self.names();
+        self.run(conn, msg, Operation::SetBackendState { farm, backend, state })
+            .await
     }
 
     async fn remove(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
-        let hdr = msg.header();
-        let details = Details::backend(&self.farm, &self.backend, "remove");
-        auth::require(conn, &hdr, auth::BACKEND_MANAGE, &details).await?;
-        super::farm::remove_backend(&self.service, &self.farm, &self.backend).await
+        let (farm, backend) = self.names();
+        self.run(conn, msg, Operation::RemoveBackend { farm, backend })
+            .await
     }
 }
 
@@ -112,22 +103,21 @@ impl Keyed for BackendObject {
         (self.farm.clone(), Some(self.backend.clone()))
     }
 
-    /// Setting `State` is `SetState`: the narrower action.
-    fn set_auth(&self, prop: &props::Prop) -> (&'static str, Details) {
-        let action = if prop.key == "state" {
-            auth::BACKEND_SET_STATE
-        } else {
-            auth::BACKEND_MANAGE
-        };
-        (
-            action,
-            Details::backend(&self.farm, &self.backend, &format!("set {}", prop.name)),
-        )
-    }
-
-    fn set_change(&self, prop: &'static props::Prop, json: Option<serde_json::Value>) -> Change {
-        let (farm, backend) = (self.farm.clone(), self.backend.clone());
-        Box::new(ops::set_backend_key(farm, backend, prop.key, json))
+    /// Setting `State` is `SetState` (the narrower action); an empty state is the default, up.
+    fn set_op(&self, prop: &'static props::Prop, json: Option<serde_json::Value>) -> Operation {
+        let (farm, backend) = self.names();
+        if prop.key == "state" {
+            let state = match json {
+                Some(serde_json::Value::String(s)) => s,
+                _ => "up".to_string(),
+            };
+            return Operation::SetBackendState { farm, backend, state };
+        }
+        Operation::UpdateBackend {
+            farm,
+            backend,
+            patch: Patch::one(prop.key, json),
+        }
     }
 }
 

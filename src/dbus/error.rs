@@ -22,6 +22,7 @@ impl From<ServiceError> for Error {
             ServiceError::Invalid(_) => Error::InvalidArgument(text),
             ServiceError::NotFound(_) => Error::NotFound(text),
             ServiceError::Exists(_) => Error::Exists(text),
+            ServiceError::NotAuthorized(_) => Error::NotAuthorized(text),
             ServiceError::Unsupported { .. } => Error::Unsupported(text),
             ServiceError::Kernel(_) | ServiceError::State(_) | ServiceError::Stopped => Error::Kernel(text),
         }

@@ -9,12 +9,11 @@ use std::collections::HashMap;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue, Value};
 use zbus::{Connection, Message};
 
-use super::auth::{self, Details};
+use super::auth::{execute, unexpected};
 use super::error::Error;
-use super::keyed::{Change, Keyed, keyed_interface};
+use super::keyed::{Keyed, keyed_interface};
 use super::{backend_path, props};
-use crate::service::{Origin, Service};
-use crate::service::{edit, ops};
+use crate::service::{Operation, Output, Patch, Service, edit};
 
 pub const IFACE: &str = "org.nftlbd1.Farm";
 
@@ -51,124 +50,83 @@ const METHODS: &[super::Method] = &[
 ];
 
 impl FarmObject {
+    async fn run(&self, conn: &Connection, msg: &Message, op: Operation) -> Result<Output, Error> {
+        execute(&self.service, conn, &msg.header(), op).await
+    }
+
     async fn update(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let changes: HashMap<String, OwnedValue> = msg.body().deserialize()?;
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::FARM_MANAGE,
-            &Details::farm(&self.farm, "update"),
-        )
-        .await?;
         let at = format!("farms[{}]", self.farm);
-        let mut patch = serde_json::Map::new();
-        props::apply_settings(&mut patch, props::FARM, &changes, &at, true)?;
-        let removed: Vec<String> = props::FARM
-            .iter()
-            .filter(|p| changes.contains_key(p.name) && !patch.contains_key(p.key))
-            .map(|p| p.key.to_string())
-            .collect();
-        self.service
-            .change(Origin::api(), ops::update_farm(self.farm.clone(), patch, removed))
-            .await?;
+        let patch = props::patch(props::FARM, &changes, &at, true)?;
+        let farm = self.farm.clone();
+        self.run(conn, msg, Operation::UpdateFarm { farm, patch }).await?;
         Ok(())
     }
 
     async fn add_backend(&self, conn: &Connection, msg: &Message) -> Result<OwnedObjectPath, Error> {
         let (bname, settings): (String, HashMap<String, OwnedValue>) = msg.body().deserialize()?;
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::BACKEND_MANAGE,
-            &Details::backend(&self.farm, &bname, "add"),
-        )
-        .await?;
         let at = format!("farms[{}].backends[{bname}]", self.farm);
         edit::check_name(&format!("{at}.name"), &bname)?;
-        let mut b = serde_json::Map::new();
-        props::apply_settings(&mut b, props::BACKEND, &settings, &at, false)?;
-        b.insert("name".into(), serde_json::Value::String(bname.clone()));
-        self.service
-            .change(Origin::api(), ops::add_backend(self.farm.clone(), b))
+        let mut backend = serde_json::Map::new();
+        props::apply_settings(&mut backend, props::BACKEND, &settings, &at, false)?;
+        backend.insert("name".into(), serde_json::Value::String(bname.clone()));
+        let farm = self.farm.clone();
+        self.run(conn, msg, Operation::AddBackend { farm, backend })
             .await?;
         Ok(backend_path(&self.farm, &bname))
     }
 
     async fn remove_backend(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
-        let bname: String = msg.body().deserialize()?;
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::BACKEND_MANAGE,
-            &Details::backend(&self.farm, &bname, "remove"),
-        )
-        .await?;
-        remove_backend(&self.service, &self.farm, &bname).await
+        let backend: String = msg.body().deserialize()?;
+        let farm = self.farm.clone();
+        self.run(conn, msg, Operation::RemoveBackend { farm, backend })
+            .await?;
+        Ok(())
     }
 
     async fn rename(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let new_name: String = msg.body().deserialize()?;
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::FARM_MANAGE,
-            &Details::farm(&self.farm, "rename"),
-        )
-        .await?;
-        self.service
-            .change(Origin::api(), ops::rename_farm(self.farm.clone(), new_name))
+        let farm = self.farm.clone();
+        self.run(conn, msg, Operation::RenameFarm { farm, new_name })
             .await?;
         Ok(())
     }
 
     async fn delete(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::FARM_MANAGE,
-            &Details::farm(&self.farm, "delete"),
-        )
-        .await?;
-        delete_farm(&self.service, &self.farm).await
+        let farm = self.farm.clone();
+        self.run(conn, msg, Operation::DeleteFarm { farm }).await?;
+        Ok(())
     }
-}
 
-impl FarmObject {
-    /// Static and learnt sessions: `Client` (the persistence key's fields joined with " . "),
-    /// `Backend` ("" when it is gone), `Static` b, `ExpiresMs` t (0 for static ones). Reveals
-    /// clients: polkit's info action.
     /// (backend, packets, bytes) for every backend in one read (one dump of the counters, where
     /// reading `Packets` and `Bytes` of each backend object would be a call each). Anyone may.
     async fn get_backend_counters(
         &self,
-        _conn: &Connection,
-        _msg: &Message,
+        conn: &Connection,
+        msg: &Message,
     ) -> Result<Vec<(String, u64, u64)>, Error> {
         let farm = self.farm.clone();
-        let (_, each) = self.service.query(move |e| e.farm_traffic(&farm)).await?;
-        Ok(each.into_iter().map(|(n, (p, b))| (n, p, b)).collect())
+        match self.run(conn, msg, Operation::GetFarmCounters { farm }).await? {
+            Output::FarmCounters { backends, .. } => {
+                Ok(backends.into_iter().map(|(n, (p, b))| (n, p, b)).collect())
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
+    /// Static and learnt sessions: `Client` (the persistence key's fields joined with " . "),
+    /// `Backend` ("" when it is gone), `Static` b, `ExpiresMs` t (0 for static ones). Reveals
+    /// clients: polkit's info action.
     async fn list_sessions(
         &self,
         conn: &Connection,
         msg: &Message,
     ) -> Result<Vec<HashMap<String, OwnedValue>>, Error> {
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::INFO,
-            &Details::farm(&self.farm, "list-sessions"),
-        )
-        .await?;
         let farm = self.farm.clone();
-        let sessions = self.service.query(move |e| e.sessions(&farm)).await?;
+        let sessions = match self.run(conn, msg, Operation::ListSessions { farm }).await? {
+            Output::Sessions(s) => s,
+            other => return Err(unexpected(other)),
+        };
         let mut out = Vec::new();
         for s in sessions {
             let entry = [
@@ -192,76 +150,31 @@ impl FarmObject {
     /// Pins a client (in the farm's persistence format) to a backend.
     async fn add_session(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let (client, backend): (String, String) = msg.body().deserialize()?;
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::FARM_MANAGE,
-            &Details::backend(&self.farm, &backend, "add-session"),
-        )
-        .await?;
-        self.service
-            .change(
-                Origin::api(),
-                ops::add_session(self.farm.clone(), client, backend),
-            )
-            .await?;
+        let farm = self.farm.clone();
+        let op = Operation::AddSession {
+            farm,
+            client,
+            backend,
+        };
+        self.run(conn, msg, op).await?;
         Ok(())
     }
 
     /// Forgets one client: a static session leaves the configuration, a learnt one the kernel.
     async fn delete_session(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let client: String = msg.body().deserialize()?;
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::FARM_MANAGE,
-            &Details::farm(&self.farm, "delete-session"),
-        )
-        .await?;
         let farm = self.farm.clone();
-        self.service
-            .operate(Origin::api(), move |e| {
-                e.delete_session(&farm, &client).map(|_| ())
-            })
+        self.run(conn, msg, Operation::DeleteSession { farm, client })
             .await?;
         Ok(())
     }
 
     /// Forgets every learnt session of the farm (static ones stay).
     async fn flush_sessions(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
-        let hdr = msg.header();
-        auth::require(
-            conn,
-            &hdr,
-            auth::FARM_MANAGE,
-            &Details::farm(&self.farm, "flush-sessions"),
-        )
-        .await?;
         let farm = self.farm.clone();
-        self.service
-            .operate(Origin::api(), move |e| e.flush_sessions(&farm).map(|_| ()))
-            .await?;
+        self.run(conn, msg, Operation::FlushSessions { farm }).await?;
         Ok(())
     }
-}
-
-pub async fn delete_farm(service: &Service, name: &str) -> Result<(), Error> {
-    service
-        .change(Origin::api(), ops::delete_farm(name.to_string()))
-        .await?;
-    Ok(())
-}
-
-pub async fn remove_backend(service: &Service, farm: &str, backend: &str) -> Result<(), Error> {
-    service
-        .change(
-            Origin::api(),
-            ops::remove_backend(farm.to_string(), backend.to_string()),
-        )
-        .await?;
-    Ok(())
 }
 
 impl Keyed for FarmObject {
@@ -297,15 +210,11 @@ impl Keyed for FarmObject {
         (self.farm.clone(), None)
     }
 
-    fn set_auth(&self, prop: &props::Prop) -> (&'static str, Details) {
-        (
-            auth::FARM_MANAGE,
-            Details::farm(&self.farm, &format!("set {}", prop.name)),
-        )
-    }
-
-    fn set_change(&self, prop: &'static props::Prop, json: Option<serde_json::Value>) -> Change {
-        Box::new(ops::set_farm_key(self.farm.clone(), prop.key, json))
+    fn set_op(&self, prop: &'static props::Prop, json: Option<serde_json::Value>) -> Operation {
+        Operation::UpdateFarm {
+            farm: self.farm.clone(),
+            patch: Patch::one(prop.key, json),
+        }
     }
 }
 

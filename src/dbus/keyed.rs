@@ -1,6 +1,6 @@
 //! What farm and backend objects share: properties that are a table of canonical keys, read from
-//! the committed configuration and set through the service after a polkit check. The objects
-//! implement [`Keyed`]; `keyed_interface!` writes their `zbus` interface.
+//! the committed configuration and set through the service's operations. The objects implement
+//! [`Keyed`]; `keyed_interface!` writes their `zbus` interface.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -10,14 +10,11 @@ use zbus::object_server::DispatchResult;
 use zbus::zvariant::{OwnedValue, Value};
 use zbus::{Connection, fdo};
 
-use super::auth::{self, Details};
+use super::auth;
 use super::error::{Error, to_fdo};
 use super::props::{self, Prop};
 use super::{Arg, Method, Signal, owned};
-use crate::model::Config;
-use crate::service::{Origin, Service, ServiceError};
-
-pub type Change = Box<dyn FnOnce(&Config) -> Result<Config, ServiceError> + Send>;
+use crate::service::{Caller, Operation, Output, Service};
 
 pub trait Keyed: Send + Sync + 'static {
     const IFACE: &'static str;
@@ -34,10 +31,8 @@ pub trait Keyed: Send + Sync + 'static {
     fn what(&self) -> String;
     /// The farm, and the backend, whose traffic `Packets` and `Bytes` count.
     fn counted(&self) -> (String, Option<String>);
-    /// The polkit action and details for setting `prop`.
-    fn set_auth(&self, prop: &Prop) -> (&'static str, Details);
-    /// The change that sets `prop`'s key (`None`: back to its default).
-    fn set_change(&self, prop: &'static Prop, json: Option<serde_json::Value>) -> Change;
+    /// The operation that sets `prop`'s key (`None`: back to its default).
+    fn set_op(&self, prop: &'static Prop, json: Option<serde_json::Value>) -> Operation;
 }
 
 fn is_property<K: Keyed>(name: &str) -> bool {
@@ -51,10 +46,12 @@ const TRAFFIC: [&str; 2] = ["Packets", "Bytes"];
 
 async fn traffic<K: Keyed>(k: &K) -> fdo::Result<(u64, u64)> {
     let (farm, backend) = k.counted();
-    k.service()
-        .query(move |e| e.traffic(&farm, backend.as_deref()))
-        .await
-        .map_err(|e| to_fdo(e.into()))
+    let op = Operation::GetTraffic { farm, backend };
+    match k.service().execute(&Caller::nobody(), op).await {
+        Ok(Output::Traffic(t)) => Ok(t),
+        Ok(other) => Err(to_fdo(auth::unexpected(other))),
+        Err(e) => Err(to_fdo(e.into())),
+    }
 }
 
 pub async fn get<K: Keyed>(k: &K, name: &str) -> Option<fdo::Result<OwnedValue>> {
@@ -92,7 +89,8 @@ pub async fn get_all<K: Keyed>(k: &K, caller: bool) -> fdo::Result<HashMap<Strin
     Ok(out)
 }
 
-/// Setting a property: polkit, then one commit. Announced by the service's event, not here.
+/// Setting a property: one operation (authorized and committed by the service). Announced by the
+/// service's event, not here.
 pub fn set<'call, K: Keyed>(
     k: &'call K,
     name: &'call str,
@@ -113,16 +111,11 @@ pub fn set<'call, K: Keyed>(
     };
     DispatchResult::Async(Box::pin(async move {
         let hdr = header.ok_or_else(|| fail(Error::NotAuthorized("no caller".into())))?;
-        let (action, details) = k.set_auth(prop);
-        auth::require(connection, hdr, action, &details)
-            .await
-            .map_err(fail)?;
         let json = props::to_json(prop, value)
             .map_err(|e| fail(Error::InvalidArgument(format!("{}: {e}", k.what()))))?;
-        k.service()
-            .change(Origin::api(), k.set_change(prop, json))
+        auth::execute(k.service(), connection, hdr, k.set_op(prop, json))
             .await
-            .map_err(|e| fail(e.into()))?;
+            .map_err(fail)?;
         Ok(())
     }))
 }

@@ -1,5 +1,6 @@
-//! `org.nftlbd1.Manager` at `/org/nftlbd1` (with the ObjectManager): farms are created, found and
-//! deleted here; the whole configuration goes in and out as canonical JSON.
+//! `org.nftlbd1.Manager` at `/org/nftlbd1` (with the ObjectManager): farms and policies are
+//! created, found and deleted here; the whole configuration goes in and out as canonical JSON.
+//! Each method translates its arguments into one operation of the service.
 
 use std::collections::HashMap;
 
@@ -7,12 +8,11 @@ use zbus::message::Header;
 use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{Connection, interface};
 
-use super::auth::{self, Details};
+use super::auth::{execute, unexpected};
 use super::error::Error;
 use super::{farm_path, policy_path, props};
 use crate::model::{Invalid, parse_config, parse_farm_value, parse_policy_value};
-use crate::service::{Origin, Service, ServiceError};
-use crate::service::{edit, ops};
+use crate::service::{ImportMode, Operation, Output, Service, ServiceError, edit};
 
 pub struct Manager {
     pub service: Service,
@@ -29,10 +29,10 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<OwnedObjectPath, Error> {
-        auth::require(conn, &hdr, auth::FARM_MANAGE, &Details::farm(&name, "create")).await?;
         let at = format!("farms[{name}]");
         let farm = parse_farm_value(new_object(&name, props::FARM, &settings, &at, true)?, &at)?;
-        self.service.change(Origin::api(), ops::create_farm(farm)).await?;
+        let op = Operation::CreateFarm { farm: Box::new(farm) };
+        execute(&self.service, conn, &hdr, op).await?;
         Ok(farm_path(&name))
     }
 
@@ -42,16 +42,20 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        auth::require(conn, &hdr, auth::FARM_MANAGE, &Details::farm(&name, "delete")).await?;
-        super::farm::delete_farm(&self.service, &name).await
+        execute(&self.service, conn, &hdr, Operation::DeleteFarm { farm: name }).await?;
+        Ok(())
     }
 
     #[zbus(out_args("farm"))]
-    async fn get_farm(&self, name: String) -> Result<OwnedObjectPath, Error> {
-        match self.service.config().farm(&name) {
-            Some(_) => Ok(farm_path(&name)),
-            None => Err(Error::NotFound(format!("no farm is named {name:?}"))),
-        }
+    async fn get_farm(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath, Error> {
+        let op = Operation::GetFarm { farm: name.clone() };
+        execute(&self.service, conn, &hdr, op).await?;
+        Ok(farm_path(&name))
     }
 
     #[zbus(out_args("farms"))]
@@ -68,17 +72,12 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<OwnedObjectPath, Error> {
-        let details = Details {
-            policy: name.clone(),
-            verb: "create".into(),
-            ..Details::default()
-        };
-        auth::require(conn, &hdr, auth::POLICY_MANAGE, &details).await?;
         let at = format!("policies[{name}]");
         let policy = parse_policy_value(new_object(&name, props::POLICY, &settings, &at, false)?, &at)?;
-        self.service
-            .change(Origin::api(), ops::create_policy(policy))
-            .await?;
+        let op = Operation::CreatePolicy {
+            policy: Box::new(policy),
+        };
+        execute(&self.service, conn, &hdr, op).await?;
         Ok(policy_path(&name))
     }
 
@@ -88,27 +87,41 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        let details = Details {
-            policy: name.clone(),
-            verb: "delete".into(),
-            ..Details::default()
-        };
-        auth::require(conn, &hdr, auth::POLICY_MANAGE, &details).await?;
-        super::policy::delete_policy(&self.service, &name).await
+        execute(
+            &self.service,
+            conn,
+            &hdr,
+            Operation::DeletePolicy { policy: name },
+        )
+        .await?;
+        Ok(())
     }
 
     #[zbus(out_args("policy"))]
-    async fn get_policy(&self, name: String) -> Result<OwnedObjectPath, Error> {
-        match self.service.config().policies.iter().any(|p| p.name == name) {
-            true => Ok(policy_path(&name)),
-            false => Err(Error::NotFound(format!("no policy is named {name:?}"))),
-        }
+    async fn get_policy(
+        &self,
+        name: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath, Error> {
+        let op = Operation::GetPolicy { policy: name.clone() };
+        execute(&self.service, conn, &hdr, op).await?;
+        Ok(policy_path(&name))
     }
 
     /// The whole configuration as canonical JSON.
     #[zbus(out_args("json"))]
-    async fn export_config(&self) -> Result<String, Error> {
-        serde_json::to_string_pretty(&*self.service.config()).map_err(|e| Error::Kernel(e.to_string()))
+    async fn export_config(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<String, Error> {
+        match execute(&self.service, conn, &hdr, Operation::GetConfig).await? {
+            Output::Config { config, .. } => {
+                serde_json::to_string_pretty(&*config).map_err(|e| Error::Kernel(e.to_string()))
+            }
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Replaces the configuration (`replace`) or adds and replaces the farms and policies it
@@ -120,25 +133,17 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        auth::require(
+        let mode = ImportMode::parse(&mode)
+            .ok_or_else(|| Invalid::one("mode", format!("{mode:?} is not merge or replace")))?;
+        // Shape and values first, so the error names the document's own fields.
+        let config = Box::new(parse_config(&json)?);
+        execute(
+            &self.service,
             conn,
             &hdr,
-            auth::CONFIG,
-            &Details::verb(&format!("import {mode}")),
+            Operation::ImportConfig { config, mode },
         )
         .await?;
-        let replace = match mode.as_str() {
-            "replace" => true,
-            "merge" => false,
-            other => {
-                return Err(Invalid::one("mode", format!("{other:?} is not merge or replace")).into());
-            }
-        };
-        // Shape and values first, so the error names the document's own fields.
-        let incoming = parse_config(&json)?;
-        self.service
-            .change(Origin::api(), ops::import(incoming, replace))
-            .await?;
         Ok(())
     }
 
@@ -148,8 +153,7 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        auth::require(conn, &hdr, auth::CONFIG, &Details::verb("reload")).await?;
-        self.service.reload().await?;
+        execute(&self.service, conn, &hdr, Operation::Reload).await?;
         Ok(())
     }
 
@@ -160,17 +164,13 @@ impl Manager {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<HashMap<String, String>, Error> {
-        let mut out = HashMap::new();
-        for action in auth::ALL {
-            let a = auth::check(conn, &hdr, action, &Details::default()).await?;
-            let word = match a {
-                auth::Answer::Yes => "yes",
-                auth::Answer::No => "no",
-                auth::Answer::Auth => "auth",
-            };
-            out.insert(action.to_string(), word.to_string());
+        match execute(&self.service, conn, &hdr, Operation::GetPermissions).await? {
+            Output::Permissions(list) => Ok(list
+                .into_iter()
+                .map(|(action, a)| (action.to_string(), a.word().to_string()))
+                .collect()),
+            other => Err(unexpected(other)),
         }
-        Ok(out)
     }
 
     #[zbus(property)]

@@ -4,12 +4,10 @@
 use zbus::message::Header;
 use zbus::{Connection, interface};
 
-use super::auth::{self, Details};
+use super::auth::{execute, unexpected};
 use super::error::Error;
 use super::props;
-use crate::model::Invalid;
-use crate::service::ops;
-use crate::service::{Origin, Service, ServiceError};
+use crate::service::{ElementEdit, Operation, Output, Service};
 
 pub const IFACE: &str = "org.nftlbd1.Policy";
 
@@ -35,23 +33,15 @@ impl PolicyObject {
         String::try_from(self.value(name)?).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
 
-    async fn require(&self, conn: &Connection, hdr: &Header<'_>, verb: &str) -> Result<(), Error> {
-        let details = Details {
-            policy: self.policy.clone(),
-            verb: verb.into(),
-            ..Details::default()
-        };
-        auth::require(conn, hdr, auth::POLICY_MANAGE, &details).await
-    }
-
-    /// Commits `f` of the policy's element list.
-    async fn edit_elements(
-        &self,
-        f: impl FnOnce(&mut Vec<String>) -> Result<(), ServiceError> + Send + 'static,
-    ) -> Result<(), Error> {
-        self.service
-            .change(Origin::api(), ops::edit_policy_elements(self.policy.clone(), f))
-            .await?;
+    async fn edit(&self, conn: &Connection, hdr: &Header<'_>, edit: ElementEdit) -> Result<(), Error> {
+        let policy = self.policy.clone();
+        execute(
+            &self.service,
+            conn,
+            hdr,
+            Operation::EditPolicyElements { policy, edit },
+        )
+        .await?;
         Ok(())
     }
 }
@@ -65,16 +55,11 @@ impl PolicyObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.require(conn, &hdr, "add-elements").await?;
-        self.edit_elements(move |list| {
-            for e in elements {
-                if !list.contains(&e) {
-                    list.push(e);
-                }
-            }
-            Ok(())
-        })
-        .await
+        let edit = ElementEdit {
+            add: elements,
+            ..ElementEdit::default()
+        };
+        self.edit(conn, &hdr, edit).await
     }
 
     /// Removes elements; naming one that is not there changes nothing and says so.
@@ -84,19 +69,11 @@ impl PolicyObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.require(conn, &hdr, "remove-elements").await?;
-        let name = self.policy.clone();
-        self.edit_elements(move |list| {
-            if let Some(missing) = elements.iter().find(|e| !list.contains(e)) {
-                return Err(ServiceError::Invalid(Invalid::one(
-                    format!("policies[{name}].elements"),
-                    format!("{missing:?} is not an element"),
-                )));
-            }
-            list.retain(|x| !elements.contains(x));
-            Ok(())
-        })
-        .await
+        let edit = ElementEdit {
+            remove: elements,
+            ..ElementEdit::default()
+        };
+        self.edit(conn, &hdr, edit).await
     }
 
     /// Replaces every element in one transaction.
@@ -106,12 +83,11 @@ impl PolicyObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.require(conn, &hdr, "replace-elements").await?;
-        self.edit_elements(move |list| {
-            *list = elements;
-            Ok(())
-        })
-        .await
+        let edit = ElementEdit {
+            replace: Some(elements),
+            ..ElementEdit::default()
+        };
+        self.edit(conn, &hdr, edit).await
     }
 
     /// (element, packets, bytes) for each merged range of the policy.
@@ -121,14 +97,11 @@ impl PolicyObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<Vec<(String, u64, u64)>, Error> {
-        let details = Details {
-            policy: self.policy.clone(),
-            verb: "get-counters".into(),
-            ..Details::default()
-        };
-        auth::require(conn, &hdr, auth::INFO, &details).await?;
-        let name = self.policy.clone();
-        Ok(self.service.query(move |e| e.policy_counters(&name)).await?)
+        let policy = self.policy.clone();
+        match execute(&self.service, conn, &hdr, Operation::GetPolicyCounters { policy }).await? {
+            Output::PolicyCounters(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn delete(
@@ -136,8 +109,9 @@ impl PolicyObject {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        self.require(conn, &hdr, "delete").await?;
-        delete_policy(&self.service, &self.policy).await
+        let policy = self.policy.clone();
+        execute(&self.service, conn, &hdr, Operation::DeletePolicy { policy }).await?;
+        Ok(())
     }
 
     #[zbus(property)]
@@ -169,11 +143,4 @@ impl PolicyObject {
     fn elements(&self) -> zbus::fdo::Result<Vec<String>> {
         Vec::<String>::try_from(self.value("Elements")?).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
-}
-
-pub async fn delete_policy(service: &Service, name: &str) -> Result<(), Error> {
-    service
-        .change(Origin::api(), ops::delete_policy(name.to_string()))
-        .await?;
-    Ok(())
 }

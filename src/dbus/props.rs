@@ -1,7 +1,6 @@
-//! Farm and backend keys as D-Bus properties: the CamelCase name of each canonical JSON key
-//! (API.md), its D-Bus type, and the conversions both ways. Reading is typed per key; writing
-//! turns the variant into the key's JSON and lets the model parse it, so a bad value gets the
-//! model's own error, naming the key.
+//! Farm, backend and policy keys as D-Bus values: reading is typed per key; writing turns the
+//! variant into the key's JSON and lets the model parse it, so a bad value gets the model's own
+//! error, naming the key. The tables themselves are [`crate::schema`]'s.
 
 use std::collections::HashMap;
 
@@ -9,76 +8,7 @@ use serde::Serialize;
 use zbus::zvariant::{OwnedValue, Value};
 
 use crate::model::{Backend, Farm};
-
-/// One key: its property name, its canonical JSON name and its D-Bus signature.
-pub struct Prop {
-    pub name: &'static str,
-    pub key: &'static str,
-    pub sig: &'static str,
-}
-
-const fn p(name: &'static str, key: &'static str, sig: &'static str) -> Prop {
-    Prop { name, key, sig }
-}
-
-/// Writable farm keys (`Name` is read-only: `Rename`).
-pub const FARM: &[Prop] = &[
-    p("Family", "family", "s"),
-    p("VirtualAddresses", "virtual-addresses", "as"),
-    p("VirtualPorts", "virtual-ports", "s"),
-    p("Protocol", "protocol", "s"),
-    p("Mode", "mode", "s"),
-    p("Scheduler", "scheduler", "s"),
-    p("SchedParam", "sched-param", "as"),
-    p("Persistence", "persistence", "as"),
-    p("PersistTtl", "persist-ttl", "u"),
-    p("Helper", "helper", "s"),
-    p("Log", "log", "as"),
-    p("LogPrefix", "log-prefix", "s"),
-    p("LogRtLimit", "log-rtlimit", "s"),
-    p("Mark", "mark", "u"),
-    p("Priority", "priority", "u"),
-    p("State", "state", "s"),
-    p("SourceAddr", "source-addr", "s"),
-    p("Iface", "iface", "s"),
-    p("Oface", "oface", "s"),
-    p("IetherAddr", "iether-addr", "s"),
-    p("OetherAddr", "oether-addr", "s"),
-    p("NewRtLimit", "new-rtlimit", "s"),
-    p("NewRtLimitBurst", "new-rtlimit-burst", "u"),
-    p("RstRtLimit", "rst-rtlimit", "s"),
-    p("RstRtLimitBurst", "rst-rtlimit-burst", "u"),
-    p("EstConnLimit", "est-connlimit", "u"),
-    p("TcpStrict", "tcp-strict", "b"),
-    p("Queue", "queue", "i"),
-    p("Verdict", "verdict", "as"),
-    p("IntraConnect", "intra-connect", "b"),
-    p("FlowOffload", "flow-offload", "b"),
-    p("LimitsTtl", "limits-ttl", "u"),
-    p("Policies", "policies", "as"),
-];
-
-/// Writable backend keys (`Name` is read-only).
-pub const BACKEND: &[Prop] = &[
-    p("IpAddr", "ip-addr", "s"),
-    p("Port", "port", "q"),
-    p("Weight", "weight", "u"),
-    p("Priority", "priority", "u"),
-    p("Mark", "mark", "u"),
-    p("State", "state", "s"),
-    p("SourceAddr", "source-addr", "s"),
-    p("EtherAddr", "ether-addr", "s"),
-    p("EstConnLimit", "est-connlimit", "u"),
-];
-
-/// Policy keys (`Name` is read-only).
-pub const POLICY: &[Prop] = &[
-    p("Type", "type", "s"),
-    p("Family", "family", "s"),
-    p("Timeout", "timeout", "u"),
-    p("LogPrefix", "log-prefix", "s"),
-    p("Elements", "elements", "as"),
-];
+pub use crate::schema::props::{BACKEND, FARM, POLICY, Prop, find};
 
 /// A policy key's value.
 pub fn policy_value(x: &crate::model::Policy, name: &str) -> Option<Value<'static>> {
@@ -91,10 +21,6 @@ pub fn policy_value(x: &crate::model::Policy, name: &str) -> Option<Value<'stati
         "Elements" => Value::from(x.elements.clone()),
         _ => return None,
     })
-}
-
-pub fn find(table: &'static [Prop], name: &str) -> Option<&'static Prop> {
-    table.iter().find(|p| p.name == name)
 }
 
 /// A value as its canonical JSON word (`"ipv4"`, `"10/second"`, `"02:00:00:00:00:01"`).
@@ -287,6 +213,24 @@ pub fn apply_settings(
         };
     }
     Ok(())
+}
+
+/// `a{sv}` changes of an object as a patch: keys set, and keys reset to their defaults (an empty
+/// string, or 0 for port and mark).
+pub fn patch(
+    table: &'static [Prop],
+    changes: &HashMap<String, OwnedValue>,
+    at: &str,
+    backends: bool,
+) -> Result<crate::service::Patch, crate::model::Invalid> {
+    let mut set = serde_json::Map::new();
+    apply_settings(&mut set, table, changes, at, backends)?;
+    let removed = table
+        .iter()
+        .filter(|p| changes.contains_key(p.name) && !set.contains_key(p.key))
+        .map(|p| p.key.to_string())
+        .collect();
+    Ok(crate::service::Patch { set, removed })
 }
 
 /// `aa{sv}` as a list of dictionaries.

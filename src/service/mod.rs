@@ -6,13 +6,23 @@
 //! Between requests it keeps the kernel as committed: changes others make to its tables are
 //! repaired, and layer-2 farms follow the host's links and neighbours.
 //!
-//! `ops` holds the changes the front ends can ask for (create a farm, add a backend, import a
-//! document, ...), built on `edit`'s helpers over the canonical JSON; the front ends only
-//! translate requests into them and authorize callers.
+//! [`operation`] is the table of everything a client can ask (each with its polkit action and
+//! details); [`Service::execute`] authorizes an operation once, through the [`authority`], and
+//! runs it; [`ops`] says what each change means, built on `edit`'s helpers. The front ends only
+//! translate their wire formats into operations and the outputs back.
 
+pub mod authority;
+pub mod diff;
 pub mod edit;
+mod execute;
 pub mod index;
+pub mod operation;
 pub mod ops;
+#[cfg(test)]
+mod parity_tests;
+
+pub use authority::{Authority, Caller};
+pub use operation::{ElementEdit, ImportMode, Operation, Output, Patch};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +47,9 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Exists(String),
+    /// The caller may not do this (polkit said no, or could not be asked).
+    #[error("{0}")]
+    NotAuthorized(String),
     #[error("{field}: {reason}")]
     Unsupported { field: String, reason: String },
     /// The kernel refused the transaction, or could not be reached.
@@ -74,18 +87,19 @@ impl Origin {
     }
 }
 
-/// A committed change of the configuration.
+/// A committed change of the configuration, and what it changed (computed once, here).
 #[derive(Debug)]
 pub struct Event {
     pub generation: u64,
     pub old: Arc<Config>,
     pub new: Arc<Config>,
     pub origin: Origin,
+    pub diff: diff::Diff,
 }
 
 type Edit = Box<dyn FnOnce(&Config) -> Result<Config, ServiceError> + Send>;
 type Query = Box<dyn FnOnce(&mut Engine) + Send>;
-type Operation = Box<dyn FnOnce(&mut Engine) -> Result<(), EngineError> + Send>;
+type EngineOp = Box<dyn FnOnce(&mut Engine) -> Result<(), EngineError> + Send>;
 
 enum Job {
     Change {
@@ -96,7 +110,7 @@ enum Job {
     Query(Query),
     /// An engine operation that may change the configuration too (static sessions).
     Operate {
-        op: Operation,
+        op: EngineOp,
         origin: Origin,
         reply: oneshot::Sender<Result<u64, ServiceError>>,
     },
@@ -118,6 +132,8 @@ struct Shared {
 pub struct Service {
     jobs: mpsc::Sender<Job>,
     shared: Arc<Shared>,
+    /// Who decides whether a caller may run an operation.
+    authority: Arc<dyn Authority>,
 }
 
 /// Where the service keeps its state, and whether it watches the kernel and the host.
@@ -149,7 +165,17 @@ impl Service {
         let shared = ready_rx
             .recv()
             .map_err(|_| "the writer thread stopped while starting".to_string())??;
-        Ok(Service { jobs, shared })
+        Ok(Service {
+            jobs,
+            shared,
+            authority: Arc::new(authority::Polkit::default()),
+        })
+    }
+
+    /// The same service, with another authority deciding who may do what (tests).
+    pub fn with_authority(mut self, authority: Arc<dyn Authority>) -> Service {
+        self.authority = authority;
+        self
     }
 
     /// The committed configuration.
@@ -362,13 +388,15 @@ impl Writer {
             Err(p) => *p.into_inner() = new.clone(),
         }
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        log_changes(&old, &new, generation, &origin.reason);
+        let diff = diff::Diff::between(&old, &new, &origin.reason);
+        log_changes(&diff, &new, generation);
         // No subscriber is fine: nobody is listening yet.
         let _ = self.shared.events.send(Arc::new(Event {
             generation,
             old,
             new,
             origin,
+            diff,
         }));
         generation
     }
@@ -379,7 +407,7 @@ impl Writer {
         self.commit(new, origin)
     }
 
-    fn operate(&mut self, op: Operation, origin: Origin) -> Result<u64, ServiceError> {
+    fn operate(&mut self, op: EngineOp, origin: Origin) -> Result<u64, ServiceError> {
         let old = self.published();
         op(&mut self.engine)?;
         if *self.engine.config() == *old {
@@ -487,41 +515,36 @@ fn word<T: serde::Serialize>(x: &T) -> String {
     }
 }
 
-/// What a commit changed, farm by farm, for the log (FARM=, BACKEND= in the journal).
-fn log_changes(old: &Config, new: &Config, generation: u64, reason: &str) {
-    use std::collections::HashMap;
-    let before: HashMap<&str, &crate::model::Farm> = old.farms.iter().map(|f| (f.name.as_str(), f)).collect();
-    let after: HashMap<&str, &crate::model::Farm> = new.farms.iter().map(|f| (f.name.as_str(), f)).collect();
-    for f in &old.farms {
-        if !after.contains_key(f.name.as_str()) {
-            tracing::info!(farm = %f.name, generation, "farm deleted");
+/// What a commit changed, for the journal (FARM=, BACKEND=, OLD=, NEW=, REASON=).
+fn log_changes(diff: &diff::Diff, new: &Config, generation: u64) {
+    use diff::What;
+    // By name, once: an import may add thousands of farms.
+    let sizes: std::collections::HashMap<&str, usize> = if diff.farms.iter().any(|f| f.what == What::Added) {
+        new.farms
+            .iter()
+            .map(|f| (f.name.as_str(), f.backends.len()))
+            .collect()
+    } else {
+        Default::default()
+    };
+    for f in &diff.farms {
+        match f.what {
+            What::Added => {
+                let backends = sizes.get(f.name.as_str()).copied().unwrap_or(0);
+                tracing::info!(farm = %f.name, generation, backends, "farm created")
+            }
+            What::Removed => tracing::info!(farm = %f.name, generation, "farm deleted"),
+            What::Changed => tracing::info!(farm = %f.name, generation, "farm changed"),
         }
     }
-    for f in &new.farms {
-        let Some(o) = before.get(f.name.as_str()) else {
-            tracing::info!(farm = %f.name, generation, backends = f.backends.len(), "farm created");
-            continue;
-        };
-        if *o == f {
-            continue;
-        }
-        tracing::info!(farm = %f.name, generation, "farm changed");
-        // By name, once: a farm may have thousands of backends.
-        let old_backends: HashMap<&str, &crate::model::Backend> =
-            o.backends.iter().map(|b| (b.name.as_str(), b)).collect();
-        for b in &f.backends {
-            if let Some(ob) = old_backends.get(b.name.as_str())
-                && ob.state != b.state
-            {
-                tracing::info!(
-                    farm = %f.name,
-                    backend = %b.name,
-                    old = word(&ob.state),
-                    new = word(&b.state),
-                    reason,
-                    "backend state changed"
-                );
-            }
-        }
+    for (farm, backend, t) in diff.transitions() {
+        tracing::info!(
+            farm,
+            backend,
+            old = word(&t.old),
+            new = word(&t.new),
+            reason = t.reason,
+            "backend state changed"
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! The changes the front ends ask for (D-Bus now, varlink next), each a function of the
-//! committed configuration that the writer runs in its turn. The front ends only translate
-//! their requests into these and authorize the caller; what a change means is decided here.
+//! What each change of the operation table means: a function of the committed configuration
+//! that the writer runs in its turn (so concurrent requests compose instead of overwriting each
+//! other).
 
 use serde_json::Value;
 
 use super::ServiceError;
 use super::edit::{self, Obj};
+use super::operation::{ElementEdit, ImportMode, Patch};
 use crate::model::{Config, Farm, Invalid, Policy, validate};
 
 /// What [`super::Service::change`] runs.
@@ -53,27 +54,17 @@ pub fn rename_farm(old: String, new_name: String) -> impl Change {
     }
 }
 
-/// Sets the keys of `patch` and removes those of `removed` (back to their defaults).
-pub fn update_farm(name: String, patch: Obj, removed: Vec<String>) -> impl Change {
-    move |c: &Config| {
-        edit::farm(c, &name, |obj| {
-            for k in &removed {
-                obj.remove(k);
-            }
-            obj.extend(patch);
-            Ok(())
-        })
-    }
+/// Sets the keys of `patch` and removes its `removed` ones (back to their defaults).
+pub fn update_farm(name: String, patch: Patch) -> impl Change {
+    move |c: &Config| edit::farm(c, &name, |obj| apply(obj, patch))
 }
 
-/// Sets one key (`None`: back to its default).
-pub fn set_farm_key(name: String, key: &'static str, value: Option<Value>) -> impl Change {
-    move |c: &Config| {
-        edit::farm(c, &name, |obj| {
-            edit::set_key(obj, key, value);
-            Ok(())
-        })
+fn apply(obj: &mut Obj, patch: Patch) -> Result<(), ServiceError> {
+    for k in &patch.removed {
+        obj.remove(k);
     }
+    obj.extend(patch.set);
+    Ok(())
 }
 
 /// Appends an item named `name` to the list `key` of farm `farm` (backends, sessions by client).
@@ -138,34 +129,17 @@ pub fn add_backend(farm: String, backend: Obj) -> impl Change {
     }
 }
 
-pub fn update_backend(farm: String, backend: String, patch: Obj, removed: Vec<String>) -> impl Change {
-    move |c: &Config| {
-        edit::backend(c, &farm, &backend, |obj| {
-            for k in &removed {
-                obj.remove(k);
-            }
-            obj.extend(patch);
-            Ok(())
-        })
-    }
-}
-
-pub fn set_backend_key(
-    farm: String,
-    backend: String,
-    key: &'static str,
-    value: Option<Value>,
-) -> impl Change {
-    move |c: &Config| {
-        edit::backend(c, &farm, &backend, |obj| {
-            edit::set_key(obj, key, value);
-            Ok(())
-        })
-    }
+pub fn update_backend(farm: String, backend: String, patch: Patch) -> impl Change {
+    move |c: &Config| edit::backend(c, &farm, &backend, |obj| apply(obj, patch))
 }
 
 pub fn set_backend_state(farm: String, backend: String, state: String) -> impl Change {
-    set_backend_key(farm, backend, "state", Some(Value::String(state)))
+    move |c: &Config| {
+        edit::backend(c, &farm, &backend, |obj| {
+            obj.insert("state".into(), Value::String(state));
+            Ok(())
+        })
+    }
 }
 
 pub fn remove_backend(farm: String, backend: String) -> impl Change {
@@ -224,30 +198,54 @@ pub fn delete_policy(name: String) -> impl Change {
     }
 }
 
-/// `f` of the policy's element list.
-pub fn edit_policy_elements(
-    name: String,
-    f: impl FnOnce(&mut Vec<String>) -> Result<(), ServiceError> + Send + 'static,
-) -> impl Change {
+/// The policy's elements replaced, then removed, then added (see [`ElementEdit`]).
+pub fn edit_policy_elements(name: String, edit: ElementEdit) -> impl Change {
     move |c: &Config| {
+        let at = format!("policies[{name}].elements");
         edit::policy(c, &name, |obj| {
             let mut list: Vec<String> = obj
                 .get("elements")
                 .and_then(|e| e.as_array())
                 .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
                 .unwrap_or_default();
-            f(&mut list)?;
+            edit_elements(&mut list, edit, &at)?;
             obj.insert("elements".into(), Value::from(list));
             Ok(())
         })
     }
 }
 
+fn edit_elements(list: &mut Vec<String>, edit: ElementEdit, at: &str) -> Result<(), ServiceError> {
+    if let Some(r) = edit.replace {
+        *list = Vec::with_capacity(r.len());
+        for x in r {
+            if !list.contains(&x) {
+                list.push(x);
+            }
+        }
+    }
+    // Every element named must be there: naming one twice is naming it once.
+    if let Some(missing) = edit.remove.iter().find(|e| !list.contains(e)) {
+        return Err(ServiceError::Invalid(Invalid::one(
+            at,
+            format!("{missing:?} is not an element"),
+        )));
+    }
+    let gone: std::collections::HashSet<&String> = edit.remove.iter().collect();
+    list.retain(|x| !gone.contains(x));
+    for x in edit.add {
+        if !list.contains(&x) {
+            list.push(x);
+        }
+    }
+    Ok(())
+}
+
 /// A whole document: it becomes the configuration (`replace`), or its farms and policies are
 /// added or replaced by name (`merge`); the result is validated whole.
-pub fn import(incoming: Config, replace: bool) -> impl Change {
+pub fn import(incoming: Config, mode: ImportMode) -> impl Change {
     move |c: &Config| {
-        if replace {
+        if mode == ImportMode::Replace {
             return Ok(incoming);
         }
         let mut new = c.clone();
@@ -339,16 +337,37 @@ mod tests {
     #[test]
     fn policies_and_imports() {
         let c = config();
-        let c2 = edit_policy_elements("bad".into(), |l| {
-            l.push("192.0.2.0/24".into());
-            Ok(())
-        })(&c)
-        .unwrap();
+        let add = |xs: &[&str]| ElementEdit {
+            add: xs.iter().map(|x| x.to_string()).collect(),
+            ..ElementEdit::default()
+        };
+        let c2 = edit_policy_elements("bad".into(), add(&["192.0.2.0/24", "192.0.2.0/24"]))(&c).unwrap();
         assert_eq!(c2.policies[0].elements.len(), 2);
+        // Naming an element twice is naming it once; naming a missing one refuses the whole edit.
+        let remove = |xs: &[&str]| ElementEdit {
+            remove: xs.iter().map(|x| x.to_string()).collect(),
+            ..ElementEdit::default()
+        };
+        let c3 = edit_policy_elements("bad".into(), remove(&["10.8.0.2", "10.8.0.2"]))(&c2).unwrap();
+        assert_eq!(c3.policies[0].elements.len(), 1);
+        let e = edit_policy_elements("bad".into(), remove(&["192.0.2.0/24", "10.9.9.9"]))(&c2);
+        assert!(
+            matches!(&e, Err(ServiceError::Invalid(i)) if i.to_string() == "policies[bad].elements: \"10.9.9.9\" is not an element"),
+            "{e:?}"
+        );
+        let replace = ElementEdit {
+            replace: Some(vec!["10.1.0.0/16".into(), "10.1.0.0/16".into()]),
+            add: vec!["10.2.0.1".into()],
+            ..ElementEdit::default()
+        };
+        let c4 = edit_policy_elements("bad".into(), replace)(&c2).unwrap();
+        assert_eq!(c4.policies[0].elements.len(), 2);
         let attached = update_farm(
             "web".into(),
-            obj(serde_json::json!({"policies": ["bad"]})),
-            Vec::new(),
+            Patch {
+                set: obj(serde_json::json!({"policies": ["bad"]})),
+                removed: Vec::new(),
+            },
         )(&c)
         .unwrap();
         assert!(matches!(
@@ -361,15 +380,18 @@ mod tests {
         other.farms[0].name = "db".into();
         other.farms[0].virtual_addresses = vec!["192.0.2.2".parse().unwrap()];
         other.policies.clear();
-        let merged = import(other.clone(), false)(&c).unwrap();
+        let merged = import(other.clone(), ImportMode::Merge)(&c).unwrap();
         assert_eq!(merged.farms.len(), 2);
         assert_eq!(merged.policies.len(), 1);
-        let replaced = import(other, true)(&c).unwrap();
+        let replaced = import(other, ImportMode::Replace)(&c).unwrap();
         assert_eq!((replaced.farms.len(), replaced.policies.len()), (1, 0));
         // a merge that makes two farms claim one service is refused whole
         let mut clash = config();
         clash.farms[0].name = "twin".into();
         clash.policies.clear();
-        assert!(matches!(import(clash, false)(&c), Err(ServiceError::Invalid(_))));
+        assert!(matches!(
+            import(clash, ImportMode::Merge)(&c),
+            Err(ServiceError::Invalid(_))
+        ));
     }
 }

@@ -3,12 +3,14 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
-use tokio::sync::OnceCell;
 
 use super::Reply;
 use crate::model::{effective_priority, is_active, parse_config, parse_farm_value, parse_policy_value};
-use crate::polkit::{self, Answer, Details, Subject};
-use crate::service::{Event, Origin, Service, ServiceError, edit, ops};
+use crate::polkit::Subject;
+use crate::service::operation::Kind;
+use crate::service::{
+    Caller, ElementEdit, Event, ImportMode, Operation, Output, Patch, Service, ServiceError, edit,
+};
 
 /// The interface description served by `GetInterfaceDescription`.
 const DESCRIPTION: &str = include_str!("../../varlink/org.nftlbd1.varlink");
@@ -22,33 +24,32 @@ error InvalidParameter (parameter: string)
 error PermissionDenied ()
 ";
 
-/// What every connection shares: the service, and a system bus connection to ask polkit.
+/// What every connection shares.
 pub struct Ctx {
     pub service: Service,
-    polkit: OnceCell<Option<zbus::Connection>>,
 }
 
 impl Ctx {
     pub fn new(service: Service) -> Ctx {
-        Ctx {
-            service,
-            polkit: OnceCell::new(),
-        }
-    }
-
-    async fn polkit(&self) -> Option<&zbus::Connection> {
-        self.polkit
-            .get_or_init(|| async { zbus::Connection::system().await.ok() })
-            .await
-            .as_ref()
+        Ctx { service }
     }
 }
 
-/// Who calls, from the socket's credentials, and whether this call allows polkit to ask them.
-pub struct Caller {
-    pub uid: u32,
-    pub pid: Option<u32>,
-    pub interactive: bool,
+const HOW_TO_ASK: &str = "call with \"allowInteractiveAuthentication\": true, with an agent running, as nftlbctl does at a terminal";
+
+/// The caller of a connection, from the socket's credentials (the kernel's, not the caller's
+/// word); `interactive` is this call's `allowInteractiveAuthentication`.
+pub fn caller(uid: u32, pid: Option<u32>, interactive: bool) -> Caller {
+    Caller {
+        // Without a pid polkit cannot identify the process: it refuses, as it should.
+        subject: Subject::Process {
+            pid: pid.unwrap_or(0),
+            uid,
+        },
+        uid,
+        interactive,
+        how_to_ask: HOW_TO_ASK,
+    }
 }
 
 type Result<T> = std::result::Result<T, Reply>;
@@ -76,6 +77,7 @@ impl From<ServiceError> for Reply {
             }
             ServiceError::NotFound(m) => error("NotFound", json!({ "message": m })),
             ServiceError::Exists(m) => error("Exists", json!({ "message": m })),
+            ServiceError::NotAuthorized(m) => error("NotAuthorized", json!({ "message": m })),
             ServiceError::Unsupported { field, reason } => {
                 error("Unsupported", json!({ "field": field, "reason": reason }))
             }
@@ -101,60 +103,20 @@ fn param<T: DeserializeOwned>(params: &Value, name: &str) -> Result<T> {
     })
 }
 
-/// polkit's answer for the caller (root: yes); `interactive`: polkit may ask the caller's agent.
-async fn answer(
-    ctx: &Ctx,
-    caller: &Caller,
-    action: &str,
-    details: &Details,
-    interactive: bool,
-) -> Result<Answer> {
-    if caller.uid == 0 {
-        return Ok(Answer::Yes);
-    }
-    let refused = |m: String| error("NotAuthorized", json!({ "message": m }));
-    let pid = caller
-        .pid
-        .ok_or_else(|| refused("the caller's process is unknown".into()))?;
-    let conn = ctx
-        .polkit()
-        .await
-        .ok_or_else(|| refused("polkit cannot be asked: no system bus".into()))?;
-    let subject = Subject::Process { pid, uid: caller.uid };
-    polkit::check(conn, &subject, action, details, interactive)
-        .await
-        .map_err(refused)
-}
-
-/// Refuses unless polkit says yes. A call with `"allowInteractiveAuthentication": true` (the
-/// parameter systemd's varlink services take) lets polkit ask the caller's agent.
-async fn require(ctx: &Ctx, caller: &Caller, action: &str, details: Details) -> Result<()> {
-    let interactive = caller.interactive;
-    match answer(ctx, caller, action, &details, interactive).await? {
-        Answer::Yes => Ok(()),
-        a => {
-            let how = "call with \"allowInteractiveAuthentication\": true, with an agent running, as nftlbctl does at a terminal";
-            let message = polkit::refusal(action, a, interactive, how);
-            Err(error("NotAuthorized", json!({ "message": message })))
-        }
-    }
-}
-
 /// `changes` as a patch: keys to set, and keys set to null (back to their defaults).
-fn patch(changes: Map<String, Value>, at: &str) -> Result<(Map<String, Value>, Vec<String>)> {
+fn patch(changes: Map<String, Value>, at: &str) -> Result<Patch> {
     if changes.contains_key("name") {
         return Err(invalid(format!("{at}.name"), "is changed by renaming"));
     }
-    let mut set = Map::new();
-    let mut removed = Vec::new();
+    let mut p = Patch::default();
     for (k, v) in changes {
         if v.is_null() {
-            removed.push(k);
+            p.removed.push(k);
         } else {
-            set.insert(k, v);
+            p.set.insert(k, v);
         }
     }
-    Ok((set, removed))
+    Ok(p)
 }
 
 /// The `name` of an object given as canonical JSON, checked as API.md names are.
@@ -175,11 +137,6 @@ fn object(v: Value, at: &str) -> Result<Map<String, Value>> {
     }
 }
 
-async fn change(ctx: &Ctx, c: impl ops::Change) -> Result<Value> {
-    ctx.service.change(Origin::api(), c).await?;
-    Ok(json!({}))
-}
-
 pub async fn call(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Reply {
     match dispatch(ctx, caller, method, p).await {
         Ok(v) => Reply::Ok(v),
@@ -191,75 +148,155 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
     let Some(name) = method.strip_prefix("org.nftlbd1.") else {
         return service_method(method, &p);
     };
-    let svc = &ctx.service;
-    match name {
-        "GetConfig" => {
-            let config = serde_json::to_value(&*svc.config()).unwrap_or_default();
-            Ok(json!({ "config": config, "generation": svc.generation() }))
+    if name == "Monitor" {
+        return match monitor_now(ctx) {
+            Reply::Ok(v) => Ok(v),
+            e => Err(e),
+        };
+    }
+    let op = operation(name, &p).ok_or_else(|| {
+        Reply::Err(
+            "org.varlink.service.MethodNotFound".into(),
+            json!({ "method": method }),
+        )
+    })??;
+    let kind = op.kind();
+    let farm = match &op {
+        Operation::GetFarm { farm } => Some(farm.clone()),
+        _ => None,
+    };
+    let out = ctx.service.execute(caller, op).await?;
+    match (out, farm) {
+        // A farm comes with what the kernel counts for it.
+        (Output::Farm(f), Some(name)) => {
+            let counters = ctx
+                .service
+                .execute(caller, Operation::GetFarmCounters { farm: name })
+                .await?;
+            Ok(farm_reply(&f, counters))
         }
-        "ListFarms" => {
-            let names: Vec<String> = svc.config().farms.iter().map(|f| f.name.clone()).collect();
-            Ok(json!({ "farms": names }))
-        }
-        "GetFarm" => get_farm(ctx, param(&p, "name")?).await,
+        (out, _) => Ok(reply(kind, out)),
+    }
+}
+
+/// The operation a method asks for: `None` for a method that is not one; `Some(Err)` for
+/// parameters that do not make one.
+fn operation(name: &str, p: &Value) -> Option<Result<Operation>> {
+    translate(name, p).transpose()
+}
+
+/// Every method of `org.nftlbd1` but `Monitor`, as its operation.
+pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
+    let s = |key: &str| param::<String>(p, key);
+    Ok(Some(match name {
+        "GetConfig" => Operation::GetConfig,
+        "ListFarms" => Operation::ListFarms,
+        "GetFarm" => Operation::GetFarm { farm: s("name")? },
+        "GetPolicy" => Operation::GetPolicy { policy: s("name")? },
+        "ListSessions" => Operation::ListSessions { farm: s("farm")? },
+        "GetPolicyCounters" => Operation::GetPolicyCounters { policy: s("name")? },
+        "GetPermissions" => Operation::GetPermissions,
         "CreateFarm" => {
-            let obj = object(param(&p, "farm")?, "farm")?;
+            let obj = object(param(p, "farm")?, "farm")?;
             let name = object_name(&obj, "farm")?;
-            require(ctx, caller, polkit::FARM_MANAGE, Details::farm(&name, "create")).await?;
             let farm = parse_farm_value(Value::Object(obj), &format!("farms[{name}]"))?;
-            change(ctx, ops::create_farm(farm)).await
+            Operation::CreateFarm { farm: Box::new(farm) }
         }
         "UpdateFarm" => {
-            let name: String = param(&p, "name")?;
-            let (set, removed) = patch(param(&p, "changes")?, &format!("farms[{name}]"))?;
-            require(ctx, caller, polkit::FARM_MANAGE, Details::farm(&name, "update")).await?;
-            change(ctx, ops::update_farm(name, set, removed)).await
+            let farm = s("name")?;
+            let patch = patch(param(p, "changes")?, &format!("farms[{farm}]"))?;
+            Operation::UpdateFarm { farm, patch }
         }
-        "RenameFarm" => {
-            let (name, new): (String, String) = (param(&p, "name")?, param(&p, "newName")?);
-            require(ctx, caller, polkit::FARM_MANAGE, Details::farm(&name, "rename")).await?;
-            change(ctx, ops::rename_farm(name, new)).await
-        }
-        "DeleteFarm" => {
-            let name: String = param(&p, "name")?;
-            require(ctx, caller, polkit::FARM_MANAGE, Details::farm(&name, "delete")).await?;
-            change(ctx, ops::delete_farm(name)).await
-        }
+        "RenameFarm" => Operation::RenameFarm {
+            farm: s("name")?,
+            new_name: s("newName")?,
+        },
+        "DeleteFarm" => Operation::DeleteFarm { farm: s("name")? },
         "AddBackend" => {
-            let farm: String = param(&p, "farm")?;
+            let farm = s("farm")?;
             let at = format!("farms[{farm}].backends");
-            let obj = object(param(&p, "backend")?, &at)?;
-            let name = object_name(&obj, &at)?;
-            let details = Details::backend(&farm, &name, "add");
-            require(ctx, caller, polkit::BACKEND_MANAGE, details).await?;
-            change(ctx, ops::add_backend(farm, obj)).await
+            let backend = object(param(p, "backend")?, &at)?;
+            object_name(&backend, &at)?;
+            Operation::AddBackend { farm, backend }
         }
         "UpdateBackend" => {
-            let (farm, backend): (String, String) = (param(&p, "farm")?, param(&p, "backend")?);
-            let at = format!("farms[{farm}].backends[{backend}]");
-            let (set, removed) = patch(param(&p, "changes")?, &at)?;
-            let details = Details::backend(&farm, &backend, "update");
-            require(ctx, caller, polkit::BACKEND_MANAGE, details).await?;
-            change(ctx, ops::update_backend(farm, backend, set, removed)).await
+            let (farm, backend) = (s("farm")?, s("backend")?);
+            let patch = patch(
+                param(p, "changes")?,
+                &format!("farms[{farm}].backends[{backend}]"),
+            )?;
+            Operation::UpdateBackend { farm, backend, patch }
         }
-        "RemoveBackend" => {
-            let (farm, backend): (String, String) = (param(&p, "farm")?, param(&p, "backend")?);
-            let details = Details::backend(&farm, &backend, "remove");
-            require(ctx, caller, polkit::BACKEND_MANAGE, details).await?;
-            change(ctx, ops::remove_backend(farm, backend)).await
+        "RemoveBackend" => Operation::RemoveBackend {
+            farm: s("farm")?,
+            backend: s("backend")?,
+        },
+        "SetBackendState" => Operation::SetBackendState {
+            farm: s("farm")?,
+            backend: s("backend")?,
+            state: s("state")?,
+        },
+        "AddSession" => Operation::AddSession {
+            farm: s("farm")?,
+            client: s("client")?,
+            backend: s("backend")?,
+        },
+        "DeleteSession" => Operation::DeleteSession {
+            farm: s("farm")?,
+            client: s("client")?,
+        },
+        "FlushSessions" => Operation::FlushSessions { farm: s("farm")? },
+        "CreatePolicy" => {
+            let obj = object(param(p, "policy")?, "policy")?;
+            let name = object_name(&obj, "policy")?;
+            let policy = parse_policy_value(Value::Object(obj), &format!("policies[{name}]"))?;
+            Operation::CreatePolicy {
+                policy: Box::new(policy),
+            }
         }
-        "SetBackendState" => {
-            let (farm, backend): (String, String) = (param(&p, "farm")?, param(&p, "backend")?);
-            let state: String = param(&p, "state")?;
-            let details = Details::backend(&farm, &backend, &format!("set-state {state}"));
-            require(ctx, caller, polkit::BACKEND_SET_STATE, details).await?;
-            change(ctx, ops::set_backend_state(farm, backend, state)).await
+        "DeletePolicy" => Operation::DeletePolicy { policy: s("name")? },
+        "EditPolicyElements" => Operation::EditPolicyElements {
+            policy: s("name")?,
+            edit: ElementEdit {
+                replace: param(p, "replace")?,
+                remove: param::<Option<Vec<String>>>(p, "remove")?.unwrap_or_default(),
+                add: param::<Option<Vec<String>>>(p, "add")?.unwrap_or_default(),
+            },
+        },
+        "ImportConfig" => {
+            let mode: String = s("mode")?;
+            let mode = ImportMode::parse(&mode)
+                .ok_or_else(|| invalid("mode", format!("{mode:?} is not merge or replace")))?;
+            let config: Value = param(p, "config")?;
+            Operation::ImportConfig {
+                config: Box::new(parse_config(&config.to_string())?),
+                mode,
+            }
         }
-        "ListSessions" => {
-            let farm: String = param(&p, "farm")?;
-            let details = Details::farm(&farm, "list-sessions");
-            require(ctx, caller, polkit::INFO, details).await?;
-            let list = svc.query(move |e| e.sessions(&farm)).await?;
+        "Reload" => Operation::Reload,
+        _ => return Ok(None),
+    }))
+}
+
+/// An operation's output as the method's reply parameters.
+fn reply(kind: Kind, out: Output) -> Value {
+    match out {
+        Output::Done { .. } => json!({}),
+        Output::Config { config, generation } => {
+            json!({ "config": to_json(&*config), "generation": generation })
+        }
+        Output::Names(names) => json!({ "farms": names }),
+        Output::Farm(f) => json!({ "farm": to_json(&*f) }),
+        Output::Policy(p) => json!({ "policy": to_json(&*p) }),
+        Output::Traffic((packets, bytes)) => json!({ "packets": packets, "bytes": bytes }),
+        Output::FarmCounters { farm, backends } => {
+            let backends: Vec<Value> = backends
+                .into_iter()
+                .map(|(n, (p, b))| json!({ "name": n, "packets": p, "bytes": b }))
+                .collect();
+            json!({ "packets": farm.0, "bytes": farm.1, "backends": backends })
+        }
+        Output::Sessions(list) => {
             let sessions: Vec<Value> = list
                 .into_iter()
                 .map(|s| {
@@ -267,134 +304,44 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
                             "static": s.expires_ms.is_none(), "expiresMs": s.expires_ms.unwrap_or(0) })
                 })
                 .collect();
-            Ok(json!({ "sessions": sessions }))
+            json!({ "sessions": sessions })
         }
-        "CreatePolicy" => {
-            let obj = object(param(&p, "policy")?, "policy")?;
-            let name = object_name(&obj, "policy")?;
-            let details = Details {
-                policy: name.clone(),
-                verb: "create".into(),
-                ..Details::default()
-            };
-            require(ctx, caller, polkit::POLICY_MANAGE, details).await?;
-            let policy = parse_policy_value(Value::Object(obj), &format!("policies[{name}]"))?;
-            change(ctx, ops::create_policy(policy)).await
+        Output::PolicyCounters(c) => {
+            let counters: Vec<Value> = c
+                .into_iter()
+                .map(|(e, p, b)| json!({ "element": e, "packets": p, "bytes": b }))
+                .collect();
+            json!({ "counters": counters })
         }
-        "DeletePolicy" | "EditPolicyElements" | "GetPolicyCounters" => {
-            let policy: String = param(&p, "name")?;
-            let details = Details {
-                policy: policy.clone(),
-                verb: name.to_string(),
-                ..Details::default()
-            };
-            match name {
-                "DeletePolicy" => {
-                    require(ctx, caller, polkit::POLICY_MANAGE, details).await?;
-                    change(ctx, ops::delete_policy(policy)).await
-                }
-                "EditPolicyElements" => {
-                    let add: Option<Vec<String>> = param(&p, "add")?;
-                    let remove: Option<Vec<String>> = param(&p, "remove")?;
-                    let replace: Option<Vec<String>> = param(&p, "replace")?;
-                    require(ctx, caller, polkit::POLICY_MANAGE, details).await?;
-                    let at = format!("policies[{policy}].elements");
-                    let edit = move |list: &mut Vec<String>| {
-                        if let Some(r) = replace {
-                            *list = r;
-                        }
-                        for x in remove.unwrap_or_default() {
-                            let before = list.len();
-                            list.retain(|e| *e != x);
-                            if list.len() == before {
-                                return Err(ServiceError::Invalid(crate::model::Invalid::one(
-                                    at.clone(),
-                                    format!("{x:?} is not an element"),
-                                )));
-                            }
-                        }
-                        for x in add.unwrap_or_default() {
-                            if !list.contains(&x) {
-                                list.push(x);
-                            }
-                        }
-                        Ok(())
-                    };
-                    change(ctx, ops::edit_policy_elements(policy, edit)).await
-                }
-                _ => {
-                    require(ctx, caller, polkit::INFO, details).await?;
-                    let counters = svc.query(move |e| e.policy_counters(&policy)).await?;
-                    let counters: Vec<Value> = counters
-                        .into_iter()
-                        .map(|(e, p, b)| json!({ "element": e, "packets": p, "bytes": b }))
-                        .collect();
-                    Ok(json!({ "counters": counters }))
-                }
-            }
+        Output::Permissions(list) => {
+            let words: Map<String, Value> = list
+                .into_iter()
+                .map(|(action, a)| (action.to_string(), Value::from(a.word())))
+                .collect();
+            debug_assert_eq!(kind, Kind::GetPermissions);
+            json!({ "permissions": words })
         }
-        "ImportConfig" => {
-            let mode: String = param(&p, "mode")?;
-            let replace = match mode.as_str() {
-                "replace" => true,
-                "merge" => false,
-                other => return Err(invalid("mode", format!("{other:?} is not merge or replace"))),
-            };
-            let config: Value = param(&p, "config")?;
-            require(
-                ctx,
-                caller,
-                polkit::CONFIG,
-                Details::verb(&format!("import {mode}")),
-            )
-            .await?;
-            let incoming = parse_config(&config.to_string())?;
-            change(ctx, ops::import(incoming, replace)).await
-        }
-        "Reload" => {
-            require(ctx, caller, polkit::CONFIG, Details::verb("reload")).await?;
-            svc.reload().await?;
-            Ok(json!({}))
-        }
-        "GetPermissions" => {
-            let mut out = Map::new();
-            for action in polkit::ALL {
-                let word = match answer(ctx, caller, action, &Details::default(), false).await? {
-                    Answer::Yes => "yes",
-                    Answer::No => "no",
-                    Answer::Auth => "auth",
-                };
-                out.insert(action.to_string(), Value::from(word));
-            }
-            Ok(json!({ "permissions": out }))
-        }
-        "Monitor" => match monitor_now(ctx) {
-            Reply::Ok(v) => Ok(v),
-            e => Err(e),
-        },
-        _ => Err(Reply::Err(
-            "org.varlink.service.MethodNotFound".into(),
-            json!({ "method": method }),
-        )),
     }
 }
 
-async fn get_farm(ctx: &Ctx, name: String) -> Result<Value> {
-    let config = ctx.service.config();
-    let f = config.farm(&name).ok_or_else(|| {
-        error(
-            "NotFound",
-            json!({ "message": format!("no farm is named {name:?}") }),
-        )
-    })?;
-    let farm = serde_json::to_value(f).unwrap_or_default();
+/// The canonical JSON of a model value (they always have one).
+fn to_json<T: serde::Serialize>(x: &T) -> Value {
+    serde_json::to_value(x).unwrap_or(Value::Null)
+}
+
+/// `GetFarm`'s reply: the farm, and per backend whether it takes new connections and what it
+/// carried.
+fn farm_reply(f: &crate::model::Farm, counters: Output) -> Value {
     let prio = effective_priority(f);
     let active: std::collections::HashMap<&str, bool> = f
         .backends
         .iter()
         .map(|b| (b.name.as_str(), is_active(f, b, prio)))
         .collect();
-    let (total, each) = ctx.service.query(move |e| e.farm_traffic(&name)).await?;
+    let (total, each) = match counters {
+        Output::FarmCounters { farm, backends } => (farm, backends),
+        _ => ((0, 0), Vec::new()),
+    };
     let backends: Vec<Value> = each
         .into_iter()
         .map(|(n, (p, b))| {
@@ -402,8 +349,8 @@ async fn get_farm(ctx: &Ctx, name: String) -> Result<Value> {
             json!({ "name": n, "active": a, "packets": p, "bytes": b })
         })
         .collect();
-    Ok(json!({ "farm": farm, "status": {
-        "effectivePriority": prio, "packets": total.0, "bytes": total.1, "backends": backends } }))
+    json!({ "farm": to_json(f), "status": {
+        "effectivePriority": prio, "packets": total.0, "bytes": total.1, "backends": backends } })
 }
 
 /// `org.varlink.service`: what this service is, and its interfaces' descriptions.
@@ -442,26 +389,15 @@ pub fn monitor_now(ctx: &Ctx) -> Reply {
     Reply::Ok(json!({ "generation": ctx.service.generation(), "farms": [], "policies": [] }))
 }
 
-/// One committed change: the farms and policies it touched.
+/// One committed change: the farms and policies it touched, and what changed in them (objects,
+/// keys with old and new values, backend state transitions with their reason).
 pub fn monitor_event(ev: &Event) -> Reply {
+    let farms: Vec<&str> = ev.diff.farms.iter().map(|f| f.name.as_str()).collect();
+    let policies: Vec<&str> = ev.diff.policies.iter().map(|p| p.name.as_str()).collect();
     Reply::Ok(json!({
         "generation": ev.generation,
-        "farms": changed(&ev.old.farms, &ev.new.farms, |f| &f.name),
-        "policies": changed(&ev.old.policies, &ev.new.policies, |p| &p.name),
+        "farms": farms,
+        "policies": policies,
+        "changes": to_json(&ev.diff),
     }))
-}
-
-/// The names of the items that are new, different or gone.
-fn changed<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> Vec<String> {
-    let mut out: Vec<String> = new
-        .iter()
-        .filter(|n| !old.iter().any(|o| name(o) == name(n) && o == *n))
-        .map(|n| name(n).clone())
-        .collect();
-    out.extend(
-        old.iter()
-            .filter(|o| !new.iter().any(|n| name(n) == name(o)))
-            .map(|o| name(o).clone()),
-    );
-    out
 }

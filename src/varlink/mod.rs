@@ -6,7 +6,7 @@
 //! "parameters": {...}, "more": bool, "oneway": bool}`; a reply `{"parameters": {...}}` or
 //! `{"error": "iface.Error", "parameters": {...}}`, with `"continues": true` while more follow.
 
-mod methods;
+pub(crate) mod methods;
 
 use std::io;
 use std::os::fd::FromRawFd;
@@ -20,8 +20,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::service::Service;
 
-/// Where the daemon listens unless told otherwise (API.md).
-pub const DEFAULT_SOCKET: &str = "/run/nftlbd/org.nftlbd1";
+/// Where the daemon listens unless told otherwise.
+pub use crate::schema::VARLINK_SOCKET as DEFAULT_SOCKET;
 /// The largest message read (a whole configuration fits many times over).
 const MAX_MESSAGE: u64 = 64 << 20;
 
@@ -167,14 +167,11 @@ async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()
                 }
             }
         }
-        let caller = methods::Caller {
-            uid,
-            pid,
-            interactive: params
-                .get("allowInteractiveAuthentication")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        };
+        let interactive = params
+            .get("allowInteractiveAuthentication")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let caller = methods::caller(uid, pid, interactive);
         let reply = methods::call(&ctx, &caller, &call.method, params).await;
         if !call.oneway {
             wr.write_all(&encode(&reply, false)).await?;

@@ -1,0 +1,377 @@
+//! What one commit changed, computed once by the service and carried by its event: farms,
+//! backends and policies added, removed and changed (keys with old and new values), and backend
+//! state transitions with their reason. The D-Bus objects and signals, the varlink Monitor and
+//! the journal all read it; none of them compares configurations again.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::model::{Backend, BackendState, Config, Farm, Policy, effective_priority, is_active};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum What {
+    Added,
+    Removed,
+    Changed,
+}
+
+/// One canonical key: its value before and after (`null`: not set, its default applies).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyChange {
+    pub key: String,
+    pub old: Value,
+    pub new: Value,
+}
+
+/// A backend's state before and after, and why it changed (`api`, `health-check`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub old: BackendState,
+    pub new: BackendState,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendChange {
+    pub name: String,
+    pub what: What,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyChange>,
+    /// Whether the scheduler gives it new connections, when that changed (priority tiers make it
+    /// follow the other backends too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Transition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FarmChange {
+    pub name: String,
+    pub what: What,
+    /// The farm's own keys (its backends are in `backends`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyChange>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendChange>,
+    /// Whether the list of backends (names, order) changed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub backend_list: bool,
+    /// The highest backend priority in use, when it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_priority: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyChange {
+    pub name: String,
+    pub what: What,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyChange>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diff {
+    pub farms: Vec<FarmChange>,
+    pub policies: Vec<PolicyChange>,
+    /// Whether the list of farms (names, order) changed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub farm_list: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub policy_list: bool,
+}
+
+impl Diff {
+    /// What changed from `old` to `new`; state transitions are said to be for `reason`.
+    pub fn between(old: &Config, new: &Config, reason: &str) -> Diff {
+        let mut farms = Vec::new();
+        let after: HashMap<&str, &Farm> = new.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+        let before: HashMap<&str, &Farm> = old.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+        for f in &old.farms {
+            if !after.contains_key(f.name.as_str()) {
+                farms.push(FarmChange::whole(f, What::Removed));
+            }
+        }
+        for f in &new.farms {
+            match before.get(f.name.as_str()) {
+                None => farms.push(FarmChange::whole(f, What::Added)),
+                Some(o) if *o != f => farms.push(farm_change(o, f, reason)),
+                Some(_) => {}
+            }
+        }
+        let mut policies = Vec::new();
+        let after: HashMap<&str, &Policy> = new.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+        let before: HashMap<&str, &Policy> = old.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+        for p in &old.policies {
+            if !after.contains_key(p.name.as_str()) {
+                policies.push(PolicyChange {
+                    name: p.name.clone(),
+                    what: What::Removed,
+                    keys: Vec::new(),
+                });
+            }
+        }
+        for p in &new.policies {
+            let (what, keys) = match before.get(p.name.as_str()) {
+                None => (What::Added, Vec::new()),
+                Some(o) if *o != p => (What::Changed, keys(&object(*o), &object(p))),
+                Some(_) => continue,
+            };
+            policies.push(PolicyChange {
+                name: p.name.clone(),
+                what,
+                keys,
+            });
+        }
+        Diff {
+            farms,
+            policies,
+            farm_list: old
+                .farms
+                .iter()
+                .map(|f| &f.name)
+                .ne(new.farms.iter().map(|f| &f.name)),
+            policy_list: old
+                .policies
+                .iter()
+                .map(|p| &p.name)
+                .ne(new.policies.iter().map(|p| &p.name)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.farms.is_empty() && self.policies.is_empty()
+    }
+
+    /// Every backend state transition: (farm, backend, transition).
+    pub fn transitions(&self) -> impl Iterator<Item = (&str, &str, &Transition)> {
+        self.farms.iter().flat_map(|f| {
+            f.backends
+                .iter()
+                .filter_map(move |b| b.state.as_ref().map(|t| (f.name.as_str(), b.name.as_str(), t)))
+        })
+    }
+}
+
+impl FarmChange {
+    fn whole(f: &Farm, what: What) -> FarmChange {
+        FarmChange {
+            name: f.name.clone(),
+            what,
+            keys: Vec::new(),
+            backends: Vec::new(),
+            backend_list: false,
+            effective_priority: None,
+        }
+    }
+}
+
+fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
+    let (prio_old, prio_new) = (effective_priority(old), effective_priority(new));
+    let before: HashMap<&str, &Backend> = old.backends.iter().map(|b| (b.name.as_str(), b)).collect();
+    let after: HashMap<&str, &Backend> = new.backends.iter().map(|b| (b.name.as_str(), b)).collect();
+    let mut backends = Vec::new();
+    for b in &old.backends {
+        if !after.contains_key(b.name.as_str()) {
+            backends.push(BackendChange {
+                name: b.name.clone(),
+                what: What::Removed,
+                keys: Vec::new(),
+                active: None,
+                state: None,
+            });
+        }
+    }
+    for b in &new.backends {
+        let Some(o) = before.get(b.name.as_str()) else {
+            backends.push(BackendChange {
+                name: b.name.clone(),
+                what: What::Added,
+                keys: Vec::new(),
+                active: None,
+                state: None,
+            });
+            continue;
+        };
+        let (was, is) = (is_active(old, o, prio_old), is_active(new, b, prio_new));
+        if *o == b && was == is {
+            continue;
+        }
+        let state = (o.state != b.state).then(|| Transition {
+            old: o.state,
+            new: b.state,
+            reason: reason.to_string(),
+        });
+        backends.push(BackendChange {
+            name: b.name.clone(),
+            what: What::Changed,
+            keys: if *o == b {
+                Vec::new()
+            } else {
+                keys(&object(*o), &object(b))
+            },
+            active: (was != is).then_some(is),
+            state,
+        });
+    }
+    FarmChange {
+        name: new.name.clone(),
+        what: What::Changed,
+        keys: keys(&farm_keys(old), &farm_keys(new)),
+        backends,
+        backend_list: old
+            .backends
+            .iter()
+            .map(|b| &b.name)
+            .ne(new.backends.iter().map(|b| &b.name)),
+        effective_priority: (prio_old != prio_new).then_some(prio_new),
+    }
+}
+
+/// A farm's own keys as canonical JSON, without its backends.
+fn farm_keys(f: &Farm) -> Map<String, Value> {
+    let mut m = object(f);
+    m.remove("backends");
+    m
+}
+
+fn object<T: Serialize>(x: &T) -> Map<String, Value> {
+    match serde_json::to_value(x) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The keys whose values differ, in the order of `new` then the removed ones.
+fn keys(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<KeyChange> {
+    let mut out: Vec<KeyChange> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| KeyChange {
+            key: k.clone(),
+            old: old.get(k).cloned().unwrap_or(Value::Null),
+            new: v.clone(),
+        })
+        .collect();
+    out.extend(
+        old.iter()
+            .filter(|(k, _)| !new.contains_key(*k))
+            .map(|(k, v)| KeyChange {
+                key: k.clone(),
+                old: v.clone(),
+                new: Value::Null,
+            }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_config;
+
+    fn config(v: serde_json::Value) -> Config {
+        parse_config(&v.to_string()).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({"farms": [
+            {"name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
+             "backends": [{"name": "a", "ip-addr": "10.0.0.1"},
+                          {"name": "b", "ip-addr": "10.0.0.2", "priority": 2}]},
+            {"name": "db", "virtual-addresses": ["192.0.2.2"]}],
+            "policies": [{"name": "bl", "elements": ["10.9.0.1"]}]})
+    }
+
+    #[test]
+    fn nothing_changed_is_empty() {
+        let c = config(base());
+        assert!(Diff::between(&c, &c, "api").is_empty());
+    }
+
+    #[test]
+    fn a_drain_that_brings_in_the_next_tier() {
+        let old = config(base());
+        let mut v = base();
+        v["farms"][0]["backends"][0]["state"] = "drain".into();
+        let new = config(v);
+        let d = Diff::between(&old, &new, "health-check");
+        assert_eq!(d.farms.len(), 1);
+        let f = &d.farms[0];
+        assert_eq!((f.name.as_str(), f.what), ("web", What::Changed));
+        assert!(f.keys.is_empty() && !f.backend_list);
+        assert_eq!(f.effective_priority, Some(2));
+        let a = &f.backends.iter().find(|b| b.name == "a").unwrap();
+        assert_eq!(
+            a.keys,
+            vec![KeyChange {
+                key: "state".into(),
+                old: "up".into(),
+                new: "drain".into()
+            }]
+        );
+        assert_eq!(a.active, Some(false));
+        assert_eq!(
+            a.state,
+            Some(Transition {
+                old: BackendState::Up,
+                new: BackendState::Drain,
+                reason: "health-check".into()
+            })
+        );
+        // b's keys did not change, but it takes new connections now.
+        let b = &f.backends.iter().find(|b| b.name == "b").unwrap();
+        assert!(b.keys.is_empty() && b.state.is_none());
+        assert_eq!(b.active, Some(true));
+        assert_eq!(d.transitions().count(), 1);
+    }
+
+    #[test]
+    fn adds_removals_and_keys() {
+        let old = config(base());
+        let mut v = base();
+        v["farms"][0]["scheduler"] = "hash".into();
+        v["farms"][0]["virtual-ports"] = "".into();
+        v["farms"][0]["backends"].as_array_mut().unwrap().remove(1);
+        v["farms"][0]["backends"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "c", "ip-addr": "10.0.0.3"}));
+        v["farms"].as_array_mut().unwrap().remove(1);
+        v["policies"][0]["elements"] = serde_json::json!(["10.9.0.1", "10.9.0.2"]);
+        v["policies"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "wl", "type": "whitelist"}));
+        let new = config(v);
+        let d = Diff::between(&old, &new, "api");
+        assert!(d.farm_list && d.policy_list);
+        let whats: Vec<(&str, What)> = d.farms.iter().map(|f| (f.name.as_str(), f.what)).collect();
+        assert_eq!(whats, vec![("db", What::Removed), ("web", What::Changed)]);
+        let web = &d.farms[1];
+        let keys: Vec<&str> = web.keys.iter().map(|k| k.key.as_str()).collect();
+        assert_eq!(keys, vec!["scheduler", "virtual-ports"]);
+        assert_eq!(web.keys[1].new, Value::from(""));
+        assert!(web.backend_list);
+        let bs: Vec<(&str, What)> = web.backends.iter().map(|b| (b.name.as_str(), b.what)).collect();
+        assert_eq!(bs, vec![("b", What::Removed), ("c", What::Added)]);
+        let ps: Vec<(&str, What)> = d.policies.iter().map(|p| (p.name.as_str(), p.what)).collect();
+        assert_eq!(ps, vec![("bl", What::Changed), ("wl", What::Added)]);
+        assert_eq!(d.policies[0].keys[0].key, "elements");
+        // The monitor's JSON names objects and values.
+        let j = serde_json::to_value(&d).unwrap();
+        assert_eq!(
+            j["farms"][1]["backends"][1],
+            serde_json::json!({"name": "c", "what": "added"})
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Running an operation: authorize it from the operation table, then run it in the writer's
+//! turn (changes) or read what it asks for. The front ends call [`Service::execute`] and nothing
+//! else that changes anything.
+
+use super::authority::{Caller, refusal};
+use super::operation::{Operation, Output};
+use super::{Origin, Service, ServiceError, ops};
+use crate::polkit::{self, Details};
+
+impl Service {
+    /// Authorizes `op` for `caller`, then runs it.
+    pub async fn execute(&self, caller: &Caller, op: Operation) -> Result<Output, ServiceError> {
+        self.authorize(caller, &op).await?;
+        if let Operation::GetPermissions = op {
+            return self.permissions(caller).await;
+        }
+        self.run(op).await
+    }
+
+    /// Refuses unless the authority says yes to the operation's action and details.
+    pub async fn authorize(&self, caller: &Caller, op: &Operation) -> Result<(), ServiceError> {
+        let Some((action, details)) = op.authorization() else {
+            return Ok(());
+        };
+        let answer = self
+            .authority
+            .check(caller, action, &details)
+            .await
+            .map_err(ServiceError::NotAuthorized)?;
+        match refusal(caller, action, answer) {
+            None => Ok(()),
+            Some(message) => Err(ServiceError::NotAuthorized(message)),
+        }
+    }
+
+    /// The answer for each action, without details (the general answer) and without asking.
+    async fn permissions(&self, caller: &Caller) -> Result<Output, ServiceError> {
+        let quiet = Caller {
+            interactive: false,
+            ..caller.clone()
+        };
+        let mut out = Vec::new();
+        for action in polkit::ALL {
+            let answer = self
+                .authority
+                .check(&quiet, action, &Details::default())
+                .await
+                .map_err(ServiceError::NotAuthorized)?;
+            out.push((*action, answer));
+        }
+        Ok(Output::Permissions(out))
+    }
+
+    /// Runs an operation that was authorized.
+    async fn run(&self, op: Operation) -> Result<Output, ServiceError> {
+        let o = Origin::api;
+        let generation = match op {
+            Operation::GetConfig => {
+                return Ok(Output::Config {
+                    config: self.config(),
+                    generation: self.generation(),
+                });
+            }
+            Operation::ListFarms => {
+                let names = self.config().farms.iter().map(|f| f.name.clone()).collect();
+                return Ok(Output::Names(names));
+            }
+            Operation::GetFarm { farm } => {
+                let index = self.index();
+                let f = index.farm(&farm).ok_or_else(|| no_farm(&farm))?;
+                return Ok(Output::Farm(Box::new(f.clone())));
+            }
+            Operation::GetPolicy { policy } => {
+                let config = self.config();
+                let p = config
+                    .policies
+                    .iter()
+                    .find(|p| p.name == policy)
+                    .ok_or_else(|| no_policy(&policy))?;
+                return Ok(Output::Policy(Box::new(p.clone())));
+            }
+            Operation::GetTraffic { farm, backend } => {
+                let t = self.query(move |e| e.traffic(&farm, backend.as_deref())).await?;
+                return Ok(Output::Traffic(t));
+            }
+            Operation::GetFarmCounters { farm } => {
+                let (farm, backends) = self.query(move |e| e.farm_traffic(&farm)).await?;
+                return Ok(Output::FarmCounters { farm, backends });
+            }
+            Operation::ListSessions { farm } => {
+                return Ok(Output::Sessions(self.query(move |e| e.sessions(&farm)).await?));
+            }
+            Operation::GetPolicyCounters { policy } => {
+                let c = self.query(move |e| e.policy_counters(&policy)).await?;
+                return Ok(Output::PolicyCounters(c));
+            }
+            // Answered with the caller, in `execute`.
+            Operation::GetPermissions => return Ok(Output::Permissions(Vec::new())),
+            Operation::CreateFarm { farm } => self.change(o(), ops::create_farm(*farm)).await?,
+            Operation::UpdateFarm { farm, patch } => self.change(o(), ops::update_farm(farm, patch)).await?,
+            Operation::RenameFarm { farm, new_name } => {
+                self.change(o(), ops::rename_farm(farm, new_name)).await?
+            }
+            Operation::DeleteFarm { farm } => self.change(o(), ops::delete_farm(farm)).await?,
+            Operation::AddBackend { farm, backend } => {
+                self.change(o(), ops::add_backend(farm, backend)).await?
+            }
+            Operation::UpdateBackend { farm, backend, patch } => {
+                self.change(o(), ops::update_backend(farm, backend, patch))
+                    .await?
+            }
+            Operation::SetBackendState { farm, backend, state } => {
+                self.change(o(), ops::set_backend_state(farm, backend, state))
+                    .await?
+            }
+            Operation::RemoveBackend { farm, backend } => {
+                self.change(o(), ops::remove_backend(farm, backend)).await?
+            }
+            Operation::AddSession {
+                farm,
+                client,
+                backend,
+            } => self.change(o(), ops::add_session(farm, client, backend)).await?,
+            Operation::DeleteSession { farm, client } => {
+                self.operate(o(), move |e| e.delete_session(&farm, &client).map(|_| ()))
+                    .await?
+            }
+            Operation::FlushSessions { farm } => {
+                self.operate(o(), move |e| e.flush_sessions(&farm).map(|_| ()))
+                    .await?
+            }
+            Operation::CreatePolicy { policy } => self.change(o(), ops::create_policy(*policy)).await?,
+            Operation::DeletePolicy { policy } => self.change(o(), ops::delete_policy(policy)).await?,
+            Operation::EditPolicyElements { policy, edit } => {
+                self.change(o(), ops::edit_policy_elements(policy, edit)).await?
+            }
+            Operation::ImportConfig { config, mode } => self.change(o(), ops::import(*config, mode)).await?,
+            Operation::Reload => self.reload().await?,
+        };
+        Ok(Output::Done { generation })
+    }
+}
+
+fn no_farm(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no farm is named {name:?}"))
+}
+
+fn no_policy(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no policy is named {name:?}"))
+}
