@@ -27,7 +27,7 @@ use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
 pub use api::Engine;
-pub use memory::MemoryEngine;
+pub use memory::{MemoryControl, MemoryEngine};
 pub use render::IpFamily;
 use ruleset::FamilyState;
 pub use sessions::SessionInfo;

@@ -13,6 +13,8 @@
 pub mod edit;
 pub mod index;
 pub mod ops;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
