@@ -6,6 +6,8 @@
 //! - `render`: configuration → objects (pure).
 //! - `ruleset`: the desired state's shape and the diff that orders a transaction.
 //! - `actual`: reading our tables back, for start-up reconciliation and repair.
+//! - `api`: the [`Engine`] trait the service holds; [`KernelEngine`] (here) writes the kernel,
+//!   `memory`'s [`MemoryEngine`] keeps the configuration in memory for tests.
 
 mod actual;
 pub mod alloc;
