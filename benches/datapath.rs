@@ -20,7 +20,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nftlbd::engine::{Allocation, Engine};
+use nftlbd::engine::{Allocation, KernelEngine};
 use nftlbd::model::parse_config;
 use serde_json::{Value, json};
 
@@ -241,7 +241,7 @@ fn main() {
             let config = parse_config(&json!({ "farms": c }).to_string()).expect("valid");
             engines.push(
                 run_in(lb, move || {
-                    let mut e = Engine::open().expect("engine");
+                    let mut e = KernelEngine::open().expect("engine");
                     e.reconcile(config, Allocation::default()).expect("load");
                     e
                 })

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nftlbd::engine::layout::{backend_id, farm_tag, shard_of, slot_base};
-use nftlbd::engine::{Allocation, Engine, Outcome};
+use nftlbd::engine::{Allocation, KernelEngine, Outcome};
 use nftlbd::model::{Config, parse_config};
 use serde_json::{Value, json};
 
@@ -145,7 +145,7 @@ fn main() {
             many_farms(n_farms, None),
         );
         let c_grown = many_farms(n_farms, Some(grown));
-        let mut e = Engine::open().expect("engine");
+        let mut e = KernelEngine::open().expect("engine");
         let (d, m) = timed(|| e.reconcile(c_big, Allocation::default()).expect("load"));
         rows[0].1.push(d);
         rows[0].3 = m;

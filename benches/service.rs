@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nftlbd::engine::{Allocation, Engine};
+use nftlbd::engine::{Allocation, KernelEngine};
 use nftlbd::model::{Config, parse_config};
 use serde_json::{Value, json};
 
@@ -94,7 +94,7 @@ fn main() {
     // SAFETY: single-threaded here; moves this process into an empty network namespace, where
     // the direct engine works.
     assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
-    let mut engine = Engine::open().expect("engine");
+    let mut engine = KernelEngine::open().expect("engine");
 
     let farm = farm_json(n);
     let doc = |f: &Value| -> Config { parse_config(&json!({"farms": [f]}).to_string()).expect("valid") };

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{in_netns, nft, nft_stdin};
-use nftlbd::engine::{Allocation, Engine, EngineError};
+use nftlbd::engine::{Allocation, EngineError, KernelEngine};
 use nftlbd::model::{Config, parse_config};
 use serde_json::{Value, json};
 
@@ -44,7 +44,7 @@ fn every_layout_feature_lists_and_reparses_with_nft() {
             {"name": "h", "scheduler": "hash", "sched-param": ["srcip", "dstip", "srcport", "dstport", "srcmac", "dstmac"],
              "virtual-addresses": ["192.0.2.6"], "backends": [{"name": "x", "ip-addr": "10.0.0.1"}]}
         ]));
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c.clone(), Allocation::default()).unwrap();
         let listing = nft(&["list", "ruleset"]);
         nft_stdin(&["-c"], &listing)
@@ -83,7 +83,7 @@ fn every_layout_feature_lists_and_reparses_with_nft() {
 fn one_backend_more_or_less_in_a_large_farm_is_a_small_transaction() {
     in_netns(|| {
         let mut farms = json!([farm("big", "192.0.2.1", 2000), farm("other", "192.0.2.2", 3)]);
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         let first = e.reconcile(config(farms.clone()), Allocation::default()).unwrap();
         assert!(first.messages > 5);
         farms[0]["backends"]
@@ -114,7 +114,7 @@ fn one_backend_more_or_less_in_a_large_farm_is_a_small_transaction() {
 fn a_refused_request_changes_nothing() {
     in_netns(|| {
         let farms = json!([farm("web", "192.0.2.1", 3)]);
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(config(farms.clone()), Allocation::default()).unwrap();
         let before = nft(&["list", "ruleset"]);
         // Invalid: refused before the kernel sees anything.
@@ -177,7 +177,7 @@ fn only_our_tables_are_touched() {
     in_netns(|| {
         let other = "table inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n\t\ttcp dport 22 accept\n\t}\n}\ntable ip nat {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t\tmasquerade\n\t}\n}\n";
         nft_stdin(&[], other).unwrap();
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(
             config(json!([farm("web", "192.0.2.1", 2)])),
             Allocation::default(),
@@ -217,7 +217,7 @@ fn every_persistence_and_hash_key_is_accepted_and_reads_back_identically() {
             }
         }
         let c = config(Value::Array(farms));
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c.clone(), Allocation::default()).unwrap();
         let alloc = e.allocation().clone();
         assert_eq!(
@@ -235,7 +235,7 @@ fn port_ranges_shared_by_farms_on_one_address_change_incrementally() {
             json!({"name": name, "virtual-addresses": ["192.0.2.1"], "virtual-ports": ports,
                    "backends": [{"name": "x", "ip-addr": "10.0.0.1"}]})
         };
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(
             config(json!([f("a", "80,1000-1999"), f("b", "2000-2999,3005")])),
             Allocation::default(),
@@ -289,7 +289,7 @@ fn security_rules_list_reparse_and_read_back() {
             .to_string(),
         )
         .unwrap();
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c.clone(), Allocation::default()).unwrap();
         let listing = nft(&["list", "ruleset"]);
         nft_stdin(&["-c"], &listing).unwrap_or_else(|err| panic!("{err}\n{listing}"));
@@ -321,7 +321,7 @@ fn security_rules_list_reparse_and_read_back() {
 #[test]
 fn features_switched_on_and_off_change_only_what_they_need() {
     in_netns(|| {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         let base = json!({"name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
                           "backends": [{"name": "a", "ip-addr": "10.0.0.1"}, {"name": "b", "ip-addr": "10.0.0.2"}]});
         let with = |extra: Value| {
@@ -368,7 +368,7 @@ fn features_switched_on_and_off_change_only_what_they_need() {
 #[test]
 fn a_policy_made_before_its_family_had_a_farm_gets_its_elements() {
     in_netns(|| {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         let policy = json!([{"name": "bad", "elements": ["198.51.100.7", "203.0.113.0/24"]}]);
         let doc =
             |farms: Value| parse_config(&json!({"farms": farms, "policies": policy}).to_string()).unwrap();

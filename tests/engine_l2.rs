@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
 use common::topo::{run_in, serve, tcp_hello, who};
-use nftlbd::engine::{Allocation, Engine, EngineError};
+use nftlbd::engine::{Allocation, EngineError, KernelEngine};
 use nftlbd::model::parse_config;
 use serde_json::json;
 
@@ -181,7 +181,7 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
     };
     let c = parse_config(&farm("hash").to_string()).unwrap();
     let mut e = run_in(&ns[1], move || {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c, Allocation::default()).unwrap();
         e
     });
@@ -440,7 +440,7 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
     )
     .unwrap();
     let mut e = run_in(&ns[1], move || {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c, Allocation::default()).unwrap();
         e
     });
@@ -584,7 +584,7 @@ fn dsr_finds_interfaces_and_backend_macs_itself_and_follows_neighbour_changes() 
     )
     .unwrap();
     let mut e = run_in(&ns[1], move || {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c, Allocation::default()).unwrap();
         e
     });
@@ -752,7 +752,7 @@ fn layer2_farms_over_ipv6_dsr_and_stateless_both_ways() {
     )
     .unwrap();
     let mut e = run_in(&ns[1], move || {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c, Allocation::default()).unwrap();
         e
     });
@@ -811,7 +811,7 @@ fn layer2_farms_over_ipv6_dsr_and_stateless_both_ways() {
     )
     .unwrap();
     let mut e = run_in(&ns[1], move || {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c, Allocation::default()).unwrap();
         e
     });

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use common::topo::*;
-use nftlbd::engine::{Allocation, Engine};
+use nftlbd::engine::{Allocation, KernelEngine};
 use nftlbd::model::{Config, parse_config};
 use serde_json::{Value, json};
 
@@ -24,16 +24,16 @@ fn backends(n: usize, v6: bool) -> Value {
 }
 
 /// An engine living in the balancer's namespace, with `farms` applied.
-fn engine(t: &Topo, farms: Value) -> Engine {
+fn engine(t: &Topo, farms: Value) -> KernelEngine {
     let c = config(farms);
     run_in(&t.lb, move || {
-        let mut e = Engine::open().expect("open the engine");
+        let mut e = KernelEngine::open().expect("open the engine");
         e.reconcile(c, Allocation::default()).expect("first commit");
         e
     })
 }
 
-fn apply(e: &mut Engine, farms: Value) {
+fn apply(e: &mut KernelEngine, farms: Value) {
     e.apply(config(farms)).expect("apply");
 }
 
@@ -483,7 +483,7 @@ fn blacklists_drop_and_count_whitelists_admit_only_listed_clients() {
         {"name": "allow-client", "type": "whitelist", "elements": ["10.8.0.0-10.8.0.9"]}]);
     let c = policies_config(farms.clone(), policies.clone());
     let mut e = run_in(&t.lb, move || {
-        let mut e = Engine::open().unwrap();
+        let mut e = KernelEngine::open().unwrap();
         e.reconcile(c, Allocation::default()).unwrap();
         e
     });

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use nftlbd::engine::{Engine, EngineError, check_supported};
+use nftlbd::engine::{EngineError, KernelEngine, check_supported};
 use nftlbd::model::{self, Config};
 use nftlbd::netlink::KernelFeatures;
 use nftlbd::service::{Options, Service};
@@ -166,7 +166,7 @@ fn check(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
-fn save(args: &Args, engine: &Engine) -> Result<(), CliError> {
+fn save(args: &Args, engine: &KernelEngine) -> Result<(), CliError> {
     let st = State::new(engine.config().clone(), engine.allocation().clone());
     Ok(state::save(&args.state_dir, &st)?)
 }
@@ -178,7 +178,7 @@ fn saved_state(args: &Args) -> Result<Option<State>, CliError> {
 fn apply(args: &Args) -> Result<(), CliError> {
     let config = read_config(args.file.as_ref().expect("checked by parse_args"))?;
     let _lock = state::lock(&args.state_dir)?;
-    let mut engine = Engine::open()?;
+    let mut engine = KernelEngine::open()?;
     let alloc = saved_state(args)?.map(|s| s.allocation).unwrap_or_default();
     let outcome = engine.reconcile(config, alloc)?;
     save(args, &engine)?;

@@ -6,12 +6,16 @@
 //! - `render`: configuration → objects (pure).
 //! - `ruleset`: the desired state's shape and the diff that orders a transaction.
 //! - `actual`: reading our tables back, for start-up reconciliation and repair.
+//! - `api`: the [`Engine`] trait the service holds; [`KernelEngine`] (here) writes the kernel,
+//!   `memory`'s [`MemoryEngine`] keeps the configuration in memory for tests.
 
 mod actual;
 pub mod alloc;
+mod api;
 mod counters;
 pub mod l2;
 pub mod layout;
+pub mod memory;
 mod render;
 pub mod ruleset;
 mod sessions;
@@ -24,6 +28,8 @@ use crate::model::{self, Config, Farm, Invalid, Mode};
 use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
+pub use api::Engine;
+pub use memory::{MemoryControl, MemoryEngine};
 pub use render::IpFamily;
 use ruleset::FamilyState;
 pub use sessions::SessionInfo;
@@ -151,11 +157,11 @@ fn changed_policies(old: &Config, new: &Config) -> BTreeSet<String> {
     out
 }
 
-/// The single writer of our tables.
 /// (packets, bytes) counted for a farm or a backend.
 pub type Traffic = (u64, u64);
 
-pub struct Engine {
+/// The engine on the kernel: the single writer of our tables.
+pub struct KernelEngine {
     conn: Connection,
     features: KernelFeatures,
     config: Config,
@@ -176,12 +182,12 @@ pub struct Engine {
     links: l2::Resolver,
 }
 
-impl Engine {
+impl KernelEngine {
     /// Connects to nf_tables and probes the kernel. Nothing is written until `reconcile`.
-    pub fn open() -> Result<Engine> {
+    pub fn open() -> Result<KernelEngine> {
         let mut conn = Connection::new()?;
         let features = conn.probe()?;
-        Ok(Engine {
+        Ok(KernelEngine {
             conn,
             features,
             config: Config::default(),
@@ -651,5 +657,49 @@ impl Engine {
             messages,
             changes,
         })
+    }
+}
+
+/// The trait forwards to the inherent methods, so code holding a `KernelEngine` (the CLI, kernel
+/// tests, benches) uses it without importing the trait.
+impl Engine for KernelEngine {
+    fn features(&self) -> &KernelFeatures {
+        KernelEngine::features(self)
+    }
+    fn config(&self) -> &Config {
+        KernelEngine::config(self)
+    }
+    fn allocation(&self) -> &Allocation {
+        KernelEngine::allocation(self)
+    }
+    fn reconcile(&mut self, config: Config, alloc: Allocation) -> Result<Outcome> {
+        KernelEngine::reconcile(self, config, alloc)
+    }
+    fn apply(&mut self, config: Config) -> Result<Outcome> {
+        KernelEngine::apply(self, config)
+    }
+    fn policy_counters(&mut self, policy: &str) -> Result<Vec<(String, u64, u64)>> {
+        KernelEngine::policy_counters(self, policy)
+    }
+    fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<Traffic> {
+        KernelEngine::traffic(self, farm, backend)
+    }
+    fn farm_traffic(&mut self, farm: &str) -> Result<(Traffic, Vec<(String, Traffic)>)> {
+        KernelEngine::farm_traffic(self, farm)
+    }
+    fn sessions(&mut self, farm: &str) -> Result<Vec<SessionInfo>> {
+        KernelEngine::sessions(self, farm)
+    }
+    fn delete_session(&mut self, farm: &str, client: &str) -> Result<Outcome> {
+        KernelEngine::delete_session(self, farm, client)
+    }
+    fn flush_sessions(&mut self, farm: &str) -> Result<Outcome> {
+        KernelEngine::flush_sessions(self, farm)
+    }
+    fn refresh_l2(&mut self) -> Result<Outcome> {
+        KernelEngine::refresh_l2(self)
+    }
+    fn portid(&self) -> Option<u32> {
+        Some(KernelEngine::portid(self))
     }
 }

@@ -20,6 +20,8 @@ pub mod operation;
 pub mod ops;
 #[cfg(test)]
 mod parity_tests;
+#[cfg(test)]
+mod tests;
 
 pub use authority::{Authority, Caller};
 pub use operation::{ElementEdit, ImportMode, Operation, Output, Patch};
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, oneshot};
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, KernelEngine};
 use crate::model::{Config, Invalid};
 use crate::netlink::{KernelFeatures, Monitor};
 use crate::state::{self, State};
@@ -98,8 +100,8 @@ pub struct Event {
 }
 
 type Edit = Box<dyn FnOnce(&Config) -> Result<Config, ServiceError> + Send>;
-type Query = Box<dyn FnOnce(&mut Engine) + Send>;
-type EngineOp = Box<dyn FnOnce(&mut Engine) -> Result<(), EngineError> + Send>;
+type Query = Box<dyn FnOnce(&mut dyn Engine) + Send>;
+type EngineOp = Box<dyn FnOnce(&mut dyn Engine) -> Result<(), EngineError> + Send>;
 
 enum Job {
     Change {
@@ -139,19 +141,39 @@ pub struct Service {
 /// Where the service keeps its state, and whether it watches the kernel and the host.
 pub struct Options {
     pub state_dir: PathBuf,
-    /// Repairs foreign changes to its tables and follows the host (off for one-shot tools).
+    /// Repairs foreign changes to its tables and follows the host (off for one-shot tools, and
+    /// for engines that write no kernel tables).
     pub watch: bool,
 }
 
+type Opener = Box<dyn FnOnce() -> Result<Box<dyn Engine>, String> + Send>;
+
 impl Service {
-    /// Opens the engine, makes the kernel match the saved state, and starts the writer thread.
+    /// Opens the kernel engine, makes the kernel match the saved state, and starts the writer
+    /// thread.
     pub fn start(options: Options) -> Result<Service, String> {
+        Service::spawn(
+            options,
+            Box::new(|| {
+                let engine = KernelEngine::open().map_err(|e| e.to_string())?;
+                Ok(Box::new(engine) as Box<dyn Engine>)
+            }),
+        )
+    }
+
+    /// Starts the service on `engine` (the in-memory one in tests): makes it match the saved
+    /// state and starts the writer thread.
+    pub fn start_with(engine: Box<dyn Engine>, options: Options) -> Result<Service, String> {
+        Service::spawn(options, Box::new(move || Ok(engine)))
+    }
+
+    fn spawn(options: Options, open: Opener) -> Result<Service, String> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<Shared>, String>>();
         std::thread::Builder::new()
             .name("nftlbd-writer".into())
             .spawn(move || {
-                let mut writer = match Writer::open(options) {
+                let mut writer = match Writer::open(options, open) {
                     Ok(w) => w,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -238,7 +260,7 @@ impl Service {
     /// Runs `f` on the engine in the writer's turn (reads of runtime state: sessions, counters).
     pub async fn query<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+        f: impl FnOnce(&mut dyn Engine) -> Result<T, EngineError> + Send + 'static,
     ) -> Result<T, ServiceError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
@@ -254,7 +276,7 @@ impl Service {
     pub async fn operate(
         &self,
         origin: Origin,
-        op: impl FnOnce(&mut Engine) -> Result<(), EngineError> + Send + 'static,
+        op: impl FnOnce(&mut dyn Engine) -> Result<(), EngineError> + Send + 'static,
     ) -> Result<u64, ServiceError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
@@ -279,7 +301,7 @@ impl Service {
 
 /// The writer: owns the engine and the state directory (and its lock).
 struct Writer {
-    engine: Engine,
+    engine: Box<dyn Engine>,
     options: Options,
     shared: Arc<Shared>,
     _lock: state::StateLock,
@@ -288,9 +310,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn open(options: Options) -> Result<Writer, String> {
+    fn open(options: Options, open: Opener) -> Result<Writer, String> {
         let lock = state::lock(&options.state_dir).map_err(|e| e.to_string())?;
-        let mut engine = Engine::open().map_err(|e| e.to_string())?;
+        let mut engine = open()?;
         let saved = state::load(&options.state_dir).map_err(|e| e.to_string())?;
         let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
         let o = engine.reconcile(config, alloc).map_err(|e| e.to_string())?;
@@ -298,8 +320,8 @@ impl Writer {
             Some(g) => tracing::info!("reconciled: {} message(s), generation {g}", o.messages),
             None => tracing::info!("the kernel matches the saved state"),
         }
-        save(&options.state_dir, &engine).map_err(|e| e.to_string())?;
-        let (monitor, host) = if options.watch {
+        save(&options.state_dir, engine.as_ref()).map_err(|e| e.to_string())?;
+        let (monitor, host) = if options.watch && engine.portid().is_some() {
             (
                 Some(Monitor::new().map_err(|e| e.to_string())?),
                 // Layer-2 farms follow the host: links, addresses, routes and neighbours.
@@ -334,7 +356,7 @@ impl Writer {
                     let _ = reply.send(self.change(edit, origin));
                 }
                 Ok(Job::Query(q)) => {
-                    q(&mut self.engine);
+                    q(self.engine.as_mut());
                     // Reads change nothing: between them, look at the kernel and the host at
                     // most every 100 ms (a look waits a little for events, and a client may
                     // read thousands of counters in a row).
@@ -370,7 +392,7 @@ impl Writer {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
         self.engine.apply(new.clone())?;
-        if let Err(e) = save(&self.options.state_dir, &self.engine) {
+        if let Err(e) = save(&self.options.state_dir, self.engine.as_ref()) {
             // The kernel has the new configuration but the state file could not follow: put the
             // kernel back, so the three stay as they were.
             if let Err(undo) = self.engine.apply((*old).clone()) {
@@ -409,12 +431,12 @@ impl Writer {
 
     fn operate(&mut self, op: EngineOp, origin: Origin) -> Result<u64, ServiceError> {
         let old = self.published();
-        op(&mut self.engine)?;
+        op(self.engine.as_mut())?;
         if *self.engine.config() == *old {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
         let new = self.engine.config().clone();
-        if let Err(e) = save(&self.options.state_dir, &self.engine) {
+        if let Err(e) = save(&self.options.state_dir, self.engine.as_ref()) {
             if let Err(undo) = self.engine.apply((*old).clone()) {
                 tracing::error!("cannot undo after a failed save: {undo}");
             }
@@ -453,9 +475,8 @@ impl Writer {
 
     /// Puts back what others changed in our tables; lets layer-2 farms follow the host.
     fn watch(&mut self) {
-        let ours = self.engine.portid();
         let mut foreign = false;
-        if let Some(m) = self.monitor.as_mut() {
+        if let (Some(m), Some(ours)) = (self.monitor.as_mut(), self.engine.portid()) {
             loop {
                 match m.next(Some(Duration::from_millis(1))) {
                     Ok(Some(ev)) => {
@@ -499,7 +520,7 @@ impl Writer {
     }
 }
 
-fn save(dir: &std::path::Path, engine: &Engine) -> Result<(), state::StateError> {
+fn save(dir: &std::path::Path, engine: &dyn Engine) -> Result<(), state::StateError> {
     state::save(
         dir,
         &State::new(engine.config().clone(), engine.allocation().clone()),

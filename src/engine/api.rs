@@ -1,0 +1,61 @@
+//! What the service needs of an engine, whatever holds the ruleset: the kernel
+//! ([`KernelEngine`](super::KernelEngine)) or memory ([`MemoryEngine`](super::MemoryEngine), for
+//! tests that run without privileges, a kernel or a bus).
+//!
+//! Every method that changes something is atomic: on error nothing changed, neither the ruleset
+//! nor what [`Engine::config`] and [`Engine::allocation`] return.
+
+use crate::model::Config;
+use crate::netlink::KernelFeatures;
+
+use super::{Allocation, Outcome, Result, SessionInfo, Traffic};
+
+/// An engine: the committed configuration and the means to change and read it. `Send` because
+/// the service's writer thread owns it.
+pub trait Engine: Send {
+    /// What the datapath can do (kernel probes); `check_supported` judges configurations by it.
+    fn features(&self) -> &KernelFeatures;
+
+    /// The configuration last committed.
+    fn config(&self) -> &Config;
+
+    /// The ids and slots of the committed configuration, to be saved with it.
+    fn allocation(&self) -> &Allocation;
+
+    /// Makes the ruleset match `config` whatever it holds now (start-up, reload, repair), keeping
+    /// the ids and slots of `alloc` (the allocation saved with that configuration). Validates
+    /// first; sends nothing when the ruleset already matches.
+    fn reconcile(&mut self, config: Config, alloc: Allocation) -> Result<Outcome>;
+
+    /// Commits a new configuration as one transaction, changing only what differs from the
+    /// committed one. Validates first (the model's rules and what this engine supports).
+    fn apply(&mut self, config: Config) -> Result<Outcome>;
+
+    /// A policy's elements with the packets and bytes each has matched.
+    fn policy_counters(&mut self, policy: &str) -> Result<Vec<(String, u64, u64)>>;
+
+    /// (packets, bytes) of a farm, or of one of its backends. `NotFound` for an unknown name.
+    fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<Traffic>;
+
+    /// A farm's traffic and each of its backends' (in the farm's order), read at once.
+    fn farm_traffic(&mut self, farm: &str) -> Result<(Traffic, Vec<(String, Traffic)>)>;
+
+    /// The farm's sessions: static ones (configuration, no expiry) and learnt ones. Empty for a
+    /// farm without persistence.
+    fn sessions(&mut self, farm: &str) -> Result<Vec<SessionInfo>>;
+
+    /// Forgets one client's session: a static one leaves the configuration (so `config()` then
+    /// differs and must be saved), a learnt one leaves the ruleset. `NotFound` when there is none.
+    fn delete_session(&mut self, farm: &str, client: &str) -> Result<Outcome>;
+
+    /// Forgets every learnt session of the farm; static sessions are configuration and stay.
+    fn flush_sessions(&mut self, farm: &str) -> Result<Outcome>;
+
+    /// Follows the host's interfaces, routes and neighbours for layer-2 farms; sends what differs.
+    fn refresh_l2(&mut self) -> Result<Outcome>;
+
+    /// The netlink port id the engine's changes carry in nf_tables monitor events, so the service
+    /// can tell them from other processes' changes. `None`: the engine writes no kernel tables,
+    /// and there is nothing to watch or repair.
+    fn portid(&self) -> Option<u32>;
+}
