@@ -29,7 +29,7 @@ use crate::netlink::types::concat;
 use crate::netlink::*;
 
 use super::alloc::Allocation;
-use super::layout::{TABLE, shard_of, slot_base};
+use super::layout::{TABLE, is_l2, shard_of, slot_base};
 use super::ruleset::{ChainDef, FamilyState, FarmPart};
 
 pub const SET_L2_SERVICES: &str = "l2-services";
@@ -61,10 +61,6 @@ pub fn backend_traffic_set(farm_id: u16) -> String {
 
 fn ingress_chain(dev: &str) -> String {
     format!("ingress-{dev}")
-}
-
-pub fn is_l2(farm: &Farm) -> bool {
-    matches!(farm.mode, Mode::Dsr | Mode::Stlsdnat)
 }
 
 /// An interface of the engine's network namespace.
@@ -1357,9 +1353,9 @@ fn render_table(
     for p in config.policies.iter().filter(|p| used_policies.contains(&p.name)) {
         let v6 = p.family == crate::model::PolicyFamily::Ipv6;
         let fam = if v6 {
-            crate::engine::render::IpFamily::V6
+            super::family::IpFamily::V6
         } else {
-            crate::engine::render::IpFamily::V4
+            super::family::IpFamily::V4
         };
         let set = super::layout::policy_set(&p.name);
         sets.insert(set.clone(), crate::engine::render::policy_map_in(f, p));

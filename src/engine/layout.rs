@@ -48,10 +48,15 @@
 //! Users' `mark` keys are separate: they set the packet mark through `@user-marks` and never
 //! share bits with the ids (no OR-collisions as in nftlb).
 
-use crate::model::KeyField;
+use crate::model::{Farm, KeyField, Mode};
 
 /// The table name in every family we use.
 pub const TABLE: &str = "nftlbd";
+
+/// Whether a farm lives in the `netdev` table (layer-2 modes) instead of the `ip`/`ip6` ones.
+pub fn is_l2(farm: &Farm) -> bool {
+    matches!(farm.mode, Mode::Dsr | Mode::Stlsdnat)
+}
 
 pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_POSTROUTING: &str = "postrouting";

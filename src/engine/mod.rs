@@ -10,8 +10,10 @@
 mod actual;
 pub mod alloc;
 mod counters;
+mod family;
 pub mod l2;
 pub mod layout;
+mod persist;
 mod render;
 pub mod ruleset;
 mod sessions;
@@ -24,7 +26,7 @@ use crate::model::{self, Config, Farm, Invalid, Mode};
 use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
-pub use render::IpFamily;
+pub use family::IpFamily;
 use ruleset::FamilyState;
 pub use sessions::SessionInfo;
 
@@ -502,7 +504,7 @@ impl Engine {
     /// Layer-2 backends are counted under their MAC (dsr) or address (stlsdnat).
     pub fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<(u64, u64)> {
         let (f, fa) = self.farm_and_alloc(farm)?;
-        if l2::is_l2(f) {
+        if layout::is_l2(f) {
             let id = fa.id;
             let Some(b) = backend else {
                 return Ok(counters::l2_traffic(&mut self.conn, id)?);
@@ -547,7 +549,7 @@ impl Engine {
     /// of the counters instead of a lookup per backend (a farm may have thousands).
     pub fn farm_traffic(&mut self, farm: &str) -> Result<(Traffic, Vec<(String, Traffic)>)> {
         let (f, fa) = self.farm_and_alloc(farm)?;
-        if l2::is_l2(f) {
+        if layout::is_l2(f) {
             let names: Vec<String> = f.backends.iter().map(|b| b.name.clone()).collect();
             let total = self.traffic(farm, None)?;
             let each = names
