@@ -82,6 +82,16 @@ pub fn refuse_chain(farm: &str, kind: &str) -> String {
     format!("refuse-{farm}-{kind}")
 }
 
+/// The kinds of refusal, in [`refuse_chain`] names and log prefixes: a farm's `new-rtlimit`, its
+/// `est-connlimit`, and one per attached policy ([`policy_refusal`]).
+pub const REFUSE_NEW_RTLIMIT: &str = "new-rtlimit";
+pub const REFUSE_EST_CONNLIMIT: &str = "est-connlimit";
+
+/// The refusal kind of a policy: `policy-WL-<name>` (whitelist) or `policy-BL-<name>`.
+pub fn policy_refusal(whitelist: bool, policy: &str) -> String {
+    format!("policy-{}-{policy}", if whitelist { "WL" } else { "BL" })
+}
+
 /// `tcp-strict`: the services (exact) and addresses (port ranges) whose TCP packets are checked.
 pub const SET_STRICT_SERVICES: &str = "strict-services";
 pub const SET_STRICT_ADDRS: &str = "strict-addrs";
@@ -106,11 +116,6 @@ pub const SET_LIVE: &str = "live";
 /// Farm tags and backend ids, each element with a counter of its connections' packets.
 pub const SET_TRAFFIC: &str = "traffic";
 pub const CHAIN_COUNT: &str = "count";
-/// A layer-2 farm's named counter (`netdev nftlbd`): layer-2 packets carry no connection mark to
-/// look up, so each farm chain names its counter.
-pub fn l2_counter(farm_id: u16) -> String {
-    format!("traffic-{farm_id}")
-}
 pub const CHAIN_COUNT_OUT: &str = "count-out";
 /// Per farm and client, one set per limit value: the new-connection rate (`new-rtlimit`). A set
 /// per value because an element keeps the limit it was created with: a farm whose limit changes
@@ -165,16 +170,20 @@ pub fn ports_chain(proto: u8, addr: &std::net::IpAddr) -> String {
         std::net::IpAddr::V4(a) => a.octets().iter().map(|b| format!("{b:02x}")).collect(),
         std::net::IpAddr::V6(a) => a.octets().iter().map(|b| format!("{b:02x}")).collect(),
     };
-    format!("ports-{proto}-{hex}")
+    format!("{PORTS_CHAIN_PREFIX}{proto}-{hex}")
 }
 
+/// What the names of [`ports_chain`]s start with.
+pub const PORTS_CHAIN_PREFIX: &str = "ports-";
+const FARM_CHAIN_PREFIX: &str = "farm-";
+
 pub fn farm_chain(farm: &str) -> String {
-    format!("farm-{farm}")
+    format!("{FARM_CHAIN_PREFIX}{farm}")
 }
 
 /// The farm name of a chain we created, if it is a farm chain.
 pub fn chain_farm(chain: &str) -> Option<&str> {
-    chain.strip_prefix("farm-")
+    chain.strip_prefix(FARM_CHAIN_PREFIX)
 }
 
 pub fn shard_of(farm_id: u16) -> u32 {
@@ -264,6 +273,12 @@ pub fn stl_slots(v6: bool, shard: u32) -> String {
 pub fn l2_persist_set(stateless: bool, v6: bool, keys: &[KeyField]) -> String {
     let kind = if stateless { "stl" } else { "l2" };
     l2_family_name(v6, &format!("{kind}-{}", persist_set(keys)))
+}
+
+/// A layer-2 farm's named counter (`netdev nftlbd`): layer-2 packets carry no connection mark to
+/// look up, so each farm chain names its counter.
+pub fn l2_counter(farm_id: u16) -> String {
+    format!("traffic-{farm_id}")
 }
 
 /// A layer-2 farm's per-backend counters: backend MAC (dsr) or address (stlsdnat) → counter.

@@ -11,10 +11,9 @@ use crate::netlink::consts::reg;
 use crate::netlink::*;
 
 use super::super::layout::{SET_L2_FLOWS, l2_persist_set};
+use super::draft::{Draft, FarmCtx};
 use super::exprs::*;
-use super::farm::FarmCtx;
 use super::sets;
-use super::table::Draft;
 
 /// The rules after counting: known flow, known client, then the choice.
 pub(super) fn rules(ctx: &FarmCtx, t: &mut Draft) -> Vec<Rule> {

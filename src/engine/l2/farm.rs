@@ -2,7 +2,6 @@
 //! rules), its slot elements and what it adds to the shared dispatch.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use crate::model::{
     Backend, Farm, FarmState, LogPoint, Mode, Policy, PolicyFamily, PolicyType, VerdictAction,
@@ -13,82 +12,16 @@ use crate::netlink::types::concat;
 use crate::netlink::*;
 
 use super::super::alloc::FarmAlloc;
-use super::super::family::IpFamily;
 use super::super::layout::{
-    TABLE, backend_traffic_set, l2_counter, l2_farm_chain, l2_slots, policy_set, shard_of, slot_base,
+    TABLE, backend_traffic_set, l2_counter, l2_farm_chain, l2_slots, policy_refusal, policy_set, shard_of,
     stl_slots,
 };
 use super::super::render::{attached, log_prefix};
 use super::super::ruleset::{ChainDef, FarmPart};
+use super::draft::{Draft, F, FarmCtx};
 use super::exprs::*;
 use super::facts::Resolved;
-use super::table::{Draft, F};
 use super::{dsr, sets, stl};
-
-/// What every rule of a farm is made from.
-pub(super) struct FarmCtx<'a> {
-    pub farm: &'a Farm,
-    pub fa: &'a FarmAlloc,
-    pub res: &'a Resolved,
-    /// The farm's family (its addresses').
-    pub fam: IpFamily,
-    /// The farm's first address (stateless DNAT farms have only this one).
-    pub vip: IpAddr,
-    pub stateless: bool,
-    pub chain: String,
-    /// The shard's slot map.
-    pub shard: String,
-    /// Number of scheduling slots (0: no backend takes new flows).
-    pub slots: u32,
-}
-
-impl FarmCtx<'_> {
-    /// A rule of the farm's chain made of `e` (which is left empty for the next rule).
-    pub fn rule(&self, e: &mut Vec<Expr>) -> Rule {
-        Rule::new(F, TABLE, &self.chain, std::mem::take(e))
-    }
-
-    /// The first slot of the farm in its shard's map.
-    pub fn base(&self) -> u32 {
-        slot_base(self.fa.id)
-    }
-
-    /// What the datapath knows the chosen backend by: the MAC (dsr) or address (stlsdnat) it
-    /// wrote into the packet.
-    pub fn backend_key(&self) -> PayloadField {
-        if self.stateless {
-            self.fam.daddr()
-        } else {
-            PayloadField::EtherDaddr
-        }
-    }
-
-    /// Counts the packet for the backend whose MAC or address is in `key`: an update, not a
-    /// lookup (a key not there yet is added, with the set's counter, and the packet goes on).
-    pub fn count_backend(&self, e: &mut Vec<Expr>, key: PayloadField) {
-        e.push(Expr::payload(key, reg::R1));
-        e.push(Expr::Dynset {
-            set: backend_traffic_set(self.fa.id),
-            op: DynsetOp::Update,
-            sreg_key: reg::R1,
-            sreg_data: None,
-            timeout_ms: None,
-            exprs: Vec::new(),
-        });
-    }
-
-    /// `ether saddr set <oface's MAC>`, count for the backend, `fwd to <oface>`.
-    pub fn send(&self, e: &mut Vec<Expr>) {
-        self.count_backend(e, self.backend_key());
-        fwd(e, self.res.output.index);
-    }
-
-    /// `ether saddr set <oface's MAC>`.
-    pub fn set_source_mac(&self, e: &mut Vec<Expr>) {
-        e.push(Expr::immediate(reg::R1, self.res.output.mac.to_vec()));
-        set_ether(e, 6, reg::R1);
-    }
-}
 
 /// Adds one farm (resolved as `res`) to the table.
 pub(super) fn add_farm(t: &mut Draft, farm: &Farm, fa: &FarmAlloc, res: &Resolved, policies: &[Policy]) {
@@ -197,7 +130,7 @@ fn policy_rules(ctx: &FarmCtx, policies: &[Policy], t: &mut Draft) -> Vec<Rule> 
                 invert: white,
             });
         };
-        let kind = format!("policy-{}-{}", if white { "WL" } else { "BL" }, p.name);
+        let kind = policy_refusal(white, &p.name);
         if farm.verdict.contains(&VerdictAction::Log) {
             // The log has a rule of its own, so a rate limit on it cannot spare a drop.
             matches(&mut e);

@@ -21,9 +21,11 @@
 //!
 //! - `facts`: the facts, and what a farm resolves to from them; `discover`: where they come from.
 //! - `table`: the whole table and its shared part; `farm`: one farm's chain and elements;
+//!   `draft`: the table in the making and a farm's context;
 //!   `dsr`, `stl`: the rules of each mode; `exprs`, `sets`: expressions and set definitions.
 
 mod discover;
+mod draft;
 mod dsr;
 mod exprs;
 mod facts;
@@ -35,6 +37,7 @@ mod table;
 mod tests;
 
 pub use discover::Host;
+pub use draft::BackendMacs;
 pub use facts::{HostFacts, Link, Resolved, Unresolved, check, resolve};
 pub use stl::stl_port_rewrite;
-pub use table::{BackendMacs, render};
+pub use table::render;

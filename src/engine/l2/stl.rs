@@ -17,13 +17,12 @@ use crate::netlink::types::concat;
 use crate::netlink::*;
 
 use super::super::layout::{
-    STL_CLIENTS, STL_FLOWS, STL_MACS, STL_PORTS, TABLE, l2_back_chain, l2_persist_set,
+    STL_CLIENTS, STL_FLOWS, STL_MACS, STL_PORTS, TABLE, l2_back_chain, l2_counter, l2_persist_set,
 };
 use super::super::ruleset::{ChainDef, FarmPart};
+use super::draft::{Draft, F, FarmCtx};
 use super::exprs::*;
-use super::farm::FarmCtx;
 use super::sets;
-use super::table::{Draft, F};
 
 /// The port a stlsdnat farm rewrites to and from (its one port, when a backend has its own),
 /// and the offset of the transport checksum to update.
@@ -190,7 +189,7 @@ fn back_chain(ctx: &FarmCtx) -> ChainDef {
     fwd(&mut r, ctx.res.input.index);
     let count = vec![Expr::Objref {
         obj_type: NFT_OBJECT_COUNTER,
-        name: super::super::layout::l2_counter(ctx.fa.id),
+        name: l2_counter(ctx.fa.id),
     }];
     ChainDef {
         chain: Chain::regular(F, TABLE, &name),

@@ -2,14 +2,13 @@
 //! chains, the ingress chain of each device, the memories, copies of the policies' sets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 
 use crate::model::{Config, Policy, PolicyFamily};
 use crate::netlink::consts::reg;
 use crate::netlink::sys::*;
 use crate::netlink::types::concat;
 use crate::netlink::{
-    Chain, ChainType, CmpOp, Data, DataType, Expr, Family, Hook, HookPoint, PayloadField, Rule, Set, SetElem,
+    Chain, ChainType, CmpOp, Data, DataType, Expr, Hook, HookPoint, PayloadField, Rule, Set, SetElem,
     TypeSpec, Verdict,
 };
 
@@ -21,46 +20,10 @@ use super::super::layout::{
 };
 use super::super::render::{policy_map_in, policy_part};
 use super::super::ruleset::{ChainDef, FamilyState, FarmPart};
+use super::draft::{BackendMacs, Draft, F};
 use super::exprs::*;
 use super::facts::{HostFacts, resolve};
 use super::{farm, sets};
-
-pub(super) const F: Family = Family::Netdev;
-
-/// The MAC each dsr backend was resolved to (farm, backend → MAC): its traffic is counted under
-/// it, so reading the count must not resolve again.
-pub type BackendMacs = BTreeMap<(String, String), [u8; 6]>;
-
-/// (replies?, protocol, address): what a range chain dispatches.
-pub(super) type RangeKey = (bool, u8, IpAddr);
-
-/// The table being built: what the farms add, and what the shared part needs.
-#[derive(Default)]
-pub(super) struct Draft {
-    pub sets: BTreeMap<String, Set>,
-    pub farms: BTreeMap<String, FarmPart>,
-    /// The farms' named counters.
-    pub counters: Vec<String>,
-    /// Client and reply dispatch of single ports, by family.
-    pub services: BTreeMap<IpFamily, Vec<SetElem>>,
-    pub returns: BTreeMap<IpFamily, Vec<SetElem>>,
-    /// Client and reply dispatch of port ranges (address → range chain), by family.
-    pub service_addrs: BTreeMap<IpFamily, Vec<SetElem>>,
-    pub return_addrs: BTreeMap<IpFamily, Vec<SetElem>>,
-    /// Devices whose ingress dispatches clients' packets, and devices that take backends'
-    /// replies, with the families they see.
-    pub in_devs: BTreeSet<(String, IpFamily)>,
-    pub back_devs: BTreeSet<(String, IpFamily)>,
-    /// The families that need each memory.
-    pub needs_flows: BTreeSet<IpFamily>,
-    pub needs_stl_flows: BTreeSet<IpFamily>,
-    pub needs_stl_ports: BTreeSet<IpFamily>,
-    /// Port ranges: (first, last, target chain).
-    pub ranges: BTreeMap<RangeKey, Vec<(u16, u16, String)>>,
-    /// Policies some farm attaches: their sets are copied into this table.
-    pub used_policies: BTreeSet<String>,
-    pub macs: BackendMacs,
-}
 
 /// The `netdev` table of the layer-2 farms (`None` when no farm renders), and the backend MACs
 /// it was made with. A farm the facts do not resolve is left out: validation names its problem,
