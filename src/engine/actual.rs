@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::netlink::sys::NFT_SET_EVAL;
 use crate::netlink::{Connection, Family, Obj, Result, Set, SetElem, Table};
 
-use super::layout::{TABLE, chain_farm};
+use super::layout::{PORTS_CHAIN_PREFIX, TABLE, chain_farm};
 use super::ruleset::{ChainDef, FamilyState, FarmPart};
 
 /// One state as a single part: every chain in `chains`, every element under one nameless farm.
@@ -97,7 +97,8 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
         sets.insert(s.name.clone(), s);
     }
     // Base chains first, like the rendered state, so creation order matches.
-    chains.sort_by_key(|c| chain_farm(&c.chain.name).is_some() || c.chain.name.starts_with("ports-"));
+    chains
+        .sort_by_key(|c| chain_farm(&c.chain.name).is_some() || c.chain.name.starts_with(PORTS_CHAIN_PREFIX));
     let mut objs = BTreeMap::new();
     for mut o in conn.list_objs(family, TABLE, None, false)? {
         o.handle = None;

@@ -48,10 +48,15 @@
 //! Users' `mark` keys are separate: they set the packet mark through `@user-marks` and never
 //! share bits with the ids (no OR-collisions as in nftlb).
 
-use crate::model::KeyField;
+use crate::model::{Farm, KeyField, Mode};
 
 /// The table name in every family we use.
 pub const TABLE: &str = "nftlbd";
+
+/// Whether a farm lives in the `netdev` table (layer-2 modes) instead of the `ip`/`ip6` ones.
+pub fn is_l2(farm: &Farm) -> bool {
+    matches!(farm.mode, Mode::Dsr | Mode::Stlsdnat)
+}
 
 pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_POSTROUTING: &str = "postrouting";
@@ -75,6 +80,16 @@ pub fn forward_log_chain(farm: &str) -> String {
 /// The chain that logs (rate-limited) and refuses what one security rule of a farm refuses.
 pub fn refuse_chain(farm: &str, kind: &str) -> String {
     format!("refuse-{farm}-{kind}")
+}
+
+/// The kinds of refusal, in [`refuse_chain`] names and log prefixes: a farm's `new-rtlimit`, its
+/// `est-connlimit`, and one per attached policy ([`policy_refusal`]).
+pub const REFUSE_NEW_RTLIMIT: &str = "new-rtlimit";
+pub const REFUSE_EST_CONNLIMIT: &str = "est-connlimit";
+
+/// The refusal kind of a policy: `policy-WL-<name>` (whitelist) or `policy-BL-<name>`.
+pub fn policy_refusal(whitelist: bool, policy: &str) -> String {
+    format!("policy-{}-{policy}", if whitelist { "WL" } else { "BL" })
 }
 
 /// `tcp-strict`: the services (exact) and addresses (port ranges) whose TCP packets are checked.
@@ -101,11 +116,6 @@ pub const SET_LIVE: &str = "live";
 /// Farm tags and backend ids, each element with a counter of its connections' packets.
 pub const SET_TRAFFIC: &str = "traffic";
 pub const CHAIN_COUNT: &str = "count";
-/// A layer-2 farm's named counter (`netdev nftlbd`): layer-2 packets carry no connection mark to
-/// look up, so each farm chain names its counter.
-pub fn l2_counter(farm_id: u16) -> String {
-    format!("traffic-{farm_id}")
-}
 pub const CHAIN_COUNT_OUT: &str = "count-out";
 /// Per farm and client, one set per limit value: the new-connection rate (`new-rtlimit`). A set
 /// per value because an element keeps the limit it was created with: a farm whose limit changes
@@ -160,16 +170,20 @@ pub fn ports_chain(proto: u8, addr: &std::net::IpAddr) -> String {
         std::net::IpAddr::V4(a) => a.octets().iter().map(|b| format!("{b:02x}")).collect(),
         std::net::IpAddr::V6(a) => a.octets().iter().map(|b| format!("{b:02x}")).collect(),
     };
-    format!("ports-{proto}-{hex}")
+    format!("{PORTS_CHAIN_PREFIX}{proto}-{hex}")
 }
 
+/// What the names of [`ports_chain`]s start with.
+pub const PORTS_CHAIN_PREFIX: &str = "ports-";
+const FARM_CHAIN_PREFIX: &str = "farm-";
+
 pub fn farm_chain(farm: &str) -> String {
-    format!("farm-{farm}")
+    format!("{FARM_CHAIN_PREFIX}{farm}")
 }
 
 /// The farm name of a chain we created, if it is a farm chain.
 pub fn chain_farm(chain: &str) -> Option<&str> {
-    chain.strip_prefix("farm-")
+    chain.strip_prefix(FARM_CHAIN_PREFIX)
 }
 
 pub fn shard_of(farm_id: u16) -> u32 {
@@ -201,6 +215,85 @@ pub fn persist_set(keys: &[KeyField]) -> String {
         name.push_str(k.as_str());
     }
     name
+}
+
+// --- The `netdev nftlbd` table of layer-2 farms (`dsr`, `stlsdnat`) ----------------------------
+
+/// A layer-2 set's or chain's name in an IP family: the IPv6 one is the IPv4 one with a `6`.
+pub fn l2_family_name(v6: bool, base: &str) -> String {
+    if v6 { format!("{base}6") } else { base.to_string() }
+}
+
+/// Client dispatch of single ports: protocol . VIP . port → `goto l2-<farm>`.
+pub const SET_L2_SERVICES: &str = "l2-services";
+/// Client dispatch of port ranges: protocol . VIP → the address's range chain.
+pub const SET_L2_SERVICE_ADDRS: &str = "l2-service-addrs";
+/// Stateless DNAT replies: protocol . backend address . port → `goto l2-<farm>-back`.
+pub const SET_L2_RETURNS: &str = "l2-returns";
+/// Stateless DNAT replies from port ranges: protocol . backend address → its range chain.
+pub const SET_L2_RETURN_ADDRS: &str = "l2-return-addrs";
+/// Flows of round-robin and weight dsr farms: client address . VIP . client port → backend MAC.
+pub const SET_L2_FLOWS: &str = "l2-flows";
+/// Flows of round-robin and weight stlsdnat farms: client . VIP . client port → backend address.
+pub const STL_FLOWS: &str = "stl-flows";
+/// Stateless DNAT: backend address → its MAC.
+pub const STL_MACS: &str = "stl-macs";
+/// Stateless DNAT: client address → its MAC (learnt from its packets, expiring).
+pub const STL_CLIENTS: &str = "stl-clients";
+/// Stateless DNAT with backend ports: backend address → its port.
+pub const STL_PORTS: &str = "stl-ports";
+
+/// A layer-2 farm's chain.
+pub fn l2_farm_chain(farm: &str) -> String {
+    format!("l2-{farm}")
+}
+
+/// The chain that rewrites a stateless DNAT farm's replies back.
+pub fn l2_back_chain(farm: &str) -> String {
+    format!("{}-back", l2_farm_chain(farm))
+}
+
+/// The netdev base chain at the ingress of one device.
+pub fn ingress_chain(dev: &str) -> String {
+    format!("ingress-{dev}")
+}
+
+/// A dsr slot map of a shard: slot → backend MAC.
+pub fn l2_slots(shard: u32) -> String {
+    format!("l2slots-{shard}")
+}
+
+/// A stateless DNAT slot map of a shard: slot → backend address.
+pub fn stl_slots(v6: bool, shard: u32) -> String {
+    format!("{}-{shard}", l2_family_name(v6, "stl-slots"))
+}
+
+/// The persistence map of a layer-2 key kind: VIP . fields → backend MAC (dsr, `l2-persist-…`)
+/// or address (stlsdnat, `stl-persist-…`).
+pub fn l2_persist_set(stateless: bool, v6: bool, keys: &[KeyField]) -> String {
+    let kind = if stateless { "stl" } else { "l2" };
+    l2_family_name(v6, &format!("{kind}-{}", persist_set(keys)))
+}
+
+/// A layer-2 farm's named counter (`netdev nftlbd`): layer-2 packets carry no connection mark to
+/// look up, so each farm chain names its counter.
+pub fn l2_counter(farm_id: u16) -> String {
+    format!("traffic-{farm_id}")
+}
+
+/// A layer-2 farm's per-backend counters: backend MAC (dsr) or address (stlsdnat) → counter.
+pub fn backend_traffic_set(farm_id: u16) -> String {
+    format!("backend-traffic-{farm_id}")
+}
+
+/// The chain that dispatches the port ranges of one protocol and address, for clients or (stateless
+/// DNAT) for backends' replies.
+pub fn l2_ports_chain(replies: bool, proto: u8, addr: &std::net::IpAddr) -> String {
+    let addr = match addr {
+        std::net::IpAddr::V4(a) => u32::from(*a).to_string(),
+        std::net::IpAddr::V6(a) => format!("6-{:x}", u128::from(*a)),
+    };
+    format!("l2{}ports-{proto}-{addr}", if replies { "r" } else { "" })
 }
 
 #[cfg(test)]

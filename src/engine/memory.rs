@@ -13,7 +13,7 @@ use crate::model::{self, Config, Farm, Invalid, KeyValue};
 use crate::netlink::{self, KernelFeatures};
 
 use super::api::Engine;
-use super::sessions::format_client;
+use super::persist::format_client;
 use super::{Allocation, EngineError, Outcome, Result, SessionInfo, Traffic, check_supported};
 
 /// The in-memory engine. Cloning its [`MemoryControl`] (before handing the engine to a service)

@@ -13,9 +13,11 @@ mod actual;
 pub mod alloc;
 mod api;
 mod counters;
+mod family;
 pub mod l2;
 pub mod layout;
 pub mod memory;
+mod persist;
 mod render;
 pub mod ruleset;
 mod sessions;
@@ -29,8 +31,8 @@ use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
 pub use api::Engine;
+pub use family::IpFamily;
 pub use memory::{MemoryControl, MemoryEngine};
-pub use render::IpFamily;
 use ruleset::FamilyState;
 pub use sessions::SessionInfo;
 
@@ -179,7 +181,7 @@ pub struct KernelEngine {
     l2: Option<FamilyState>,
     l2_macs: l2::BackendMacs,
     /// Interfaces, routes and neighbours of the engine's network namespace.
-    links: l2::Resolver,
+    host: l2::Host,
 }
 
 impl KernelEngine {
@@ -198,7 +200,7 @@ impl KernelEngine {
             climits: [BTreeMap::new(), BTreeMap::new()],
             l2: None,
             l2_macs: l2::BackendMacs::new(),
-            links: l2::Resolver::here(),
+            host: l2::Host::here(),
         })
     }
 
@@ -223,21 +225,26 @@ impl KernelEngine {
         render::table_flags(&self.features)
     }
 
-    fn validate(&self, config: &Config) -> Result<()> {
+    /// Validates the whole configuration; the host's facts its layer-2 farms render with.
+    fn validate(&self, config: &Config) -> Result<l2::HostFacts> {
         model::validate(config)?;
         check_supported(config, &self.features)?;
-        self.check_links(config)
+        self.host_facts(config)
     }
 
-    fn check_links(&self, config: &Config) -> Result<()> {
-        l2::check_links(config, &self.links).map_err(|(field, reason)| Invalid::one(field, reason).into())
+    /// What the host tells about the layer-2 farms, checked: the first farm field it cannot
+    /// resolve is invalid.
+    fn host_facts(&self, config: &Config) -> Result<l2::HostFacts> {
+        let facts = self.host.discover(config);
+        l2::check(config, &facts).map_err(|e| Invalid::one(e.field, e.reason))?;
+        Ok(facts)
     }
 
     /// Makes the kernel match `config` whatever is in our tables now (start-up, reload, repair):
     /// reads the tables back and sends only the differences. With a state the kernel already
     /// has, nothing is sent. `alloc` is the allocation saved with that configuration.
     pub fn reconcile(&mut self, config: Config, mut alloc: Allocation) -> Result<Outcome> {
-        self.validate(&config)?;
+        let facts = self.validate(&config)?;
         alloc.update(&config)?;
         let mut batch = Batch::new();
         let mut desired: [Option<FamilyState>; 2] = [None, None];
@@ -248,7 +255,7 @@ impl KernelEngine {
             ruleset::diff(have.as_ref(), want_flat.as_ref(), true, &mut batch)?;
             desired[i] = want;
         }
-        let (want_l2, want_macs) = l2::render(&config, &alloc, &self.links);
+        let (want_l2, want_macs) = l2::render(&config, &alloc, &facts);
         let have_l2 = actual::read_family(&mut self.conn, netlink::Family::Netdev)?;
         ruleset::diff(
             have_l2.as_ref(),
@@ -303,10 +310,10 @@ impl KernelEngine {
         }
         model::validate_changes(&config, &changed, &self.index)?;
         check_supported_farms(&config, Some(&changed), &self.features)?;
-        self.check_links(&config)?;
+        let facts = self.host_facts(&config)?;
         // Only the changed farms' allocations change; keep theirs to undo a refused commit.
         let undo = self.alloc.snapshot(&changed);
-        let result = self.apply_changed(&config, &changed, &changed_policies);
+        let result = self.apply_changed(&config, &changed, &changed_policies, &facts);
         match result {
             Ok(outcome) => {
                 let old_by: HashMap<&str, &Farm> =
@@ -339,6 +346,7 @@ impl KernelEngine {
         config: &Config,
         changed: &BTreeSet<String>,
         changed_policies: &BTreeSet<String>,
+        facts: &l2::HostFacts,
     ) -> Result<Outcome> {
         self.alloc.update_farms(config, changed)?;
         let new_by_name: HashMap<&str, &Farm> = config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
@@ -448,7 +456,7 @@ impl KernelEngine {
             next.push((skeleton, new_parts, new_ports));
         }
         // Layer-2 farms: few, rendered whole and compared.
-        let (new_l2, new_macs) = l2::render(config, &self.alloc, &self.links);
+        let (new_l2, new_macs) = l2::render(config, &self.alloc, facts);
         ruleset::diff(self.l2.as_ref(), new_l2.as_ref(), true, &mut batch)?;
         let outcome = self.commit(batch)?;
         self.l2 = new_l2;
@@ -508,7 +516,7 @@ impl KernelEngine {
     /// Layer-2 backends are counted under their MAC (dsr) or address (stlsdnat).
     pub fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<(u64, u64)> {
         let (f, fa) = self.farm_and_alloc(farm)?;
-        if l2::is_l2(f) {
+        if layout::is_l2(f) {
             let id = fa.id;
             let Some(b) = backend else {
                 return Ok(counters::l2_traffic(&mut self.conn, id)?);
@@ -532,7 +540,7 @@ impl KernelEngine {
             return Ok(counters::element_traffic(
                 &mut self.conn,
                 crate::netlink::Family::Netdev,
-                &l2::backend_traffic_set(id),
+                &layout::backend_traffic_set(id),
                 &key,
             )?);
         }
@@ -553,7 +561,7 @@ impl KernelEngine {
     /// of the counters instead of a lookup per backend (a farm may have thousands).
     pub fn farm_traffic(&mut self, farm: &str) -> Result<(Traffic, Vec<(String, Traffic)>)> {
         let (f, fa) = self.farm_and_alloc(farm)?;
-        if l2::is_l2(f) {
+        if layout::is_l2(f) {
             let names: Vec<String> = f.backends.iter().map(|b| b.name.clone()).collect();
             let total = self.traffic(farm, None)?;
             let each = names
@@ -630,7 +638,8 @@ impl KernelEngine {
 
     /// Re-resolves layer-2 farms (interfaces, routes, neighbours changed) and sends what differs.
     pub fn refresh_l2(&mut self) -> Result<Outcome> {
-        let (new, macs) = l2::render(&self.config, &self.alloc, &self.links);
+        let facts = self.host.discover(&self.config);
+        let (new, macs) = l2::render(&self.config, &self.alloc, &facts);
         let mut batch = Batch::new();
         ruleset::diff(self.l2.as_ref(), new.as_ref(), true, &mut batch)?;
         let outcome = self.commit(batch)?;

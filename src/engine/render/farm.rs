@@ -259,7 +259,7 @@ pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[
             continue;
         }
         let data = Data::Value(mark(backend_id(fa.id, *member)));
-        let key = crate::engine::sessions::encode_key(fa.id, &values);
+        let key = super::super::persist::encode_key(fa.id, &values);
         push(
             &mut part,
             &persist_set(&farm.persistence),

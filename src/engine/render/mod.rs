@@ -32,6 +32,7 @@ use crate::netlink::types::concat;
 use crate::netlink::*;
 
 use super::alloc::{Allocation, FarmAlloc};
+pub use super::family::IpFamily;
 use super::layout::*;
 use super::ruleset::{ChainDef, FamilyState, FarmPart};
 
@@ -40,60 +41,6 @@ const IPS_DST_NAT: u32 = 1 << 5;
 const ARPHRD_ETHER: u16 = 1;
 /// 4-byte register that holds a dynset's value (after a key of up to 15 words).
 const DATA_REG: u32 = reg::r32(15);
-
-/// The two IP families a farm can render into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum IpFamily {
-    V4,
-    V6,
-}
-
-impl IpFamily {
-    pub fn family(self) -> Family {
-        match self {
-            IpFamily::V4 => Family::Ip,
-            IpFamily::V6 => Family::Ip6,
-        }
-    }
-
-    fn nfproto(self) -> u32 {
-        match self {
-            IpFamily::V4 => NFPROTO_IPV4,
-            IpFamily::V6 => NFPROTO_IPV6,
-        }
-    }
-
-    fn is_v6(self) -> bool {
-        self == IpFamily::V6
-    }
-
-    fn has(self, ip: &IpAddr) -> bool {
-        ip.is_ipv6() == self.is_v6()
-    }
-
-    fn addr_type(self) -> DataType {
-        match self {
-            IpFamily::V4 => DataType::Ipv4Addr,
-            IpFamily::V6 => DataType::Ipv6Addr,
-        }
-    }
-
-    fn saddr(self) -> PayloadField {
-        match self {
-            IpFamily::V4 => PayloadField::IpSaddr,
-            IpFamily::V6 => PayloadField::Ip6Saddr,
-        }
-    }
-
-    fn daddr(self) -> PayloadField {
-        match self {
-            IpFamily::V4 => PayloadField::IpDaddr,
-            IpFamily::V6 => PayloadField::Ip6Daddr,
-        }
-    }
-
-    pub const BOTH: [IpFamily; 2] = [IpFamily::V4, IpFamily::V6];
-}
 
 fn octets(ip: &IpAddr) -> Vec<u8> {
     match ip {
@@ -108,7 +55,7 @@ fn mark(v: u32) -> Vec<u8> {
 
 /// Whether the farm has anything to render in this family.
 pub fn farm_uses(farm: &Farm, fam: IpFamily) -> bool {
-    !super::l2::is_l2(farm) && farm.virtual_addresses.iter().any(|ip| fam.has(ip))
+    !is_l2(farm) && farm.virtual_addresses.iter().any(|ip| fam.has(ip))
 }
 
 /// Table flags. Not `owner`/`persist`, although they would lock the table to the daemon: an owned

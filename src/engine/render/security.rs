@@ -137,12 +137,8 @@ pub(super) fn security_rules(
             dreg: None,
             invert: p.kind == PolicyType::Whitelist,
         });
-        let kind = if p.kind == PolicyType::Whitelist {
-            "WL"
-        } else {
-            "BL"
-        };
-        refuse_or_jump(&mut e, fam, farm, &format!("policy-{kind}-{}", p.name), extra);
+        let kind = policy_refusal(p.kind == PolicyType::Whitelist, &p.name);
+        refuse_or_jump(&mut e, fam, farm, &kind, extra);
         rules.push(rule(fam, chain, &mut e));
     }
     let ttl = Some(u64::from(farm.limits_ttl.max(1)) * 1000);
@@ -156,7 +152,7 @@ pub(super) fn security_rules(
             timeout_ms: ttl,
             exprs: vec![limit(rate, farm.new_rtlimit_burst)],
         });
-        refuse_or_jump(&mut e, fam, farm, "new-rtlimit", extra);
+        refuse_or_jump(&mut e, fam, farm, REFUSE_NEW_RTLIMIT, extra);
         rules.push(rule(fam, chain, &mut e));
     }
     if farm.est_connlimit > 0 {
@@ -172,7 +168,7 @@ pub(super) fn security_rules(
                 over: true,
             }],
         });
-        refuse_or_jump(&mut e, fam, farm, "est-connlimit", extra);
+        refuse_or_jump(&mut e, fam, farm, REFUSE_EST_CONNLIMIT, extra);
         rules.push(rule(fam, chain, &mut e));
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 /// The services a farm takes in this family: (protocol, address, first port, last port). A farm
 /// that is not up takes none; an empty port list is every port, 0-65535.
 pub fn dispatch_claims(fam: IpFamily, farm: &Farm) -> Vec<(u8, IpAddr, u16, u16)> {
-    if farm.state != FarmState::Up || crate::engine::l2::is_l2(farm) {
+    if farm.state != FarmState::Up || is_l2(farm) {
         return Vec::new();
     }
     let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
