@@ -96,9 +96,9 @@ const fn varlink(op: &'static str, scope: Scope, params: &'static str) -> Row {
     }
 }
 
-const fn after(row: Row, method: &'static str, params: &'static str) -> Row {
+const fn after(row: Row, prep: (&'static str, &'static str)) -> Row {
     Row {
-        prep: Some((method, params)),
+        prep: Some(prep),
         ..row
     }
 }
@@ -122,8 +122,7 @@ const ROWS: &[Row] = &[
                  'Backends': <[{'Name': <'a'>, 'IpAddr': <'10.0.0.1'>}]>}",
             ],
         ),
-        DELETE_FARM.0,
-        DELETE_FARM.1,
+        DELETE_FARM,
     ),
     dbus(
         "DeleteFarm",
@@ -143,8 +142,7 @@ const ROWS: &[Row] = &[
                 "{'Type': <'blacklist'>, 'Elements': <['203.0.113.1']>}",
             ],
         ),
-        DELETE_POLICY.0,
-        DELETE_POLICY.1,
+        DELETE_POLICY,
     ),
     dbus(
         "DeletePolicy",
@@ -286,8 +284,7 @@ const ROWS: &[Row] = &[
             r#"{"farm": {"name": "{farm}", "virtual-addresses": ["{vip}"], "virtual-ports": "80",
                 "backends": [{"name": "a", "ip-addr": "10.0.0.1"}]}}"#,
         ),
-        DELETE_FARM.0,
-        DELETE_FARM.1,
+        DELETE_FARM,
     ),
     varlink(
         "UpdateFarm",
@@ -337,8 +334,7 @@ const ROWS: &[Row] = &[
             Scope::Policy,
             r#"{"policy": {"name": "{policy}", "type": "blacklist", "elements": ["203.0.113.1"]}}"#,
         ),
-        DELETE_POLICY.0,
-        DELETE_POLICY.1,
+        DELETE_POLICY,
     ),
     varlink("DeletePolicy", Scope::Policy, r#"{"name": "{policy}"}"#),
     varlink(
