@@ -4,9 +4,10 @@
 # (nothing leaks to the host, not even an nftables table; every process dies with the namespace).
 # For machines without systemd.
 #
-# Inside, CHECKS.sh is sourced with: users nftlbd (the service), opsalice (group webops), bob, and
-# admin (password "secret", the only member of group sudo: polkit's administrator);
-# the delegation example rules (polkit/50-nftlbd-delegate.rules.example) in /etc/polkit-1/rules.d;
+# Inside, CHECKS.sh is sourced with: users nftlbd (the service), opsalice (group webops), bob, carol
+# (no rule names her unless a test adds one), and admin (password "secret", the only member of group
+# sudo: polkit's administrator); the delegation example rules (polkit/50-nftlbd-delegate.rules.example)
+# in /etc/polkit-1/rules.d, and the rules files NFTLBD_TESTBED_RULES names (paths separated by ':');
 # the stock dbus-daemon --system and polkitd running; and these helpers:
 #   check DESC CMD...   one check (counted; a failure fails the run)
 #   asuser U CMD...     run as user U (with its groups)
@@ -61,14 +62,14 @@ for d in /usr/share/polkit-1/actions /etc/polkit-1/rules.d /usr/share/dbus-1/sys
 mkdir -p /var/lib/nftlbd && mount -n -t tmpfs -o mode=0700 testbed-state /var/lib/nftlbd
 ip link set lo up
 for f in passwd group shadow gshadow; do cp -a /etc/$f "$STAGE/$f"; done
-printf 'nftlbd:x:2950:2950:nftlbd service:/nonexistent:/usr/sbin/nologin\nopsalice:x:2951:2951:webops:/nonexistent:/usr/sbin/nologin\nbob:x:2952:2952:nobody special:/nonexistent:/usr/sbin/nologin\nadmin:x:2953:2953:an administrator:/nonexistent:/bin/sh\n' >>"$STAGE/passwd"
+printf 'nftlbd:x:2950:2950:nftlbd service:/nonexistent:/usr/sbin/nologin\nopsalice:x:2951:2951:webops:/nonexistent:/usr/sbin/nologin\nbob:x:2952:2952:nobody special:/nonexistent:/usr/sbin/nologin\nadmin:x:2953:2953:an administrator:/nonexistent:/bin/sh\ncarol:x:2954:2954:delegated by a test rule:/nonexistent:/usr/sbin/nologin\n' >>"$STAGE/passwd"
 # admin (password "secret") is polkit's only administrator: the only member of group sudo.
 sed -i 's/^sudo:\([^:]*\):\([^:]*\):.*/sudo:\1:\2:admin/' "$STAGE/group"
 sed -i 's/^sudo:\([^:]*\):\([^:]*\):.*/sudo:\1:\2:admin/' "$STAGE/gshadow"
-printf 'nftlbd:x:2950:\nopsalice:x:2951:\nbob:x:2952:\nadmin:x:2953:\nwebops:x:2960:opsalice\n' >>"$STAGE/group"
-printf 'nftlbd:!:19000::::::\nopsalice:!:19000::::::\nbob:!:19000::::::\n' >>"$STAGE/shadow"
+printf 'nftlbd:x:2950:\nopsalice:x:2951:\nbob:x:2952:\nadmin:x:2953:\ncarol:x:2954:\nwebops:x:2960:opsalice\n' >>"$STAGE/group"
+printf 'nftlbd:!:19000::::::\nopsalice:!:19000::::::\nbob:!:19000::::::\ncarol:!:19000::::::\n' >>"$STAGE/shadow"
 printf 'admin:%s:19000:0:99999:7:::\n' '$6$nftlbdtestbd$.iMvixWcsw/bfcFQ8swR5uzDpG/OLszuKovD9I6nuxgiWt9EbFuIoY7snP.j9cH7/s2d7VQsn5s1Y7sW4MBgP0' >>"$STAGE/shadow"
-printf 'nftlbd:!::\nopsalice:!::\nbob:!::\nadmin:!::\nwebops:!::opsalice\n' >>"$STAGE/gshadow"
+printf 'nftlbd:!::\nopsalice:!::\nbob:!::\nadmin:!::\ncarol:!::\nwebops:!::opsalice\n' >>"$STAGE/gshadow"
 for f in passwd group shadow gshadow; do mount -n --bind "$STAGE/$f" /etc/$f; done
 
 # The project's real install step, at the real paths.
@@ -76,6 +77,11 @@ NFTLBD_BIN=${NFTLBD_BIN:-none} "$REPO/tools/install.sh" >"$L/install.log" 2>&1 |
 # The delegation example is enabled before polkitd starts: polkitd does re-read rules.d on change,
 # but under load that took more than 5 s in CI, and every user of the testbed wants the rule.
 install -m 0644 /usr/share/doc/nftlbd/examples/50-nftlbd-delegate.rules /etc/polkit-1/rules.d/
+# A test's own rules, likewise before polkitd starts.
+IFS=: read -ra EXTRA_RULES <<<"${NFTLBD_TESTBED_RULES:-}"
+for r in "${EXTRA_RULES[@]}"; do
+  install -m 0644 "$r" /etc/polkit-1/rules.d/ || { echo "cannot install rules $r"; exit 1; }
+done
 
 dbus-daemon --system --nofork --nopidfile </dev/null >"$L/dbus.log" 2>&1 & PIDS+=($!)
 wait_for 10 busctl --system --auto-start=no status org.freedesktop.DBus || { echo "no system bus"; cat "$L/dbus.log"; exit 1; }

@@ -11,16 +11,28 @@ use super::topo::Topo;
 
 /// True inside the testbed; outside, runs `name` there, asserts it passed, and returns false.
 pub fn in_testbed(name: &str) -> bool {
+    in_testbed_with_rules(name, &[])
+}
+
+/// [`in_testbed`], with polkit rules files (paths relative to the repository) installed before
+/// polkitd starts: a rules file added while it runs takes effect only seconds later.
+pub fn in_testbed_with_rules(name: &str, rules: &[&str]) -> bool {
     if std::env::var_os("NFTLBD_IN_TESTBED").is_some() {
         return true;
     }
     assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
     let exe = std::env::current_exe().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules: Vec<String> = rules
+        .iter()
+        .map(|r| root.join(r).to_string_lossy().into_owned())
+        .collect();
     let out = Command::new("tools/testbed.sh")
         .arg("--exec")
         .arg(exe)
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env("NFTLBD_IN_TESTBED", "1")
+        .env("NFTLBD_TESTBED_RULES", rules.join(":"))
         .env("NFTLBD_BIN", env!("CARGO_BIN_EXE_nftlbd"))
         .env("NFTLBCTL_BIN", env!("CARGO_BIN_EXE_nftlbctl"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -106,6 +118,17 @@ impl Daemon {
         let mut c = Command::new("ip");
         c.envs(env.iter().copied());
         c.args(["netns", "exec", &t.lb]);
+        Daemon::spawn(c, state, as_service)
+    }
+
+    /// As root in the testbed's own network namespace, for tests that need no traffic (no
+    /// topology to build).
+    pub fn start_here(state: &std::path::Path) -> Daemon {
+        Daemon::spawn(Command::new("env"), state, false)
+    }
+
+    /// `c` (a command prefix that runs what follows it) running the daemon; waits for READY.
+    fn spawn(mut c: Command, state: &std::path::Path, as_service: bool) -> Daemon {
         if as_service {
             c.args([
                 "setpriv",

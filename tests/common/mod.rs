@@ -89,4 +89,5 @@ pub fn port(p: u16) -> Vec<u8> {
     p.to_be_bytes().to_vec()
 }
 pub mod bus;
+pub mod clients;
 pub mod topo;
