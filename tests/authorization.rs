@@ -18,7 +18,7 @@ use std::time::Instant;
 use common::bus::*;
 use common::clients::{self, Outcome};
 // The writable properties, from the crate's own tables (one place to change if they move).
-use nftlbd::dbus::props::{BACKEND as BACKEND_PROPS, FARM as FARM_PROPS};
+use nftlbd::schema::props::{BACKEND as BACKEND_PROPS, FARM as FARM_PROPS};
 
 /// Where a check's polkit details point.
 #[derive(Debug, Clone, Copy, PartialEq)]

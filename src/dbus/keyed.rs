@@ -98,7 +98,7 @@ pub fn set<'call, K: Keyed>(
     connection: &'call Connection,
     header: Option<&'call Header<'_>>,
 ) -> DispatchResult<'call> {
-    let fail = |e: Error| zbus::Error::FDO(Box::new(to_fdo(e)));
+    let fail = |e: Error| method_error(to_fdo(e));
     let Some(prop) = props::find(K::TABLE, name) else {
         if is_property::<K>(name) {
             return DispatchResult::Async(Box::pin(async move {
@@ -118,6 +118,21 @@ pub fn set<'call, K: Keyed>(
             .map_err(fail)?;
         Ok(())
     }))
+}
+
+/// A setter's error as zbus passes it on with its name: `Properties.Set` converts the
+/// `zbus::Error` it gets back into an `fdo::Error` by the error's name, which only a
+/// `MethodError` carries (any other becomes `org.freedesktop.zbus.Error`, and the caller could not
+/// tell AccessDenied from InvalidArgs but by reading the text).
+fn method_error(e: fdo::Error) -> zbus::Error {
+    use zbus::DBusError;
+    let name = e.name().to_owned();
+    let description = e.description().map(str::to_string);
+    // The message is only carried along; Set's reply is built from the name and description.
+    match zbus::Message::method_call(super::ROOT, "Set").and_then(|b| b.build(&())) {
+        Ok(m) => zbus::Error::MethodError(name.into(), description, m),
+        Err(_) => zbus::Error::FDO(Box::new(e)),
+    }
 }
 
 pub fn introspect<K: Keyed>(w: &mut dyn Write, level: usize) {
