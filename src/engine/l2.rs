@@ -572,7 +572,7 @@ pub fn stl_port_rewrite(farm: &Farm) -> Option<(u16, u32)> {
     if farm.mode != Mode::Stlsdnat || farm.backends.iter().all(|b| b.port.is_none()) {
         return None;
     }
-    let ports = crate::model::parse_ports(&farm.virtual_ports).ok()?;
+    let ports = &farm.virtual_ports;
     let vport = match ports.as_slice() {
         [r] if r.first == r.last => r.first,
         _ => return None,
@@ -1076,7 +1076,7 @@ fn render_table(
             })
             .collect();
         part.elems.insert(shard, slot_elems);
-        let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
+        let ports = farm.virtual_ports.as_slice().to_vec();
         // Every port is the range 0-65535.
         let port_list: Vec<crate::model::PortRange> = if ports.is_empty() {
             vec![crate::model::PortRange {
