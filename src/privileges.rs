@@ -3,82 +3,53 @@
 //! that one capability and drops every other, bounding set included, before it reads any input.
 //! Under systemd the unit already runs it as its own user with only that capability.
 
-const CAP_NET_ADMIN: u32 = 12;
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+use caps::{CapSet, Capability, CapsHashSet};
 
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
+/// Why the capabilities could not be brought down to CAP_NET_ADMIN.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error("CAP_NET_ADMIN is missing: run as root or with AmbientCapabilities=CAP_NET_ADMIN")]
+    NoNetAdmin,
+    #[error("cannot {what}: {source}")]
+    Caps {
+        what: &'static str,
+        source: caps::errors::CapsError,
+    },
+    #[error("cannot forbid gaining privileges (PR_SET_NO_NEW_PRIVS): {0}")]
+    NoNewPrivs(nix::Error),
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
+fn caps_err(what: &'static str) -> impl FnOnce(caps::errors::CapsError) -> PrivilegeError {
+    move |source| PrivilegeError::Caps { what, source }
 }
 
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
-}
-
-/// The calling process's effective capabilities, as a bit set.
-pub fn effective() -> Result<u64, String> {
-    let mut hdr = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget with a v3 header and room for its two data structs.
-    let r = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut CapHeader, data.as_mut_ptr()) };
-    if r != 0 {
-        return Err(format!("capget: {}", std::io::Error::last_os_error()));
-    }
-    Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
-}
-
-/// Keeps CAP_NET_ADMIN only (effective, permitted, bounding set) and forbids gaining more, when
-/// running as root; elsewhere checks that CAP_NET_ADMIN is there. Returns what it did.
-pub fn keep_only_net_admin() -> Result<&'static str, String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return if effective()? & (1 << CAP_NET_ADMIN) != 0 {
+/// Keeps CAP_NET_ADMIN only (effective, permitted, bounding set; inheritable and ambient empty)
+/// and forbids gaining more, when running as root; elsewhere checks that CAP_NET_ADMIN is there.
+/// Capabilities belong to a thread and new threads copy them, so this is called before the daemon
+/// starts any. Returns what it did.
+pub fn keep_only_net_admin() -> Result<&'static str, PrivilegeError> {
+    if !nix::unistd::geteuid().is_root() {
+        let has = caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_ADMIN)
+            .map_err(caps_err("read the effective capabilities"))?;
+        return if has {
             Ok("running as a user with CAP_NET_ADMIN")
         } else {
-            Err("CAP_NET_ADMIN is missing: run as root or with AmbientCapabilities=CAP_NET_ADMIN".into())
+            Err(PrivilegeError::NoNetAdmin)
         };
     }
-    for cap in 0..=last_cap() {
-        if cap != CAP_NET_ADMIN {
-            // SAFETY: prctl with plain integer arguments; dropping a capability the kernel does
-            // not know fails harmlessly (EINVAL).
-            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes with the rest below.
+    // Only the capabilities this kernel knows are in it, so every drop must succeed.
+    for cap in caps::runtime::thread_all_supported() {
+        if cap != Capability::CAP_NET_ADMIN {
+            caps::drop(None, CapSet::Bounding, cap).map_err(caps_err("drop from the bounding set"))?;
         }
     }
-    let mut hdr = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let keep = 1u32 << CAP_NET_ADMIN;
-    let data = [
-        CapData {
-            effective: keep,
-            permitted: keep,
-            inheritable: 0,
-        },
-        CapData::default(),
-    ];
-    // SAFETY: capset with a v3 header and its two data structs.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
-    if r != 0 {
-        return Err(format!("capset: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: prctl with plain integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    let keep: CapsHashSet = [Capability::CAP_NET_ADMIN].into_iter().collect();
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("clear the ambient set"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(caps_err("clear the inheritable set"))?;
+    // Effective before permitted: the kernel refuses an effective set larger than the permitted.
+    caps::set(None, CapSet::Effective, &keep).map_err(caps_err("set the effective set"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(caps_err("set the permitted set"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
     Ok("running as root with CAP_NET_ADMIN only")
 }

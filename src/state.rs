@@ -6,6 +6,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Allocation;
@@ -37,7 +39,7 @@ pub enum StateError {
 
 /// The state directory's lock: one writer of the tables and the state file at a time.
 pub struct StateLock {
-    _file: File,
+    _lock: Flock<File>,
 }
 
 /// Takes the lock of `dir` (creating the directory), or says who holds it.
@@ -50,22 +52,13 @@ pub fn lock(dir: &Path) -> Result<StateLock, StateError> {
         .write(true)
         .open(&path)
         .map_err(io_err(&path))?;
-    // SAFETY: flock on a descriptor we own; released when the file is closed.
-    let r = unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&file),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            StateError::Busy { path }
-        } else {
-            io_err(&path)(e)
-        });
+    // flock, not fcntl locks: it belongs to this open file, so it is released when the daemon
+    // exits however it exits, and no other descriptor of the process can drop it by closing.
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(StateLock { _lock: lock }),
+        Err((_, Errno::EWOULDBLOCK)) => Err(StateError::Busy { path }),
+        Err((_, e)) => Err(io_err(&path)(e.into())),
     }
-    Ok(StateLock { _file: file })
 }
 
 impl State {

@@ -20,12 +20,12 @@ fn testbed(script: &str) {
 
 #[test]
 fn polkit_actions_delegation_and_bus_policy() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     testbed("tests/bus/polkit_actions.sh");
 }
 
 #[test]
 fn systemd_unit_verifies_and_is_hardened() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     testbed("tests/bus/systemd_unit.sh");
 }

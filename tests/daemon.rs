@@ -132,7 +132,7 @@ fn restart_after_sigkill_changes_nothing_and_traffic_never_stops() {
             .contains(". 10.8.0.2 timeout 1m expires")
     );
     // SIGTERM: a clean exit, and the tables stay.
-    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGTERM) };
+    common::terminate(daemon.0.id()).expect("SIGTERM to our own child");
     assert!(daemon.0.wait().unwrap().success());
     assert_eq!(configured(&t), ruleset);
     assert!(!who(&t.tcp(vip4(10), 80)).is_empty());

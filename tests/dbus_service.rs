@@ -732,8 +732,8 @@ fn the_first_call_starts_the_daemon_through_the_bus() {
     );
     let saved = std::fs::read_to_string("/var/lib/nftlbd/state.json").unwrap();
     assert!(saved.contains("\"first\""), "{saved}");
-    // SAFETY: stopping the daemon we started; the testbed's PID namespace ends it anyway.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    // Stopping the daemon we started; the testbed's PID namespace ends it anyway.
+    let _ = common::terminate(pid);
 }
 
 #[test]

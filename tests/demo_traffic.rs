@@ -5,7 +5,7 @@
 
 #[test]
 fn demo_balances_real_traffic_and_changes_live() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the demo test needs root");
+    assert!(nix::unistd::geteuid().is_root(), "the demo test needs root");
     let dir = env!("CARGO_MANIFEST_DIR");
     let out = std::process::Command::new(format!("{dir}/tools/demo.sh"))
         .env("NFTLBD_BIN", env!("CARGO_BIN_EXE_nftlbd"))

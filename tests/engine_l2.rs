@@ -170,7 +170,7 @@ fn segment() -> (Segment, [String; 4], Vec<String>) {
 
 #[test]
 fn dsr_delivers_to_backends_that_answer_the_client_directly() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     let (_seg, ns, macs) = segment();
     let farm = |sched: &str| {
         json!({"farms": [{"name": "dsr", "mode": "dsr", "scheduler": sched, "sched-param": if sched == "hash" { json!(["srcip", "srcport"]) } else { json!([]) },
@@ -429,7 +429,7 @@ fn two_segments() -> (Segment, [String; 4], Vec<String>) {
 
 #[test]
 fn stateless_dnat_works_both_ways_without_connection_tracking() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     let (_seg, ns, macs) = two_segments();
     let c = parse_config(
         &json!({"farms": [{"name": "stl", "mode": "stlsdnat", "scheduler": "hash", "sched-param": ["srcip", "srcport"],
@@ -572,7 +572,7 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
 
 #[test]
 fn dsr_finds_interfaces_and_backend_macs_itself_and_follows_neighbour_changes() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     let (_seg, ns, macs) = segment();
     // The balancer owns the VIP (as on a real host); nothing else is said.
     sh(&["ip", "-n", &ns[1], "addr", "add", "10.9.7.100/32", "dev", "eth0"]);
@@ -650,7 +650,7 @@ fn dsr_finds_interfaces_and_backend_macs_itself_and_follows_neighbour_changes() 
 
 #[test]
 fn the_daemon_follows_neighbour_changes_of_layer2_farms() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     let (_seg, ns, _macs) = segment();
     sh(&["ip", "-n", &ns[1], "addr", "add", "10.9.7.100/32", "dev", "eth0"]);
     let dir = std::env::temp_dir().join(format!("nftlbd-l2-{}", std::process::id()));
@@ -739,7 +739,7 @@ fn the_daemon_follows_neighbour_changes_of_layer2_farms() {
 
 #[test]
 fn layer2_farms_over_ipv6_dsr_and_stateless_both_ways() {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     let vip6: IpAddr = VIP6.parse().unwrap();
     let vip = SocketAddr::new(vip6, 80);
     // Direct server return, round robin per flow, backend MACs found by neighbour discovery.

@@ -788,29 +788,17 @@ fn send_tcp_flags(t: &Topo, dst: std::net::Ipv4Addr, port: u16, flags: u8) {
             sum = (sum & 0xffff) + (sum >> 16);
         }
         seg[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        // SAFETY: plain socket calls with valid buffers.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP);
-            assert!(fd >= 0, "raw socket");
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as u16,
-                sin_port: 0,
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(dst.octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            let n = libc::sendto(
-                fd,
-                seg.as_ptr() as *const libc::c_void,
-                seg.len(),
-                0,
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as u32,
-            );
-            assert_eq!(n, 20);
-            libc::close(fd);
-        }
+        use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn};
+        let fd = nix::sys::socket::socket(
+            AddressFamily::Inet,
+            SockType::Raw,
+            SockFlag::empty(),
+            SockProtocol::Tcp,
+        )
+        .expect("raw socket");
+        let to = SockaddrIn::from(std::net::SocketAddrV4::new(dst, 0));
+        let n = nix::sys::socket::sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &seg, &to, MsgFlags::empty());
+        assert_eq!(n, Ok(20));
     });
 }
 
@@ -842,21 +830,12 @@ fn tcp_strict_drops_bogus_segments_and_rst_rtlimit_limits_resets() {
     run_in(&t.client, || {
         for _ in 0..5 {
             let s = std::net::TcpStream::connect((std::net::Ipv4Addr::new(10, 9, 0, 202), 80)).unwrap();
+            // Linger 0: closing sends a reset.
             let linger = libc::linger {
                 l_onoff: 1,
                 l_linger: 0,
             };
-            // SAFETY: a valid socket and a correctly sized option.
-            unsafe {
-                use std::os::fd::AsRawFd;
-                libc::setsockopt(
-                    s.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    &linger as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::linger>() as u32,
-                );
-            }
+            nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &linger).expect("SO_LINGER");
             let mut b = [0u8; 64];
             let _ = std::io::Read::read(&mut &s, &mut b);
             drop(s);

@@ -4,11 +4,15 @@
 use std::process::ExitCode;
 
 use nftlbd::ctl::{self, CtlError};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 fn main() -> ExitCode {
     // Die quietly when the reader goes away (`nftlbctl list | head`), as other commands do.
-    // SAFETY: restoring the default disposition of one signal, before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: the default disposition runs no handler code in this process, so nothing can run
+    // in signal context; the previous disposition comes back as a plain struct. No other thread
+    // exists yet to be affected halfway.
+    let _ = unsafe { sigaction(Signal::SIGPIPE, &default) };
     let args = match ctl::parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => return fail(&e),

@@ -199,7 +199,7 @@ fn apply(args: &Args) -> Result<(), CliError> {
 
 fn run(args: &Args) -> Result<(), CliError> {
     nftlbd::logging::init();
-    let how = nftlbd::privileges::keep_only_net_admin().map_err(CliError::Daemon)?;
+    let how = nftlbd::privileges::keep_only_net_admin().map_err(|e| CliError::Daemon(e.to_string()))?;
     tracing::info!("{how}");
     let service = Service::start(Options {
         state_dir: args.state_dir.clone(),

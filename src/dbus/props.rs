@@ -46,7 +46,7 @@ pub fn farm_value(f: &Farm, name: &str) -> Option<Value<'static>> {
         "Name" => f.name.clone().into(),
         "Family" => word(&f.family).into(),
         "VirtualAddresses" => words(&f.virtual_addresses),
-        "VirtualPorts" => f.virtual_ports.clone().into(),
+        "VirtualPorts" => f.virtual_ports.to_string().into(),
         "Protocol" => word(&f.protocol).into(),
         "Mode" => word(&f.mode).into(),
         "Scheduler" => word(&f.scheduler).into(),

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::ports::Ports;
 use super::values::*;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -62,7 +63,7 @@ pub struct Farm {
     pub virtual_addresses: Vec<IpAddr>,
     /// `"80,443,8000-8010"`; empty means every port.
     #[serde(default)]
-    pub virtual_ports: String,
+    pub virtual_ports: Ports,
     #[serde(default)]
     pub protocol: Protocol,
     #[serde(default)]

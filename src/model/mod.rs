@@ -12,7 +12,7 @@ mod values;
 
 pub use config::{Backend, Config, Farm, Policy, Session};
 pub use names::{NameError, bus_path_escape, bus_path_unescape, validate_name};
-pub use ports::{PortError, PortRange, parse_ports};
+pub use ports::{PortError, PortRange, Ports};
 pub use states::{effective_priority, is_active, keeps_clients, takes_new_flows};
 pub use validate::{
     FieldError, Invalid, KeyValue, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,

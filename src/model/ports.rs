@@ -1,6 +1,11 @@
 //! `virtual-ports`: `"80,443,8000-8010"`, empty for all ports. Kept as merged, sorted ranges so the
 //! datapath stores intervals, not one element per port.
 
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 /// An inclusive port range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortRange {
@@ -43,7 +48,7 @@ fn port(index: usize, item: &str, s: &str) -> Result<u16, PortError> {
 
 /// Parses a port list; an empty or blank string means "all ports" and gives no ranges.
 /// Overlapping and adjacent ranges are merged (`80,81,82-90` → `80-90`).
-pub fn parse_ports(s: &str) -> Result<Vec<PortRange>, PortError> {
+fn parse_ports(s: &str) -> Result<Vec<PortRange>, PortError> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -81,6 +86,61 @@ pub fn parse_ports(s: &str) -> Result<Vec<PortRange>, PortError> {
         }
     }
     Ok(merged)
+}
+
+/// A farm's ports, parsed once when the document is read: merged, sorted ranges; none means
+/// every port. It cannot hold an unparsable list, so the datapath never has to guess what one
+/// would have meant. In JSON it is the canonical string (`"80,443,8000-8010"`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Ports(Vec<PortRange>);
+
+impl Ports {
+    /// The ranges, sorted and merged; empty for every port.
+    pub fn as_slice(&self) -> &[PortRange] {
+        &self.0
+    }
+
+    /// True when the farm takes every port.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromStr for Ports {
+    type Err = PortError;
+
+    fn from_str(s: &str) -> Result<Ports, PortError> {
+        parse_ports(s).map(Ports)
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if r.first == r.last {
+                write!(f, "{}", r.first)?;
+            } else {
+                write!(f, "{}-{}", r.first, r.last)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Ports {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ports {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ports, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +229,26 @@ mod tests {
             parse_ports("80,99999999999").unwrap_err().to_string(),
             "item 1 (\"99999999999\") is not a port number 1-65535"
         );
+    }
+
+    #[test]
+    fn json_is_the_canonical_string_both_ways() {
+        let p: Ports = serde_json::from_str(r#""443, 80,8000-8010,81""#).unwrap();
+        assert_eq!(p.as_slice(), [r(80, 81), r(443, 443), r(8000, 8010)]);
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#""80-81,443,8000-8010""#);
+        let canonical = r#""80,443,8000-8010""#;
+        let p: Ports = serde_json::from_str(canonical).unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), canonical);
+        let all: Ports = serde_json::from_str(r#""""#).unwrap();
+        assert!(all.is_empty());
+        assert_eq!(serde_json::to_string(&all).unwrap(), r#""""#);
+    }
+
+    #[test]
+    fn json_refuses_what_the_parser_refuses() {
+        let e = serde_json::from_value::<Ports>(serde_json::json!("80,0")).unwrap_err();
+        assert_eq!(e.to_string(), "item 1 (\"0\") is not a port number 1-65535");
+        let e = serde_json::from_value::<Ports>(serde_json::json!(80)).unwrap_err();
+        assert_eq!(e.to_string(), "invalid type: integer `80`, expected a string");
     }
 }

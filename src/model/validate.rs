@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::config::{Config, Farm, Policy};
 use super::names::validate_name;
-use super::ports::{PortRange, parse_ports};
+use super::ports::PortRange;
 use super::values::*;
 
 /// One refused field.
@@ -61,12 +61,42 @@ pub const MAX_TTL: u32 = 365 * 24 * 3600;
 pub fn parse_config(json: &str) -> Result<Config, Invalid> {
     let de = &mut serde_json::Deserializer::from_str(json);
     let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        if let Some(named) = farm_ports_error(&e, json) {
+            return named;
+        }
         let path = e.path().to_string();
         let field = if path == "." { "document".to_string() } else { path };
         Invalid::one(field, e.into_inner().to_string())
     })?;
     validate(&config)?;
     Ok(config)
+}
+
+/// A farm's `virtual-ports` is parsed as the document is read, but reported as validation reports
+/// a farm's values: under the farm's name (`farms[web].virtual-ports`) and without a position in
+/// the text. `None` for any other error, or when the farm has no name to give.
+fn farm_ports_error(e: &serde_path_to_error::Error<serde_json::Error>, json: &str) -> Option<Invalid> {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = e.path().iter().collect();
+    let [
+        Segment::Map { key: farms },
+        Segment::Seq { index },
+        Segment::Map { key: field },
+    ] = segments[..]
+    else {
+        return None;
+    };
+    if farms != "farms" || field != "virtual-ports" {
+        return None;
+    }
+    // Only on an error, so reading the text a second time costs nothing on the normal path.
+    let doc: serde_json::Value = serde_json::from_str(json).ok()?;
+    let name = doc["farms"][*index]["name"].as_str()?;
+    let inner = e.inner();
+    let text = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    let reason = text.strip_suffix(&position).unwrap_or(&text);
+    Some(Invalid::one(format!("farms[{name}].virtual-ports"), reason))
 }
 
 /// Parses one farm given as canonical JSON (a D-Bus or varlink request builds it), with errors
@@ -229,7 +259,7 @@ fn check_log_prefix(c: &mut Checker, field: &str, p: &Option<String>) {
     }
 }
 
-fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec<PortRange>> {
+fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) {
     let at = format!("farms[{}]", f.name);
     if f.virtual_addresses.is_empty() && !matches!(f.state, FarmState::Off) {
         c.err(
@@ -259,13 +289,6 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
             c.err(&field, format!("{ip} is listed twice"));
         }
     }
-    let ports = match parse_ports(&f.virtual_ports) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            c.err(format!("{at}.virtual-ports"), e.to_string());
-            None
-        }
-    };
     match f.mode {
         Mode::Dnat if f.source_addr.is_some() => c.err(
             format!("{at}.source-addr"),
@@ -470,7 +493,6 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) -> Option<Vec
             );
         }
     }
-    ports
 }
 
 fn valid_ifname(s: &str) -> bool {
@@ -539,12 +561,9 @@ pub struct ServiceIndex {
     claims: HashMap<(u8, IpAddr), Vec<(String, PortRange)>>,
 }
 
-/// A farm's claims; an empty port list claims every port. Unparsable ports claim nothing (that
-/// is reported on its own).
+/// A farm's claims; an empty port list claims every port.
 fn farm_claims(f: &Farm) -> Vec<(u8, IpAddr, PortRange)> {
-    let Ok(mut ports) = parse_ports(&f.virtual_ports) else {
-        return Vec::new();
-    };
+    let mut ports = f.virtual_ports.as_slice().to_vec();
     if ports.is_empty() {
         ports.push(PortRange {
             first: 1,
@@ -661,9 +680,7 @@ pub fn validate_changes(
         if let Err(e) = validate_name(&f.name) {
             c.err(format!("farms[{}].name", f.name), e.to_string());
         }
-        if check_farm(&mut c, f, &policy_names).is_none() {
-            continue;
-        }
+        check_farm(&mut c, f, &policy_names);
         for (proto, vip, r) in farm_claims(f) {
             let clash = committed
                 .conflict(proto, vip, r, |n| changed.contains(n))

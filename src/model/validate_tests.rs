@@ -50,6 +50,7 @@ fn canonical_json_round_trips() {
     .unwrap();
     let text = serde_json::to_string(&c).unwrap();
     assert!(text.contains("\"mark\":32"), "{text}");
+    assert!(text.contains("\"virtual-ports\":\"80,443\""), "{text}");
     assert_eq!(parse_config(&text).unwrap(), c);
 }
 
@@ -167,6 +168,24 @@ fn ports_weights_and_priorities_are_range_checked() {
         "farms[web].virtual-ports",
         "runs backwards",
     );
+    // Ports are typed as the document is read; the error is still the farm's field and reason,
+    // exactly, from a whole document and from one farm alone.
+    assert_eq!(
+        check(web(json!({"virtual-ports": "80,,90"}))).unwrap_err(),
+        Invalid::one("farms[web].virtual-ports", "item 1 (\"\") is an empty list item")
+    );
+    assert_eq!(
+        parse_farm_value(
+            web(json!({"virtual-ports": "80,,90"}))["farms"][0].clone(),
+            "farms[web]"
+        )
+        .unwrap_err(),
+        Invalid::one("farms[web].virtual-ports", "item 1 (\"\") is an empty list item")
+    );
+    // Without a name to give, the path says where it is.
+    let mut doc = web(json!({"virtual-ports": "0"}));
+    doc["farms"][0].as_object_mut().unwrap().remove("name");
+    refused(doc, "farms[0].virtual-ports", "item 0 (\"0\") is not a port");
     let mut doc = web(json!({}));
     doc["farms"][0]["backends"][0]["weight"] = json!(0);
     refused(doc, "farms[web].backends[b1].weight", "is not 1-10000");

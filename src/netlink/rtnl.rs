@@ -67,7 +67,7 @@ impl RouteSocket {
     /// A request socket in the calling thread's network namespace.
     pub fn new() -> Result<RouteSocket> {
         Ok(RouteSocket {
-            sock: Socket::open_protocol(libc::NETLINK_ROUTE, 0)?,
+            sock: Socket::open_protocol(nix::sys::socket::SockProtocol::NetlinkRoute, 0)?,
             seq: 1,
             buf: Vec::new(),
         })
@@ -75,7 +75,7 @@ impl RouteSocket {
 
     /// A socket that receives link, address, route and neighbour changes.
     pub fn subscribe() -> Result<RouteSocket> {
-        let sock = Socket::open_protocol(libc::NETLINK_ROUTE, 0)?;
+        let sock = Socket::open_protocol(nix::sys::socket::SockProtocol::NetlinkRoute, 0)?;
         sock.join_legacy_groups(RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE)?;
         Ok(RouteSocket {
             sock,

@@ -1,9 +1,43 @@
-//! A NETLINK_NETFILTER socket: the only I/O of the netlink layer.
+//! A netlink socket (NETLINK_NETFILTER, or NETLINK_ROUTE for links and addresses): the only I/O
+//! of the netlink layer.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, setsockopt, sockopt,
+};
+use nix::sys::time::TimeVal;
+use nix::{setsockopt_impl, sockopt_impl};
 
 use super::consts::*;
+
+// The netlink options nix does not define, declared through nix's own macro so that the value is
+// passed with the type and length the kernel reads (an int).
+sockopt_impl!(
+    /// Extended acks: an error names the attribute the kernel refused.
+    ExtAck,
+    SetOnly,
+    SOL_NETLINK,
+    NETLINK_EXT_ACK,
+    bool
+);
+sockopt_impl!(
+    /// Error replies carry only the header of the refused message, not all of it.
+    CapAck,
+    SetOnly,
+    SOL_NETLINK,
+    NETLINK_CAP_ACK,
+    bool
+);
+sockopt_impl!(
+    /// Joins one multicast group, by number.
+    AddMembership,
+    SetOnly,
+    SOL_NETLINK,
+    NETLINK_ADD_MEMBERSHIP,
+    u32
+);
 
 pub struct Socket {
     fd: OwnedFd,
@@ -12,54 +46,33 @@ pub struct Socket {
     rcvbuf: usize,
 }
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 impl Socket {
     /// Opens and binds a socket; `groups` is a multicast group to join (0 for none).
     pub fn open(group: u32) -> io::Result<Self> {
-        Self::open_protocol(libc::NETLINK_NETFILTER, group)
+        Self::open_protocol(SockProtocol::NetlinkNetFilter, group)
     }
 
     /// The same for another netlink protocol (NETLINK_ROUTE for links, addresses, neighbours).
-    pub fn open_protocol(protocol: libc::c_int, group: u32) -> io::Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd =
-            cvt(unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) })?;
-        // SAFETY: fd is a freshly created, valid descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: addr is a valid sockaddr_nl of `len` bytes.
-        cvt(unsafe { libc::bind(fd.as_raw_fd(), &addr as *const _ as *const libc::sockaddr, len) })?;
-        let mut bound: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        let mut blen = len;
-        // SAFETY: bound/blen describe a writable sockaddr_nl.
-        cvt(unsafe {
-            libc::getsockname(
-                fd.as_raw_fd(),
-                &mut bound as *mut _ as *mut libc::sockaddr,
-                &mut blen,
-            )
-        })?;
+    pub fn open_protocol(protocol: SockProtocol, group: u32) -> io::Result<Self> {
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            protocol,
+        )?;
+        // Port id 0: the kernel picks a unique one, read back below.
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        let bound: NetlinkAddr = socket::getsockname(fd.as_raw_fd())?;
         let mut s = Self {
             fd,
-            portid: bound.nl_pid,
+            portid: bound.pid(),
             sndbuf: 0,
             rcvbuf: 0,
         };
-        // Extended acks name the refused attribute; CAP_ACK keeps error replies small.
-        s.setopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)?;
-        s.setopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)?;
+        setsockopt(&s.fd, ExtAck, &true)?;
+        setsockopt(&s.fd, CapAck, &true)?;
         if group != 0 {
-            s.setopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group as i32)?;
+            setsockopt(&s.fd, AddMembership, &group)?;
         }
         s.set_rcvbuf(1 << 20)?;
         Ok(s)
@@ -71,35 +84,10 @@ impl Socket {
 
     /// Joins legacy multicast groups given as a bit mask (rtnetlink's RTMGRP_*) by rebinding.
     pub fn join_legacy_groups(&self, mask: u32) -> io::Result<()> {
-        // SAFETY: sockaddr_nl is plain old data; zeroed is a valid value.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_pid = self.portid;
-        addr.nl_groups = mask;
-        let len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-        // SAFETY: addr is a valid sockaddr_nl of `len` bytes.
-        cvt(unsafe {
-            libc::bind(
-                self.fd.as_raw_fd(),
-                &addr as *const _ as *const libc::sockaddr,
-                len,
-            )
-        })
-        .map(|_| ())
-    }
-
-    fn setopt(&self, level: i32, name: i32, v: i32) -> io::Result<()> {
-        // SAFETY: v is an int that outlives the call.
-        cvt(unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                &v as *const _ as *const libc::c_void,
-                4,
-            )
-        })
-        .map(|_| ())
+        Ok(socket::bind(
+            self.fd.as_raw_fd(),
+            &NetlinkAddr::new(self.portid, mask),
+        )?)
     }
 
     /// Grows the send buffer so that one batch fits in one message (as nft does); the FORCE
@@ -109,8 +97,8 @@ impl Socket {
             return Ok(());
         }
         let want = (len + 65536).next_power_of_two().min(i32::MAX as usize / 2);
-        self.setopt(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want as i32)
-            .or_else(|_| self.setopt(libc::SOL_SOCKET, libc::SO_SNDBUF, want as i32))?;
+        setsockopt(&self.fd, sockopt::SndBufForce, &want)
+            .or_else(|_| setsockopt(&self.fd, sockopt::SndBuf, &want))?;
         self.sndbuf = want;
         Ok(())
     }
@@ -119,112 +107,64 @@ impl Socket {
         if len <= self.rcvbuf {
             return Ok(());
         }
-        self.setopt(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, len as i32)
-            .or_else(|_| self.setopt(libc::SOL_SOCKET, libc::SO_RCVBUF, len as i32))?;
+        // The kernel reads an int: a larger request would wrap to a negative size.
+        let len = len.min(i32::MAX as usize / 2);
+        setsockopt(&self.fd, sockopt::RcvBufForce, &len)
+            .or_else(|_| setsockopt(&self.fd, sockopt::RcvBuf, &len))?;
         self.rcvbuf = len;
         Ok(())
     }
 
     pub fn send(&self, buf: &[u8]) -> io::Result<()> {
-        // SAFETY: sockaddr_nl zeroed = the kernel (pid 0).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
+        // Port id 0 is the kernel.
+        let kernel = NetlinkAddr::new(0, 0);
         loop {
-            // SAFETY: buf and addr are valid for the given lengths.
-            let r = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    buf.as_ptr() as *const libc::c_void,
-                    buf.len(),
-                    0,
-                    &addr as *const _ as *const libc::sockaddr,
-                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match socket::sendto(self.fd.as_raw_fd(), buf, &kernel, MsgFlags::empty()) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(n) if n != buf.len() => {
+                    return Err(io::Error::other(format!(
+                        "short netlink send: {n} of {}",
+                        buf.len()
+                    )));
                 }
-                return Err(e);
+                Ok(_) => return Ok(()),
             }
-            if r as usize != buf.len() {
-                return Err(io::Error::other(format!(
-                    "short netlink send: {r} of {}",
-                    buf.len()
-                )));
-            }
-            return Ok(());
         }
     }
 
     /// Receives one datagram into `buf` (grown if the datagram was truncated); returns its length.
     pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         loop {
-            // Peek at the size first so that no datagram is ever cut.
-            // SAFETY: buf is valid for its length.
-            let r = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    libc::MSG_PEEK | libc::MSG_TRUNC,
-                )
+            // Peek at the size first so that no datagram is ever cut: with MSG_TRUNC the kernel
+            // returns the datagram's real length even when it is longer than `buf`.
+            let need = match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC)
+            {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(n) => n,
             };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let need = r as usize;
             if need > buf.len() {
                 buf.resize(need, 0);
             }
-            // SAFETY: as above.
-            let r = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+                Ok(n) => return Ok(n),
             }
-            return Ok(r as usize);
         }
     }
 
     /// Sets a receive timeout (None: block forever).
     pub fn set_recv_timeout(&self, t: Option<std::time::Duration>) -> io::Result<()> {
         let tv = match t {
-            Some(d) => libc::timeval {
-                tv_sec: d.as_secs() as _,
-                tv_usec: d.subsec_micros() as _,
-            },
-            None => libc::timeval {
-                tv_sec: 0,
-                tv_usec: 0,
-            },
+            Some(d) => TimeVal::new(
+                d.as_secs().try_into().unwrap_or(nix::libc::time_t::MAX),
+                d.subsec_micros().into(),
+            ),
+            None => TimeVal::new(0, 0),
         };
-        // SAFETY: tv is a valid timeval for the duration of the call.
-        cvt(unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        })
-        .map(|_| ())
+        Ok(setsockopt(&self.fd, sockopt::ReceiveTimeout, &tv)?)
     }
 }
 

@@ -12,6 +12,10 @@ use std::io;
 use std::os::fd::FromRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::sys::socket::{SockType, getsockopt, sockopt};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -44,7 +48,13 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-/// The listening socket systemd passed as fd 3 (`LISTEN_PID`, `LISTEN_FDS`), if any.
+/// Whether fd 3 has been taken: it may be owned once only.
+static ACTIVATION_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The listening socket systemd passed as fd 3 (`LISTEN_PID`, `LISTEN_FDS`), if any. The
+/// variables are left in the environment: other threads run by now, and changing the environment
+/// under them is unsound; a child cannot mistake them for its own, since `LISTEN_PID` names this
+/// process.
 fn activated() -> io::Result<Option<UnixListener>> {
     let ours = std::env::var("LISTEN_PID")
         .ok()
@@ -54,18 +64,23 @@ fn activated() -> io::Result<Option<UnixListener>> {
         .ok()
         .and_then(|n| n.parse::<u32>().ok())
         .unwrap_or(0);
-    if !ours || count == 0 {
+    if !ours || count == 0 || ACTIVATION_TAKEN.swap(true, Ordering::SeqCst) {
         return Ok(None);
     }
-    // SAFETY: systemd hands fd 3 to this process (LISTEN_PID is ours) as a listening socket.
+    // SAFETY: LISTEN_PID names this process, so systemd started it with its sockets open from
+    // fd 3 on, and nothing in nftlbd opens or closes fd 3 otherwise; ACTIVATION_TAKEN makes this
+    // the only owner. What kind of socket it is gets checked right below.
     let std_listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(3) };
-    std_listener.set_nonblocking(true)?;
-    // SAFETY: plain libc calls on environment variables of our own process, before threads
-    // that read them exist here.
-    unsafe {
-        std::env::remove_var("LISTEN_PID");
-        std::env::remove_var("LISTEN_FDS");
+    let listening = getsockopt(&std_listener, sockopt::AcceptConn)?;
+    let stream = getsockopt(&std_listener, sockopt::SockType)? == SockType::Stream;
+    if !listening || !stream {
+        return Err(io::Error::other(
+            "the socket passed by systemd (fd 3) is not a listening stream socket",
+        ));
     }
+    // systemd passes it inheritable; nftlbd's children have no use for it.
+    fcntl(&std_listener, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    std_listener.set_nonblocking(true)?;
     UnixListener::from_std(std_listener).map(Some)
 }
 

@@ -20,7 +20,7 @@ pub fn in_testbed_with_rules(name: &str, rules: &[&str]) -> bool {
     if std::env::var_os("NFTLBD_IN_TESTBED").is_some() {
         return true;
     }
-    assert_eq!(unsafe { libc::geteuid() }, 0, "needs root");
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
     let exe = std::env::current_exe().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let rules: Vec<String> = rules
@@ -174,8 +174,7 @@ impl Daemon {
     }
 
     pub fn stop(mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        super::terminate(self.child.id()).expect("SIGTERM to our own child");
         let status = self.child.wait().unwrap();
         assert!(status.success(), "{status:?}");
     }

@@ -8,19 +8,23 @@ use std::process::{Command, Stdio};
 /// thread; children it spawns, such as `nft`, inherit it). Needs root: a test that cannot reach
 /// the kernel must fail, not pass silently.
 pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+    assert!(
+        nix::unistd::geteuid().is_root(),
         "kernel tests need root (CAP_NET_ADMIN + CAP_SYS_ADMIN for unshare); run them as root"
     );
     std::thread::spawn(move || {
-        // SAFETY: unshare only affects this thread's namespaces.
-        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+        // Only this thread's network namespace changes.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         f()
     })
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Asks a process the test started to stop (SIGTERM: a clean exit, unlike `Child::kill`).
+pub fn terminate(pid: u32) -> nix::Result<()> {
+    let pid = i32::try_from(pid).map_err(|_| nix::Error::ESRCH)?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
 }
 
 /// Runs nft with `args`; panics with its stderr if it fails.

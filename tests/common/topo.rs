@@ -13,7 +13,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -83,9 +82,9 @@ pub fn in_ns<T: Send + 'static>(
 
 fn enter(path: &str) {
     let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: setns only changes this thread's network namespace.
-    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    // Only this thread's network namespace changes.
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
 }
 
 /// Runs `f` inside the namespace and waits for it.
@@ -131,7 +130,7 @@ pub fn client_ip(v6: bool) -> IpAddr {
 impl Topo {
     /// Builds the network with `n` backends named `be0`, `be1`, …
     pub fn new(n: usize) -> Topo {
-        assert_eq!(unsafe { libc::geteuid() }, 0, "traffic tests need root");
+        assert!(nix::unistd::geteuid().is_root(), "traffic tests need root");
         let id = format!("{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let client = format!("nlbt-{id}-c");
         let lb = format!("nlbt-{id}-lb");

@@ -83,7 +83,7 @@ pub(super) fn add_farm(t: &mut Draft, farm: &Farm, fa: &FarmAlloc, res: &Resolve
         extra,
         elems: BTreeMap::from([(ctx.shard.clone(), slot_elems(&ctx))]),
     };
-    let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
+    let ports = farm.virtual_ports.as_slice().to_vec();
     let port_list = every_port_if_none(ports);
     if stateless {
         stl::elems(&ctx, t, &port_list, &mut part);

@@ -30,7 +30,7 @@ pub fn stl_port_rewrite(farm: &Farm) -> Option<(u16, u32)> {
     if farm.mode != Mode::Stlsdnat || farm.backends.iter().all(|b| b.port.is_none()) {
         return None;
     }
-    let ports = crate::model::parse_ports(&farm.virtual_ports).ok()?;
+    let ports = &farm.virtual_ports;
     let vport = match ports.as_slice() {
         [r] if r.first == r.last => r.first,
         _ => return None,

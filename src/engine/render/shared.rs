@@ -8,7 +8,7 @@ pub fn dispatch_claims(fam: IpFamily, farm: &Farm) -> Vec<(u8, IpAddr, u16, u16)
     if farm.state != FarmState::Up || is_l2(farm) {
         return Vec::new();
     }
-    let ports = crate::model::parse_ports(&farm.virtual_ports).unwrap_or_default();
+    let ports = farm.virtual_ports.as_slice();
     let ranges: Vec<(u16, u16)> = if ports.is_empty() {
         vec![(0, 65535)]
     } else {
