@@ -1,5 +1,5 @@
 //! Datapath bench: the cost of a new TCP connection through nftlbd farms of very different sizes,
-//! measured as in `../shared/bench-reference` (README §1): one client, one backend namespace with
+//! measured as the README's datapath bench describes: one client, one backend namespace with
 //! a whole /16 of local addresses, and one balancer namespace per design, all at once; a single
 //! thread makes blocking connect + RST-close round robin over the designs, so drift hits all
 //! alike, and the figure is the median per design and its ratio to plain forwarding.

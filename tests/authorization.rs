@@ -19,6 +19,7 @@ use common::bus::*;
 use common::clients::{self, Outcome};
 // The writable properties, from the crate's own tables (one place to change if they move).
 use nftlbd::schema::props::{BACKEND as BACKEND_PROPS, FARM as FARM_PROPS};
+use nftlbd::service::operation::OPERATIONS;
 
 /// Where a check's polkit details point.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -693,6 +694,22 @@ fn rows_cover_the_same_operations_on_each_front_end() {
     assert_eq!(names, ops(true), "a varlink row's operation is its method");
     for r in property_rows() {
         assert!(ops(true).contains(r.op), "{r:?}");
+    }
+    // Every change of the service's operation table has rows, and every D-Bus member that
+    // offers one is called (property sets by `property_rows`).
+    let changes: BTreeSet<&str> = OPERATIONS.iter().filter(|s| s.changes).map(|s| s.name).collect();
+    assert_eq!(ops(true), changes, "the rows and the operation table");
+    let called: BTreeSet<String> = ROWS
+        .iter()
+        .filter_map(|r| match r.call {
+            Call::Dbus { method, .. } => method.strip_prefix("org.nftlbd1.").map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    for spec in OPERATIONS.iter().filter(|s| s.changes) {
+        for member in spec.dbus.iter().filter(|m| !m.ends_with('=')) {
+            assert!(called.contains(*member), "{}: no row calls {member}", spec.name);
+        }
     }
     // No test value for a property that is gone (or was renamed).
     for (values, props) in [(FARM_VALUES, FARM_PROPS), (BACKEND_VALUES, BACKEND_PROPS)] {

@@ -1,4 +1,4 @@
-//! `org.nftlbd1.Error.*` (API.md), from the service's refusals.
+//! `org.nftlbd1.Error.*` (docs/errors.md), from the service's refusals.
 
 use crate::service::ServiceError;
 
@@ -35,7 +35,7 @@ impl From<crate::model::Invalid> for Error {
     }
 }
 
-/// Property setters may only answer with the standard errors (API.md).
+/// Property setters may only answer with the standard errors (docs/errors.md).
 pub fn to_fdo(e: Error) -> zbus::fdo::Error {
     match e {
         Error::NotAuthorized(m) => zbus::fdo::Error::AccessDenied(m),

@@ -1,4 +1,4 @@
-//! The D-Bus front end (`org.nftlbd1` on the system bus, API.md): translates calls into changes
+//! The D-Bus front end (`org.nftlbd1` on the system bus; docs/dbus.md): translates calls into changes
 //! for the service and asks polkit first; never changes anything itself. The object tree follows
 //! the service's events: one task adds and removes farm and backend objects and emits
 //! `PropertiesChanged`, `StateChanged` and the ObjectManager's signals, once per change, whoever

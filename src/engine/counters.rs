@@ -1,4 +1,4 @@
-//! Counters read from the kernel: per element of a policy's set (API.md `Policy.GetCounters`),
+//! Counters read from the kernel: per element of a policy's set (`Policy.GetCounters`, docs/dbus.md),
 //! and the traffic of a farm or a backend (`Packets`, `Bytes`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

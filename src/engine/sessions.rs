@@ -9,7 +9,7 @@ use super::family::IpFamily;
 use super::layout::{FARM_MASK, MEMBER_MASK, TABLE, farm_tag, persist_set};
 use super::persist::{decode_key, format_client};
 
-/// One session as API.md shows it.
+/// One session as the API shows it (docs/operations.md, ListSessions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
     /// The persistence key's fields joined with `" . "` (the format static sessions use).

@@ -1,4 +1,4 @@
-//! The canonical configuration document (API.md): `{"farms":[...], "policies":[...]}` with nftlb's
+//! The canonical configuration document (docs/json.md): `{"farms":[...], "policies":[...]}` with nftlb's
 //! key names in kebab-case and real JSON types. Unknown keys are refused (`deny_unknown_fields`);
 //! defaults are nftlb's.
 

@@ -1,6 +1,6 @@
 //! The model: farms, backends and policies as data, and their validation. Pure: no I/O.
 //!
-//! `config` is the canonical JSON document (API.md), `values` its enumerations and small value
+//! `config` is the canonical JSON document (docs/json.md), `values` its enumerations and small value
 //! types, `validate` the whole-document checks that run before anything reaches the kernel.
 
 mod config;

@@ -13,7 +13,7 @@ pub enum NameError {
     BadChar(char),
 }
 
-/// Checks `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}` (API.md, "object names").
+/// Checks `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}` (docs/README.md, object names).
 pub fn validate_name(name: &str) -> Result<(), NameError> {
     let mut chars = name.chars();
     let first = chars.next().ok_or(NameError::Empty)?;

@@ -1,4 +1,4 @@
-//! What backend states and priorities mean for scheduling (API.md, nftlb §3.7).
+//! What backend states and priorities mean for scheduling (docs/json.md; as nftlb's priority tiers).
 //!
 //! - `up`: schedulable when its priority tier is active.
 //! - `drain`: no new flows; established flows and persistent clients continue.

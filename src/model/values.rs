@@ -1,4 +1,4 @@
-//! The enumerations and small value types of the canonical JSON (API.md): each unknown value is a
+//! The enumerations and small value types of the canonical JSON (docs/json.md): each unknown value is a
 //! deserialization error that names the accepted ones, never a silent default (nftlb's flaw).
 
 use std::fmt;
@@ -123,7 +123,7 @@ pub enum FarmState {
     Off,
 }
 
-/// Backend states (API.md): `drain` takes no new flows but keeps established flows and persistent
+/// Backend states (docs/json.md): `drain` takes no new flows but keeps established flows and persistent
 /// clients; `down` is failed (no new flows, persistence moves away); `off` is administratively out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -119,7 +119,7 @@ fn patch(changes: Map<String, Value>, at: &str) -> Result<Patch> {
     Ok(p)
 }
 
-/// The `name` of an object given as canonical JSON, checked as API.md names are.
+/// The `name` of an object given as canonical JSON, checked as every object name is.
 fn object_name(obj: &Map<String, Value>, at: &str) -> Result<String> {
     let name = obj
         .get("name")
