@@ -40,7 +40,7 @@ fn demo_balances_real_traffic_and_changes_live() {
         "o \"/org/nftlbd1/farm/web\"",
         "o \"/org/nftlbd1/farm/web/backend/b3\"",
         // The delegated operator could drain and enable, not reweigh; bob could do nothing.
-        "AccessDenied: org.nftlbd1.backend.manage needs authentication",
+        "Failed to set property Weight on interface org.nftlbd1.Backend: Access denied",
         "Call failed: org.nftlbd1.backend.set-state needs authentication",
         "daemon says: nftlbd: running as root with CAP_NET_ADMIN only",
         "daemon says: nftlbd: the kernel matches the saved state",
