@@ -127,22 +127,17 @@ fn method(iface: &Interface, m: &Member) -> String {
     let entry = format!("{}.{}", iface.short(), m.name);
     let ops: Vec<String> = offered_by_dbus(&entry)
         .iter()
-        .map(|s| format!("operation {}, action {}", code(s.name), action_text(s)))
+        .map(|s| match s.action {
+            Some(a) => format!("Operation {}, polkit action {}.", code(s.name), code(a)),
+            None => format!("Operation {}, open to anyone.", code(s.name)),
+        })
         .collect();
     format!(
-        "#### {}\n\n{}\n\n{}.\n\n",
+        "#### {}\n\n{}\n\n{}\n\n",
         code(&signature(m)),
         m.doc,
-        capitalize(&ops.join("; "))
+        ops.join(" ")
     )
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
 }
 
 fn property(iface: &Interface, p: &Property) -> Vec<String> {

@@ -22,8 +22,9 @@ pub fn render() -> String {
             key: "sessions",
             json: "array of `{\"client\": string, \"backend\": string}`",
             property: None,
-            doc: "Static sessions: a client (the farm's persistence key fields joined with ` . `) pinned \
-                  to a backend by name. On D-Bus: `Farm.ListSessions()`, `Farm.AddSession()`, \
+            doc: "Static sessions: a client pinned to a backend by name. The client is the farm's \
+                  persistence key, as `192.0.2.7 . 40000` when `persistence` is \
+                  `[\"srcip\", \"srcport\"]`. On D-Bus: `Farm.ListSessions()`, `Farm.AddSession()`, \
                   `Farm.DeleteSession()`.",
         },
     ];
@@ -63,7 +64,9 @@ what varlink sends and receives (farms, backends and policies as objects of this
 numbers, lists are arrays). A missing key takes its default; an unknown key or value is an error, \
 never ignored or defaulted. Each key is also a D-Bus property, its name the CamelCase form of the \
 key, and the same CamelCase names are the keys of the `a{sv}` settings of D-Bus methods.\n\n\
-Required keys are marked *(required)*. Object names (`name`) match `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`.\n\n";
+Required keys are marked *(required)*. The descriptions are the D-Bus properties' own; where one \
+says that an empty string or 0 removes a key, in JSON the key is left out (or, in the `changes` of a \
+varlink update, set to `null`). Object names (`name`) match `[A-Za-z0-9][A-Za-z0-9_.-]{0,62}`.\n\n";
 
 /// A key that is no entry of the key tables: names, lists of objects.
 struct Extra {

@@ -16,8 +16,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn cell(text: &str) -> String {
-    let t = text.replace('|', "\\|").replace('\n', " ");
-    if t.is_empty() { "".into() } else { t }
+    text.replace('|', "\\|").replace('\n', " ")
 }
 
 /// Inline code; text that holds a backtick is fenced with two.

@@ -16,13 +16,14 @@ pub fn render() -> String {
          will do; `nftlbctl varlink org.nftlbd1.METHOD [JSON] [--more]` is one.\n\n\
          Changes check the same polkit action and details as over D-Bus, for the calling process (the \
          kernel's credentials of the connection); a call with `\"allowInteractiveAuthentication\": true` \
-         lets polkit ask the caller's agent for a password. Errors are `{iface}.<Name>` \
+         lets polkit ask the caller's agent for a password. Errors are `{name}.<Name>` \
          ([errors.md](errors.md)).\n\n\
          `Monitor` with `more` answers at once with the current generation and names, then once per \
          committed change, whoever made it: the farms, backends and policies added, removed or changed, \
          each changed key with its old and new value (`null`: not set), backend state transitions with \
          their reason, and backends that start or stop taking new connections.\n\n",
         iface = code(BUS_NAME),
+        name = BUS_NAME,
         sock = code(VARLINK_SOCKET),
     ));
     let rows: Vec<Vec<String>> = varlink_methods()
