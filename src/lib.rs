@@ -14,6 +14,7 @@ pub mod netlink;
 pub mod notify;
 pub mod polkit;
 pub mod privileges;
+pub mod reference;
 pub mod schema;
 pub mod service;
 pub mod state;
