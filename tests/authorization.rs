@@ -248,6 +248,14 @@ const ROWS: &[Row] = &[
         "org.nftlbd1.Backend.Remove",
         &[],
     ),
+    // A batch: one state and one weight, so both actions are asked (for the one farm).
+    dbus(
+        "SetBackends",
+        Scope::Farm,
+        MANAGER_PATH,
+        "org.nftlbd1.Manager.SetBackends",
+        &["[('{farm}', 'a', {'State': <'drain'>}), ('{farm}', 'b', {'Weight': <uint32 3>})]"],
+    ),
     // D-Bus: Policy.
     dbus(
         "EditPolicyElements",
@@ -317,6 +325,12 @@ const ROWS: &[Row] = &[
         "SetBackendState",
         Scope::Farm,
         r#"{"farm": "{farm}", "backend": "a", "state": "drain"}"#,
+    ),
+    varlink(
+        "SetBackends",
+        Scope::Farm,
+        r#"{"changes": [{"farm": "{farm}", "backend": "a", "state": "drain"},
+                        {"farm": "{farm}", "backend": "b", "weight": 3}]}"#,
     ),
     varlink(
         "AddSession",
@@ -683,7 +697,7 @@ fn rows_cover_the_same_operations_on_each_front_end() {
             .collect()
     };
     assert_eq!(ops(false), ops(true));
-    assert_eq!(ops(true).len(), 16);
+    assert_eq!(ops(true).len(), 17);
     let names: BTreeSet<&str> = ROWS
         .iter()
         .filter_map(|r| match r.call {

@@ -4,6 +4,7 @@
 //! typed settings, `client` talks to the bus (with polkit's agent on a terminal), `show` prints.
 
 mod agent;
+mod batch;
 mod client;
 mod monitor;
 mod settings;
@@ -39,6 +40,10 @@ pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   set-backend FARM NAME KEY=VALUE...   change backend keys (one transaction)
   state FARM BACKEND up|down|off|drain
   remove-backend FARM NAME
+  set-backends KEY=VALUE... FARM/BACKEND...
+                                       state=, weight= or priority= of many backends across farms,
+                                       in one transaction, all or nothing (a rack failure)
+  set-backends --from FILE|-           the same with a line per backend: FARM BACKEND KEY=VALUE...
   policies                             policies: type, family, elements
   policy NAME                          a policy's elements with what each matched
   create-policy NAME KEY=VALUE...      type=blacklist|whitelist family= timeout= log-prefix= elements=a,b
@@ -286,6 +291,10 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
                 }
                 _ => c.change::<_, ()>(&path, BACKEND, "Remove", &()).await,
             }
+        }
+        "set-backends" => {
+            let changes = batch::changes(&w[1..])?;
+            c.change::<_, ()>(ROOT, MANAGER, "SetBackends", &(changes,)).await
         }
         "policies" => show::policies(&c, args.json).await,
         "policy" => show::policy(&c, arg(1, "a policy")?, args.json).await,

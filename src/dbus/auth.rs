@@ -39,7 +39,7 @@ pub async fn execute(
     op: Operation,
 ) -> Result<Output, Error> {
     // Open reads need nobody's name: asking the bus who calls would only slow them.
-    let who = if op.authorization().is_none() && !matches!(op, Operation::GetPermissions) {
+    let who = if op.authorizations().is_empty() && !matches!(op, Operation::GetPermissions) {
         Caller::nobody()
     } else {
         caller(conn, hdr).await?

@@ -109,6 +109,32 @@ impl Manager {
         Ok(policy_path(&name))
     }
 
+    /// Many backends' State, Weight or Priority, across farms, in one transaction.
+    async fn set_backends(
+        &self,
+        changes: Vec<(String, String, HashMap<String, OwnedValue>)>,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let mut updates = Vec::with_capacity(changes.len());
+        for (i, (farm, backend, settings)) in changes.into_iter().enumerate() {
+            updates.push(props::backend_update(
+                farm,
+                backend,
+                &settings,
+                &format!("changes[{i}]"),
+            )?);
+        }
+        execute(
+            &self.service,
+            conn,
+            &hdr,
+            Operation::SetBackends { changes: updates },
+        )
+        .await?;
+        Ok(())
+    }
+
     /// The whole configuration as canonical JSON.
     #[zbus(out_args("json"))]
     async fn export_config(

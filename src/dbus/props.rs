@@ -233,6 +233,43 @@ pub fn patch(
     Ok(crate::service::Patch { set, removed })
 }
 
+/// One change of `Manager.SetBackends`: `State`, `Weight` and `Priority` only.
+pub fn backend_update(
+    farm: String,
+    backend: String,
+    settings: &HashMap<String, OwnedValue>,
+    at: &str,
+) -> Result<crate::service::BackendUpdate, crate::model::Invalid> {
+    use crate::model::Invalid;
+    let mut u = crate::service::BackendUpdate {
+        farm,
+        backend,
+        ..Default::default()
+    };
+    let mut names: Vec<&String> = settings.keys().collect();
+    names.sort();
+    for name in names {
+        let v: &Value<'_> = &settings[name];
+        let field = format!("{at}.{name}");
+        let prop = match name.as_str() {
+            "State" | "Weight" | "Priority" => find(BACKEND, name),
+            _ => None,
+        }
+        .ok_or_else(|| Invalid::one(&field, "a batch sets State, Weight or Priority only"))?;
+        let json = to_json(prop, v).map_err(|e| Invalid::one(&field, e))?;
+        match (prop.key, json) {
+            ("state", Some(serde_json::Value::String(s))) => u.state = Some(s),
+            ("weight", Some(n)) => u.weight = n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            ("priority", Some(n)) => u.priority = n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            _ => return Err(Invalid::one(&field, format!("{name} takes a value here"))),
+        }
+    }
+    if u.keys().next().is_none() {
+        return Err(Invalid::one(at, "sets nothing (State, Weight or Priority)"));
+    }
+    Ok(u)
+}
+
 /// `aa{sv}` as a list of dictionaries.
 fn backend_dicts(v: &Value<'_>) -> Result<Vec<HashMap<String, OwnedValue>>, String> {
     let v = match v {

@@ -19,18 +19,17 @@ impl Service {
 
     /// Refuses unless the authority says yes to the operation's action and details.
     pub async fn authorize(&self, caller: &Caller, op: &Operation) -> Result<(), ServiceError> {
-        let Some((action, details)) = op.authorization() else {
-            return Ok(());
-        };
-        let answer = self
-            .authority
-            .check(caller, action, &details)
-            .await
-            .map_err(ServiceError::NotAuthorized)?;
-        match refusal(caller, action, answer) {
-            None => Ok(()),
-            Some(message) => Err(ServiceError::NotAuthorized(message)),
+        for (action, details) in op.authorizations() {
+            let answer = self
+                .authority
+                .check(caller, action, &details)
+                .await
+                .map_err(ServiceError::NotAuthorized)?;
+            if let Some(message) = refusal(caller, action, answer) {
+                return Err(ServiceError::NotAuthorized(message));
+            }
         }
+        Ok(())
     }
 
     /// The answer for each action, without details (the general answer) and without asking.
@@ -116,6 +115,7 @@ impl Service {
             Operation::RemoveBackend { farm, backend } => {
                 self.change(o(), ops::remove_backend(farm, backend)).await?
             }
+            Operation::SetBackends { changes } => self.change(o(), ops::set_backends(changes)).await?,
             Operation::AddSession {
                 farm,
                 client,

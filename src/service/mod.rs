@@ -24,7 +24,7 @@ mod parity_tests;
 mod tests;
 
 pub use authority::{Authority, Caller};
-pub use operation::{ElementEdit, ImportMode, Operation, Output, Patch};
+pub use operation::{BackendUpdate, ElementEdit, ImportMode, Operation, Output, Patch};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

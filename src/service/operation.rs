@@ -53,6 +53,29 @@ pub struct ElementEdit {
     pub add: Vec<String>,
 }
 
+/// One backend's new state, weight or priority, in a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendUpdate {
+    pub farm: String,
+    pub backend: String,
+    pub state: Option<String>,
+    pub weight: Option<u32>,
+    pub priority: Option<u32>,
+}
+
+impl BackendUpdate {
+    /// The canonical keys it sets.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> {
+        [
+            self.state.as_ref().map(|_| "state"),
+            self.weight.map(|_| "weight"),
+            self.priority.map(|_| "priority"),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportMode {
     /// Farms and policies of the document are added, or replace those of the same name.
@@ -140,6 +163,11 @@ pub enum Operation {
         farm: String,
         backend: String,
     },
+    /// The state, weight or priority of many backends, across farms: one transaction, all or
+    /// nothing (a rack failure, a health-check sweep).
+    SetBackends {
+        changes: Vec<BackendUpdate>,
+    },
     /// Pins a client (in the farm's persistence format) to a backend.
     AddSession {
         farm: String,
@@ -219,6 +247,7 @@ pub enum Kind {
     UpdateBackend,
     SetBackendState,
     RemoveBackend,
+    SetBackends,
     AddSession,
     DeleteSession,
     FlushSessions,
@@ -439,6 +468,16 @@ pub const OPERATIONS: &[Spec] = &[
         "Removes a backend; its established connections are not cut.",
     ),
     change(
+        K::SetBackends,
+        "SetBackends",
+        polkit::BACKEND_SET_STATE,
+        &["Manager.SetBackends"],
+        &["farm", "keys", "state"],
+        "Sets the state, weight or priority of many backends across farms, in one transaction; all or \
+         nothing. Checked once per farm: backend.set-state when only states change there, \
+         backend.manage otherwise.",
+    ),
+    change(
         K::AddSession,
         "AddSession",
         polkit::FARM_MANAGE,
@@ -564,6 +603,7 @@ impl Operation {
             Operation::UpdateBackend { .. } => K::UpdateBackend,
             Operation::SetBackendState { .. } => K::SetBackendState,
             Operation::RemoveBackend { .. } => K::RemoveBackend,
+            Operation::SetBackends { .. } => K::SetBackends,
             Operation::AddSession { .. } => K::AddSession,
             Operation::DeleteSession { .. } => K::DeleteSession,
             Operation::FlushSessions { .. } => K::FlushSessions,
@@ -579,10 +619,15 @@ impl Operation {
         spec(self.kind())
     }
 
-    /// The polkit action and details to check before running it; `None`: anyone may.
-    pub fn authorization(&self) -> Option<(&'static str, Details)> {
+    /// The polkit checks to pass before running it, all of them; none: anyone may.
+    pub fn authorizations(&self) -> Vec<(&'static str, Details)> {
         let spec = self.spec();
-        let action = spec.action?;
+        let Some(action) = spec.action else {
+            return Vec::new();
+        };
+        if let Operation::SetBackends { changes } = self {
+            return batch_checks(changes, &spec.verb());
+        }
         let mut d = Details::verb(&spec.verb());
         let own = |s: &String| s.clone();
         match self {
@@ -593,6 +638,7 @@ impl Operation {
             | Operation::GetTraffic { .. }
             | Operation::GetFarmCounters { .. }
             | Operation::GetPermissions
+            | Operation::SetBackends { .. }
             | Operation::Reload => {}
             Operation::CreateFarm { farm } => d.farm = farm.name.clone(),
             Operation::ListSessions { farm }
@@ -632,8 +678,43 @@ impl Operation {
             | Operation::EditPolicyElements { policy, .. } => d.policy = own(policy),
             Operation::ImportConfig { mode, .. } => d.mode = mode.word().to_string(),
         }
-        Some((action, d))
+        vec![(action, d)]
     }
+}
+
+/// One check per farm a batch touches: `backend.set-state` when it only sets states there,
+/// `backend.manage` otherwise; `keys` and `state` say what it sets (states joined with commas
+/// when they differ).
+fn batch_checks(changes: &[BackendUpdate], verb: &str) -> Vec<(&'static str, Details)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by_farm: BTreeMap<&str, (BTreeSet<&str>, Vec<&str>)> = BTreeMap::new();
+    for c in changes {
+        let (keys, states) = by_farm.entry(c.farm.as_str()).or_default();
+        keys.extend(c.keys());
+        if let Some(s) = &c.state
+            && !states.contains(&s.as_str())
+        {
+            states.push(s);
+        }
+    }
+    by_farm
+        .into_iter()
+        .map(|(farm, (keys, states))| {
+            let action = if keys.iter().all(|k| *k == "state") {
+                polkit::BACKEND_SET_STATE
+            } else {
+                polkit::BACKEND_MANAGE
+            };
+            let d = Details {
+                farm: farm.to_string(),
+                verb: verb.to_string(),
+                keys: keys.into_iter().collect::<Vec<_>>().join(","),
+                state: states.join(","),
+                ..Details::default()
+            };
+            (action, d)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -658,6 +739,7 @@ mod tests {
         K::UpdateBackend,
         K::SetBackendState,
         K::RemoveBackend,
+        K::SetBackends,
         K::AddSession,
         K::DeleteSession,
         K::FlushSessions,
@@ -713,7 +795,7 @@ mod tests {
                 edit: ElementEdit::default(),
             },
         ];
-        let (action, d) = ops[0].authorization().unwrap();
+        let (action, d) = ops[0].authorizations().remove(0);
         assert_eq!(action, polkit::BACKEND_SET_STATE);
         assert_eq!(
             (
@@ -724,17 +806,49 @@ mod tests {
             ),
             ("web", "a", "drain", "set-backend-state")
         );
-        let (action, d) = ops[1].authorization().unwrap();
+        let (action, d) = ops[1].authorizations().remove(0);
         assert_eq!(action, polkit::FARM_MANAGE);
         assert_eq!(
             (d.keys.as_str(), d.verb.as_str()),
             ("mark,persist-ttl,scheduler", "update-farm")
         );
-        let (action, d) = ops[2].authorization().unwrap();
+        let (action, d) = ops[2].authorizations().remove(0);
         assert_eq!((action, d.policy.as_str()), (polkit::POLICY_MANAGE, "bl"));
-        assert!(Operation::GetConfig.authorization().is_none());
+        assert!(Operation::GetConfig.authorizations().is_empty());
         let sessions = Operation::ListSessions { farm: farm() };
-        assert_eq!(sessions.authorization().unwrap().0, polkit::INFO);
+        assert_eq!(sessions.authorizations()[0].0, polkit::INFO);
+    }
+
+    #[test]
+    fn a_batch_is_checked_once_per_farm_with_the_narrowest_action() {
+        let u = |farm: &str, backend: &str, state: Option<&str>, weight: Option<u32>| BackendUpdate {
+            farm: farm.into(),
+            backend: backend.into(),
+            state: state.map(str::to_string),
+            weight,
+            priority: None,
+        };
+        let op = Operation::SetBackends {
+            changes: vec![
+                u("web", "a", Some("drain"), None),
+                u("web", "b", Some("down"), None),
+                u("db", "x", Some("up"), Some(3)),
+                u("web", "c", Some("drain"), None),
+            ],
+        };
+        let checks = op.authorizations();
+        let got: Vec<(&str, &str, &str, &str)> = checks
+            .iter()
+            .map(|(a, d)| (*a, d.farm.as_str(), d.keys.as_str(), d.state.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (polkit::BACKEND_MANAGE, "db", "state,weight", "up"),
+                (polkit::BACKEND_SET_STATE, "web", "state", "drain,down"),
+            ]
+        );
+        assert!(checks.iter().all(|(_, d)| d.verb == "set-backends"));
     }
 
     #[test]
@@ -783,6 +897,15 @@ mod tests {
                 farm: s(),
                 backend: s(),
             },
+            Operation::SetBackends {
+                changes: vec![BackendUpdate {
+                    farm: s(),
+                    backend: s(),
+                    state: Some(s()),
+                    weight: Some(2),
+                    priority: None,
+                }],
+            },
             Operation::AddSession {
                 farm: s(),
                 client: s(),
@@ -807,7 +930,7 @@ mod tests {
         ];
         for op in ops {
             let spec = op.spec();
-            let (_, d) = op.authorization().expect("guarded");
+            let (_, d) = op.authorizations().into_iter().next().expect("guarded");
             assert_eq!(d.verb, spec.verb());
             let mut given: Vec<&str> = d
                 .pairs()

@@ -9,7 +9,8 @@ use crate::model::{effective_priority, is_active, parse_config, parse_farm_value
 use crate::polkit::Subject;
 use crate::service::operation::Kind;
 use crate::service::{
-    Caller, ElementEdit, Event, ImportMode, Operation, Output, Patch, Service, ServiceError, edit,
+    BackendUpdate, Caller, ElementEdit, Event, ImportMode, Operation, Output, Patch, Service, ServiceError,
+    edit,
 };
 
 /// The interface description served by `GetInterfaceDescription`.
@@ -236,6 +237,14 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
             backend: s("backend")?,
             state: s("state")?,
         },
+        "SetBackends" => {
+            let changes: Vec<Value> = param(p, "changes")?;
+            let mut updates = Vec::with_capacity(changes.len());
+            for (i, c) in changes.iter().enumerate() {
+                updates.push(backend_update(c, &format!("changes[{i}]"))?);
+            }
+            Operation::SetBackends { changes: updates }
+        }
         "AddSession" => Operation::AddSession {
             farm: s("farm")?,
             client: s("client")?,
@@ -276,6 +285,53 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
         "Reload" => Operation::Reload,
         _ => return Ok(None),
     }))
+}
+
+/// One `BackendUpdate` of `SetBackends`.
+fn backend_update(c: &Value, at: &str) -> Result<BackendUpdate> {
+    let field = |k: &str| format!("{at}.{k}");
+    let text = |k: &str| -> Result<String> {
+        c.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| invalid(field(k), "is missing or not a string"))
+    };
+    let number = |k: &str| -> Result<Option<u32>> {
+        match c.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| invalid(field(k), "is not a number from 0 to 4294967295")),
+        }
+    };
+    let Some(obj) = c.as_object() else {
+        return Err(invalid(at, "is not an object"));
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["farm", "backend", "state", "weight", "priority"].contains(&k.as_str()))
+    {
+        return Err(invalid(
+            field(k),
+            "unknown key; a change has farm, backend, state, weight, priority",
+        ));
+    }
+    let u = BackendUpdate {
+        farm: text("farm")?,
+        backend: text("backend")?,
+        state: match c.get("state") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(text("state")?),
+        },
+        weight: number("weight")?,
+        priority: number("priority")?,
+    };
+    if u.keys().next().is_none() {
+        return Err(invalid(at, "sets nothing (state, weight or priority)"));
+    }
+    Ok(u)
 }
 
 /// An operation's output as the method's reply parameters.
