@@ -17,4 +17,6 @@ pub mod privileges;
 pub mod schema;
 pub mod service;
 pub mod state;
+#[cfg(test)]
+mod testkit;
 pub mod varlink;
