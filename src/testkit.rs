@@ -28,6 +28,22 @@ pub async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
     }
 }
 
+/// Where temporary directories go: shared memory where there is one, since the service fsyncs
+/// its state file on every change and a busy disk can take seconds per fsync.
+fn scratch() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let writable = nix::unistd::access(
+        shm,
+        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+    )
+    .is_ok();
+    if shm.is_dir() && writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// A fresh directory, removed at the end of the test.
 pub struct TempDir(PathBuf);
 
@@ -35,7 +51,7 @@ impl TempDir {
     pub fn new(what: &str) -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("nftlbd-{what}-{}-{n}", std::process::id()));
+        let dir = scratch().join(format!("nftlbd-{what}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a temporary directory");
         TempDir(dir)
