@@ -378,7 +378,13 @@ async fn a_refused_caller_changes_nothing() {
     let r = p.call(&a, BACKEND, "SetState", &("drain",)).await;
     assert_eq!(error_name(r), "org.nftlbd1.Error.NotAuthorized");
     let r = p.set(&a, BACKEND, "Weight", Value::from(3u32)).await;
-    assert_eq!(error_name(r), "org.freedesktop.DBus.Error.AccessDenied");
+    assert_eq!(
+        error_text(r),
+        (
+            "org.freedesktop.DBus.Error.AccessDenied".to_string(),
+            "org.nftlbd1.backend.manage is not allowed for this caller".to_string()
+        )
+    );
     let r = p
         .set(&farm_path("web"), FARM, "Scheduler", Value::from("hash"))
         .await;
