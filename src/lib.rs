@@ -18,4 +18,6 @@ pub mod reference;
 pub mod schema;
 pub mod service;
 pub mod state;
+#[cfg(test)]
+mod testkit;
 pub mod varlink;

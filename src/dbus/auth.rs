@@ -1,5 +1,6 @@
-//! Who calls over D-Bus: the caller's bus name (polkit's `system-bus-name` subject) and user, and
-//! whether its message allows interactive authentication. Deciding is the service's, from the
+//! Who calls over D-Bus: the caller's bus name (polkit's `system-bus-name` subject) and user, or
+//! on a peer-to-peer connection the peer process (`unix-process`), and whether its message allows
+//! interactive authentication. Deciding is the service's, from the
 //! operation table.
 
 use zbus::Connection;
@@ -12,8 +13,14 @@ use crate::service::{Caller, Operation, Output, Service};
 
 const HOW_TO_ASK: &str = "allow interactive authorization, e.g. busctl --allow-interactive-authorization=yes, with an agent running";
 
-/// The caller of the message `hdr`.
+/// The caller of the message `hdr`. On a bus, the bus vouches for the sender's name and user; on
+/// a peer-to-peer connection nobody does (the peer may write any sender it likes), so the caller
+/// is the process at the other end of the socket, as the kernel tells it.
 pub async fn caller(conn: &Connection, hdr: &Header<'_>) -> Result<Caller, Error> {
+    let interactive = hdr.primary().flags().contains(Flags::AllowInteractiveAuth);
+    if !conn.is_bus() {
+        return peer(conn, interactive).await;
+    }
     let sender = hdr
         .sender()
         .ok_or_else(|| Error::NotAuthorized("the call has no sender".into()))?
@@ -26,7 +33,26 @@ pub async fn caller(conn: &Connection, hdr: &Header<'_>) -> Result<Caller, Error
     Ok(Caller {
         subject: Subject::BusName(sender.to_string()),
         uid,
-        interactive: hdr.primary().flags().contains(Flags::AllowInteractiveAuth),
+        interactive,
+        how_to_ask: HOW_TO_ASK,
+    })
+}
+
+/// The process at the other end of a peer-to-peer connection (polkit's `unix-process`).
+async fn peer(conn: &Connection, interactive: bool) -> Result<Caller, Error> {
+    let creds = conn
+        .peer_creds()
+        .await
+        .map_err(|e| Error::NotAuthorized(format!("cannot tell who the peer is: {e}")))?;
+    let (Some(uid), Some(pid)) = (creds.unix_user_id(), creds.process_id()) else {
+        return Err(Error::NotAuthorized(
+            "the peer's socket credentials name no user or process".into(),
+        ));
+    };
+    Ok(Caller {
+        subject: Subject::Process { pid, uid },
+        uid,
+        interactive,
         how_to_ask: HOW_TO_ASK,
     })
 }

@@ -13,6 +13,8 @@ mod manager;
 mod policy;
 pub mod props;
 mod signals;
+#[cfg(test)]
+mod tests;
 
 use std::fmt::Write;
 
@@ -56,29 +58,36 @@ pub async fn serve(service: Service, address: Option<&str>) -> zbus::Result<Conn
         Some(a) => zbus::connection::Builder::address(a)?,
         None => zbus::connection::Builder::system()?,
     };
-    let conn = builder
-        .serve_at(ROOT, fdo::ObjectManager)?
-        .serve_at(
+    let conn = builder.build().await?;
+    publish(&conn, service).await?;
+    conn.request_name(BUS_NAME).await?;
+    Ok(conn)
+}
+
+/// Serves the object tree on `conn` (a bus connection, or a peer-to-peer one, whose caller is the
+/// peer process) and keeps it following the service's events; takes no name.
+pub async fn publish(conn: &Connection, service: Service) -> zbus::Result<()> {
+    let server = conn.object_server();
+    server.at(ROOT, fdo::ObjectManager).await?;
+    server
+        .at(
             ROOT,
             manager::Manager {
                 service: service.clone(),
             },
-        )?
-        .build()
+        )
         .await?;
     let events = service.subscribe();
     let shown = service.config();
     for f in &shown.farms {
-        signals::add_farm(&conn, &service, f).await?;
+        signals::add_farm(conn, &service, f).await?;
     }
     for p in &shown.policies {
-        signals::add_policy(&conn, &service, &p.name).await?;
+        signals::add_policy(conn, &service, &p.name).await?;
     }
     let sync_conn = conn.clone();
-    let sync_service = service.clone();
-    tokio::spawn(async move { signals::follow(sync_conn, sync_service, shown, events).await });
-    conn.request_name(BUS_NAME).await?;
-    Ok(conn)
+    tokio::spawn(async move { signals::follow(sync_conn, service, shown, events).await });
+    Ok(())
 }
 
 /// Leaves the bus cleanly: the name goes first (so a successor can take it at once, and the

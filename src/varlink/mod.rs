@@ -7,6 +7,8 @@
 //! `{"error": "iface.Error", "parameters": {...}}`, with `"continues": true` while more follow.
 
 pub(crate) mod methods;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::os::fd::FromRawFd;
