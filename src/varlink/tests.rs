@@ -368,6 +368,24 @@ fn cases() -> Vec<Case> {
             changes_config: true,
         },
         Case {
+            method: "SetBackends",
+            params: json!({"changes": [{"farm": "web", "backend": "a", "state": "drain"},
+                                       {"farm": "web", "backend": "b", "state": "down"}]}),
+            action: polkit::BACKEND_SET_STATE,
+            details: details(&[
+                ("farm", "web"),
+                ("keys", "state"),
+                ("state", "drain,down"),
+                ("verb", "set-backends"),
+            ]),
+            prepare: nothing,
+            expect: |c| {
+                c["farms"][0]["backends"][0]["state"] = json!("drain");
+                c["farms"][0]["backends"][1]["state"] = json!("down");
+            },
+            changes_config: true,
+        },
+        Case {
             method: "RemoveBackend",
             params: json!({"farm": "web", "backend": "c"}),
             action: polkit::BACKEND_MANAGE,
