@@ -10,7 +10,6 @@ use tokio::sync::broadcast::error::TryRecvError;
 use super::*;
 use crate::engine::Allocation;
 use crate::engine::{MemoryControl, MemoryEngine, SessionInfo};
-use crate::model::parse_config;
 
 /// A fresh state directory, removed at the end of the test.
 struct StateDir(PathBuf);
@@ -44,22 +43,7 @@ impl Drop for StateDir {
     }
 }
 
-/// Farm `web` with persistence (a static session on `b`) and policy `bad`.
-fn config() -> Config {
-    parse_config(
-        &json!({
-            "farms": [{
-                "name": "web", "virtual-addresses": ["192.0.2.10"], "virtual-ports": "80",
-                "persistence": ["srcip"], "persist-ttl": 60,
-                "sessions": [{"client": "198.51.100.7", "backend": "b"}],
-                "backends": [{"name": "a", "ip-addr": "10.0.0.1"}, {"name": "b", "ip-addr": "10.0.0.2"}]
-            }],
-            "policies": [{"name": "bad", "elements": ["10.8.0.2"]}]
-        })
-        .to_string(),
-    )
-    .unwrap()
-}
+use crate::testkit::config;
 
 fn start(dir: &StateDir) -> (Service, MemoryControl) {
     let engine = MemoryEngine::new();
