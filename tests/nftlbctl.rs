@@ -180,13 +180,19 @@ fn nftlbctl_manages_farms_with_traffic() {
     assert_eq!(after["farms"][0]["backends"][1]["weight"], 3);
     // A batch: opsalice may set states of web's backends in one call, not weights; a bad
     // change refuses the whole batch.
-    let (c, out, err) = ctl(Some("opsalice"), &["set-backends", "state=up", "web/be1", "web/be0"]);
+    let (c, out, err) = ctl(
+        Some("opsalice"),
+        &["set-backends", "state=up", "web/be1", "web/be0"],
+    );
     assert_eq!(c, 0, "{out}{err}");
     let (c, _, err) = ctl(Some("opsalice"), &["set-backends", "weight=2", "web/be1"]);
     assert_eq!(c, 77, "{err}");
     let (c, _, err) = ctl(None, &["set-backends", "state=down", "web/be1", "web/nope"]);
     assert_eq!(c, 1, "{err}");
-    assert!(err.contains("changes[1]: farm \"web\" has no backend named \"nope\""), "{err}");
+    assert!(
+        err.contains("changes[1]: farm \"web\" has no backend named \"nope\""),
+        "{err}"
+    );
     assert_eq!(done(&["export"]), before);
     let perms = {
         let (_, out, _) = ctl(Some("bob"), &["permissions"]);
