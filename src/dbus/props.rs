@@ -18,7 +18,7 @@ pub fn policy_value(x: &crate::model::Policy, name: &str) -> Option<Value<'stati
         "Family" => word(&x.family).into(),
         "Timeout" => x.timeout.into(),
         "LogPrefix" => x.log_prefix.clone().unwrap_or_default().into(),
-        "Elements" => Value::from(x.elements.clone()),
+        "Elements" => Value::from(x.elements.iter().map(ToString::to_string).collect::<Vec<_>>()),
         _ => return None,
     })
 }

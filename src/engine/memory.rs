@@ -308,10 +308,10 @@ impl Engine for MemoryEngine {
             .map(|e| {
                 let (packets, bytes) = c
                     .policy_counters
-                    .get(&(policy.to_string(), e.clone()))
+                    .get(&(policy.to_string(), e.to_string()))
                     .copied()
                     .unwrap_or_default();
-                (e.clone(), packets, bytes)
+                (e.to_string(), packets, bytes)
             })
             .collect())
     }
@@ -348,13 +348,10 @@ impl Engine for MemoryEngine {
         let mut out: Vec<SessionInfo> = f
             .sessions
             .iter()
-            .filter_map(|s| {
-                let values = model::parse_session_client(&f.persistence, &s.client).ok()?;
-                Some(SessionInfo {
-                    client: format_client(&values),
-                    backend: backend(&s.backend),
-                    expires_ms: None,
-                })
+            .map(|s| SessionInfo {
+                client: s.client.to_string(),
+                backend: backend(&s.backend),
+                expires_ms: None,
             })
             .collect();
         let c = self.control.lock();
@@ -377,7 +374,7 @@ impl Engine for MemoryEngine {
         let static_at = f
             .sessions
             .iter()
-            .position(|s| model::parse_session_client(&f.persistence, &s.client).is_ok_and(|v| v == values));
+            .position(|s| s.client.values() == values.as_slice());
         if let Some(i) = static_at {
             let mut config = self.config.clone();
             if let Some(cf) = config.farms.iter_mut().find(|x| x.name == farm) {

@@ -606,7 +606,7 @@ impl KernelEngine {
         let static_at = f
             .sessions
             .iter()
-            .position(|s| model::parse_session_client(&f.persistence, &s.client).is_ok_and(|v| v == values));
+            .position(|s| s.client.values() == values.as_slice());
         if let Some(i) = static_at {
             let mut config = self.config.clone();
             if let Some(cf) = config.farms.iter_mut().find(|x| x.name == farm) {

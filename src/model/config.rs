@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::policy_element::PolicyElement;
 use super::ports::Ports;
+use super::session_client::SessionClient;
 use super::values::*;
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -163,8 +165,8 @@ pub struct Backend {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Session {
-    /// The persistence key's fields joined with `" . "`, e.g. `"192.0.2.7 . 40000"`.
-    pub client: String,
+    /// The persistence key's values joined with `" . "`, e.g. `"192.0.2.7 . 40000"`.
+    pub client: SessionClient,
     pub backend: String,
 }
 
@@ -180,8 +182,9 @@ pub struct Policy {
     pub timeout: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_prefix: Option<String>,
+    /// Addresses, CIDRs and `a-b` ranges.
     #[serde(default)]
-    pub elements: Vec<String>,
+    pub elements: Vec<PolicyElement>,
 }
 
 impl Farm {

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use super::config::{Config, Farm, Policy};
 use super::names::validate_name;
 use super::ports::PortRange;
+use super::session_client::KeyValue;
 use super::values::*;
 
 /// One refused field.
@@ -61,7 +62,7 @@ pub const MAX_TTL: u32 = 365 * 24 * 3600;
 pub fn parse_config(json: &str) -> Result<Config, Invalid> {
     let de = &mut serde_json::Deserializer::from_str(json);
     let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-        if let Some(named) = farm_ports_error(&e, json) {
+        if let Some(named) = typed_value_error(&e, json) {
             return named;
         }
         let path = e.path().to_string();
@@ -72,31 +73,44 @@ pub fn parse_config(json: &str) -> Result<Config, Invalid> {
     Ok(config)
 }
 
-/// A farm's `virtual-ports` is parsed as the document is read, but reported as validation reports
-/// a farm's values: under the farm's name (`farms[web].virtual-ports`) and without a position in
-/// the text. `None` for any other error, or when the farm has no name to give.
-fn farm_ports_error(e: &serde_path_to_error::Error<serde_json::Error>, json: &str) -> Option<Invalid> {
+/// Typed values (a farm's `virtual-ports`, a session's `client`, a policy's elements) are parsed
+/// as the document is read, but reported as validation reports them: under the farm's or
+/// policy's name (`farms[web].virtual-ports`, `policies[bl].elements[2]`) and without a position
+/// in the text. `None` for any other error, or when the object has no name to give.
+fn typed_value_error(e: &serde_path_to_error::Error<serde_json::Error>, json: &str) -> Option<Invalid> {
     use serde_path_to_error::Segment;
     let segments: Vec<&Segment> = e.path().iter().collect();
-    let [
-        Segment::Map { key: farms },
-        Segment::Seq { index },
-        Segment::Map { key: field },
-    ] = segments[..]
-    else {
-        return None;
+    let (list, index, rest) = match segments[..] {
+        [
+            Segment::Map { key: list },
+            Segment::Seq { index },
+            Segment::Map { key: field },
+        ] if list == "farms" && field == "virtual-ports" => (list, *index, field.clone()),
+        [
+            Segment::Map { key: list },
+            Segment::Seq { index },
+            Segment::Map { key: sessions },
+            Segment::Seq { index: i },
+            Segment::Map { key: field },
+        ] if list == "farms" && sessions == "sessions" && field == "client" => {
+            (list, *index, format!("sessions[{i}].client"))
+        }
+        [
+            Segment::Map { key: list },
+            Segment::Seq { index },
+            Segment::Map { key: elements },
+            Segment::Seq { index: i },
+        ] if list == "policies" && elements == "elements" => (list, *index, format!("elements[{i}]")),
+        _ => return None,
     };
-    if farms != "farms" || field != "virtual-ports" {
-        return None;
-    }
     // Only on an error, so reading the text a second time costs nothing on the normal path.
     let doc: serde_json::Value = serde_json::from_str(json).ok()?;
-    let name = doc["farms"][*index]["name"].as_str()?;
+    let name = doc[list.as_str()][index]["name"].as_str()?;
     let inner = e.inner();
     let text = inner.to_string();
     let position = format!(" at line {} column {}", inner.line(), inner.column());
     let reason = text.strip_suffix(&position).unwrap_or(&text);
-    Some(Invalid::one(format!("farms[{name}].virtual-ports"), reason))
+    Some(Invalid::one(format!("{list}[{name}].{rest}"), reason))
 }
 
 /// Parses one farm given as canonical JSON (a D-Bus or varlink request builds it), with errors
@@ -151,43 +165,6 @@ fn parse_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, at: &st
         };
         Invalid::one(field, e.into_inner().to_string())
     })
-}
-
-/// A persistence key value of a static session, in the order of the persistence fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyValue {
-    Ip(IpAddr),
-    Port(u16),
-    Mac(EtherAddr),
-}
-
-/// Parses a session client string (`"192.0.2.7 . 40000"`) against the persistence fields.
-pub fn parse_session_client(fields: &[KeyField], client: &str) -> Result<Vec<KeyValue>, String> {
-    let parts: Vec<&str> = client.split(" . ").map(str::trim).collect();
-    if parts.len() != fields.len() {
-        let want: Vec<&str> = fields.iter().map(|f| f.as_str()).collect();
-        return Err(format!(
-            "{client:?} has {} part(s) but the persistence key is {} ({}), joined with \" . \"",
-            parts.len(),
-            fields.len(),
-            want.join(" . ")
-        ));
-    }
-    fields
-        .iter()
-        .zip(parts)
-        .map(|(f, p)| match f {
-            KeyField::Srcip | KeyField::Dstip => p
-                .parse()
-                .map(KeyValue::Ip)
-                .map_err(|_| format!("{p:?} is not an IP address ({})", f.as_str())),
-            KeyField::Srcport | KeyField::Dstport => match p.parse::<u16>() {
-                Ok(n) if n > 0 => Ok(KeyValue::Port(n)),
-                _ => Err(format!("{p:?} is not a port 1-65535 ({})", f.as_str())),
-            },
-            KeyField::Srcmac | KeyField::Dstmac => p.parse().map(KeyValue::Mac),
-        })
-        .collect()
 }
 
 struct Checker {
@@ -468,23 +445,22 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) {
             c.err(&sat, "static sessions need the farm's persistence to be set");
             continue;
         }
-        match parse_session_client(&f.persistence, &s.client) {
-            Ok(vals) => {
-                for v in &vals {
-                    if let KeyValue::Ip(ip) = v
-                        && !family_allows(f.family, ip)
-                    {
-                        c.err(
-                            format!("{sat}.client"),
-                            format!("{ip} is not of the farm's family"),
-                        );
-                    }
-                }
-                if !clients.insert(vals) {
-                    c.err(format!("{sat}.client"), "another static session has this client");
+        if let Some(why) = s.client.mismatch(&f.persistence) {
+            c.err(format!("{sat}.client"), why);
+        } else {
+            for v in s.client.values() {
+                if let KeyValue::Ip(ip) = v
+                    && !family_allows(f.family, ip)
+                {
+                    c.err(
+                        format!("{sat}.client"),
+                        format!("{ip} is not of the farm's family"),
+                    );
                 }
             }
-            Err(e) => c.err(format!("{sat}.client"), e),
+            if !clients.insert(&s.client) {
+                c.err(format!("{sat}.client"), "another static session has this client");
+            }
         }
         if !names.contains(s.backend.as_str()) {
             c.err(
@@ -502,55 +478,15 @@ fn valid_ifname(s: &str) -> bool {
 fn check_policy(c: &mut Checker, p: &Policy) {
     let at = format!("policies[{}]", p.name);
     check_log_prefix(c, &format!("{at}.log-prefix"), &p.log_prefix);
+    let want_v4 = p.family == PolicyFamily::Ipv4;
     for (i, e) in p.elements.iter().enumerate() {
-        if let Err(why) = parse_policy_element(p.family, e) {
-            c.err(format!("{at}.elements[{i}]"), why);
+        if e.is_ipv4() != want_v4 {
+            c.err(
+                format!("{at}.elements[{i}]"),
+                format!("{} is not of the policy's family", e.bounds().0),
+            );
         }
     }
-}
-
-/// A policy element: an address, a CIDR or an `a-b` range, of the policy's family.
-pub fn parse_policy_element(family: PolicyFamily, s: &str) -> Result<(IpAddr, IpAddr), String> {
-    let want_v4 = family == PolicyFamily::Ipv4;
-    let parse = |t: &str| -> Result<IpAddr, String> {
-        let ip: IpAddr = t
-            .trim()
-            .parse()
-            .map_err(|_| format!("{t:?} is not an IP address"))?;
-        if ip.is_ipv4() != want_v4 {
-            return Err(format!("{ip} is not of the policy's family"));
-        }
-        Ok(ip)
-    };
-    if let Some((a, b)) = s.split_once('-') {
-        let (a, b) = (parse(a)?, parse(b)?);
-        if a > b {
-            return Err(format!("range {s:?} runs backwards"));
-        }
-        return Ok((a, b));
-    }
-    if let Some((a, len)) = s.split_once('/') {
-        let a = parse(a)?;
-        let max = if want_v4 { 32 } else { 128 };
-        let len: u32 = match len.parse() {
-            Ok(l) if l <= max => l,
-            _ => return Err(format!("{s:?}: prefix length must be 0-{max}")),
-        };
-        return Ok(match a {
-            IpAddr::V4(v) => {
-                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                let lo = u32::from(v) & mask;
-                (IpAddr::V4(lo.into()), IpAddr::V4((lo | !mask).into()))
-            }
-            IpAddr::V6(v) => {
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-                let lo = u128::from(v) & mask;
-                (IpAddr::V6(lo.into()), IpAddr::V6((lo | !mask).into()))
-            }
-        });
-    }
-    let a = parse(s)?;
-    Ok((a, a))
 }
 
 /// Which farms claim which services (protocol, address, port range): two farms may not claim the

@@ -24,7 +24,8 @@ pub fn render() -> String {
             property: None,
             doc: "Static sessions: a client pinned to a backend by name. The client is the farm's \
                   persistence key, as `192.0.2.7 . 40000` when `persistence` is \
-                  `[\"srcip\", \"srcport\"]`. On D-Bus: `Farm.ListSessions()`, `Farm.AddSession()`, \
+                  `[\"srcip\", \"srcport\"]`: IP addresses, ports and MAC addresses joined with \
+                  ` . `, in the order of `persistence`. On D-Bus: `Farm.ListSessions()`, `Farm.AddSession()`, \
                   `Farm.DeleteSession()`.",
         },
     ];

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::ServiceError;
-use crate::model::{Config, Invalid, parse_backend_value, parse_farm_value, parse_policy_value};
+use crate::model::{Config, Invalid, parse_backend_value, parse_farm_value};
 
 pub type Obj = Map<String, Value>;
 
@@ -29,25 +29,6 @@ pub fn farm(
     let farm = parse_farm_value(Value::Object(obj), &at)?;
     let mut new = c.clone();
     new.farms[i] = farm;
-    Ok(new)
-}
-
-/// The configuration with policy `name` replaced by `f` of its canonical JSON, parsed back.
-pub fn policy(
-    c: &Config,
-    name: &str,
-    f: impl FnOnce(&mut Obj) -> Result<(), ServiceError>,
-) -> Result<Config, ServiceError> {
-    let i = c
-        .policies
-        .iter()
-        .position(|x| x.name == name)
-        .ok_or_else(|| ServiceError::NotFound(format!("no policy is named {name:?}")))?;
-    let mut obj = to_obj(&c.policies[i])?;
-    f(&mut obj)?;
-    let policy = parse_policy_value(Value::Object(obj), &format!("policies[{name}]"))?;
-    let mut new = c.clone();
-    new.policies[i] = policy;
     Ok(new)
 }
 

@@ -9,7 +9,10 @@ use super::edit::{self, Obj};
 use std::collections::{HashMap, HashSet};
 
 use super::operation::{BackendUpdate, ElementEdit, ImportMode, Patch};
-use crate::model::{BackendState, Config, Farm, Invalid, Policy, validate};
+use crate::model::{
+    BackendState, ClientError, Config, Farm, Invalid, Policy, PolicyElement, PolicyElementError, Session,
+    SessionClient, validate,
+};
 
 /// What [`super::Service::change`] runs.
 pub trait Change: FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static {}
@@ -67,37 +70,6 @@ fn apply(obj: &mut Obj, patch: Patch) -> Result<(), ServiceError> {
     }
     obj.extend(patch.set);
     Ok(())
-}
-
-/// Appends an item named `name` to the list `key` of farm `farm` (backends, sessions by client).
-fn append(
-    c: &Config,
-    farm: &str,
-    key: &str,
-    id: &str,
-    name: &str,
-    item: Value,
-) -> Result<Config, ServiceError> {
-    edit::farm(c, farm, |obj| {
-        let list = obj.entry(key).or_insert_with(|| Value::Array(Vec::new()));
-        let Some(list) = list.as_array_mut() else {
-            return Err(ServiceError::Invalid(Invalid::one(
-                format!("farms[{farm}].{key}"),
-                "not a list",
-            )));
-        };
-        if list
-            .iter()
-            .any(|x| x.get(id).and_then(|n| n.as_str()) == Some(name))
-        {
-            return Err(ServiceError::Exists(match key {
-                "backends" => format!("farm {farm:?} already has a backend named {name:?}"),
-                _ => format!("farm {farm:?} already pins {name:?}"),
-            }));
-        }
-        list.push(item);
-        Ok(())
-    })
 }
 
 /// The farm `name` of a copy of `c`, to edit in place (typed: O(backends of the farm), no JSON).
@@ -228,10 +200,29 @@ pub fn remove_backend(farm: String, backend: String) -> impl Change {
 }
 
 /// Pins `client` (in the farm's persistence format) to `backend`: a static session.
+/// Pins a client to a backend. The client is compared with the farm's static sessions as parsed
+/// values (`"192.0.2.7 . 080"` is `"192.0.2.7 . 80"`); whether it fits the farm's persistence and
+/// the backend exists is validated when the change is applied.
 pub fn add_session(farm: String, client: String, backend: String) -> impl Change {
     move |c: &Config| {
-        let item = serde_json::json!({ "client": client, "backend": backend });
-        append(c, &farm, "sessions", "client", &client, item)
+        let mut new = c.clone();
+        let f = farm_mut(&mut new, &farm)?;
+        let parsed: SessionClient = client.parse().map_err(|e: ClientError| {
+            ServiceError::Invalid(Invalid::one(
+                format!("farms[{farm}].sessions.client"),
+                e.to_string(),
+            ))
+        })?;
+        if f.sessions.iter().any(|s| s.client == parsed) {
+            return Err(ServiceError::Exists(format!(
+                "farm {farm:?} already pins {client:?}"
+            )));
+        }
+        f.sessions.push(Session {
+            client: parsed,
+            backend,
+        });
+        Ok(new)
     }
 }
 
@@ -268,25 +259,38 @@ pub fn delete_policy(name: String) -> impl Change {
     }
 }
 
-/// The policy's elements replaced, then removed, then added (see [`ElementEdit`]).
+/// The policy's elements replaced, then removed, then added (see [`ElementEdit`]). Elements are
+/// compared as parsed values, that is by their canonical text: `192.0.2.77/24` names
+/// `192.0.2.0/24`, while `10.0.0.1` and `10.0.0.1/32` are two elements.
 pub fn edit_policy_elements(name: String, edit: ElementEdit) -> impl Change {
     move |c: &Config| {
+        let i = c
+            .policies
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| ServiceError::NotFound(format!("no policy is named {name:?}")))?;
         let at = format!("policies[{name}].elements");
-        edit::policy(c, &name, |obj| {
-            let mut list: Vec<String> = obj
-                .get("elements")
-                .and_then(|e| e.as_array())
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
-            edit_elements(&mut list, edit, &at)?;
-            obj.insert("elements".into(), Value::from(list));
-            Ok(())
-        })
+        let mut new = c.clone();
+        edit_elements(&mut new.policies[i].elements, edit, &at)?;
+        Ok(new)
     }
 }
 
-fn edit_elements(list: &mut Vec<String>, edit: ElementEdit, at: &str) -> Result<(), ServiceError> {
-    if let Some(r) = edit.replace {
+/// The elements of one list of an edit, each refused under `at` with the parser's reason.
+fn parse_elements(list: Vec<String>, at: &str) -> Result<Vec<PolicyElement>, ServiceError> {
+    list.iter()
+        .map(|x| {
+            x.parse()
+                .map_err(|e: PolicyElementError| ServiceError::Invalid(Invalid::one(at, e.to_string())))
+        })
+        .collect()
+}
+
+fn edit_elements(list: &mut Vec<PolicyElement>, edit: ElementEdit, at: &str) -> Result<(), ServiceError> {
+    let replace = edit.replace.map(|r| parse_elements(r, at)).transpose()?;
+    let remove = parse_elements(edit.remove, at)?;
+    let add = parse_elements(edit.add, at)?;
+    if let Some(r) = replace {
         *list = Vec::with_capacity(r.len());
         for x in r {
             if !list.contains(&x) {
@@ -295,15 +299,15 @@ fn edit_elements(list: &mut Vec<String>, edit: ElementEdit, at: &str) -> Result<
         }
     }
     // Every element named must be there: naming one twice is naming it once.
-    if let Some(missing) = edit.remove.iter().find(|e| !list.contains(e)) {
+    if let Some(missing) = remove.iter().find(|e| !list.contains(e)) {
         return Err(ServiceError::Invalid(Invalid::one(
             at,
-            format!("{missing:?} is not an element"),
+            format!("\"{missing}\" is not an element"),
         )));
     }
-    let gone: std::collections::HashSet<&String> = edit.remove.iter().collect();
+    let gone: HashSet<&PolicyElement> = remove.iter().collect();
     list.retain(|x| !gone.contains(x));
-    for x in edit.add {
+    for x in add {
         if !list.contains(&x) {
             list.push(x);
         }
@@ -401,6 +405,65 @@ mod tests {
         assert!(matches!(
             add_session("web".into(), "10.8.0.9".into(), "a".into())(&c5),
             Err(ServiceError::Exists(_))
+        ));
+        // Clients are compared as values, and stored in canonical form.
+        let c6 = add_session("web".into(), "2001:DB8::9".into(), "a".into())(&c).unwrap();
+        assert_eq!(c6.farms[0].sessions[0].client.to_string(), "2001:db8::9");
+        let e = add_session("web".into(), "2001:db8:0::9".into(), "a".into())(&c6);
+        assert!(
+            matches!(&e, Err(ServiceError::Exists(m)) if m == "farm \"web\" already pins \"2001:db8:0::9\""),
+            "{e:?}"
+        );
+        let e = add_session("web".into(), "10.8.0.9 . x".into(), "a".into())(&c);
+        assert!(
+            matches!(&e, Err(ServiceError::Invalid(i)) if i.to_string()
+                == "farms[web].sessions.client: \"x\" is not an IP address, a port 1-65535 or a MAC address"),
+            "{e:?}"
+        );
+        assert!(matches!(
+            add_session("nope".into(), "10.8.0.9".into(), "a".into())(&c),
+            Err(ServiceError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn policy_elements_are_compared_as_parsed_values() {
+        let c = config();
+        let edit = |add: &[&str], remove: &[&str]| ElementEdit {
+            add: add.iter().map(|x| x.to_string()).collect(),
+            remove: remove.iter().map(|x| x.to_string()).collect(),
+            ..ElementEdit::default()
+        };
+        let texts =
+            |c: &Config| -> Vec<String> { c.policies[0].elements.iter().map(|e| e.to_string()).collect() };
+        // The same value written two ways is one element, kept in canonical form.
+        let c2 = edit_policy_elements(
+            "bad".into(),
+            edit(&["192.0.2.77/24", "192.0.2.0/24", "10.8.0.2"], &[]),
+        )(&c)
+        .unwrap();
+        assert_eq!(texts(&c2), ["10.8.0.2", "192.0.2.0/24"]);
+        // An address and its /32 are two elements: removing one leaves the other.
+        let c3 = edit_policy_elements("bad".into(), edit(&["10.8.0.2/32"], &[]))(&c2).unwrap();
+        assert_eq!(texts(&c3), ["10.8.0.2", "192.0.2.0/24", "10.8.0.2/32"]);
+        let c4 = edit_policy_elements("bad".into(), edit(&[], &["10.8.0.2", "192.0.2.1/24"]))(&c3).unwrap();
+        assert_eq!(texts(&c4), ["10.8.0.2/32"]);
+        // A bad element refuses the whole edit, naming the field and the reason.
+        let e = edit_policy_elements("bad".into(), edit(&["10.0.0.1", "10.0.0.9-10.0.0.1"], &[]))(&c);
+        assert!(
+            matches!(&e, Err(ServiceError::Invalid(i)) if i.to_string()
+                == "policies[bad].elements: range \"10.0.0.9-10.0.0.1\" runs backwards"),
+            "{e:?}"
+        );
+        let e = edit_policy_elements("bad".into(), edit(&[], &["nope"]))(&c);
+        assert!(
+            matches!(&e, Err(ServiceError::Invalid(i)) if i.to_string()
+                == "policies[bad].elements: \"nope\" is not an IP address"),
+            "{e:?}"
+        );
+        assert!(matches!(
+            edit_policy_elements("nope".into(), edit(&["10.0.0.1"], &[]))(&c),
+            Err(ServiceError::NotFound(_))
         ));
     }
 

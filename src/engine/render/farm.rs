@@ -243,12 +243,11 @@ pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[
         farm.backends.iter().map(|b| (b.name.as_str(), b)).collect()
     };
     for s in &farm.sessions {
-        let (Some(b), Ok(values)) = (
-            by_name.get(s.backend.as_str()).copied(),
-            parse_session_client(&farm.persistence, &s.client),
-        ) else {
+        // Validation made sure the backend exists and the client is a key of the persistence.
+        let Some(b) = by_name.get(s.backend.as_str()).copied() else {
             continue;
         };
+        let values = s.client.values();
         let Some(member) = fa.members.get(&b.name) else {
             continue;
         };
@@ -259,7 +258,7 @@ pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[
             continue;
         }
         let data = Data::Value(mark(backend_id(fa.id, *member)));
-        let key = super::super::persist::encode_key(fa.id, &values);
+        let key = super::super::persist::encode_key(fa.id, values);
         push(
             &mut part,
             &persist_set(&farm.persistence),

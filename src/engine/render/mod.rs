@@ -23,7 +23,7 @@ use std::net::IpAddr;
 
 use crate::model::{
     Backend, Config, Farm, FarmState, Helper, KeyField, KeyValue, LogPoint, Mode, Policy, PolicyFamily,
-    PolicyType, Rate, Scheduler, VerdictAction, keeps_clients, parse_session_client,
+    PolicyType, Rate, Scheduler, VerdictAction, keeps_clients,
 };
 use crate::netlink::RateUnit as LimitUnit;
 use crate::netlink::consts::{NF_CT_STATE_INVALID_BIT, reg};

@@ -233,8 +233,10 @@ pub fn policy_part(fam: IpFamily, p: &Policy) -> Option<FarmPart> {
     let mut ranges: Vec<(u128, u128)> = p
         .elements
         .iter()
-        .filter_map(|e| crate::model::parse_policy_element(p.family, e).ok())
-        .map(|(a, b)| (ip_num(&a), ip_num(&b)))
+        .map(|e| {
+            let (a, b) = e.bounds();
+            (ip_num(&a), ip_num(&b))
+        })
         .collect();
     ranges.sort();
     let mut merged: Vec<(u128, u128)> = Vec::new();
