@@ -20,6 +20,19 @@ fn median(v: &[Duration]) -> Option<Duration> {
     v.get(v.len() / 2).copied()
 }
 
+/// 60000 as "60,000".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -63,7 +76,7 @@ fn batch_cell(r: &SizeRun) -> String {
     if r.batch_size == BATCH {
         c
     } else {
-        format!("{c} ({} states)", r.batch_size)
+        format!("{c} ({} states)", thousands(r.batch_size))
     }
 }
 
@@ -84,7 +97,8 @@ pub fn render(runs: &[SizeRun], full: bool) -> String {
     );
     let _ = writeln!(
         o,
-        "| backends (slots) | rounds | state | weight | add backend | remove backend | batch of {BATCH} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak |"
+        "| backends (slots) | rounds | state | weight | add backend | remove backend | batch of {batch} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak |",
+        batch = thousands(BATCH)
     );
     let _ = writeln!(o, "|{}", "---|".repeat(13));
     for r in runs {
@@ -92,8 +106,8 @@ pub fn render(runs: &[SizeRun], full: bool) -> String {
         let _ = writeln!(
             o,
             "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} MiB |",
-            r.backends,
-            r.slots,
+            thousands(r.backends),
+            thousands(r.slots),
             r.reps,
             cell(&s.state),
             cell(&s.weight),
@@ -118,26 +132,32 @@ pub fn render(runs: &[SizeRun], full: bool) -> String {
     );
     let _ = writeln!(
         o,
-        "| backends | state ÷ `nft add element` | weight ÷ | add ÷ | remove ÷ | batch ÷ ({SINGLES:.0} × state) | load ÷ `nft -f` ruleset |"
+        "| backends | state ÷ `nft add element` | weight ÷ | add ÷ | remove ÷ | remove ÷ `nft delete element` | batch ÷ ({SINGLES:.0} × state) | load ÷ `nft -f` ruleset |"
     );
-    let _ = writeln!(o, "|{}", "---|".repeat(7));
+    let _ = writeln!(o, "|{}", "---|".repeat(8));
     for r in runs {
         let s = &r.samples;
         let nft = &s.nft_add;
         let batch = ratio(&s.batch, &s.state).map(|x| x / SINGLES);
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            r.backends,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            thousands(r.backends),
             ratio_cell(ratio(&s.state, nft)),
             ratio_cell(ratio(&s.weight, nft)),
             ratio_cell(ratio(&s.add, nft)),
             ratio_cell(ratio(&s.remove, nft)),
+            ratio_cell(ratio(&s.remove, &s.nft_delete)),
             ratio_cell(batch),
             ratio_cell(ratio(&s.load, &s.nft_load)),
         );
     }
-    let _ = writeln!(o, "\nTargets (from this one run; reported, not asserted):\n");
+    let _ = writeln!(
+        o,
+        "\n`nft delete element` is the nft counterpart of removing a backend, so it is shown beside the \
+         removal too; the targets compare every single change with `nft add element`.\n"
+    );
+    let _ = writeln!(o, "Targets (from this one run; reported, not asserted):\n");
     targets(&mut o, runs);
     o
 }
@@ -160,8 +180,8 @@ fn targets(o: &mut String, runs: &[SizeRun]) {
     let _ = writeln!(
         o,
         "- a single change at {} within {GROWTH}× of the same change at {}: **{}** ({})",
-        big.backends,
-        small.backends,
+        thousands(big.backends),
+        thousands(small.backends),
         verdict(ok),
         detail.join(", ")
     );
@@ -181,7 +201,7 @@ fn targets(o: &mut String, runs: &[SizeRun]) {
     let ok = complete && worst.is_some_and(|(w, _, _)| w <= NFT_SHARE);
     let detail = worst.map_or_else(
         || "no samples".into(),
-        |(w, name, n)| format!("worst: {name} at {n} backends, {w:.2} of nft's time"),
+        |(w, name, n)| format!("worst: {name} at {} backends, {w:.2} of nft's time", thousands(n)),
     );
     let _ = writeln!(
         o,
@@ -194,7 +214,8 @@ fn targets(o: &mut String, runs: &[SizeRun]) {
     if runs.iter().any(|r| r.batch_missing) {
         let _ = writeln!(
             o,
-            "- a batch of {BATCH} state changes cheaper than {SINGLES:.0} single ones: **n/a** (SetBackends missing)"
+            "- a batch of {} state changes cheaper than {SINGLES:.0} single ones: **n/a** (SetBackends missing)",
+            thousands(BATCH)
         );
     } else {
         let per: Vec<(usize, usize, Option<f64>)> = runs
@@ -212,11 +233,19 @@ fn targets(o: &mut String, runs: &[SizeRun]) {
         let ok = per.iter().all(|(_, _, x)| x.is_some_and(|x| x < 1.0));
         let detail: Vec<String> = per
             .iter()
-            .map(|(n, size, x)| format!("{n}: {} of {SINGLES:.0} singles ({size} states)", ratio_cell(*x)))
+            .map(|(n, size, x)| {
+                format!(
+                    "{}: {} of {SINGLES:.0} singles ({} states)",
+                    thousands(*n),
+                    ratio_cell(*x),
+                    thousands(*size)
+                )
+            })
             .collect();
         let _ = writeln!(
             o,
-            "- a batch of {BATCH} state changes cheaper than {SINGLES:.0} single ones: **{}** ({})",
+            "- a batch of {} state changes cheaper than {SINGLES:.0} single ones: **{}** ({})",
+            thousands(BATCH),
             verdict(ok),
             detail.join(", ")
         );
@@ -226,7 +255,7 @@ fn targets(o: &mut String, runs: &[SizeRun]) {
     let _ = writeln!(
         o,
         "- the daemon's RSS under {RSS_LIMIT_MIB:.0} MiB at {} backends: **{}** ({rss:.1} MiB after the changes, peak {:.1} MiB)",
-        big.backends,
+        thousands(big.backends),
         verdict(rss < RSS_LIMIT_MIB),
         mib(big.rss_changed.peak_kib)
     );
