@@ -175,7 +175,7 @@ impl Daemon {
         }
         let mut reply: Value = serde_json::from_slice(&buf)
             .map_err(|e| BenchError::Daemon(format!("{method}: a reply that is not JSON: {e}")))?;
-        let parameters = reply["parameters"].take();
+        let parameters = reply.get_mut("parameters").map(Value::take).unwrap_or_default();
         if let Some(error) = reply.get("error") {
             return Err(BenchError::Varlink {
                 method,

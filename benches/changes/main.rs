@@ -4,9 +4,9 @@
 //! daemon gets a fresh network namespace per size, and the bench moves itself into another for
 //! `nft`.
 //!
-//!   cargo bench --bench changes    full run: 10, 1,000, 10,000 and 60,000 backends; 20 rounds
-//!                                  of changes per size (fewer at 60,000 if they take over 3
-//!                                  minutes), 5 loads (3 at 60,000)
+//!   cargo bench --bench changes    full run: 10, 1,000, 10,000 and 60,000 backends; per size
+//!                                  20 rounds of changes (at least 5, fewer if they take over 3
+//!                                  minutes) and 5 loads
 //!   cargo test --benches           smoke run (10 and 100 backends, 2 rounds) so it cannot rot
 //!
 //! $NFTLBD_BENCH_CHANGES_SIZES (e.g. `10,1000`) replaces the sizes. Figures go to stdout and to
@@ -26,20 +26,21 @@ use std::time::Duration;
 use error::{BenchError, Result};
 use measure::Plan;
 
-fn plan(n: usize, full: bool) -> Plan {
-    match (full, n > 10_000) {
-        (false, _) => Plan {
+fn plan(full: bool) -> Plan {
+    if full {
+        Plan {
+            reps: 20,
+            min_reps: 5,
+            budget: Duration::from_secs(180),
+            loads: 5,
+        }
+    } else {
+        Plan {
             reps: 2,
             min_reps: 2,
             budget: Duration::MAX,
             loads: 1,
-        },
-        (true, big) => Plan {
-            reps: 20,
-            min_reps: 5,
-            budget: Duration::from_secs(if big { 180 } else { 600 }),
-            loads: if big { 3 } else { 5 },
-        },
+        }
     }
 }
 
@@ -76,7 +77,7 @@ fn run(full: bool) -> Result<()> {
         .iter()
         .map(|&n| {
             eprintln!("changes bench: {n} backends");
-            measure::size(n, &plan(n, full), &dir)
+            measure::size(n, &plan(full), &dir)
         })
         .collect();
     let _ = std::fs::remove_dir_all(&dir);

@@ -97,7 +97,7 @@ pub fn render(runs: &[SizeRun], full: bool) -> String {
     );
     let _ = writeln!(
         o,
-        "| backends (slots) | rounds | state | weight | add backend | remove backend | batch of {batch} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak |",
+        "| backends (slots) | rounds, loads | state | weight | add backend | remove backend | batch of {batch} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak |",
         batch = thousands(BATCH)
     );
     let _ = writeln!(o, "|{}", "---|".repeat(13));
@@ -105,10 +105,11 @@ pub fn render(runs: &[SizeRun], full: bool) -> String {
         let s = &r.samples;
         let _ = writeln!(
             o,
-            "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} MiB |",
+            "| {} ({}) | {}, {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} MiB |",
             thousands(r.backends),
             thousands(r.slots),
             r.reps,
+            s.load.len(),
             cell(&s.state),
             cell(&s.weight),
             cell(&s.add),
@@ -126,9 +127,10 @@ pub fn render(runs: &[SizeRun], full: bool) -> String {
     }
     let _ = writeln!(
         o,
-        "\nA round is 2 state changes (drain, up), 2 weight changes, 1 add, 1 remove and 2 batches; \
-         loads: {} per size.\n",
-        runs.first().map_or(0, |r| r.samples.load.len())
+        "\nA round is 2 state changes (drain, up), 2 weight changes, 1 add, 1 remove and 2 batches, \
+         each followed by one nft command; a load is the farm deleted and created again through the \
+         daemon, then the ruleset flushed and loaded by `nft -f`. RSS is the daemon's VmRSS after \
+         the first load and after the rounds, and its VmHWM.\n"
     );
     let _ = writeln!(
         o,
