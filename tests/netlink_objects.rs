@@ -721,3 +721,33 @@ fn monitor_reports_our_changes_and_everyone_elses() {
         assert!(saw_delete, "the flush was not reported");
     });
 }
+
+#[test]
+fn foreign_change_sees_what_is_queued_without_waiting_and_skips_ours() {
+    in_netns(|| {
+        let mut mon = Monitor::new().unwrap();
+        let mut conn = Connection::new().unwrap();
+        let ours = conn.portid();
+        commit(&mut conn, |b| {
+            b.add_table(&Table::new(Family::Ip, "t")).unwrap();
+            b.add_chain(&Chain::regular(Family::Ip, "t", "c")).unwrap();
+        });
+        // Our own transaction's events are queued by the time the commit returns: read now,
+        // they are skipped, and a second look finds nothing left.
+        assert!(!mon.foreign_change(ours, "t").unwrap());
+        assert!(
+            mon.next(Some(std::time::Duration::from_millis(50)))
+                .unwrap()
+                .is_none()
+        );
+        // Someone else's change to another table is not ours to repair.
+        nft(&["add", "table", "ip", "u"]);
+        assert!(!mon.foreign_change(ours, "t").unwrap());
+        nft(&["add", "chain", "ip", "t", "d"]);
+        assert!(mon.foreign_change(ours, "t").unwrap());
+        assert!(!mon.foreign_change(ours, "t").unwrap());
+        // In any family: the name is what makes it ours.
+        nft(&["add", "table", "ip6", "t"]);
+        assert!(mon.foreign_change(ours, "t").unwrap());
+    });
+}

@@ -8,7 +8,6 @@
 //! so adding or removing one backend of weight w changes O(w) map elements, not the farm.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -85,17 +84,32 @@ impl FreeIds {
 /// Moves as few slots as possible so that each member owns exactly `want[member]` slots.
 /// `order` lists members in the order new slots are handed out (the configuration order).
 pub fn rebalance_slots(old: &[u16], want: &HashMap<u16, u32>, order: &[u16]) -> Vec<u16> {
+    let top = want.keys().copied().max().unwrap_or(0);
+    let mut by_id = vec![0; usize::from(top) + 1];
+    for (m, w) in want {
+        by_id[usize::from(*m)] = *w;
+    }
+    rebalance(old, &by_id, order)
+}
+
+/// [`rebalance_slots`] with the wanted slots indexed by member id (ids are u16): a farm of
+/// thousands of backends is rebalanced on every change of one, and hashing each slot and member
+/// cost more than the moves.
+fn rebalance(old: &[u16], want: &[u32], order: &[u16]) -> Vec<u16> {
+    let want = |m: u16| want.get(usize::from(m)).copied().unwrap_or(0);
     let mut slots = old.to_vec();
-    let mut have: HashMap<u16, u32> = HashMap::new();
+    // Sized by the highest id in use, not 65,536: an import rebalances thousands of farms.
+    let top = slots.iter().chain(order).copied().max().unwrap_or(0);
+    let mut have = vec![0u32; usize::from(top) + 1];
     for m in &slots {
-        *have.entry(*m).or_default() += 1;
+        have[usize::from(*m)] += 1;
     }
     // Drop excess slots, the highest first, so low slots stay where they are.
     let mut holes = Vec::new();
     for i in (0..slots.len()).rev() {
         let m = slots[i];
-        let h = have.entry(m).or_default();
-        if *h > want.get(&m).copied().unwrap_or(0) {
+        let h = &mut have[usize::from(m)];
+        if *h > want(m) {
             *h -= 1;
             holes.push(i);
         }
@@ -103,8 +117,7 @@ pub fn rebalance_slots(old: &[u16], want: &HashMap<u16, u32>, order: &[u16]) -> 
     holes.reverse();
     let mut adds = Vec::new();
     for m in order {
-        let h = have.get(m).copied().unwrap_or(0);
-        for _ in h..want.get(m).copied().unwrap_or(0) {
+        for _ in have[usize::from(*m)]..want(*m) {
             adds.push(*m);
         }
     }
@@ -231,8 +244,13 @@ impl Allocation {
 
 impl FarmAlloc {
     fn update(&mut self, farm: &Farm) -> Result<(), AllocError> {
-        let names: HashSet<&str> = farm.backends.iter().map(|b| b.name.as_str()).collect();
-        self.members.retain(|name, _| names.contains(name.as_str()));
+        // Nothing to forget when every member is still a backend (names are unique).
+        if self.members.len() != farm.backends.len()
+            || farm.backends.iter().any(|b| !self.members.contains_key(&b.name))
+        {
+            let names: HashSet<&str> = farm.backends.iter().map(|b| b.name.as_str()).collect();
+            self.members.retain(|name, _| names.contains(name.as_str()));
+        }
         if self.members.len() < farm.backends.len() {
             let mut ids = FreeIds::new(self.members.values().copied(), self.next_member);
             for b in &farm.backends {
@@ -246,18 +264,25 @@ impl FarmAlloc {
             self.next_member = ids.cursor();
         }
         let p = effective_priority(farm);
+        let top = self.members.values().copied().max().unwrap_or(0);
+        let mut want = vec![0u32; usize::from(top) + 1];
         for v6 in [false, true] {
-            let mut want = HashMap::new();
             let mut order = Vec::new();
             for b in &farm.backends {
-                if matches!(b.ip_addr, IpAddr::V6(_)) == v6 && takes_new_flows(b, p) {
-                    let m = self.members[&b.name];
-                    want.insert(m, b.weight);
-                    order.push(m);
+                if b.ip_addr.is_ipv6() == v6
+                    && takes_new_flows(b, p)
+                    && let Some(m) = self.members.get(&b.name)
+                {
+                    want[usize::from(*m)] = b.weight;
+                    order.push(*m);
                 }
             }
             let old = if v6 { &mut self.slots6 } else { &mut self.slots4 };
-            *old = rebalance_slots(old, &want, &order);
+            *old = rebalance(old, &want, &order);
+            // The other family's turn: a member that changed family leaves this one's slots.
+            for m in order {
+                want[usize::from(m)] = 0;
+            }
         }
         Ok(())
     }
@@ -322,6 +347,39 @@ mod tests {
             }
         }
         assert_eq!(rebalance_slots(&s2, &HashMap::new(), &[]), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn a_backend_that_changes_family_moves_its_slots_and_keeps_its_id() {
+        let doc = |addr: &str, state: &str| -> Config {
+            crate::model::parse_config(
+                &serde_json::json!({"farms": [{"name": "f", "family": "dual",
+                    "virtual-addresses": ["192.0.2.1", "2001:db8::1"], "scheduler": "weight",
+                    "backends": [{"name": "a", "ip-addr": "10.0.0.1", "weight": 2},
+                                 {"name": "b", "ip-addr": addr, "weight": 3, "state": state}]}]})
+                .to_string(),
+            )
+            .unwrap()
+        };
+        let mut a = Allocation::default();
+        a.update(&doc("10.0.0.2", "up")).unwrap();
+        let fa = &a.farms["f"];
+        let (ia, ib) = (fa.members["a"], fa.members["b"]);
+        assert_eq!(fa.slots4, [ia, ia, ib, ib, ib]);
+        assert!(fa.slots6.is_empty());
+        a.update(&doc("2001:db8::2", "up")).unwrap();
+        let fa = &a.farms["f"];
+        assert_eq!(fa.members["b"], ib);
+        assert_eq!(
+            (fa.slots4.as_slice(), fa.slots6.as_slice()),
+            ([ia, ia].as_slice(), [ib; 3].as_slice())
+        );
+        a.update(&doc("2001:db8::2", "drain")).unwrap();
+        let fa = &a.farms["f"];
+        assert_eq!(
+            (fa.slots4.as_slice(), fa.slots6.as_slice()),
+            ([ia, ia].as_slice(), [].as_slice())
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod sessions;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{self, Config, Farm, Invalid, Mode};
 use crate::netlink::{self, Batch, Connection, KernelFeatures};
@@ -159,6 +159,9 @@ fn changed_policies(old: &Config, new: &Config) -> BTreeSet<String> {
     out
 }
 
+/// A configuration's farms by name.
+type FarmsByName<'a> = HashMap<&'a str, &'a Farm>;
+
 /// (packets, bytes) counted for a farm or a backend.
 pub type Traffic = (u64, u64);
 
@@ -285,22 +288,31 @@ impl KernelEngine {
             let alloc = self.alloc.clone();
             return self.reconcile(config, alloc);
         }
-        let old_farms: HashMap<&str, &Farm> =
-            self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
-        let new_names: HashSet<&str> = config.farms.iter().map(|f| f.name.as_str()).collect();
+        // Out of `self` while the change is worked out, so its farms can be looked up by name
+        // once and the engine still be changed; back in if the change is refused.
+        let old = std::mem::take(&mut self.config);
+        let result = self.apply_against(&old, &config);
+        self.config = if result.is_ok() { config } else { old };
+        result
+    }
+
+    /// [`apply`](Self::apply) of `config` over `old`, the committed configuration.
+    fn apply_against(&mut self, old: &Config, config: &Config) -> Result<Outcome> {
+        let old_by: HashMap<&str, &Farm> = old.farms.iter().map(|f| (f.name.as_str(), f)).collect();
+        let new_by: HashMap<&str, &Farm> = config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let mut changed = BTreeSet::new();
         for f in &config.farms {
-            if old_farms.get(f.name.as_str()) != Some(&f) {
+            if old_by.get(f.name.as_str()) != Some(&f) {
                 changed.insert(f.name.clone());
             }
         }
-        for f in &self.config.farms {
-            if !new_names.contains(f.name.as_str()) {
+        for f in &old.farms {
+            if !new_by.contains_key(f.name.as_str()) {
                 changed.insert(f.name.clone());
             }
         }
         // A changed policy changes the farms that attach it (their rules name its type).
-        let changed_policies = changed_policies(&self.config, &config);
+        let changed_policies = changed_policies(old, config);
         if !changed_policies.is_empty() {
             for f in &config.farms {
                 if f.policies.iter().any(|p| changed_policies.contains(p)) {
@@ -308,18 +320,14 @@ impl KernelEngine {
                 }
             }
         }
-        model::validate_changes(&config, &changed, &self.index)?;
-        check_supported_farms(&config, Some(&changed), &self.features)?;
-        let facts = self.host_facts(&config)?;
+        model::validate_changes(config, &changed, &self.index)?;
+        check_supported_farms(config, Some(&changed), &self.features)?;
+        let facts = self.host_facts(config)?;
         // Only the changed farms' allocations change; keep theirs to undo a refused commit.
         let undo = self.alloc.snapshot(&changed);
-        let result = self.apply_changed(&config, &changed, &changed_policies, &facts);
-        match result {
+        let by_name = (&old_by, &new_by);
+        match self.apply_changed(config, by_name, &changed, &changed_policies, &facts) {
             Ok(outcome) => {
-                let old_by: HashMap<&str, &Farm> =
-                    self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
-                let new_by: HashMap<&str, &Farm> =
-                    config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
                 for name in &changed {
                     if let Some(f) = old_by.get(name.as_str()) {
                         self.index.remove(f);
@@ -328,7 +336,6 @@ impl KernelEngine {
                         self.index.insert(f);
                     }
                 }
-                self.config = config;
                 Ok(outcome)
             }
             Err(e) => {
@@ -344,14 +351,12 @@ impl KernelEngine {
     fn apply_changed(
         &mut self,
         config: &Config,
+        (old_by_name, new_by_name): (&FarmsByName, &FarmsByName),
         changed: &BTreeSet<String>,
         changed_policies: &BTreeSet<String>,
         facts: &l2::HostFacts,
     ) -> Result<Outcome> {
         self.alloc.update_farms(config, changed)?;
-        let new_by_name: HashMap<&str, &Farm> = config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
-        let old_by_name: HashMap<&str, &Farm> =
-            self.config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let mut batch = Batch::new();
         let mut next = Vec::new();
         let mut climits = Vec::new();
@@ -395,7 +400,7 @@ impl KernelEngine {
             let count = |cfg: &HashMap<&str, &Farm>| {
                 render::climit_users(fam, changed.iter().filter_map(|n| cfg.get(n.as_str()).copied()))
             };
-            let (before, after) = (count(&old_by_name), count(&new_by_name));
+            let (before, after) = (count(old_by_name), count(new_by_name));
             let mut users = self.climits[i].clone();
             for (n, k) in &before {
                 if let Some(u) = users.get_mut(n) {

@@ -123,6 +123,28 @@ impl Monitor {
     }
 }
 
+impl Monitor {
+    /// Reads every event queued now, without waiting: whether one came from a socket other than
+    /// `ours` and touched a table named `table` (in any family). Our own transactions' events
+    /// are skipped undecoded, so they cost only their reading.
+    pub fn foreign_change(&mut self, ours: u32, table: &str) -> Result<bool> {
+        let touches = |e: &Event| e.origin != ours && e.change.table().is_some_and(|(_, t)| t == table);
+        let mut foreign = self.pending.drain(..).any(|e| touches(&e));
+        while let Some(n) = self.sock.try_recv(&mut self.buf)? {
+            for m in parse_msgs(&self.buf[..n]) {
+                let m = m?;
+                if foreign || m.portid == ours {
+                    continue;
+                }
+                if let Some(change) = decode_change(m.ty, m.body)? {
+                    foreign = change.table().is_some_and(|(_, t)| t == table);
+                }
+            }
+        }
+        Ok(foreign)
+    }
+}
+
 fn decode_change(ty: u16, body: &[u8]) -> Result<Option<Change>> {
     if ty >> 8 != NFNL_SUBSYS_NFTABLES as u16 || body.len() < NFGENMSG_LEN {
         return Ok(None);

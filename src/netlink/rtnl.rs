@@ -84,21 +84,13 @@ impl RouteSocket {
         })
     }
 
-    /// Waits up to `timeout` for change notifications; true when at least one arrived.
-    pub fn changed(&mut self, timeout: Duration) -> Result<bool> {
-        self.sock.set_recv_timeout(Some(timeout))?;
-        match self.sock.recv(&mut self.buf) {
-            Ok(n) => Ok(n > 0),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
+    /// Reads every change notification queued now, without waiting; true when there was one.
+    pub fn drain(&mut self) -> Result<bool> {
+        let mut any = false;
+        while let Some(n) = self.sock.try_recv(&mut self.buf)? {
+            any |= n > 0;
         }
+        Ok(any)
     }
 
     /// Sends one request and collects the payloads (after the netlink header) of the replies of

@@ -135,11 +135,27 @@ impl Socket {
 
     /// Receives one datagram into `buf` (grown if the datagram was truncated); returns its length.
     pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.recv_flags(buf, MsgFlags::empty())
+    }
+
+    /// Receives one datagram if one is queued, without waiting; `None` when none is.
+    pub fn try_recv(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        match self.recv_flags(buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv_flags(&self, buf: &mut Vec<u8>, flags: MsgFlags) -> io::Result<usize> {
         loop {
             // Peek at the size first so that no datagram is ever cut: with MSG_TRUNC the kernel
             // returns the datagram's real length even when it is longer than `buf`.
-            let need = match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC)
-            {
+            let need = match socket::recv(
+                self.fd.as_raw_fd(),
+                buf,
+                flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),
                 Ok(n) => n,
@@ -147,7 +163,9 @@ impl Socket {
             if need > buf.len() {
                 buf.resize(need, 0);
             }
-            match socket::recv(self.fd.as_raw_fd(), buf, MsgFlags::empty()) {
+            // The peeked datagram is still queued (only this thread reads the socket), so this
+            // does not wait even without MSG_DONTWAIT; the flag keeps it so if that ever changes.
+            match socket::recv(self.fd.as_raw_fd(), buf, flags) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),
                 Ok(n) => return Ok(n),

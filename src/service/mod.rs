@@ -358,8 +358,7 @@ impl Writer {
                 Ok(Job::Query(q)) => {
                     q(self.engine.as_mut());
                     // Reads change nothing: between them, look at the kernel and the host at
-                    // most every 100 ms (a look waits a little for events, and a client may
-                    // read thousands of counters in a row).
+                    // most every 100 ms (a client may read thousands of counters in a row).
                     if watched.elapsed() < Duration::from_millis(100) {
                         continue;
                     }
@@ -475,23 +474,13 @@ impl Writer {
 
     /// Puts back what others changed in our tables; lets layer-2 farms follow the host.
     fn watch(&mut self) {
+        // Only what is queued now is read, without waiting: the kernel queues a transaction's
+        // events before its commit returns, and the job queue's wait paces the looks.
         let mut foreign = false;
         if let (Some(m), Some(ours)) = (self.monitor.as_mut(), self.engine.portid()) {
-            loop {
-                match m.next(Some(Duration::from_millis(1))) {
-                    Ok(Some(ev)) => {
-                        foreign |= ev.origin != ours
-                            && ev
-                                .change
-                                .table()
-                                .is_some_and(|(_, t)| t == crate::engine::layout::TABLE)
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!("monitor: {e}");
-                        break;
-                    }
-                }
+            match m.foreign_change(ours, crate::engine::layout::TABLE) {
+                Ok(f) => foreign = f,
+                Err(e) => tracing::warn!("monitor: {e}"),
             }
         }
         if foreign {
@@ -501,12 +490,15 @@ impl Writer {
                 tracing::error!("repair failed: {e}");
             }
         }
-        let mut host_changed = false;
-        if let Some(h) = self.host.as_mut() {
-            while let Ok(true) = h.changed(Duration::from_millis(1)) {
-                host_changed = true;
+        let host_changed = match self.host.as_mut().map(|h| h.drain()) {
+            Some(Ok(changed)) => changed,
+            // Notifications were lost (or could not be read): look at the host again.
+            Some(Err(e)) => {
+                tracing::warn!("route socket: {e}");
+                true
             }
-        }
+            None => false,
+        };
         if host_changed {
             match self.engine.refresh_l2() {
                 Ok(o) if o.generation.is_some() => tracing::info!(

@@ -116,7 +116,14 @@ pub(super) fn farm_rules(
 }
 
 pub(super) fn push(part: &mut FarmPart, set: &str, e: SetElem) {
-    part.elems.entry(set.to_string()).or_default().push(e);
+    // Found first: a farm pushes an element per slot and per backend into a few sets, and an
+    // owned key per element was a string allocated and freed for each of them.
+    match part.elems.get_mut(set) {
+        Some(v) => v.push(e),
+        None => {
+            part.elems.insert(set.to_string(), vec![e]);
+        }
+    }
 }
 
 pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) -> FarmPart {
