@@ -239,7 +239,7 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
 
 /// A farm's own keys as canonical JSON, without its backends.
 fn farm_keys(f: &Farm) -> Map<String, Value> {
-    let mut m = object(f);
+    let mut m = object(&f.without_backends());
     m.remove("backends");
     m
 }
