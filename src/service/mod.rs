@@ -451,10 +451,7 @@ impl Writer {
     ) -> Result<(), ServiceError> {
         let change = record::build(old, new, diff, before, self.engine.allocation(), &self.dirty);
         if let Err(e) = self.journal.append(&change) {
-            if let Err(undo) = self.engine.apply(old.clone()) {
-                tracing::error!("cannot undo after a failed save: {undo}");
-            }
-            self.dirty.extend(diff.farms.iter().map(|f| f.name.clone()));
+            self.undo(old, diff, before);
             return Err(ServiceError::State(e.to_string()));
         }
         self.dirty.clear();
@@ -469,6 +466,24 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Puts the kernel and the engine back as they were before a commit that could not be saved:
+    /// the configuration and, when known, the very ids and slots (applying the old configuration
+    /// alone would hand a backend put back other slots than the files say).
+    fn undo(&mut self, old: &Config, diff: &diff::Diff, before: &record::AllocBefore) {
+        let undone = match before.restore(self.engine.allocation(), diff) {
+            Some(alloc) => self.engine.reconcile(old.clone(), alloc).map(|_| true),
+            None => self.engine.apply(old.clone()).map(|_| false),
+        };
+        match undone {
+            Ok(true) => {}
+            Ok(false) => self.dirty.extend(diff.farms.iter().map(|f| f.name.clone())),
+            Err(e) => {
+                tracing::error!("cannot undo after a failed save: {e}");
+                self.dirty.extend(diff.farms.iter().map(|f| f.name.clone()));
+            }
+        }
     }
 
     fn publish(&mut self, old: Arc<Config>, new: Config, origin: Origin, diff: diff::Diff) -> u64 {

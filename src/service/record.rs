@@ -25,6 +25,10 @@ struct FarmBefore {
     next_member: u16,
     slots4: Vec<u16>,
     slots6: Vec<u16>,
+    /// Member ids of the backends the commit removes, to put back on undo.
+    removed: Vec<(String, u16)>,
+    /// The whole allocation of a farm the commit deletes.
+    whole: Option<FarmAlloc>,
 }
 
 impl AllocBefore {
@@ -40,6 +44,13 @@ impl AllocBefore {
                     next_member: fa.next_member,
                     slots4: fa.slots4.clone(),
                     slots6: fa.slots6.clone(),
+                    removed: f
+                        .backends
+                        .iter()
+                        .filter(|b| b.what == What::Removed)
+                        .filter_map(|b| fa.members.get(&b.name).map(|id| (b.name.clone(), *id)))
+                        .collect(),
+                    whole: (f.what == What::Removed).then(|| fa.clone()),
                 });
                 (f.name.clone(), before)
             })
@@ -48,6 +59,42 @@ impl AllocBefore {
             farms: Some(farms),
             next_farm_id: alloc.next_farm_id,
         }
+    }
+
+    /// The whole allocation as it was, from `now` (the allocation after the commit): what an
+    /// undo must give back exactly, or the kernel would keep slots the files do not have.
+    /// `None` when it is not known.
+    pub fn restore(&self, now: &Allocation, diff: &Diff) -> Option<Allocation> {
+        let farms = self.farms.as_ref()?;
+        let mut alloc = now.clone();
+        alloc.next_farm_id = self.next_farm_id;
+        for fc in &diff.farms {
+            match farms.get(&fc.name)? {
+                None => {
+                    alloc.farms.remove(&fc.name);
+                }
+                Some(b) => {
+                    let fa = match (&b.whole, now.farms.get(&fc.name)) {
+                        (Some(whole), _) => whole.clone(),
+                        (None, Some(after)) => {
+                            let mut fa = after.clone();
+                            for bc in fc.backends.iter().filter(|bc| bc.what == What::Added) {
+                                fa.members.remove(&bc.name);
+                            }
+                            fa.members.extend(b.removed.iter().cloned());
+                            fa.id = b.id;
+                            fa.next_member = b.next_member;
+                            fa.slots4.clone_from(&b.slots4);
+                            fa.slots6.clone_from(&b.slots6);
+                            fa
+                        }
+                        (None, None) => return None,
+                    };
+                    alloc.farms.insert(fc.name.clone(), fa);
+                }
+            }
+        }
+        Some(alloc)
     }
 
     /// Only the farm id cursor is known: the changed farms' allocations are written whole.

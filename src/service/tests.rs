@@ -260,12 +260,23 @@ async fn an_unwritable_journal_refuses_the_change_and_puts_the_engine_back() {
         Err(ServiceError::State(m)) => assert!(m.starts_with(&journal.display().to_string()), "{m}"),
         other => panic!("wanted State, got {other:?}"),
     }
-    assert_eq!(engine_state(&svc).await, (old_config, old_alloc));
+    assert_eq!(engine_state(&svc).await, (old_config, old_alloc.clone()));
     assert_eq!(control.generation(), 3, "the change, then its undo");
     assert_eq!(*svc.config(), config());
     assert_eq!(svc.generation(), 1);
     assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
     assert_eq!(dir.bytes(), snapshot);
+    // Draining `a` gives its slot to `b`; the undo gives back the very slots, not just the
+    // configuration (applied again, `a` would get a slot after `b`'s).
+    let drain = |c: &Config| {
+        let mut c = c.clone();
+        c.farms[0].backends[0].state = crate::model::BackendState::Drain;
+        Ok(c)
+    };
+    let r = svc.change(Origin::api(), drain).await;
+    assert!(matches!(r, Err(ServiceError::State(_))), "{r:?}");
+    assert_eq!(engine_state(&svc).await.1.farms["web"].slots4, [1, 2]);
+    assert_eq!(engine_state(&svc).await.1, old_alloc);
 
     // Once the journal can be written again, the same change lands, and what is saved is what
     // the engine has.
