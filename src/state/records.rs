@@ -110,8 +110,8 @@ impl SlotEdit {
     }
 
     fn apply(&self, slots: &mut Vec<u16>) -> Result<(), String> {
-        // Anything longer than the member ids could fill is damage, not a farm.
-        if self.len > 65535 * 65535 {
+        // Longer than a farm's weights may add up to: damage, not a farm.
+        if self.len as u64 > crate::model::MAX_FARM_WEIGHT {
             return Err(format!("slot vector length {} is impossible", self.len));
         }
         slots.resize(self.len, 0);
