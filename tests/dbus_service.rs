@@ -736,7 +736,8 @@ fn the_first_call_starts_the_daemon_through_the_bus() {
             "80",
         ],
     );
-    let saved = std::fs::read_to_string("/var/lib/nftlbd/state.json").unwrap();
+    // Saved as the change's record in the journal, beside the snapshot.
+    let saved = std::fs::read_to_string("/var/lib/nftlbd/journal.jsonl").unwrap();
     assert!(saved.contains("\"first\""), "{saved}");
     // Stopping the daemon we started; the testbed's PID namespace ends it anyway.
     let _ = common::terminate(pid);
@@ -1333,7 +1334,9 @@ fn the_configuration_as_a_whole_and_renames() {
     assert_eq!(farms().trim(), "ao 1 \"/org/nftlbd1/farm/db\"");
     assert!(t.tcp_tries(vip, 80, 1)[0].starts_with("ERROR"));
 
-    // Reload: the state file, edited by hand, becomes the configuration.
+    // Reload: the state file, edited by hand, becomes the configuration. A first reload folds
+    // the journal into the snapshot, so the file holds every change before it is edited.
+    call("/org/nftlbd1", MANAGER, "Reload", &[]);
     let path = dir.join("state.json");
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -366,7 +366,8 @@ fn the_first_connection_starts_the_daemon() {
         "CreateFarm",
         json!({"farm": {"name": "first", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80"}}),
     );
-    let saved = std::fs::read_to_string(dir.join("state.json")).unwrap();
+    // Saved as the change's record in the journal, beside the snapshot.
+    let saved = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
     assert!(saved.contains("\"first\""), "{saved}");
     let _ = Command::new("pkill").args(["-x", "nftlbd"]).status();
     let _ = activator.kill();

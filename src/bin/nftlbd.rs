@@ -9,7 +9,7 @@ use nftlbd::engine::{EngineError, KernelEngine, check_supported};
 use nftlbd::model::{self, Config};
 use nftlbd::netlink::KernelFeatures;
 use nftlbd::service::{Options, Service};
-use nftlbd::state::{self, DEFAULT_STATE_DIR, State};
+use nftlbd::state::{self, DEFAULT_STATE_DIR};
 
 const USAGE: &str = "usage: nftlbd [--state-dir DIR] COMMAND
   apply FILE.json   validate FILE, make the kernel match it in one transaction, save it as the state
@@ -166,22 +166,21 @@ fn check(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
-fn save(args: &Args, engine: &KernelEngine) -> Result<(), CliError> {
-    let st = State::new(engine.config().clone(), engine.allocation().clone());
-    Ok(state::save(&args.state_dir, &st)?)
-}
-
-fn saved_state(args: &Args) -> Result<Option<State>, CliError> {
-    Ok(state::load(&args.state_dir)?)
-}
-
 fn apply(args: &Args) -> Result<(), CliError> {
     let config = read_config(args.file.as_ref().expect("checked by parse_args"))?;
     let _lock = state::lock(&args.state_dir)?;
     let mut engine = KernelEngine::open()?;
-    let alloc = saved_state(args)?.map(|s| s.allocation).unwrap_or_default();
+    // The saved ids and slots, journal included, so a farm kept keeps them; damage refuses
+    // before the kernel is touched.
+    let recovery = state::recover(&args.state_dir)?;
+    if let Some(t) = &recovery.torn {
+        eprintln!("nftlbd: warning: {t}");
+    }
+    let mut journal = state::Journal::open(&args.state_dir, &recovery, state::Limits::default());
+    let alloc = recovery.state.map(|s| s.allocation).unwrap_or_default();
     let outcome = engine.reconcile(config, alloc)?;
-    save(args, &engine)?;
+    // One snapshot of what the kernel now has; the journal's records are in the past.
+    journal.compact(engine.config(), engine.allocation())?;
     if std::env::var_os("NFTLBD_VERBOSE").is_some() {
         for c in &outcome.changes {
             println!("  {c}");

@@ -5,7 +5,7 @@ use super::markdown::{code, table};
 use crate::engine::layout::TABLE;
 use crate::polkit::ALL;
 use crate::schema::{self, BACKEND, BUS_NAME, FARM, MANAGER, POLICY, ROOT, VARLINK_SOCKET};
-use crate::state::{DEFAULT_STATE_DIR, STATE_FILE};
+use crate::state::{DEFAULT_STATE_DIR, JOURNAL_FILE, STATE_FILE};
 
 pub fn render() -> String {
     let prefix = ALL
@@ -63,8 +63,10 @@ pub fn render() -> String {
         vec![
             "state".into(),
             format!(
-                "{} (`nftlbd --state-dir DIR` puts it in DIR)",
-                code(&format!("{DEFAULT_STATE_DIR}/{STATE_FILE}"))
+                "{} (the snapshot) and {} (one fsynced record per change since; folded into the \
+                 snapshot from time to time and by `Reload`); `nftlbd --state-dir DIR` puts them in DIR",
+                code(&format!("{DEFAULT_STATE_DIR}/{STATE_FILE}")),
+                code(&format!("{DEFAULT_STATE_DIR}/{JOURNAL_FILE}"))
             ),
         ],
         vec!["polkit".into(), format!("actions `{prefix}.*`")],

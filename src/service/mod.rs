@@ -16,10 +16,13 @@ pub mod diff;
 pub mod edit;
 mod execute;
 pub mod index;
+#[cfg(test)]
+mod journal_tests;
 pub mod operation;
 pub mod ops;
 #[cfg(test)]
 mod parity_tests;
+mod record;
 #[cfg(test)]
 mod tests;
 
@@ -37,7 +40,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::engine::{Engine, EngineError, KernelEngine};
 use crate::model::{Config, Invalid};
 use crate::netlink::{KernelFeatures, Monitor};
-use crate::state::{self, State};
+use crate::state::{self, Journal};
 
 /// Why a request was refused. Nothing changed: not the kernel, not the state file, not the
 /// published configuration.
@@ -158,22 +161,32 @@ impl Service {
                 let engine = KernelEngine::open().map_err(|e| e.to_string())?;
                 Ok(Box::new(engine) as Box<dyn Engine>)
             }),
+            state::Limits::default(),
         )
     }
 
     /// Starts the service on `engine` (the in-memory one in tests): makes it match the saved
     /// state and starts the writer thread.
     pub fn start_with(engine: Box<dyn Engine>, options: Options) -> Result<Service, String> {
-        Service::spawn(options, Box::new(move || Ok(engine)))
+        Service::start_with_limits(engine, options, state::Limits::default())
     }
 
-    fn spawn(options: Options, open: Opener) -> Result<Service, String> {
+    /// Like `start_with`, compacting the journal at other limits (tests).
+    pub fn start_with_limits(
+        engine: Box<dyn Engine>,
+        options: Options,
+        limits: state::Limits,
+    ) -> Result<Service, String> {
+        Service::spawn(options, Box::new(move || Ok(engine)), limits)
+    }
+
+    fn spawn(options: Options, open: Opener, limits: state::Limits) -> Result<Service, String> {
         let (jobs, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Arc<Shared>, String>>();
         std::thread::Builder::new()
             .name("nftlbd-writer".into())
             .spawn(move || {
-                let mut writer = match Writer::open(options, open) {
+                let mut writer = match Writer::open(options, open, limits) {
                     Ok(w) => w,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -305,22 +318,47 @@ struct Writer {
     options: Options,
     shared: Arc<Shared>,
     _lock: state::StateLock,
+    journal: Journal,
+    /// Farms whose allocation may differ from the journal's since a commit was undone (an undo
+    /// need not give back the same ids and slots): the next record writes them whole.
+    dirty: std::collections::BTreeSet<String>,
     monitor: Option<Monitor>,
     host: Option<crate::netlink::rtnl::RouteSocket>,
 }
 
 impl Writer {
-    fn open(options: Options, open: Opener) -> Result<Writer, String> {
-        let lock = state::lock(&options.state_dir).map_err(|e| e.to_string())?;
+    fn open(options: Options, open: Opener, limits: state::Limits) -> Result<Writer, String> {
+        let dir = &options.state_dir;
+        let lock = state::lock(dir).map_err(|e| e.to_string())?;
         let mut engine = open()?;
-        let saved = state::load(&options.state_dir).map_err(|e| e.to_string())?;
-        let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
-        let o = engine.reconcile(config, alloc).map_err(|e| e.to_string())?;
+        // Read everything before touching the kernel: damage refuses the start, changing nothing.
+        let recovery = state::recover(dir).map_err(|e| e.to_string())?;
+        if let Some(t) = &recovery.torn {
+            tracing::warn!("{t}");
+        }
+        if recovery.replayed > 0 {
+            tracing::info!("replayed {} journal record(s)", recovery.replayed);
+        }
+        let mut journal = Journal::open(dir, &recovery, limits);
+        let snapshot = dir.join(state::STATE_FILE).exists();
+        let (config, alloc) = recovery
+            .state
+            .map(|s| (s.config, s.allocation))
+            .unwrap_or_default();
+        let o = engine
+            .reconcile(config.clone(), alloc.clone())
+            .map_err(|e| e.to_string())?;
         match o.generation {
             Some(g) => tracing::info!("reconciled: {} message(s), generation {g}", o.messages),
             None => tracing::info!("the kernel matches the saved state"),
         }
-        save(&options.state_dir, engine.as_ref()).map_err(|e| e.to_string())?;
+        // A fresh snapshot when the journal has records (starts stay fast), when there is none,
+        // or when the engine completed the allocation it was given.
+        if !journal.is_empty() || !snapshot || *engine.config() != config || *engine.allocation() != alloc {
+            journal
+                .compact(engine.config(), engine.allocation())
+                .map_err(|e| e.to_string())?;
+        }
         let (monitor, host) = if options.watch && engine.portid().is_some() {
             (
                 Some(Monitor::new().map_err(|e| e.to_string())?),
@@ -343,6 +381,8 @@ impl Writer {
             options,
             shared,
             _lock: lock,
+            journal,
+            dirty: Default::default(),
             monitor,
             host,
         })
@@ -390,26 +430,68 @@ impl Writer {
         if new == *old {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
+        // Once, for the journal's record and for the event.
+        let diff = diff::Diff::between(&old, &new, &origin.reason);
+        let before = record::AllocBefore::take(self.engine.allocation(), &diff);
         self.engine.apply(new.clone())?;
-        if let Err(e) = save(&self.options.state_dir, self.engine.as_ref()) {
-            // The kernel has the new configuration but the state file could not follow: put the
-            // kernel back, so the three stay as they were.
-            if let Err(undo) = self.engine.apply((*old).clone()) {
-                tracing::error!("cannot undo after a failed save: {undo}");
-            }
-            return Err(ServiceError::State(e.to_string()));
-        }
-        Ok(self.publish(old, new, origin))
+        self.save_or_undo(&old, &new, &diff, &before)?;
+        Ok(self.publish(old, new, origin, diff))
     }
 
-    fn publish(&mut self, old: Arc<Config>, new: Config, origin: Origin) -> u64 {
+    /// Appends the commit's record to the journal (on disk before the caller hears of it), and
+    /// compacts when the journal is long. When the record cannot be saved, the kernel is put
+    /// back, so kernel, files and published configuration stay as they were.
+    fn save_or_undo(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        diff: &diff::Diff,
+        before: &record::AllocBefore,
+    ) -> Result<(), ServiceError> {
+        let change = record::build(old, new, diff, before, self.engine.allocation(), &self.dirty);
+        if let Err(e) = self.journal.append(&change) {
+            self.undo(old, diff, before);
+            return Err(ServiceError::State(e.to_string()));
+        }
+        self.dirty.clear();
+        if self.journal.needs_compaction() {
+            match self
+                .journal
+                .compact(self.engine.config(), self.engine.allocation())
+            {
+                Ok(()) => tracing::info!("journal compacted into {}", state::STATE_FILE),
+                // The change is saved in the journal; compaction is tried again next time.
+                Err(e) => tracing::warn!("cannot compact the journal: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the kernel and the engine back as they were before a commit that could not be saved:
+    /// the configuration and, when known, the very ids and slots (applying the old configuration
+    /// alone would hand a backend put back other slots than the files say).
+    fn undo(&mut self, old: &Config, diff: &diff::Diff, before: &record::AllocBefore) {
+        let undone = match before.restore(self.engine.allocation(), diff) {
+            Some(alloc) => self.engine.reconcile(old.clone(), alloc).map(|_| true),
+            None => self.engine.apply(old.clone()).map(|_| false),
+        };
+        match undone {
+            Ok(true) => {}
+            Ok(false) => self.dirty.extend(diff.farms.iter().map(|f| f.name.clone())),
+            Err(e) => {
+                tracing::error!("cannot undo after a failed save: {e}");
+                self.dirty.extend(diff.farms.iter().map(|f| f.name.clone()));
+            }
+        }
+    }
+
+    fn publish(&mut self, old: Arc<Config>, new: Config, origin: Origin, diff: diff::Diff) -> u64 {
         let new = Arc::new(new);
         match self.shared.config.write() {
             Ok(mut c) => *c = new.clone(),
             Err(p) => *p.into_inner() = new.clone(),
         }
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let diff = diff::Diff::between(&old, &new, &origin.reason);
         log_changes(&diff, &new, generation);
         // No subscriber is fine: nobody is listening yet.
         let _ = self.shared.events.send(Arc::new(Event {
@@ -430,18 +512,17 @@ impl Writer {
 
     fn operate(&mut self, op: EngineOp, origin: Origin) -> Result<u64, ServiceError> {
         let old = self.published();
+        // What the operation will touch is not known in advance: its farms' allocations are
+        // written whole (an operation changes a farm's own keys, its static sessions).
+        let before = record::AllocBefore::unknown(self.engine.allocation());
         op(self.engine.as_mut())?;
         if *self.engine.config() == *old {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
         let new = self.engine.config().clone();
-        if let Err(e) = save(&self.options.state_dir, self.engine.as_ref()) {
-            if let Err(undo) = self.engine.apply((*old).clone()) {
-                tracing::error!("cannot undo after a failed save: {undo}");
-            }
-            return Err(ServiceError::State(e.to_string()));
-        }
-        Ok(self.publish(old, new, origin))
+        let diff = diff::Diff::between(&old, &new, &origin.reason);
+        self.save_or_undo(&old, &new, &diff, &before)?;
+        Ok(self.publish(old, new, origin, diff))
     }
 
     fn reload(&mut self) -> Result<u64, ServiceError> {
@@ -466,10 +547,20 @@ impl Writer {
         let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
         let old = self.published();
         self.engine.reconcile(config.clone(), alloc)?;
+        // The files now say what the engine has: one snapshot, so that later records follow
+        // it (the snapshot may have been edited by hand under the journal).
+        match self
+            .journal
+            .compact(self.engine.config(), self.engine.allocation())
+        {
+            Ok(()) => self.dirty.clear(),
+            Err(e) => tracing::warn!("cannot compact the journal after reloading: {e}"),
+        }
         if config == *old {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
-        Ok(self.publish(old, config, Origin::api()))
+        let diff = diff::Diff::between(&old, &config, "api");
+        Ok(self.publish(old, config, Origin::api(), diff))
     }
 
     /// Puts back what others changed in our tables; lets layer-2 farms follow the host.
@@ -510,13 +601,6 @@ impl Writer {
             }
         }
     }
-}
-
-fn save(dir: &std::path::Path, engine: &dyn Engine) -> Result<(), state::StateError> {
-    state::save(
-        dir,
-        &State::new(engine.config().clone(), engine.allocation().clone()),
-    )
 }
 
 /// A value as its canonical JSON word (`"up"`).

@@ -10,6 +10,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 use super::*;
 use crate::engine::Allocation;
 use crate::engine::{MemoryControl, MemoryEngine, SessionInfo};
+use crate::state::State;
 
 /// A fresh state directory, removed at the end of the test.
 struct StateDir(PathBuf);
@@ -108,7 +109,8 @@ async fn a_change_commits_once_saves_and_publishes_once() {
     assert_eq!(*svc.config(), want);
     let (engine_config, engine_alloc) = engine_state(&svc).await;
     assert_eq!(engine_config, want);
-    assert_eq!(dir.saved(), State::new(want.clone(), engine_alloc));
+    let saved = dir.saved();
+    assert_eq!((saved.config, saved.allocation), (want.clone(), engine_alloc));
 
     let ev = events.try_recv().unwrap();
     assert_eq!(ev.generation, 2);
@@ -227,27 +229,46 @@ async fn an_engine_refusal_changes_nothing() {
 }
 
 #[tokio::test]
-async fn an_unwritable_state_file_refuses_the_change_and_puts_the_engine_back() {
+async fn an_unwritable_journal_refuses_the_change_and_puts_the_engine_back() {
     let dir = StateDir::new();
     let (svc, control) = start_loaded(&dir);
     let mut events = svc.subscribe();
     let (old_config, old_alloc) = engine_state(&svc).await;
-    // A directory where the file goes: the rename that replaces it fails, even for root.
-    std::fs::remove_file(dir.file()).unwrap();
-    std::fs::create_dir(dir.file()).unwrap();
-    std::fs::write(dir.file().join("keep"), "").unwrap();
+    let snapshot = dir.bytes();
+    // A directory where the journal goes: appending to it fails, even for root.
+    let journal = dir.0.join(state::JOURNAL_FILE);
+    std::fs::create_dir(&journal).unwrap();
+    std::fs::write(journal.join("keep"), "").unwrap();
     let r = svc.change(Origin::api(), set_weight("a", 3)).await;
-    assert!(matches!(r, Err(ServiceError::State(_))), "{r:?}");
-    assert_eq!(engine_state(&svc).await, (old_config, old_alloc));
+    match &r {
+        Err(ServiceError::State(m)) => assert!(m.starts_with(&journal.display().to_string()), "{m}"),
+        other => panic!("wanted State, got {other:?}"),
+    }
+    assert_eq!(engine_state(&svc).await, (old_config, old_alloc.clone()));
     assert_eq!(control.generation(), 3, "the change, then its undo");
     assert_eq!(*svc.config(), config());
     assert_eq!(svc.generation(), 1);
     assert!(matches!(events.try_recv(), Err(TryRecvError::Empty)));
+    assert_eq!(dir.bytes(), snapshot);
+    // Draining `a` gives its slot to `b`; the undo gives back the very slots, not just the
+    // configuration (applied again, `a` would get a slot after `b`'s).
+    let drain = |c: &Config| {
+        let mut c = c.clone();
+        c.farms[0].backends[0].state = crate::model::BackendState::Drain;
+        Ok(c)
+    };
+    let r = svc.change(Origin::api(), drain).await;
+    assert!(matches!(r, Err(ServiceError::State(_))), "{r:?}");
+    assert_eq!(engine_state(&svc).await.1.farms["web"].slots4, [1, 2]);
+    assert_eq!(engine_state(&svc).await.1, old_alloc);
 
-    // Once the file can be written again, the same change lands.
-    std::fs::remove_dir_all(dir.file()).unwrap();
+    // Once the journal can be written again, the same change lands, and what is saved is what
+    // the engine has.
+    std::fs::remove_dir_all(&journal).unwrap();
     assert_eq!(svc.change(Origin::api(), set_weight("a", 3)).await.unwrap(), 2);
-    assert_eq!(dir.saved().config, set_weight("a", 3)(&config()).unwrap());
+    let saved = dir.saved();
+    assert_eq!(saved.config, set_weight("a", 3)(&config()).unwrap());
+    assert_eq!(saved.allocation, engine_state(&svc).await.1);
 }
 
 /// Replaces `"weight": 1` of backend `a` in the saved file by `weight`, as an editor would.

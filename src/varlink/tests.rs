@@ -500,13 +500,14 @@ fn cases() -> Vec<Case> {
             params: json!({}),
             action: polkit::CONFIG,
             details: details(&[("verb", "reload")]),
-            // An administrator edits the state file by hand: backend b gets weight 4.
+            // An administrator edits the saved state by hand (the snapshot with the journal folded
+            // in, as after a reload): backend b gets weight 4.
             prepare: |fx| {
-                let file = fx.dir.path().join(crate::state::STATE_FILE);
-                let mut doc: Value =
-                    serde_json::from_slice(&std::fs::read(&file).expect("the state file")).expect("JSON");
-                doc["config"]["farms"][0]["backends"][1]["weight"] = json!(4);
-                std::fs::write(&file, serde_json::to_vec(&doc).expect("JSON")).expect("written");
+                let mut st = crate::state::load(fx.dir.path())
+                    .expect("a readable state")
+                    .expect("a state");
+                st.config.farms[0].backends[1].weight = 4;
+                crate::state::save(fx.dir.path(), &st).expect("saved");
             },
             expect: |c| c["farms"][0]["backends"][1]["weight"] = json!(4),
             changes_config: true,

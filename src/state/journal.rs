@@ -1,0 +1,299 @@
+//! The journal, `journal.jsonl`: records appended and fsynced one per committed change, read
+//! back over the snapshot at start, and emptied when a snapshot takes them in.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::records::{self, Bad, Change};
+use super::{JOURNAL_FILE, State, StateError, io_err, snapshot};
+use crate::engine::Allocation;
+use crate::model::{self, Config};
+
+/// When the journal is compacted into a new snapshot: replay time and disk use stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub bytes: u64,
+    pub records: usize,
+}
+
+pub const MAX_BYTES: u64 = 8 << 20;
+pub const MAX_RECORDS: usize = 10_000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            bytes: MAX_BYTES,
+            records: MAX_RECORDS,
+        }
+    }
+}
+
+/// A last record dropped at start: it was cut short, so its change was never acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Torn {
+    pub path: PathBuf,
+    pub line: usize,
+    pub reason: String,
+    /// Records replayed over the snapshot before it.
+    pub recovered: usize,
+}
+
+impl fmt::Display for Torn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: line {}: {}: dropped the last record, a change that was never acknowledged; \
+             {} record(s) recovered",
+            self.path.display(),
+            self.line,
+            self.reason,
+            self.recovered
+        )
+    }
+}
+
+/// What start-up found in the state directory.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The snapshot with the journal replayed; `None` when there is neither.
+    pub state: Option<State>,
+    /// Records applied over the snapshot.
+    pub replayed: usize,
+    pub torn: Option<Torn>,
+    /// Intact records in the journal (replayed or already in the snapshot).
+    records: usize,
+    /// The length of those records; the journal continues there.
+    good: u64,
+    /// The journal's length on disk.
+    on_disk: u64,
+}
+
+/// Reads the snapshot and replays the journal's records above its sequence number, in order.
+pub fn recover(dir: &Path) -> Result<Recovery, StateError> {
+    let path = dir.join(JOURNAL_FILE);
+    let mut state = snapshot::load(dir)?;
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let mut r = Recovery {
+        state: None,
+        replayed: 0,
+        torn: None,
+        records: 0,
+        good: 0,
+        on_disk: bytes.len() as u64,
+    };
+    let base = state.as_ref().map_or(0, |s| s.sequence);
+    let mut last: Option<u64> = None;
+    let mut start = 0;
+    let mut line = 0;
+    while start < bytes.len() {
+        line += 1;
+        let end = bytes[start..].iter().position(|b| *b == b'\n').map(|i| start + i);
+        let text = &bytes[start..end.unwrap_or(bytes.len())];
+        let refuse = |reason: String, recovered: usize| StateError::Journal {
+            path: path.clone(),
+            line,
+            reason,
+            recovered,
+        };
+        let decoded = match (std::str::from_utf8(text), end) {
+            (_, None) => Err(Bad::Damaged("incomplete record (no end of line)".into())),
+            (Err(_), _) => Err(Bad::Damaged("damaged record (not UTF-8)".into())),
+            (Ok(t), Some(_)) => records::decode(t),
+        };
+        let (seq, change) = match decoded {
+            Ok(d) => d,
+            Err(Bad::Damaged(reason)) => {
+                // Only the last record can be cut short by a crash: what follows the damage
+                // must be nothing, or what a file system leaves after a lost write (zeros).
+                let rest = end.map_or(&[][..], |e| &bytes[e..]);
+                if rest.iter().all(|b| matches!(b, b'\n' | 0)) {
+                    r.torn = Some(Torn {
+                        path: path.clone(),
+                        line,
+                        reason,
+                        recovered: r.replayed,
+                    });
+                    break;
+                }
+                return Err(refuse(format!("{reason}, followed by more records"), r.replayed));
+            }
+            Err(bad @ Bad::Unreadable(_)) => return Err(refuse(bad.to_string(), r.replayed)),
+        };
+        if let Some(prev) = last
+            && seq != prev + 1
+        {
+            return Err(refuse(format!("record {seq} follows record {prev}"), r.replayed));
+        }
+        last = Some(seq);
+        if seq > base {
+            if r.replayed == 0 && seq != base + 1 {
+                return Err(refuse(
+                    format!("record {seq} follows the snapshot's record {base}: records are missing"),
+                    0,
+                ));
+            }
+            let s = state.get_or_insert_with(|| State::new(Config::default(), Allocation::default()));
+            change
+                .apply(s)
+                .map_err(|e| refuse(format!("record {seq} does not apply: {e}"), r.replayed))?;
+            s.sequence = seq;
+            r.replayed += 1;
+        }
+        r.records += 1;
+        start = end.map_or(bytes.len(), |e| e + 1);
+        r.good = start as u64;
+    }
+    if r.replayed > 0
+        && let Some(s) = &state
+    {
+        model::validate(&s.config).map_err(|source| StateError::Invalid {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    r.state = state;
+    Ok(r)
+}
+
+/// The journal being written: where the next record goes and when to compact.
+pub struct Journal {
+    dir: PathBuf,
+    path: PathBuf,
+    /// The length of the intact records; the next one is written there.
+    len: u64,
+    /// The file's length as last written (`None`: unknown after a failed write), longer than
+    /// `len` when a torn record or a failed append is still there to cut.
+    on_disk: Option<u64>,
+    records: usize,
+    last: u64,
+    /// Whether the file's directory entry is known to be on disk.
+    durable_entry: bool,
+    limits: Limits,
+}
+
+impl Journal {
+    /// The journal of `dir`, continuing after what `recovery` found there.
+    pub fn open(dir: &Path, recovery: &Recovery, limits: Limits) -> Journal {
+        Journal {
+            dir: dir.to_path_buf(),
+            path: dir.join(JOURNAL_FILE),
+            len: recovery.good,
+            on_disk: Some(recovery.on_disk),
+            records: recovery.records,
+            last: recovery.state.as_ref().map_or(0, |s| s.sequence),
+            durable_entry: recovery.on_disk > 0,
+            limits,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sequence number of the last record written.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Records in the journal (intact ones).
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Whether the file holds anything, intact or not.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && self.on_disk == Some(0)
+    }
+
+    pub fn needs_compaction(&self) -> bool {
+        self.len >= self.limits.bytes || self.records >= self.limits.records
+    }
+
+    /// Appends `change` as the next record and waits until it is on disk. On error the file is
+    /// cut back to the records before it (or, if even that fails, the partial record is left
+    /// to be dropped as torn at the next start).
+    pub fn append(&mut self, change: &Change) -> Result<u64, StateError> {
+        let seq = self.last + 1;
+        let line = records::encode(seq, change).map_err(|e| StateError::Format {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Err(e) = self.write(line.as_bytes()) {
+            self.put_back();
+            return Err(e);
+        }
+        self.len += line.len() as u64;
+        self.records += 1;
+        self.last = seq;
+        Ok(seq)
+    }
+
+    fn write(&mut self, line: &[u8]) -> Result<(), StateError> {
+        let err = io_err(&self.path);
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(err)?;
+        if self.on_disk != Some(self.len) {
+            f.set_len(self.len).map_err(io_err(&self.path))?;
+        }
+        self.on_disk = None;
+        f.write_all_at(line, self.len).map_err(io_err(&self.path))?;
+        self.on_disk = Some(self.len + line.len() as u64);
+        f.sync_data().map_err(io_err(&self.path))?;
+        if !self.durable_entry {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.dir))?;
+            self.durable_entry = true;
+        }
+        Ok(())
+    }
+
+    /// Cuts off what a failed append left.
+    fn put_back(&mut self) {
+        if self.on_disk == Some(self.len) {
+            return;
+        }
+        let cut = OpenOptions::new().write(true).open(&self.path).and_then(|f| {
+            f.set_len(self.len)?;
+            f.sync_data()
+        });
+        match cut {
+            Ok(()) => self.on_disk = Some(self.len),
+            Err(e) => tracing::error!(
+                "{}: cannot cut back a record that was not saved: {e}; it is dropped at the next start",
+                self.path.display()
+            ),
+        }
+    }
+
+    /// Writes a snapshot of `config` and `allocation` that includes every record so far, then
+    /// empties the journal. A crash in between leaves records the snapshot already has, which
+    /// replay skips.
+    pub fn compact(&mut self, config: &Config, allocation: &Allocation) -> Result<(), StateError> {
+        snapshot::save_parts(&self.dir, self.last, config, allocation)?;
+        if self.is_empty() {
+            return Ok(());
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        f.set_len(0).map_err(io_err(&self.path))?;
+        self.len = 0;
+        self.records = 0;
+        self.on_disk = Some(0);
+        f.sync_data().map_err(io_err(&self.path))?;
+        Ok(())
+    }
+}
