@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::model::{self, Config, Farm, Invalid, KeyValue};
+use crate::model::{self, Config, Farm, KeyValue};
 use crate::netlink::{self, KernelFeatures};
 
 use super::api::Engine;
@@ -369,17 +369,8 @@ impl Engine for MemoryEngine {
 
     fn delete_session(&mut self, farm: &str, client: &str) -> Result<Outcome> {
         let f = self.farm(farm)?;
-        let values = model::parse_session_client(&f.persistence, client)
-            .map_err(|e| Invalid::one(format!("farms[{farm}].sessions.client"), e))?;
-        let static_at = f
-            .sessions
-            .iter()
-            .position(|s| s.client.values() == values.as_slice());
-        if let Some(i) = static_at {
-            let mut config = self.config.clone();
-            if let Some(cf) = config.farms.iter_mut().find(|x| x.name == farm) {
-                cf.sessions.remove(i);
-            }
+        let (values, without) = super::persist::unpin(&self.config, f, client)?;
+        if let Some(config) = without {
             return self.apply(config);
         }
         self.forget(f, Some(&values)).unwrap_or_else(|| {

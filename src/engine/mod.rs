@@ -606,17 +606,8 @@ impl KernelEngine {
     /// `config()`), a learnt one is deleted from the kernel.
     pub fn delete_session(&mut self, farm: &str, client: &str) -> Result<Outcome> {
         let (f, fa) = self.farm_and_alloc(farm)?;
-        let values = model::parse_session_client(&f.persistence, client)
-            .map_err(|e| Invalid::one(format!("farms[{farm}].sessions.client"), e))?;
-        let static_at = f
-            .sessions
-            .iter()
-            .position(|s| s.client.values() == values.as_slice());
-        if let Some(i) = static_at {
-            let mut config = self.config.clone();
-            if let Some(cf) = config.farms.iter_mut().find(|x| x.name == farm) {
-                cf.sessions.remove(i);
-            }
+        let (values, without) = persist::unpin(&self.config, f, client)?;
+        if let Some(config) = without {
             return self.apply(config);
         }
         let (f, fa) = (f.clone(), fa.clone());

@@ -69,6 +69,30 @@ pub fn format_client(values: &[KeyValue]) -> String {
     parts.join(" . ")
 }
 
+/// A client a caller names for deletion: its key values, and, when it has a static session, the
+/// configuration without it (static sessions live in the configuration; learnt ones only in the
+/// kernel). Both engines delete sessions through this.
+pub fn unpin(
+    config: &crate::model::Config,
+    farm: &crate::model::Farm,
+    client: &str,
+) -> Result<(Vec<KeyValue>, Option<crate::model::Config>), crate::model::Invalid> {
+    let values = crate::model::parse_session_client(&farm.persistence, client)
+        .map_err(|e| crate::model::Invalid::one(format!("farms[{}].sessions.client", farm.name), e))?;
+    let Some(i) = farm
+        .sessions
+        .iter()
+        .position(|s| s.client.values() == values.as_slice())
+    else {
+        return Ok((values, None));
+    };
+    let mut without = config.clone();
+    if let Some(f) = without.farms.iter_mut().find(|x| x.name == farm.name) {
+        f.sessions.remove(i);
+    }
+    Ok((values, Some(without)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
