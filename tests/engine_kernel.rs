@@ -79,6 +79,18 @@ fn every_layout_feature_lists_and_reparses_with_nft() {
     });
 }
 
+/// How many set elements a transaction's messages carry (`add elements 0..2 of …` is two).
+fn elements(changes: &[String]) -> usize {
+    changes
+        .iter()
+        .filter_map(|c| c.split_once(" elements ")?.1.split_once(' '))
+        .filter_map(|(range, _)| {
+            let (a, b) = range.split_once("..")?;
+            Some(b.parse::<usize>().ok()? - a.parse::<usize>().ok()?)
+        })
+        .sum()
+}
+
 #[test]
 fn one_backend_more_or_less_in_a_large_farm_is_a_small_transaction() {
     in_netns(|| {
@@ -101,6 +113,46 @@ fn one_backend_more_or_less_in_a_large_farm_is_a_small_transaction() {
         farms[0]["backends"].as_array_mut().unwrap().remove(7);
         let del = e.apply(config(farms.clone())).unwrap();
         assert!(del.messages <= 14, "{:#?}", del.changes);
+        // A backend's state, weight and priority: O(change) messages whatever the farm's size
+        // (a change that went back to re-sending the farm would be thousands).
+        for (i, (key, value, most)) in [
+            ("state", json!("drain"), 12),
+            ("state", json!("up"), 12),
+            ("weight", json!(3), 14),
+            ("priority", json!(2), 14),
+            ("priority", json!(1), 14),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            farms[0]["backends"][20][key] = value;
+            let o = e.apply(config(farms.clone())).unwrap();
+            println!(
+                "change {i}: {key}: {} messages, {} elements",
+                o.messages,
+                elements(&o.changes)
+            );
+            assert!(o.messages <= most, "{key}: {:#?}", o.changes);
+            assert!(elements(&o.changes) <= 8, "{key}: {:#?}", o.changes);
+        }
+        // A batch of 100 state changes in one farm is one transaction of O(100) messages.
+        for b in farms[0]["backends"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .skip(100)
+            .take(100)
+        {
+            b["state"] = json!("down");
+        }
+        let batch = e.apply(config(farms.clone())).unwrap();
+        println!(
+            "batch of 100: {} messages, {} elements",
+            batch.messages,
+            elements(&batch.changes)
+        );
+        assert!(batch.messages <= 12, "{:#?}", batch.changes);
+        assert!(elements(&batch.changes) <= 400, "{:#?}", batch.changes);
         let same = e.apply(config(farms)).unwrap();
         assert_eq!(same.generation, None, "no change, no transaction");
         // What the engine thinks it committed is what the kernel has.
