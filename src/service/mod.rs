@@ -25,6 +25,7 @@ mod parity_tests;
 mod record;
 #[cfg(test)]
 mod tests;
+pub mod trim;
 
 pub use authority::{Authority, Caller};
 pub use operation::{BackendUpdate, ElementEdit, ImportMode, Operation, Output, Patch};
@@ -390,8 +391,18 @@ impl Writer {
 
     fn serve(&mut self, jobs: mpsc::Receiver<Job>) {
         let mut watched = std::time::Instant::now();
+        // A commit frees what it rendered, diffed and parsed; the allocator gives it back once
+        // the queue is empty (after the reply, and once for a burst of changes). The start-up
+        // reconciliation counts as one.
+        let mut trim = true;
         loop {
-            match jobs.recv_timeout(Duration::from_millis(100)) {
+            let wait = if trim {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            match jobs.recv_timeout(wait) {
                 Ok(Job::Change { edit, origin, reply }) => {
                     let _ = reply.send(self.change(edit, origin));
                 }
@@ -409,9 +420,15 @@ impl Writer {
                 Ok(Job::Reload(reply)) => {
                     let _ = reply.send(self.reload());
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if trim {
+                        trim::release_free_memory();
+                        trim = false;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
+            trim |= self.shared.generation.load(Ordering::SeqCst) != generation;
             self.watch();
             watched = std::time::Instant::now();
         }
