@@ -508,6 +508,12 @@ impl Writer {
             Ok(mut c) => *c = new.clone(),
             Err(p) => *p.into_inner() = new.clone(),
         }
+        // The lookups of the old configuration would keep it alive (and their own maps) until
+        // the next read: a second whole configuration at rest.
+        match self.shared.index.lock() {
+            Ok(mut ix) => *ix = None,
+            Err(p) => *p.into_inner() = None,
+        }
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
         log_changes(&diff, &new, generation);
         // No subscriber is fine: nobody is listening yet.
