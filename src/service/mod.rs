@@ -402,9 +402,13 @@ impl Writer {
                 Duration::from_millis(100)
             };
             let generation = self.shared.generation.load(Ordering::SeqCst);
+            let mut settled = false;
             match jobs.recv_timeout(wait) {
                 Ok(Job::Change { edit, origin, reply }) => {
-                    let _ = reply.send(self.change(edit, origin));
+                    let started = std::time::Instant::now();
+                    let done = self.change(edit, origin);
+                    settled = settle(started);
+                    let _ = reply.send(done);
                 }
                 Ok(Job::Query(q)) => {
                     q(self.engine.as_mut());
@@ -418,7 +422,10 @@ impl Writer {
                     let _ = reply.send(self.operate(op, origin));
                 }
                 Ok(Job::Reload(reply)) => {
-                    let _ = reply.send(self.reload());
+                    let started = std::time::Instant::now();
+                    let done = self.reload();
+                    settled = settle(started);
+                    let _ = reply.send(done);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if trim {
@@ -428,7 +435,8 @@ impl Writer {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            trim |= self.shared.generation.load(Ordering::SeqCst) != generation;
+            let changed = self.shared.generation.load(Ordering::SeqCst) != generation;
+            trim = (trim || changed) && !settled;
             self.watch();
             watched = std::time::Instant::now();
         }
@@ -624,6 +632,17 @@ impl Writer {
             }
         }
     }
+}
+
+/// After a long job (a large farm loaded or replaced), gives freed memory back before the reply:
+/// the trim costs a few milliseconds against the job's second or more, and the caller then sees
+/// the daemon at its resting size. Short jobs leave it to the idle loop. True when it trimmed.
+fn settle(started: std::time::Instant) -> bool {
+    let long = started.elapsed() >= Duration::from_millis(500);
+    if long {
+        trim::release_free_memory();
+    }
+    long
 }
 
 /// A value as its canonical JSON word (`"up"`).
