@@ -285,12 +285,12 @@ fn sets_and_maps_of_every_shape_list_as_nft_would() {
         // Elements, with the remaining timeout of the session.
         let elems = conn.list_elems(f, "t", "persist").unwrap();
         assert_eq!(elems.len(), 1);
-        assert_eq!(elems[0].timeout_ms, Some(20_000));
-        let left = elems[0].expires_ms.expect("dynamic element has an expiry");
+        assert_eq!(elems[0].timeout_ms(), Some(20_000));
+        let left = elems[0].expires_ms().expect("dynamic element has an expiry");
         assert!(left <= 20_000 && left > 10_000, "expires in {left} ms");
         let svc = conn.list_elems(f, "t", "svc").unwrap();
         assert_eq!(
-            svc[0].key_end.as_deref(),
+            svc[0].key_end(),
             Some(&concat(&[&[6], &[10, 0, 0, 1], &port(90)])[..])
         );
         assert_eq!(svc[0].data, Some(Data::Verdict(Verdict::Goto("web".into()))));
@@ -299,7 +299,7 @@ fn sets_and_maps_of_every_shape_list_as_nft_would() {
             black
                 .iter()
                 .filter(|e| !e.interval_end)
-                .all(|e| e.exprs == vec![Expr::counter()]),
+                .all(|e| e.exprs() == [Expr::counter()]),
             "per-element counters: {black:?}"
         );
         assert_nft_reparses();

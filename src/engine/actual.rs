@@ -86,11 +86,11 @@ pub fn read_family(conn: &mut Connection, family: Family) -> Result<Option<Famil
         } else {
             conn.list_elems(family, TABLE, &s.name)?
         };
-        e.retain(|e| e.timeout_ms.is_none() && e.expires_ms.is_none());
+        e.retain(|e| e.timeout_ms().is_none() && e.expires_ms().is_none());
         if !s.exprs.is_empty() {
             // Counters the set gives every element are runtime state, not configuration.
             for x in &mut e {
-                x.exprs.clear();
+                x.clear_exprs();
             }
         }
         elems.insert(s.name.clone(), e);

@@ -43,7 +43,7 @@ pub fn traffic_all(conn: &mut Connection) -> Result<std::collections::HashMap<u3
                 continue;
             };
             let sum: &mut (u64, u64) = all.entry(u32::from_ne_bytes(key)).or_default();
-            for x in &e.exprs {
+            for x in e.exprs() {
                 if let Expr::Counter { packets, bytes } = x {
                     sum.0 += packets;
                     sum.1 += bytes;
@@ -58,7 +58,7 @@ pub fn traffic_all(conn: &mut Connection) -> Result<std::collections::HashMap<u3
 pub fn element_traffic(conn: &mut Connection, family: Family, set: &str, key: &[u8]) -> Result<(u64, u64)> {
     let mut sum = (0, 0);
     if let Some(e) = conn.get_elem(family, TABLE, set, key)? {
-        for x in &e.exprs {
+        for x in e.exprs() {
             if let Expr::Counter { packets, bytes } = x {
                 sum.0 += packets;
                 sum.1 += bytes;
@@ -140,7 +140,7 @@ fn read_in(conn: &mut Connection, family: Family, p: &Policy) -> Result<Vec<(Str
             None => IpAddr::V6(Ipv6Addr::from(u128::MAX)),
         };
         let (packets, bytes) = e
-            .exprs
+            .exprs()
             .iter()
             .find_map(|x| match x {
                 Expr::Counter { packets, bytes } => Some((*packets, *bytes)),

@@ -53,7 +53,7 @@ impl FamilyState {
 type ElemKey<'a> = (&'a [u8], Option<&'a [u8]>);
 
 fn elem_key(e: &SetElem) -> ElemKey<'_> {
-    (&e.key, e.key_end.as_deref())
+    (&e.key, e.key_end())
 }
 
 /// Element changes of one set: what to delete and what to add.

@@ -64,7 +64,7 @@ pub fn list(conn: &mut Connection, farm: &Farm, fa: &FarmAlloc) -> crate::netlin
             out.push(SessionInfo {
                 client: format_client(&values),
                 backend,
-                expires_ms: e.expires_ms.or(e.timeout_ms),
+                expires_ms: e.expires_ms().or(e.timeout_ms()),
             });
         }
     }
@@ -84,7 +84,8 @@ pub fn delete_learnt(
         let doomed: Vec<SetElem> = farm_elems(conn, fam, farm, fa)?
             .into_iter()
             .filter(|(v, e)| {
-                (e.expires_ms.is_some() || e.timeout_ms.is_some()) && client.is_none_or(|c| c == v.as_slice())
+                (e.expires_ms().is_some() || e.timeout_ms().is_some())
+                    && client.is_none_or(|c| c == v.as_slice())
             })
             .map(|(_, e)| SetElem::key(e.key))
             .collect();

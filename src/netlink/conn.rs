@@ -423,7 +423,7 @@ impl Connection {
             let mut seen = std::collections::HashSet::with_capacity(elems.len());
             if elems
                 .iter()
-                .all(|e| seen.insert((&e.key, &e.key_end, e.interval_end)))
+                .all(|e| seen.insert((e.key.as_slice(), e.key_end(), e.interval_end)))
             {
                 return Ok(elems);
             }

@@ -25,6 +25,7 @@ mod parity_tests;
 mod record;
 #[cfg(test)]
 mod tests;
+pub mod trim;
 
 pub use authority::{Authority, Caller};
 pub use operation::{BackendUpdate, ElementEdit, ImportMode, Operation, Output, Patch};
@@ -390,10 +391,24 @@ impl Writer {
 
     fn serve(&mut self, jobs: mpsc::Receiver<Job>) {
         let mut watched = std::time::Instant::now();
+        // A commit frees what it rendered, diffed and parsed; the allocator gives it back once
+        // the queue is empty (after the reply, and once for a burst of changes). The start-up
+        // reconciliation counts as one.
+        let mut trim = true;
         loop {
-            match jobs.recv_timeout(Duration::from_millis(100)) {
+            let wait = if trim {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            let generation = self.shared.generation.load(Ordering::SeqCst);
+            let mut settled = false;
+            match jobs.recv_timeout(wait) {
                 Ok(Job::Change { edit, origin, reply }) => {
-                    let _ = reply.send(self.change(edit, origin));
+                    let started = std::time::Instant::now();
+                    let done = self.change(edit, origin);
+                    settled = settle(started);
+                    let _ = reply.send(done);
                 }
                 Ok(Job::Query(q)) => {
                     q(self.engine.as_mut());
@@ -407,11 +422,21 @@ impl Writer {
                     let _ = reply.send(self.operate(op, origin));
                 }
                 Ok(Job::Reload(reply)) => {
-                    let _ = reply.send(self.reload());
+                    let started = std::time::Instant::now();
+                    let done = self.reload();
+                    settled = settle(started);
+                    let _ = reply.send(done);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if trim {
+                        trim::release_free_memory();
+                        trim = false;
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
+            let changed = self.shared.generation.load(Ordering::SeqCst) != generation;
+            trim = (trim || changed) && !settled;
             self.watch();
             watched = std::time::Instant::now();
         }
@@ -490,6 +515,12 @@ impl Writer {
         match self.shared.config.write() {
             Ok(mut c) => *c = new.clone(),
             Err(p) => *p.into_inner() = new.clone(),
+        }
+        // The lookups of the old configuration would keep it alive (and their own maps) until
+        // the next read: a second whole configuration at rest.
+        match self.shared.index.lock() {
+            Ok(mut ix) => *ix = None,
+            Err(p) => *p.into_inner() = None,
         }
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
         log_changes(&diff, &new, generation);
@@ -601,6 +632,17 @@ impl Writer {
             }
         }
     }
+}
+
+/// After a long job (a large farm loaded or replaced), gives freed memory back before the reply:
+/// the trim costs a few milliseconds against the job's second or more, and the caller then sees
+/// the daemon at its resting size. Short jobs leave it to the idle loop. True when it trimmed.
+fn settle(started: std::time::Instant) -> bool {
+    let long = started.elapsed() >= Duration::from_millis(500);
+    if long {
+        trim::release_free_memory();
+    }
+    long
 }
 
 /// A value as its canonical JSON word (`"up"`).

@@ -405,3 +405,17 @@ async fn one_writer_per_state_directory() {
     let e = second.err().expect("the directory is locked");
     assert!(e.contains("locked"), "{e}");
 }
+
+#[tokio::test]
+async fn a_commit_lets_the_old_configuration_go() {
+    let dir = StateDir::new();
+    let (svc, _) = start_loaded(&dir);
+    let old = svc.config();
+    let ix = svc.index();
+    assert!(Arc::ptr_eq(&ix.config, &old));
+    drop(ix);
+    svc.change(Origin::api(), set_weight("a", 7)).await.unwrap();
+    // Nobody subscribed and the lookups were of the old configuration: only this test holds it.
+    assert_eq!(Arc::strong_count(&old), 1);
+    assert!(Arc::ptr_eq(&svc.index().config, &svc.config()));
+}
