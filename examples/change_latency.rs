@@ -9,6 +9,8 @@
 //! The daemon is the `nftlbd` next to this example's directory (target/release/nftlbd), or
 //! $NFTLBD_BIN.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -24,17 +26,6 @@ fn calls() -> usize {
         .and_then(|c| c.parse().ok())
         .filter(|c| *c > 0)
         .unwrap_or(20)
-}
-
-fn farm_json(n: usize) -> Value {
-    let b: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"name": format!("b{i}"), "weight": 1 + i % 3,
-                   "ip-addr": format!("10.{}.{}.{}", 64 + i / 65536, (i / 256) % 256, i % 256)})
-        })
-        .collect();
-    json!({"name": "big", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80,443",
-           "scheduler": "weight", "backends": b})
 }
 
 fn call(s: &mut BufReader<UnixStream>, method: &str, params: Value) -> Value {
@@ -158,7 +149,11 @@ fn main() {
     for n in sizes {
         let (d, mut vl) = start(n);
         let t = Instant::now();
-        call(&mut vl, "CreateFarm", json!({"farm": farm_json(n)}));
+        call(
+            &mut vl,
+            "CreateFarm",
+            json!({"farm": common::weighted_farm("big", n)}),
+        );
         let load = t.elapsed();
         let calls = calls();
         let cpu = cpu_time(d.child.id());

@@ -5,12 +5,14 @@
 //!
 //!   cargo build --release --example memory_probe && unshare -n target/release/examples/memory_probe 60000
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use nftlbd::model::Config;
 use nftlbd::service::{Options, Origin, Service};
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Counting;
 
@@ -61,17 +63,6 @@ fn report(step: &str, base: isize) {
     );
 }
 
-fn farm_json(n: usize) -> Value {
-    let b: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"name": format!("b{i}"), "weight": 1 + i % 3,
-                   "ip-addr": format!("10.{}.{}.{}", 64 + i / 65536, (i / 256) % 256, i % 256)})
-        })
-        .collect();
-    json!({"name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80,443",
-           "scheduler": "weight", "backends": b})
-}
-
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
@@ -84,7 +75,8 @@ fn main() {
         .expect("runtime");
     let base = LIVE.load(Ordering::Relaxed);
     report("start", base);
-    let config: Config = serde_json::from_value(json!({"farms": [farm_json(n)]})).expect("farm parses");
+    let config: Config =
+        serde_json::from_value(json!({"farms": [common::weighted_farm("web", n)]})).expect("farm parses");
     report("config parsed (one copy)", base);
     let service = Service::start(Options {
         state_dir: dir.clone(),

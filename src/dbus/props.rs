@@ -257,10 +257,16 @@ pub fn backend_update(
         }
         .ok_or_else(|| Invalid::one(&field, "a batch sets State, Weight or Priority only"))?;
         let json = to_json(prop, v).map_err(|e| Invalid::one(&field, e))?;
+        // A number out of range is refused here, never dropped from the change.
+        let number = |n: &serde_json::Value| {
+            n.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| Invalid::one(&field, format!("{n} is not a number from 0 to 4294967295")))
+        };
         match (prop.key, json) {
             ("state", Some(serde_json::Value::String(s))) => u.state = Some(s),
-            ("weight", Some(n)) => u.weight = n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            ("priority", Some(n)) => u.priority = n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            ("weight", Some(n)) => u.weight = Some(number(&n)?),
+            ("priority", Some(n)) => u.priority = Some(number(&n)?),
             _ => return Err(Invalid::one(&field, format!("{name} takes a value here"))),
         }
     }
@@ -284,6 +290,40 @@ fn backend_dicts(v: &Value<'_>) -> Result<Vec<HashMap<String, OwnedValue>>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_change_refuses_what_it_cannot_carry() {
+        let set =
+            |k: &str, v: Value<'static>| HashMap::from([(k.to_string(), OwnedValue::try_from(v).unwrap())]);
+        let u = backend_update(
+            "web".into(),
+            "a".into(),
+            &set("Weight", Value::from(-1i32)),
+            "changes[0]",
+        );
+        assert_eq!(
+            u.unwrap_err().to_string(),
+            "changes[0].Weight: -1 is not a number from 0 to 4294967295"
+        );
+        let u = backend_update(
+            "web".into(),
+            "a".into(),
+            &set("IpAddr", Value::from("10.0.0.9")),
+            "changes[0]",
+        );
+        assert_eq!(
+            u.unwrap_err().to_string(),
+            "changes[0].IpAddr: a batch sets State, Weight or Priority only"
+        );
+        let u = backend_update(
+            "web".into(),
+            "a".into(),
+            &set("Priority", Value::from(2u32)),
+            "changes[0]",
+        )
+        .unwrap();
+        assert_eq!((u.priority, u.weight, u.state), (Some(2), None, None));
+    }
 
     #[test]
     fn every_writable_key_reads_and_is_a_canonical_key() {

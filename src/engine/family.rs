@@ -27,6 +27,19 @@ impl IpFamily {
         }
     }
 
+    /// Where a persistence or hash key field is read from the packet.
+    pub(super) fn key_field(self, k: crate::model::KeyField) -> PayloadField {
+        use crate::model::KeyField;
+        match k {
+            KeyField::Srcip => self.saddr(),
+            KeyField::Dstip => self.daddr(),
+            KeyField::Srcport => PayloadField::ThSport,
+            KeyField::Dstport => PayloadField::ThDport,
+            KeyField::Srcmac => PayloadField::EtherSaddr,
+            KeyField::Dstmac => PayloadField::EtherDaddr,
+        }
+    }
+
     pub(super) fn is_v6(self) -> bool {
         self == IpFamily::V6
     }

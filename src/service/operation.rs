@@ -255,6 +255,7 @@ pub enum Kind {
     DeletePolicy,
     EditPolicyElements,
     ImportConfig,
+    /// Stays last: the table's length is checked against it.
     Reload,
 }
 
@@ -547,13 +548,20 @@ pub const OPERATIONS: &[Spec] = &[
     ),
 ];
 
+// The table is in the order of `Kind`, one row each: checked when the crate is compiled, so a
+// kind can never fall back to another row (and so to another action, or none).
+const _: () = {
+    assert!(OPERATIONS.len() == Kind::Reload as usize + 1);
+    let mut i = 0;
+    while i < OPERATIONS.len() {
+        assert!(OPERATIONS[i].kind as usize == i);
+        i += 1;
+    }
+};
+
 /// The table's row for `kind`.
 pub fn spec(kind: Kind) -> &'static Spec {
-    // Every kind has exactly one row (checked by a test); the first row is never reached.
-    OPERATIONS
-        .iter()
-        .find(|s| s.kind == kind)
-        .unwrap_or(&OPERATIONS[0])
+    &OPERATIONS[kind as usize]
 }
 
 impl Spec {

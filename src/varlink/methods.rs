@@ -177,7 +177,7 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
                 .service
                 .execute(caller, Operation::GetFarmCounters { farm: name })
                 .await?;
-            Ok(farm_reply(&f, counters))
+            farm_reply(&f, counters)
         }
         (out, _) => Ok(reply(kind, out)),
     }
@@ -390,7 +390,7 @@ fn to_json<T: serde::Serialize>(x: &T) -> Value {
 
 /// `GetFarm`'s reply: the farm, and per backend whether it takes new connections and what it
 /// carried.
-fn farm_reply(f: &crate::model::Farm, counters: Output) -> Value {
+fn farm_reply(f: &crate::model::Farm, counters: Output) -> Result<Value> {
     let prio = effective_priority(f);
     let active: std::collections::HashMap<&str, bool> = f
         .backends
@@ -399,7 +399,11 @@ fn farm_reply(f: &crate::model::Farm, counters: Output) -> Value {
         .collect();
     let (total, each) = match counters {
         Output::FarmCounters { farm, backends } => (farm, backends),
-        _ => ((0, 0), Vec::new()),
+        // A defect, said as such rather than shown as zero traffic.
+        other => {
+            let message = format!("internal error: unexpected answer {other:?}");
+            return Err(error("Kernel", json!({ "message": message })));
+        }
     };
     let backends: Vec<Value> = each
         .into_iter()
@@ -408,8 +412,8 @@ fn farm_reply(f: &crate::model::Farm, counters: Output) -> Value {
             json!({ "name": n, "active": a, "packets": p, "bytes": b })
         })
         .collect();
-    json!({ "farm": to_json(f), "status": {
-        "effectivePriority": prio, "packets": total.0, "bytes": total.1, "backends": backends } })
+    Ok(json!({ "farm": to_json(f), "status": {
+        "effectivePriority": prio, "packets": total.0, "bytes": total.1, "backends": backends } }))
 }
 
 /// `org.varlink.service`: what this service is, and its interfaces' descriptions.

@@ -141,17 +141,6 @@ pub(super) fn flow_key(e: &mut Vec<Expr>, fam: IpFamily, vip: Option<IpAddr>) {
     e.push(Expr::payload(PayloadField::ThSport, reg::r32(2 * w)));
 }
 
-pub(super) fn key_field(fam: IpFamily, k: KeyField) -> PayloadField {
-    match k {
-        KeyField::Srcip => fam.saddr(),
-        KeyField::Dstip => fam.daddr(),
-        KeyField::Srcport => PayloadField::ThSport,
-        KeyField::Dstport => PayloadField::ThDport,
-        KeyField::Srcmac => PayloadField::EtherSaddr,
-        KeyField::Dstmac => PayloadField::EtherDaddr,
-    }
-}
-
 /// VIP . persistence fields into R1… (the VIP and destination as constants when given).
 pub(super) fn persist_key(e: &mut Vec<Expr>, fam: IpFamily, keys: &[KeyField], vip: Option<IpAddr>) {
     let daddr = |e: &mut Vec<Expr>, reg: u32| match vip {
@@ -161,7 +150,7 @@ pub(super) fn persist_key(e: &mut Vec<Expr>, fam: IpFamily, keys: &[KeyField], v
     daddr(e, reg::R1);
     let mut word = fam.words();
     for k in keys {
-        let field = key_field(fam, *k);
+        let field = fam.key_field(*k);
         if *k == KeyField::Dstip {
             daddr(e, reg::r32(word));
         } else {
@@ -200,7 +189,7 @@ pub(super) fn hash(e: &mut Vec<Expr>, fam: IpFamily, farm: &Farm, slots: u32, of
     let fields: Vec<KeyField> = farm.hash_fields();
     let mut word = 0u32;
     for k in &fields {
-        let field = key_field(fam, *k);
+        let field = fam.key_field(*k);
         e.push(Expr::payload(
             field,
             if word == 0 { reg::R1 } else { reg::r32(word) },
@@ -217,7 +206,7 @@ pub(super) fn hash(e: &mut Vec<Expr>, fam: IpFamily, farm: &Farm, slots: u32, of
             sreg: reg::R1,
             dreg: reg::R1,
             len: if let [k] = fields.as_slice() {
-                key_field(fam, *k).location().2
+                fam.key_field(*k).location().2
             } else {
                 word * 4
             },

@@ -124,14 +124,7 @@ impl Exprs {
     fn key_fields(&mut self, fam: IpFamily, keys: &[KeyField], first_word: u32) -> u32 {
         let mut word = first_word;
         for k in keys {
-            let field = match k {
-                KeyField::Srcip => fam.saddr(),
-                KeyField::Dstip => fam.daddr(),
-                KeyField::Srcport => PayloadField::ThSport,
-                KeyField::Dstport => PayloadField::ThDport,
-                KeyField::Srcmac => PayloadField::EtherSaddr,
-                KeyField::Dstmac => PayloadField::EtherDaddr,
-            };
+            let field = fam.key_field(*k);
             let dreg = if word == 0 { reg::R1 } else { reg::r32(word) };
             self.push(Expr::payload(field, dreg));
             word += types::reg_len(field.location().2) / 4;
