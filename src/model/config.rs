@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::list::List;
 use super::policy_element::PolicyElement;
 use super::ports::Ports;
 use super::session_client::SessionClient;
@@ -15,9 +16,9 @@ use super::values::*;
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
-    pub farms: Vec<Farm>,
+    pub farms: List<Farm>,
     #[serde(default)]
-    pub policies: Vec<Policy>,
+    pub policies: List<Policy>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -132,7 +133,7 @@ pub struct Farm {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
     #[serde(default)]
-    pub backends: Vec<Backend>,
+    pub backends: List<Backend>,
     /// Static sessions: a client key (in the farm's persistence format) pinned to a backend.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sessions: Vec<Session>,
@@ -281,7 +282,7 @@ impl Farm {
             limits_ttl: limits_ttl.clone(),
             policies: policies.clone(),
             sessions: sessions.clone(),
-            backends: Vec::new(),
+            backends: List::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! types, `validate` the whole-document checks that run before anything reaches the kernel.
 
 mod config;
+mod list;
 mod names;
 mod policy_element;
 mod ports;
@@ -13,6 +14,7 @@ mod validate;
 mod values;
 
 pub use config::{Backend, Config, Farm, Policy, Session};
+pub use list::List;
 pub use names::{NameError, bus_path_escape, bus_path_unescape, validate_name};
 pub use policy_element::{PolicyElement, PolicyElementError};
 pub use ports::{PortError, PortRange, Ports};

@@ -194,7 +194,9 @@ async fn changes(svc: &Service) -> u64 {
         .await
         .unwrap();
     // Reordered farms: the whole state.
-    svc.change(api(), edit(|c| c.farms.reverse())).await.unwrap();
+    svc.change(api(), edit(|c| c.farms = c.farms.iter().rev().cloned().collect()))
+        .await
+        .unwrap();
     // Backend changes after it build on it.
     svc.change(api(), edit(|c| backend_mut(c, "www", "b0").weight = 3))
         .await

@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::operation::{BackendUpdate, ElementEdit, ImportMode, Patch};
 use crate::model::{
-    BackendState, ClientError, Config, Farm, Invalid, Policy, PolicyElement, PolicyElementError, Session,
-    SessionClient, validate,
+    BackendState, ClientError, Config, Farm, Invalid, List, Policy, PolicyElement, PolicyElementError,
+    Session, SessionClient, validate,
 };
 
 /// What [`super::Service::change`] runs.
@@ -331,10 +331,10 @@ pub fn import(incoming: Config, mode: ImportMode) -> impl Change {
 }
 
 /// Replaces the items of `into` that `from` names again, and appends the others.
-fn upsert<T>(into: &mut Vec<T>, from: Vec<T>, name: impl Fn(&T) -> String) {
+fn upsert<T: Clone>(into: &mut List<T>, from: impl IntoIterator<Item = T>, name: impl Fn(&T) -> String) {
     for x in from {
-        match into.iter_mut().find(|y| name(y) == name(&x)) {
-            Some(y) => *y = x,
+        match into.iter().position(|y| name(y) == name(&x)) {
+            Some(i) => into[i] = x,
             None => into.push(x),
         }
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::State;
 use crate::engine::Allocation;
 use crate::engine::alloc::FarmAlloc;
-use crate::model::{Backend, Config, Farm, Policy};
+use crate::model::{Backend, Config, Farm, List, Policy};
 
 /// One committed change: configuration edits, then allocation edits.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -210,7 +210,7 @@ pub fn decode(line: &str) -> Result<(u64, Change), Bad> {
 }
 
 /// Where `name` is in `list`: at `hint` when it is there (the usual case), else searched.
-fn find<T>(list: &[T], hint: usize, name: &str, of: impl Fn(&T) -> &str) -> Option<usize> {
+fn find<T: Clone>(list: &List<T>, hint: usize, name: &str, of: impl Fn(&T) -> &str) -> Option<usize> {
     if list.get(hint).is_some_and(|x| of(x) == name) {
         return Some(hint);
     }
@@ -218,7 +218,7 @@ fn find<T>(list: &[T], hint: usize, name: &str, of: impl Fn(&T) -> &str) -> Opti
 }
 
 /// Replaces the item named like `item` where it stands, or inserts it at `index`.
-fn put<T>(list: &mut Vec<T>, index: usize, item: T, of: impl Fn(&T) -> &str) -> Result<(), String> {
+fn put<T: Clone>(list: &mut List<T>, index: usize, item: T, of: impl Fn(&T) -> &str) -> Result<(), String> {
     match find(list, index, of(&item), &of) {
         Some(i) => list[i] = item,
         None if index <= list.len() => list.insert(index, item),
@@ -227,17 +227,21 @@ fn put<T>(list: &mut Vec<T>, index: usize, item: T, of: impl Fn(&T) -> &str) -> 
     Ok(())
 }
 
-fn delete<T>(list: &mut Vec<T>, index: usize, name: &str, of: impl Fn(&T) -> &str) -> Result<(), String> {
+fn delete<T: Clone>(
+    list: &mut List<T>,
+    index: usize,
+    name: &str,
+    of: impl Fn(&T) -> &str,
+) -> Result<(), String> {
     let i = find(list, index, name, of).ok_or_else(|| format!("{name:?} is not there"))?;
     list.remove(i);
     Ok(())
 }
 
 fn farm_mut<'a>(config: &'a mut Config, name: &str) -> Result<&'a mut Farm, String> {
-    config
-        .farms
-        .iter_mut()
-        .find(|f| f.name == name)
+    // By position: a mutable walk would copy every farm the list shares with others.
+    let i = config.farms.iter().position(|f| f.name == name);
+    i.and_then(|i| config.farms.get_mut(i))
         .ok_or_else(|| format!("farm {name:?} is not there"))
 }
 

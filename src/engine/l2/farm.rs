@@ -24,7 +24,13 @@ use super::facts::Resolved;
 use super::{dsr, sets, stl};
 
 /// Adds one farm (resolved as `res`) to the table.
-pub(super) fn add_farm(t: &mut Draft, farm: &Farm, fa: &FarmAlloc, res: &Resolved, policies: &[Policy]) {
+pub(super) fn add_farm(
+    t: &mut Draft,
+    farm: &Farm,
+    fa: &FarmAlloc,
+    res: &Resolved,
+    policies: &crate::model::List<Policy>,
+) {
     for (b, mac) in &res.macs {
         t.macs.insert((farm.name.clone(), b.clone()), *mac);
     }
@@ -109,7 +115,7 @@ fn every_port_if_none(ports: Vec<crate::model::PortRange>) -> Vec<crate::model::
 /// Policies first, in the farm's order, on every client packet (there is no connection state
 /// here): a blacklist refuses what it lists, a whitelist what it does not. Each policy of the
 /// farm's family has a copy of its set in this table.
-fn policy_rules(ctx: &FarmCtx, policies: &[Policy], t: &mut Draft) -> Vec<Rule> {
+fn policy_rules(ctx: &FarmCtx, policies: &crate::model::List<Policy>, t: &mut Draft) -> Vec<Rule> {
     let (farm, fam) = (ctx.farm, ctx.fam);
     let mut rules = Vec::new();
     let mut e = Vec::new();

@@ -247,7 +247,11 @@ fn dispatch_rules(
 }
 
 /// A copy of each policy some layer-2 farm attaches: its set and its elements.
-fn copy_policies(t: &mut Draft, policies: &[Policy], shared: &mut BTreeMap<String, FarmPart>) {
+fn copy_policies(
+    t: &mut Draft,
+    policies: &crate::model::List<Policy>,
+    shared: &mut BTreeMap<String, FarmPart>,
+) {
     for p in policies.iter().filter(|p| t.used_policies.contains(&p.name)) {
         let fam = if p.family == PolicyFamily::Ipv6 {
             IpFamily::V6

@@ -126,7 +126,12 @@ pub(super) fn push(part: &mut FarmPart, set: &str, e: SetElem) {
     }
 }
 
-pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &[Policy]) -> FarmPart {
+pub(super) fn farm_part(
+    fam: IpFamily,
+    farm: &Farm,
+    fa: &FarmAlloc,
+    policies: &crate::model::List<Policy>,
+) -> FarmPart {
     let f = fam.family();
     let chain = farm_chain(&farm.name);
     let mut extra = Vec::new();

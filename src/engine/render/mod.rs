@@ -259,7 +259,12 @@ pub fn skeleton(
 }
 
 /// One farm's part of a family's table, if the farm uses the family.
-pub fn render_farm(fam: IpFamily, farm: &Farm, alloc: &Allocation, policies: &[Policy]) -> Option<FarmPart> {
+pub fn render_farm(
+    fam: IpFamily,
+    farm: &Farm,
+    alloc: &Allocation,
+    policies: &crate::model::List<Policy>,
+) -> Option<FarmPart> {
     let fa = alloc.farms.get(&farm.name)?;
     farm_uses(farm, fam).then(|| farm_part(fam, farm, fa, policies))
 }

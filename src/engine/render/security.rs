@@ -200,7 +200,7 @@ pub(super) fn policy_in(p: &Policy, fam: IpFamily) -> bool {
 }
 
 /// The policies a farm attaches, in its order (validation made sure they exist).
-pub fn attached<'a>(farm: &Farm, policies: &'a [Policy]) -> Vec<&'a Policy> {
+pub fn attached<'a>(farm: &Farm, policies: &'a crate::model::List<Policy>) -> Vec<&'a Policy> {
     farm.policies
         .iter()
         .filter_map(|n| policies.iter().find(|p| p.name == *n))
