@@ -9,8 +9,9 @@
 //! ports-<proto>-<addr>       th dport 8000-8100 goto farm-<f> …  (one rule per port range)
 //! farm-<f>                   ct mark set <farm tag>
 //!                            [persistence: look up @persist-<key>, keep a live backend, refresh]
-//!                            ct mark set <numgen|jhash|symhash> mod N offset <base> map @slots-<shard>
-//!                            goto to-backend
+//!                            ct mark set <numgen|jhash|symhash> mod N offset <base> jump pick-<shard>
+//!                            [persistence: remember the client] goto to-backend
+//! pick-<shard>               ct mark set ct mark map @slots-<shard> return; drop
 //! to-backend                 meta mark set ct mark map @user-marks
 //!                            dnat to ct mark map @targets-ap / @targets-a
 //! postrouting (nat, srcnat)  ct status dnat: ct mark @masq masquerade / snat to ct mark map @snat-src
@@ -40,6 +41,17 @@
 //! [`FARMS_PER_SHARD`] that share one slot map: the cost per element is bounded by the shard, and
 //! the number of sets stays small (157 for 10,000 farms). Plain sets (`live`, `masq`) and maps
 //! bound from shared chains only (`services`, `targets-*`) do not have this cost and are global.
+//!
+//! # Why a farm's chain does not bind its slot map
+//! Every rule added that binds a map makes the kernel walk all the map's elements
+//! (`nf_tables_bind_set`, on 6.1 as on 6.18: its "already bound to the same chain" shortcut
+//! compares with the new binding's chain before that is set, so it never applies). A backend
+//! change that changes N replaces the farm's rules, so a rule there binding `slots-<shard>`
+//! cost a walk of the whole shard (measured: 6-13 ms at 60,000 slots, 0.07 ms at 1,000;
+//! `examples/slot_replace.rs`). The farm's rule only draws the slot into the connection mark;
+//! the shard's `pick-<shard>` chain, which no farm change touches, maps it (0.01 ms at any
+//! size). It is also the map's only binding, so each element added is checked once, not once
+//! per farm of the shard.
 //!
 //! # Marks
 //! A connection's `ct mark` is its backend id: `farm id << 16 | member id`, both 1..=65535. While
@@ -192,6 +204,12 @@ pub fn shard_of(farm_id: u16) -> u32 {
 
 pub fn slots_set(shard: u32) -> String {
     format!("slots-{shard}")
+}
+
+/// The chain of a shard that turns the slot in the connection mark into the backend id. The only
+/// rule that binds the shard's slot map: a farm's chain never does (see the module documentation).
+pub fn pick_chain(shard: u32) -> String {
+    format!("pick-{shard}")
 }
 
 /// First slot number of a farm in its shard's map.

@@ -71,6 +71,11 @@ fn a_first_commit_creates_in_the_order_the_kernel_needs() {
     // Sets before chains, chains before rules, rules (which bind maps) before elements.
     assert!(position(&m, "add map ip nftlbd slots-0") < position(&m, "add chain ip nftlbd farm-web"));
     assert!(position(&m, "add chain ip nftlbd farm-web") < position(&m, "add rule ip nftlbd farm-web"));
+    // The shard's chain that binds the slot map is filled before the map's elements come.
+    assert!(position(&m, "add chain ip nftlbd pick-0") < position(&m, "add rule ip nftlbd farm-web"));
+    assert!(
+        position(&m, "add rule ip nftlbd pick-0") < position(&m, "add elements 0..4 of ip nftlbd slots-0")
+    );
     assert!(
         position(&m, "add rule ip nftlbd farm-web") < position(&m, "add elements 0..2 of ip nftlbd services")
     );
@@ -95,11 +100,12 @@ fn nothing_changed_means_an_empty_transaction() {
 fn one_backend_more_is_its_elements_and_the_farm_rules() {
     let m = change(&config(100, json!({})), &config(101, json!({})));
     // slots, targets, masquerade, traffic counter: one element each; the scheduling rule gets
-    // its new modulus.
+    // its new modulus. The shard's `pick-0`, which binds the slot map, is left alone.
     assert_eq!(
         m,
         [
             "flush chain ip nftlbd farm-web",
+            "add rule ip nftlbd farm-web",
             "add rule ip nftlbd farm-web",
             "add rule ip nftlbd farm-web",
             "add rule ip nftlbd farm-web",
@@ -109,6 +115,36 @@ fn one_backend_more_is_its_elements_and_the_farm_rules() {
             "add elements 0..1 of ip nftlbd traffic",
         ]
     );
+}
+
+#[test]
+fn only_the_shard_chain_binds_a_slot_map() {
+    // A farm's rules are replaced whenever N changes; one binding a slot map there would make
+    // the kernel walk the whole map on each such change.
+    for extra in [
+        json!({"scheduler": "rr"}),
+        json!({"scheduler": "weight", "persistence": ["srcip"]}),
+        json!({"scheduler": "hash", "sched-param": ["srcip", "srcport"]}),
+        json!({"scheduler": "symhash"}),
+    ] {
+        let c = config(5, extra.clone());
+        let mut a = Allocation::default();
+        a.update(&c).unwrap();
+        let s = render_family(IpFamily::V4, &c, &a, 0).unwrap();
+        let binders: Vec<String> = s
+            .chains
+            .iter()
+            .chain(s.farms.values().filter_map(|p| p.chain.as_ref()))
+            .flat_map(|c| &c.rules)
+            .filter(|r| {
+                r.exprs.iter().any(
+                    |e| matches!(e, crate::netlink::Expr::Lookup { set, .. } if set.starts_with("slots-")),
+                )
+            })
+            .map(|r| r.chain.clone())
+            .collect();
+        assert_eq!(binders, ["pick-0"], "{extra}");
+    }
 }
 
 #[test]

@@ -100,8 +100,11 @@ pub(super) fn farm_rules(
                 });
             }
         }
-        e.push(Expr::map(&slots_set(shard_of(fa.id)), reg::R1, reg::R1))
-            .set_ct_mark(reg::R1);
+        // The slot goes through the connection mark: a rule here that bound the slot map would
+        // make the kernel walk the whole map each time N changes (see `layout`).
+        e.set_ct_mark(reg::R1)
+            .push(Expr::verdict(Verdict::Jump(pick_chain(shard_of(fa.id)))));
+        rules.push(rule(fam, &chain, &mut e));
         if !keys.is_empty() {
             e.ether_dependency(keys)
                 .persist_op(fam, keys, DynsetOp::Update, ttl);

@@ -165,12 +165,14 @@ pub fn skeleton(
 ) -> Option<FamilyState> {
     let mut sets: BTreeMap<String, Set> = BTreeMap::new();
     let mut used = false;
+    let mut shards = std::collections::BTreeSet::new();
     for farm in config.farms.iter().filter(|f| farm_uses(f, fam)) {
         let Some(fa) = alloc.farms.get(&farm.name) else {
             continue;
         };
         used = true;
         if farm.mode != Mode::Local {
+            shards.insert(shard_of(fa.id));
             sets.entry(slots_set(shard_of(fa.id)))
                 .or_insert_with(|| slots_map(fam, shard_of(fa.id)));
             if !farm.persistence.is_empty() {
@@ -207,6 +209,7 @@ pub fn skeleton(
     sets.extend(shared_sets(fam).into_iter().map(|s| (s.name.clone(), s)));
     // rst-rtlimit: one chain and one set per limit (rate, burst, ttl) in use.
     let mut chains = base_chains(fam, Needs::of(fam, config.farms.iter()));
+    chains.extend(shards.into_iter().map(|s| pick_chain_def(fam, s)));
     for f in config.farms.iter().filter(|f| farm_uses(f, fam)) {
         if let Some(rate) = f.rst_rtlimit.filter(|r| r.count > 0) {
             let name = rst_rtlimit_name(&rate, f.rst_rtlimit_burst, f.limits_ttl);

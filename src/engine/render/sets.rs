@@ -74,21 +74,27 @@ pub(super) fn shared_sets(fam: IpFamily) -> Vec<Set> {
 }
 
 pub(super) fn slots_map(fam: IpFamily, shard: u32) -> Set {
-    let mut s = Set::map(
-        fam.family(),
-        TABLE,
-        &slots_set(shard),
-        TypeSpec::of(DataType::Integer(4)),
-        TypeSpec::of(DataType::Mark),
-    );
-    // nft types a numgen key as `integer`; without typeof it refuses to re-read the listing.
-    s.userdata.key_typeof = Some(Typeof::Numgen {
-        random: false,
-        modulus: 2,
-        offset: 0,
-    });
-    s.userdata.data_typeof = Some(Typeof::Ct { key: NFT_CT_MARK });
-    s
+    // Keyed by the connection mark the farm's rule drew the slot into (`pick-<shard>`).
+    let m = TypeSpec::of(DataType::Mark);
+    Set::map(fam.family(), TABLE, &slots_set(shard), m.clone(), m)
+}
+
+/// `pick-<shard>`: the slot in the connection mark becomes the backend id. A slot the map lacks
+/// cannot reach `to-backend` (it would read as another farm's backend): it is dropped.
+pub(super) fn pick_chain_def(fam: IpFamily, shard: u32) -> ChainDef {
+    let name = pick_chain(shard);
+    let mut e = Exprs::new();
+    e.ct_mark(reg::R1)
+        .push(Expr::map(&slots_set(shard), reg::R1, reg::R1))
+        .set_ct_mark(reg::R1)
+        .push(Expr::verdict(Verdict::Return));
+    let pick = rule(fam, &name, &mut e);
+    e.push(Expr::verdict(Verdict::Drop));
+    let drop = rule(fam, &name, &mut e);
+    ChainDef {
+        chain: Chain::regular(fam.family(), TABLE, &name),
+        rules: vec![pick, drop],
+    }
 }
 
 pub(super) fn persist_map(fam: IpFamily, keys: &[KeyField]) -> Set {
