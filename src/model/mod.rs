@@ -20,6 +20,7 @@ pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_cli
 pub use states::{PriorityTiers, effective_priority, is_active, keeps_clients, takes_new_flows};
 pub use validate::{
     FieldError, Invalid, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,
-    parse_backend_value, parse_config, parse_farm_value, parse_policy_value, validate, validate_changes,
+    parse_backend_value, parse_config, parse_farm_value, parse_policy_value, validate,
+    validate_backend_change, validate_changes,
 };
 pub use values::*;
