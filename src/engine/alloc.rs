@@ -13,6 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Config, Farm, effective_priority, takes_new_flows};
 
+mod change;
+mod slot_index;
+
+pub use change::SlotDelta;
+pub use slot_index::FamilyDelta;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Allocation {
@@ -38,11 +44,21 @@ pub struct FarmAlloc {
     /// Member id of each IPv6 slot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slots6: Vec<u16>,
+    /// Where each member's slots are, for [`FarmAlloc::change_backend`]; rebuilt when missing.
+    /// Whoever edits `members` or the slots in place must `forget_index`.
+    #[serde(skip)]
+    index: slot_index::IndexCell,
 }
 
 impl FarmAlloc {
     pub fn slots(&self, v6: bool) -> &[u16] {
         if v6 { &self.slots6 } else { &self.slots4 }
+    }
+
+    /// Drops the reverse index after `members` or the slots were edited in place (a clone has
+    /// none): the next [`FarmAlloc::change_backend`] rebuilds it.
+    pub fn forget_index(&mut self) {
+        self.index = slot_index::IndexCell::default();
     }
 }
 
@@ -244,6 +260,7 @@ impl Allocation {
 
 impl FarmAlloc {
     fn update(&mut self, farm: &Farm) -> Result<(), AllocError> {
+        self.forget_index();
         // Nothing to forget when every member is still a backend (names are unique).
         if self.members.len() != farm.backends.len()
             || farm.backends.iter().any(|b| !self.members.contains_key(&b.name))

@@ -8,6 +8,8 @@
 //! new flows brings in one more tier, until that is stable. So with `a` (priority 1) and `b`
 //! (priority 2), `b` is a hot standby until `a` fails; two failures in tier 1 bring in tiers 2 and 3.
 
+use std::collections::BTreeMap;
+
 use super::config::{Backend, Farm};
 use super::values::{BackendState, FarmState};
 
@@ -25,6 +27,60 @@ pub fn effective_priority(farm: &Farm) -> u32 {
             return p;
         }
         p = next;
+    }
+}
+
+/// A farm's backends that are not `up`, counted per priority: [`effective_priority`] kept up to
+/// date one backend at a time. Add every backend of the farm (or use [`PriorityTiers::of`]), then
+/// `remove` a backend as it was and `add` it as it is on each change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PriorityTiers {
+    not_up: BTreeMap<u32, u32>,
+}
+
+impl PriorityTiers {
+    pub fn of(farm: &Farm) -> PriorityTiers {
+        let mut t = PriorityTiers::default();
+        for b in &farm.backends {
+            t.add(b);
+        }
+        t
+    }
+
+    pub fn add(&mut self, b: &Backend) {
+        if b.state != BackendState::Up {
+            let n = self.not_up.entry(b.priority).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
+
+    /// Forgets a backend that was added (as it was when added).
+    pub fn remove(&mut self, b: &Backend) {
+        if b.state != BackendState::Up
+            && let Some(n) = self.not_up.get_mut(&b.priority)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.not_up.remove(&b.priority);
+            }
+        }
+    }
+
+    /// What [`effective_priority`] gives for the farm, in O(distinct priorities of backends not up).
+    pub fn effective(&self) -> u32 {
+        let mut p = 1u32;
+        let mut failed = 0u32;
+        let mut tiers = self.not_up.iter().peekable();
+        loop {
+            while let Some((_, n)) = tiers.next_if(|(prio, _)| **prio <= p) {
+                failed = failed.saturating_add(*n);
+            }
+            let next = 1u32.saturating_add(failed);
+            if next <= p {
+                return p;
+            }
+            p = next;
+        }
     }
 }
 
@@ -83,6 +139,51 @@ mod tests {
         let f = farm(&[(1, Up), (1, Up)]);
         assert_eq!(effective_priority(&f), 1);
         assert_eq!(effective_priority(&farm(&[])), 1);
+    }
+
+    #[test]
+    fn tiers_kept_one_backend_at_a_time_agree_with_the_whole_farm() {
+        // xorshift64: deterministic cases.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let states = [Up, Drain, Down, Off];
+        let mut moved = 0;
+        for _ in 0..200 {
+            let mut f = farm(&[]);
+            let mut tiers = PriorityTiers::of(&f);
+            for step in 0..100 {
+                let before = effective_priority(&f);
+                let n = f.backends.len() as u64;
+                let mut b = Backend::new(&format!("s{step}"), "10.0.0.1".parse().unwrap());
+                b.priority = next(6) as u32 + 1;
+                b.state = states[next(4) as usize];
+                match next(3) {
+                    0 if n > 0 => tiers.remove(&f.backends.remove(next(n) as usize)),
+                    1 if n > 0 => {
+                        let i = next(n) as usize;
+                        tiers.remove(&f.backends[i]);
+                        f.backends[i] = b.clone();
+                        tiers.add(&b);
+                    }
+                    _ => {
+                        f.backends.push(b.clone());
+                        tiers.add(&b);
+                    }
+                }
+                assert_eq!(tiers.effective(), effective_priority(&f), "{:?}", f.backends);
+                assert_eq!(tiers, PriorityTiers::of(&f));
+                moved += usize::from(before != effective_priority(&f));
+            }
+        }
+        assert!(
+            moved > 1000,
+            "the effective priority changed in only {moved} steps"
+        );
     }
 
     #[test]

@@ -167,6 +167,11 @@ fn parse_value<T: serde::de::DeserializeOwned>(value: serde_json::Value, at: &st
     })
 }
 
+#[path = "validate_backend.rs"]
+mod backend;
+
+pub use backend::validate_backend_change;
+
 struct Checker {
     errors: Vec<FieldError>,
 }
@@ -362,81 +367,15 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) {
     }
 
     // Backends.
-    if f.backends.len() > MAX_BACKENDS_PER_FARM {
-        c.err(
-            format!("{at}.backends"),
-            format!(
-                "{} backends; at most {MAX_BACKENDS_PER_FARM} per farm",
-                f.backends.len()
-            ),
-        );
-    }
+    backend::check_count(c, &at, f.backends.len());
     let mut names = HashSet::new();
     let mut total_weight = 0u64;
     for b in &f.backends {
-        // Formatted only for an error: a farm may have tens of thousands of backends.
-        let bat = |key: &str| format!("{at}.backends[{}].{key}", b.name);
-        if let Err(e) = validate_name(&b.name) {
-            c.err(bat("name"), e.to_string());
-        }
-        if !names.insert(b.name.as_str()) {
-            c.err(bat("name"), "another backend of this farm has this name");
-        }
-        if !family_allows(f.family, &b.ip_addr) {
-            c.err(
-                bat("ip-addr"),
-                format!(
-                    "{} is an {} address but the farm serves only {}",
-                    b.ip_addr,
-                    family_name(&b.ip_addr),
-                    if f.family == FarmFamily::Ipv4 {
-                        "IPv4"
-                    } else {
-                        "IPv6"
-                    }
-                ),
-            );
-        }
-        if let Some(p) = unicast_problem(&b.ip_addr) {
-            c.err(bat("ip-addr"), format!("{}: {p}", b.ip_addr));
-        }
-        if b.port == Some(0) {
-            c.err(bat("port"), "must be 1-65535");
-        }
-        if b.weight == 0 || b.weight > MAX_WEIGHT {
-            c.err(bat("weight"), format!("{} is not 1-{MAX_WEIGHT}", b.weight));
-        }
+        let duplicate = !names.insert(b.name.as_str());
+        backend::check_backend(c, &at, f, b, duplicate);
         total_weight += u64::from(b.weight);
-        if b.priority == 0 {
-            c.err(bat("priority"), "must be at least 1");
-        }
-        if let Some(src) = &b.source_addr {
-            if f.mode == Mode::Dnat {
-                c.err(
-                    bat("source-addr"),
-                    "is used only by modes snat and local (mode dnat does no source NAT)",
-                );
-            }
-            if src.is_ipv4() != b.ip_addr.is_ipv4() {
-                c.err(
-                    bat("source-addr"),
-                    format!(
-                        "{src} is not of the backend's family ({})",
-                        family_name(&b.ip_addr)
-                    ),
-                );
-            }
-            if let Some(p) = unicast_problem(src) {
-                c.err(bat("source-addr"), format!("{src}: {p}"));
-            }
-        }
     }
-    if total_weight > MAX_FARM_WEIGHT {
-        c.err(
-            format!("{at}.backends"),
-            format!("the weights add up to {total_weight}; at most {MAX_FARM_WEIGHT} per farm"),
-        );
-    }
+    backend::check_total_weight(c, &at, total_weight);
     // Static sessions.
     let mut clients = HashSet::new();
     for (i, s) in f.sessions.iter().enumerate() {
@@ -463,10 +402,7 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) {
             }
         }
         if !names.contains(s.backend.as_str()) {
-            c.err(
-                format!("{sat}.backend"),
-                format!("no backend of this farm is named {:?}", s.backend),
-            );
+            backend::missing_session_backend(c, &sat, &s.backend);
         }
     }
 }
@@ -667,17 +603,7 @@ fn check_layer2_family(c: &mut Checker, at: &str, f: &Farm) {
         );
     }
     for b in &f.backends {
-        if b.ip_addr.is_ipv6() != first.is_ipv6() {
-            c.err(
-                format!("{at}.backends[{}].ip-addr", b.name),
-                format!(
-                    "{} is {} but the farm's address {first} is {}: a layer-2 farm speaks one family",
-                    b.ip_addr,
-                    fam(&b.ip_addr),
-                    fam(first)
-                ),
-            );
-        }
+        backend::check_layer2_backend(c, at, first, b);
     }
     let addr = if first.is_ipv6() { 16 } else { 4 };
     let len: usize = addr

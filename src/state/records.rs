@@ -309,6 +309,8 @@ impl Op {
                     .farms
                     .get_mut(&d.farm)
                     .ok_or_else(|| format!("farm {:?} has no allocation to edit", d.farm))?;
+                // Edited in place: its reverse index (if one was built) would no longer be true.
+                fa.forget_index();
                 for name in &d.removed {
                     fa.members
                         .remove(name)
