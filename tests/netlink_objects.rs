@@ -751,3 +751,44 @@ fn foreign_change_sees_what_is_queued_without_waiting_and_skips_ours() {
         assert!(mon.foreign_change(ours, "t").unwrap());
     });
 }
+
+#[test]
+fn a_paused_monitor_hears_none_of_ours_and_counts_what_others_committed() {
+    in_netns(|| {
+        let mut mon = Monitor::new().unwrap();
+        let mut conn = Connection::new().unwrap();
+        let ours = conn.portid();
+        let quiet = |b: &mut Batch, chain: &str| {
+            b.add_table(&Table::new(Family::Ip, "t")).unwrap();
+            b.add_chain(&Chain::regular(Family::Ip, "t", chain)).unwrap();
+        };
+        let silence = std::time::Duration::from_millis(50);
+
+        // Only our own transactions while paused: nothing queued, nothing foreign.
+        let paused = mon.pause();
+        let before = conn.commits();
+        commit(&mut conn, |b| quiet(b, "a"));
+        commit(&mut conn, |b| quiet(b, "b"));
+        // An empty batch commits nothing and is not counted.
+        commit(&mut conn, |_| {});
+        assert_eq!(conn.commits() - before, 2);
+        mon.resume(paused, 2).unwrap();
+        assert!(mon.next(Some(silence)).unwrap().is_none());
+        assert!(!mon.foreign_change(ours, "t").unwrap());
+
+        // Someone else commits while we are paused: not heard, but counted, once.
+        let paused = mon.pause();
+        nft(&["add", "chain", "ip", "t", "d"]);
+        commit(&mut conn, |b| quiet(b, "c"));
+        mon.resume(paused, 1).unwrap();
+        assert!(mon.next(Some(silence)).unwrap().is_none());
+        assert!(mon.foreign_change(ours, "t").unwrap());
+        assert!(!mon.foreign_change(ours, "t").unwrap());
+
+        // Resumed, it hears everyone again.
+        nft(&["add", "chain", "ip", "t", "e"]);
+        assert!(mon.foreign_change(ours, "t").unwrap());
+        commit(&mut conn, |b| quiet(b, "f"));
+        assert!(!mon.foreign_change(ours, "t").unwrap());
+    });
+}

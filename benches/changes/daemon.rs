@@ -73,7 +73,7 @@ pub struct Daemon {
     // Field order is drop order: the client, the process, then its namespace and directory.
     client: Option<BufReader<UnixStream>>,
     child: Child,
-    _ns: Netns,
+    ns: Netns,
     _dir: TempDir,
 }
 
@@ -111,7 +111,7 @@ impl Daemon {
         let mut daemon = Self {
             client: None,
             child,
-            _ns: ns,
+            ns,
             _dir: dir,
         };
         let ready = daemon.child.stdout.take().map(|out| {
@@ -215,5 +215,10 @@ impl Drop for Daemon {
         self.client = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Emptied here, while the bench waits, rather than torn down by the kernel in the
+        // background of the next measurement.
+        if let Err(e) = ip(&["netns", "exec", &self.ns.0, "nft", "flush", "ruleset"]) {
+            eprintln!("changes bench: {e}");
+        }
     }
 }

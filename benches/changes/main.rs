@@ -9,12 +9,19 @@
 //!                                  minutes) and 5 loads
 //!   cargo test --benches           smoke run (10 and 100 backends, 2 rounds) so it cannot rot
 //!
-//! $NFTLBD_BENCH_CHANGES_SIZES (e.g. `10,1000`) replaces the sizes. Figures go to stdout and to
+//! Then many farms of 2 backends (10,000; smoke run 100) are loaded whole through a fresh daemon in
+//! one `ImportConfig` call, beside `nft -f` of the same services written by hand with one map per
+//! farm (5 rounds; smoke run 1).
+//!
+//! $NFTLBD_BENCH_CHANGES_SIZES (e.g. `10,1000`; empty: none) replaces the sizes,
+//! $NFTLBD_BENCH_CHANGES_FARMS (0: skip) the number of farms. Figures go to stdout and to
 //! `target/nftlbd-bench/changes.md` (or $NFTLBD_BENCH_OUT_CHANGES).
 
 mod daemon;
 mod error;
 mod farm;
+mod farms;
+mod load;
 mod measure;
 mod nft;
 mod report;
@@ -53,6 +60,7 @@ fn sizes(full: bool) -> Result<Vec<usize>> {
         });
     };
     list.split(',')
+        .filter(|s| !s.trim().is_empty())
         .map(|s| match s.trim().parse::<usize>() {
             Ok(n) if (1..=65_000).contains(&n) => Ok(n),
             _ => Err(BenchError::Daemon(format!(
@@ -62,8 +70,22 @@ fn sizes(full: bool) -> Result<Vec<usize>> {
         .collect()
 }
 
+fn farm_count(full: bool) -> Result<usize> {
+    let Ok(n) = std::env::var("NFTLBD_BENCH_CHANGES_FARMS") else {
+        return Ok(if full { 10_000 } else { 100 });
+    };
+    match n.trim().parse::<usize>() {
+        // Farm ids are 16 bits in the daemon's marks.
+        Ok(n) if n <= 65_000 => Ok(n),
+        _ => Err(BenchError::Daemon(format!(
+            "NFTLBD_BENCH_CHANGES_FARMS: {n:?} is not a number of farms (0-65000)"
+        ))),
+    }
+}
+
 fn run(full: bool) -> Result<()> {
     let sizes = sizes(full)?;
+    let farms = farm_count(full)?;
     // SAFETY: called before any thread is started; moves this process (and the nft it starts)
     // into a new, empty network namespace. The daemons get namespaces of their own.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -80,8 +102,15 @@ fn run(full: bool) -> Result<()> {
             measure::size(n, &plan(full), &dir)
         })
         .collect();
+    let many = match runs {
+        Ok(_) if farms > 0 => {
+            eprintln!("changes bench: {farms} farms of {} backends", farms::BACKENDS);
+            load::farms(farms, plan(full).loads, &dir).map(Some)
+        }
+        _ => Ok(None),
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    let report = report::render(&runs?, full);
+    let report = report::render(&runs?, many?.as_ref(), full);
     print!("{report}");
     let out = std::env::var_os("NFTLBD_BENCH_OUT_CHANGES")
         .map(PathBuf::from)

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::load::FarmsRun;
 use crate::measure::{BATCH, SizeRun};
 
 /// A single change through the daemon may cost at most this share of `nft add element`.
@@ -13,6 +14,8 @@ const GROWTH: f64 = 1.5;
 /// A batch of [`BATCH`] state changes must cost less than this many single ones.
 const SINGLES: f64 = 20.0;
 const RSS_LIMIT_MIB: f64 = 64.0;
+/// Loading many farms through the daemon must cost less than this share of `nft -f`.
+const LOAD_SHARE: f64 = 0.10;
 
 fn median(v: &[Duration]) -> Option<Duration> {
     let mut v = v.to_vec();
@@ -80,13 +83,68 @@ fn batch_cell(r: &SizeRun) -> String {
     }
 }
 
-pub fn render(runs: &[SizeRun], full: bool) -> String {
+pub fn render(runs: &[SizeRun], many: Option<&FarmsRun>, full: bool) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "# changes bench ({} run): a weighted farm through the daemon (varlink) beside `nft`\n",
+        "# changes bench ({} run): the daemon (varlink) beside `nft`\n",
         if full { "full" } else { "smoke" }
     );
+    if !runs.is_empty() {
+        sizes(&mut o, runs);
+    }
+    if let Some(m) = many {
+        farms(&mut o, m);
+    }
+    o
+}
+
+fn farms(o: &mut String, m: &FarmsRun) {
+    let _ = writeln!(
+        o,
+        "## {} farms of {} backends loaded at once\n",
+        thousands(m.farms),
+        crate::farms::BACKENDS
+    );
+    let _ = writeln!(
+        o,
+        "Medians of {} rounds, taking turns. Daemon: a fresh `nftlbd run --no-bus --varlink PATH` in \
+         a fresh namespace, the whole configuration in one `ImportConfig` call (mode replace), from \
+         the call's first byte to the reply's last. nft: `nft -f` into a fresh namespace of the same \
+         services written by hand with one map per farm (a dispatch `ip daddr . tcp dport vmap` to a \
+         chain per farm, `dnat to numgen inc mod 2 map {{ 0 : …, 1 : … }}` in it, masquerade), \
+         process start included. RSS: the daemon's VmRSS right after the load and its VmHWM.\n",
+        m.daemon.len()
+    );
+    let _ = writeln!(
+        o,
+        "| farms (backends) | daemon `ImportConfig` | `nft -f` one map per farm | ratio | RSS after the load / peak |"
+    );
+    let _ = writeln!(o, "|{}", "---|".repeat(5));
+    let rss = m.rss.iter().map(|r| r.now_kib).max().unwrap_or_default();
+    let peak = m.rss.iter().map(|r| r.peak_kib).max().unwrap_or_default();
+    let r = ratio(&m.daemon, &m.nft);
+    let _ = writeln!(
+        o,
+        "| {} ({}) | {} | {} | {} | {:.0} / {:.0} MiB |\n",
+        thousands(m.farms),
+        thousands(m.farms * crate::farms::BACKENDS),
+        cell(&m.daemon),
+        cell(&m.nft),
+        ratio_cell(r),
+        mib(rss),
+        mib(peak),
+    );
+    let _ = writeln!(
+        o,
+        "- the load under {LOAD_SHARE:.2} of `nft -f`'s time: **{}** ({}; RSS the largest of the rounds)\n",
+        verdict(r.is_some_and(|r| r < LOAD_SHARE)),
+        ratio_cell(r)
+    );
+}
+
+fn sizes(o: &mut String, runs: &[SizeRun]) {
+    let _ = writeln!(o, "## One weighted farm per size: backend changes\n");
     let _ = writeln!(
         o,
         "Medians. Daemon: `nftlbd run --no-bus --varlink PATH` in a fresh namespace per size, a plain \
@@ -160,8 +218,8 @@ pub fn render(runs: &[SizeRun], full: bool) -> String {
          removal too; the targets compare every single change with `nft add element`.\n"
     );
     let _ = writeln!(o, "Targets (from this one run; reported, not asserted):\n");
-    targets(&mut o, runs);
-    o
+    targets(o, runs);
+    let _ = writeln!(o);
 }
 
 fn targets(o: &mut String, runs: &[SizeRun]) {

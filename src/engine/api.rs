@@ -58,4 +58,9 @@ pub trait Engine: Send {
     /// can tell them from other processes' changes. `None`: the engine writes no kernel tables,
     /// and there is nothing to watch or repair.
     fn portid(&self) -> Option<u32>;
+
+    /// How many transactions the engine has committed to the kernel (each moved its generation by
+    /// one), so that the service can tell the generations it made from others'. 0 without a
+    /// kernel.
+    fn commits(&self) -> u64;
 }

@@ -393,6 +393,10 @@ impl Engine for MemoryEngine {
     fn portid(&self) -> Option<u32> {
         None
     }
+
+    fn commits(&self) -> u64 {
+        0
+    }
 }
 
 #[cfg(test)]

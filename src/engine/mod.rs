@@ -707,4 +707,7 @@ impl Engine for KernelEngine {
     fn portid(&self) -> Option<u32> {
         Some(KernelEngine::portid(self))
     }
+    fn commits(&self) -> u64 {
+        self.conn.commits()
+    }
 }

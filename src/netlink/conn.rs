@@ -118,6 +118,8 @@ pub struct Connection {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// Transactions committed through this connection.
+    commits: u64,
 }
 
 impl Connection {
@@ -131,7 +133,13 @@ impl Connection {
             sock,
             seq,
             buf: vec![0; 64 * 1024],
+            commits: 0,
         })
+    }
+
+    /// How many transactions this connection has committed (each moved the generation by one).
+    pub fn commits(&self) -> u64 {
+        self.commits
     }
 
     /// Port id of the socket (the kernel reports it as the origin of our changes).
@@ -148,7 +156,12 @@ impl Connection {
     /// Commits the batch as one transaction; returns the new ruleset generation.
     /// On failure nothing of the batch is applied and the error names the refused message.
     pub fn commit(&mut self, batch: Batch) -> Result<u32> {
-        self.send_batch(batch, true)
+        let empty = batch.is_empty();
+        let generation = self.send_batch(batch, true)?;
+        if !empty {
+            self.commits += 1;
+        }
+        Ok(generation)
     }
 
     /// Has the kernel check every message of the batch, then abort it: nothing changes, not even

@@ -30,7 +30,7 @@ pub use consts::reg;
 pub use data::{ChainType, Data, Family, Hook, HookPoint, Verdict};
 pub use error::{Error, Result};
 pub use expr::{CmpOp, DynsetOp, Expr, Limit, NatType, RateUnit, Reject};
-pub use monitor::{Change, Event, Monitor};
+pub use monitor::{Change, Event, Monitor, Paused};
 pub use objects::{Chain, NAME_MAX, Obj, ObjKind, Rule, Set, SetElem, Table};
 pub use probe::{KernelFeatures, add_flowtable};
 pub use types::{ByteOrder, DataType, PayloadField, SetUserdata, TypeSpec, Typeof, concat};

@@ -38,6 +38,14 @@ sockopt_impl!(
     NETLINK_ADD_MEMBERSHIP,
     u32
 );
+sockopt_impl!(
+    /// Leaves one multicast group, by number.
+    DropMembership,
+    SetOnly,
+    SOL_NETLINK,
+    NETLINK_DROP_MEMBERSHIP,
+    u32
+);
 
 pub struct Socket {
     fd: OwnedFd,
@@ -80,6 +88,16 @@ impl Socket {
 
     pub fn portid(&self) -> u32 {
         self.portid
+    }
+
+    /// Joins multicast group `group` (again).
+    pub fn join(&self, group: u32) -> io::Result<()> {
+        Ok(setsockopt(&self.fd, AddMembership, &group)?)
+    }
+
+    /// Leaves multicast group `group`: nothing more is queued for it; what was queued stays.
+    pub fn leave(&self, group: u32) -> io::Result<()> {
+        Ok(setsockopt(&self.fd, DropMembership, &group)?)
     }
 
     /// Joins legacy multicast groups given as a bit mask (rtnetlink's RTMGRP_*) by rebinding.

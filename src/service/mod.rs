@@ -406,7 +406,7 @@ impl Writer {
             match jobs.recv_timeout(wait) {
                 Ok(Job::Change { edit, origin, reply }) => {
                     let started = std::time::Instant::now();
-                    let done = self.change(edit, origin);
+                    let done = self.unheard(|w| w.change(edit, origin));
                     settled = settle(started);
                     let _ = reply.send(done);
                 }
@@ -419,11 +419,11 @@ impl Writer {
                     }
                 }
                 Ok(Job::Operate { op, origin, reply }) => {
-                    let _ = reply.send(self.operate(op, origin));
+                    let _ = reply.send(self.unheard(|w| w.operate(op, origin)));
                 }
                 Ok(Job::Reload(reply)) => {
                     let started = std::time::Instant::now();
-                    let done = self.reload();
+                    let done = self.unheard(Writer::reload);
                     settled = settle(started);
                     let _ = reply.send(done);
                 }
@@ -440,6 +440,21 @@ impl Writer {
             self.watch();
             watched = std::time::Instant::now();
         }
+    }
+
+    /// Runs a job that commits with the monitor paused, so that the kernel builds no events for
+    /// our own transactions; a foreign one made meanwhile is still noticed by the next `watch`.
+    fn unheard<T>(&mut self, job: impl FnOnce(&mut Self) -> T) -> T {
+        let Some(paused) = self.monitor.as_mut().map(Monitor::pause) else {
+            return job(self);
+        };
+        let before = self.engine.commits();
+        let done = job(self);
+        let ours = self.engine.commits().wrapping_sub(before);
+        if let Some(Err(e)) = self.monitor.as_mut().map(|m| m.resume(paused, ours)) {
+            tracing::warn!("monitor: {e}");
+        }
+        done
     }
 
     fn published(&self) -> Arc<Config> {

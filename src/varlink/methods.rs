@@ -279,9 +279,11 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
             let mode: String = s("mode")?;
             let mode = ImportMode::parse(&mode)
                 .ok_or_else(|| invalid("mode", format!("{mode:?} is not merge or replace")))?;
-            let config: Value = param(p, "config")?;
+            // Written out from where it lies rather than copied first: a document of 10,000 farms
+            // spent more time in the copy than in being parsed.
+            let config = p.get("config").unwrap_or(&Value::Null).to_string();
             Operation::ImportConfig {
-                config: Box::new(parse_config(&config.to_string())?),
+                config: Box::new(parse_config(&config)?),
                 mode,
             }
         }
