@@ -58,6 +58,10 @@ impl<T: Clone> List<T> {
         self.0.push_back(x)
     }
 
+    pub fn pop(&mut self) -> Option<T> {
+        self.0.pop_back()
+    }
+
     pub fn insert(&mut self, i: usize, x: T) {
         self.0.insert(i, x)
     }

@@ -162,8 +162,8 @@ fn a_backend_change_is_refused_exactly_as_the_whole_farm_check_refuses_it() {
             weight_before,
         ));
         let whole = errors(validate(&Config {
-            farms: vec![farm.clone()],
-            policies: Vec::new(),
+            farms: vec![farm.clone()].into(),
+            policies: Default::default(),
         }));
         if appended {
             assert_eq!(got, whole, "{old:?} -> {new:?} in {farm:?}");
@@ -193,7 +193,7 @@ fn the_rules_that_span_the_farm_are_checked_for_the_change() {
     farm.persistence = vec![KeyField::Srcip];
     let mut a = Backend::new("a", ip("10.0.0.1"));
     a.weight = MAX_WEIGHT;
-    farm.backends = vec![a.clone(); 104];
+    farm.backends = vec![a.clone(); 104].into();
     farm.sessions = vec![Session {
         client: "198.51.100.1".parse().unwrap(),
         backend: "a".into(),
@@ -216,7 +216,7 @@ fn the_rules_that_span_the_farm_are_checked_for_the_change() {
             reason: "no backend of this farm is named \"a\"".into(),
         }]
     );
-    farm.backends = vec![Backend::new("x", ip("10.0.0.1")); MAX_BACKENDS_PER_FARM + 1];
+    farm.backends = vec![Backend::new("x", ip("10.0.0.1")); MAX_BACKENDS_PER_FARM + 1].into();
     let e = validate_backend_change(&farm, None, farm.backends.last(), one, 0).unwrap_err();
     assert_eq!(
         e.0,
