@@ -83,7 +83,8 @@ fn farm_rules(name: &str, id: u16, slots: usize) -> String {
     format!(
         "flush chain ip nftlbd farm-{name}\n\
          add rule ip nftlbd farm-{name} ct mark set 0x{tag:08x}\n\
-         add rule ip nftlbd farm-{name} ct mark set numgen inc mod {slots} offset {base} map @slots-{shard} goto to-backend\n\
+         add rule ip nftlbd farm-{name} ct mark set numgen inc mod {slots} offset {base} jump pick-{shard}\n\
+         add rule ip nftlbd farm-{name} goto to-backend\n\
          add rule ip nftlbd farm-{name} drop\n"
     )
 }
