@@ -12,6 +12,7 @@
 mod actual;
 pub mod alloc;
 mod api;
+mod backend_change;
 mod counters;
 mod family;
 pub mod l2;
@@ -26,7 +27,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{self, Config, Farm, Invalid, Mode};
+use crate::model::{self, Config, Farm, Invalid, List, Mode, Policy};
 use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
@@ -183,6 +184,9 @@ pub struct KernelEngine {
     /// The committed `netdev` table of layer-2 farms, and the backend MACs it was made with.
     l2: Option<FamilyState>,
     l2_macs: l2::BackendMacs,
+    /// Farms whose committed parts lack their elements (a per-backend change did not list them):
+    /// rendered again from the committed configuration when the farm changes whole.
+    stale: std::collections::HashSet<String>,
     /// Interfaces, routes and neighbours of the engine's network namespace.
     host: l2::Host,
 }
@@ -203,6 +207,7 @@ impl KernelEngine {
             climits: [BTreeMap::new(), BTreeMap::new()],
             l2: None,
             l2_macs: l2::BackendMacs::new(),
+            stale: Default::default(),
             host: l2::Host::here(),
         })
     }
@@ -272,6 +277,7 @@ impl KernelEngine {
         self.committed = desired;
         self.l2 = want_l2;
         self.l2_macs = want_macs;
+        self.stale.clear();
         self.unsure = false;
         self.index = model::ServiceIndex::of(&self.config);
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
@@ -320,13 +326,19 @@ impl KernelEngine {
                 }
             }
         }
+        if let ([name], true) = (changed.iter().collect::<Vec<_>>().as_slice(), changed_policies.is_empty())
+            && let (Some(o), Some(n)) = (old_by.get(name.as_str()), new_by.get(name.as_str()))
+            && let Some(pair) = backend_change::single(o, n)
+        {
+            return self.apply_backend(o, n, pair, &config.policies);
+        }
         model::validate_changes(config, &changed, &self.index)?;
         check_supported_farms(config, Some(&changed), &self.features)?;
         let facts = self.host_facts(config)?;
         // Only the changed farms' allocations change; keep theirs to undo a refused commit.
         let undo = self.alloc.snapshot(&changed);
         let by_name = (&old_by, &new_by);
-        match self.apply_changed(config, by_name, &changed, &changed_policies, &facts) {
+        match self.apply_changed(config, &old.policies, by_name, &changed, &changed_policies, &facts) {
             Ok(outcome) => {
                 for name in &changed {
                     if let Some(f) = old_by.get(name.as_str()) {
@@ -351,11 +363,27 @@ impl KernelEngine {
     fn apply_changed(
         &mut self,
         config: &Config,
+        old_policies: &List<Policy>,
         (old_by_name, new_by_name): (&FarmsByName, &FarmsByName),
         changed: &BTreeSet<String>,
         changed_policies: &BTreeSet<String>,
         facts: &l2::HostFacts,
     ) -> Result<Outcome> {
+        // Farms a per-backend change left without their elements: their committed parts again,
+        // from the committed configuration and allocation (before it is updated).
+        let stale_old: Vec<BTreeMap<String, ruleset::FarmPart>> = IpFamily::BOTH
+            .into_iter()
+            .map(|fam| {
+                changed
+                    .iter()
+                    .filter(|n| self.stale.contains(*n))
+                    .filter_map(|n| {
+                        let f = old_by_name.get(n.as_str())?;
+                        Some((n.clone(), render::render_farm(fam, f, &self.alloc, old_policies)?))
+                    })
+                    .collect()
+            })
+            .collect();
         self.alloc.update_farms(config, changed)?;
         let mut batch = Batch::new();
         let mut next = Vec::new();
@@ -447,9 +475,15 @@ impl KernelEngine {
             let ports = new_ports
                 .iter()
                 .map(|(n, p)| (committed.and_then(|s| s.shared.get(n)), p.as_ref()));
-            let farms = changed
-                .iter()
-                .map(|n| (committed.and_then(|s| s.farms.get(n)), new_parts.get(n)));
+            let stale_old = &stale_old[i];
+            let farms = changed.iter().map(|n| {
+                let old = if self.stale.contains(n) {
+                    stale_old.get(n)
+                } else {
+                    committed.and_then(|s| s.farms.get(n))
+                };
+                (old, new_parts.get(n))
+            });
             // Port dispatch first: its chains point at farm chains, which may be going.
             ruleset::diff_parts(
                 committed,
@@ -466,6 +500,7 @@ impl KernelEngine {
         let outcome = self.commit(batch)?;
         self.l2 = new_l2;
         self.l2_macs = new_macs;
+        self.stale.retain(|n| !changed.contains(n));
         for (i, users) in climits.into_iter().enumerate() {
             self.climits[i] = users;
         }
@@ -488,6 +523,83 @@ impl KernelEngine {
                 state
             });
         }
+        Ok(outcome)
+    }
+
+    /// A change to one backend of a farm (see `backend_change`): validated, allocated, rendered
+    /// and committed from that backend alone. All or nothing.
+    fn apply_backend(
+        &mut self,
+        old: &Farm,
+        new: &Farm,
+        pair: backend_change::Pair,
+        policies: &List<Policy>,
+    ) -> Result<Outcome> {
+        let weight_before: u64 = old.backends.iter().map(|b| u64::from(b.weight)).sum();
+        let added = pair.0.is_none();
+        // A name changed in place stays unique; an added one is counted.
+        let named = |n: &str| {
+            if added && n == pair.1.name {
+                new.backends.iter().filter(|b| b.name == n).count()
+            } else {
+                1
+            }
+        };
+        model::validate_backend_change(new, pair.0, Some(pair.1), named, weight_before)?;
+        let (p_old, p_new) = backend_change::priorities(old, pair);
+        let fa = self
+            .alloc
+            .farms
+            .get_mut(&new.name)
+            .ok_or_else(|| EngineError::NotFound(format!("farm {:?} has no allocation", new.name)))?;
+        let undo = backend_change::Undo::take(fa, pair);
+        let delta = fa.change_backend(new, pair.0, Some(pair.1), p_old, p_new)?;
+        let result = self.send_backend(new, pair, policies, &delta, &undo);
+        if result.is_err()
+            && let Some(fa) = self.alloc.farms.get_mut(&new.name)
+        {
+            undo.restore(fa);
+        }
+        result
+    }
+
+    fn send_backend(
+        &mut self,
+        farm: &Farm,
+        pair: backend_change::Pair,
+        policies: &List<Policy>,
+        delta: &alloc::SlotDelta,
+        undo: &backend_change::Undo,
+    ) -> Result<Outcome> {
+        let fa = self
+            .alloc
+            .farms
+            .get(&farm.name)
+            .ok_or_else(|| EngineError::NotFound(format!("farm {:?} has no allocation", farm.name)))?;
+        let mut batch = Batch::new();
+        let mut chains = Vec::new();
+        for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
+            let Some(state) = self.committed[i].as_ref() else {
+                continue;
+            };
+            let Some(committed) = state.farms.get(&farm.name) else {
+                continue;
+            };
+            let slots = undo.slots(fam.is_v6());
+            let (o, n) = backend_change::parts(fam, committed, farm, fa, policies, pair, delta, slots);
+            ruleset::diff_parts(Some(state), Some(state), [(Some(&o), Some(&n))].into_iter(), false, &mut batch)?;
+            chains.push((i, n.chain, n.extra));
+        }
+        let outcome = self.commit(batch)?;
+        for (i, chain, extra) in chains {
+            if let Some(part) = self.committed[i].as_mut().and_then(|s| s.farms.get_mut(&farm.name)) {
+                part.chain = chain;
+                part.extra = extra;
+                // The elements are no longer all listed: rendered again when needed.
+                part.elems.clear();
+            }
+        }
+        self.stale.insert(farm.name.clone());
         Ok(outcome)
     }
 

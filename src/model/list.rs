@@ -87,6 +87,33 @@ impl<T: Clone> List<T> {
         self.0.ptr_eq(&other.0)
     }
 
+    /// The positions below the shorter length where the lists differ, looking only into the
+    /// leaves they do not share: O(n / leaf + changed leaves) for a list changed in place or
+    /// appended to. `None` when the leaves are cut differently before the end (an entry was
+    /// inserted or removed in the middle): the caller compares another way.
+    pub fn differences(&self, other: &Self) -> Option<Vec<usize>>
+    where
+        T: PartialEq,
+    {
+        let common = self.len().min(other.len());
+        let (mut a, mut b) = (self.0.leaves(), other.0.leaves());
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < common {
+            let (x, y) = (a.next()?, b.next()?);
+            let n = x.len().min(y.len());
+            if x.len() != y.len() && at + n < common {
+                return None;
+            }
+            if !(x.len() == y.len() && std::ptr::eq(x.as_ptr(), y.as_ptr())) {
+                let upto = n.min(common - at);
+                out.extend((0..upto).filter(|k| x[*k] != y[*k]).map(|k| at + k));
+            }
+            at += n;
+        }
+        Some(out)
+    }
+
     pub fn to_vec(&self) -> Vec<T> {
         self.0.iter().cloned().collect()
     }
@@ -222,6 +249,15 @@ mod tests {
         assert_eq!(a, b, "differently cut leaves compare entry by entry");
         b.push(1);
         assert_ne!(a, b);
+        let mut c = a.clone();
+        c[17] = 0;
+        c[9_000] = 1;
+        c.push(5);
+        assert_eq!(a.differences(&c), Some(vec![17, 9_000]));
+        let mut d = a.clone();
+        d.remove(10);
+        let diff = a.differences(&d);
+        assert!(diff.is_none() || diff.is_some_and(|v| v.len() > 1_000), "a removal is not one change");
         assert_eq!(serde_json::to_string(&List::from(vec![1, 2])).unwrap(), "[1,2]");
         let back: List<u32> = serde_json::from_str("[3,4]").unwrap();
         assert_eq!(back.to_vec(), [3, 4]);

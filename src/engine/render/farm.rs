@@ -129,12 +129,9 @@ pub(super) fn push(part: &mut FarmPart, set: &str, e: SetElem) {
     }
 }
 
-pub(super) fn farm_part(
-    fam: IpFamily,
-    farm: &Farm,
-    fa: &FarmAlloc,
-    policies: &crate::model::List<Policy>,
-) -> FarmPart {
+/// A farm's chains and the elements of its own (dispatch, counters of the farm, logging): all
+/// but what its slots and backends add. O(1) in the number of backends.
+pub fn farm_own_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &crate::model::List<Policy>) -> FarmPart {
     let f = fam.family();
     let chain = farm_chain(&farm.name);
     let mut extra = Vec::new();
@@ -197,59 +194,20 @@ pub(super) fn farm_part(
         );
     }
     push(&mut part, SET_TRAFFIC, SetElem::key(mark(farm_tag(fa.id))));
+    part
+}
+
+pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &crate::model::List<Policy>) -> FarmPart {
+    let mut part = farm_own_part(fam, farm, fa, policies);
     if farm.mode == Mode::Local {
         return part;
     }
-    let base = slot_base(fa.id);
     let shard = slots_set(shard_of(fa.id));
     for (i, member) in fa.slots(fam.is_v6()).iter().enumerate() {
-        let key = mark(base + i as u32);
-        let data = Data::Value(mark(backend_id(fa.id, *member)));
-        push(&mut part, &shard, SetElem::mapping(key, data));
+        push(&mut part, &shard, slot_elem(fa, i, *member));
     }
-    for b in farm.backends.iter().filter(|b| fam.has(&b.ip_addr)) {
-        let Some(member) = fa.members.get(&b.name) else {
-            continue;
-        };
-        let id = mark(backend_id(fa.id, *member));
-        push(&mut part, SET_TRAFFIC, SetElem::key(id.clone()));
-        let addr = octets(&b.ip_addr);
-        match b.port {
-            Some(p) => push(
-                &mut part,
-                SET_TARGETS_ADDR_PORT,
-                SetElem::mapping(id.clone(), Data::Value(concat(&[&addr, &p.to_be_bytes()]))),
-            ),
-            None => push(
-                &mut part,
-                SET_TARGETS_ADDR,
-                SetElem::mapping(id.clone(), Data::Value(addr)),
-            ),
-        }
-        if farm.mode == Mode::Snat {
-            match b.source_addr.or(farm.source_addr) {
-                Some(src) => push(
-                    &mut part,
-                    SET_SNAT,
-                    SetElem::mapping(id.clone(), Data::Value(octets(&src))),
-                ),
-                None => push(&mut part, SET_MASQ, SetElem::key(id.clone())),
-            }
-        }
-        if let Some(m) = b.mark.or(farm.mark) {
-            push(
-                &mut part,
-                SET_USER_MARKS,
-                SetElem::mapping(id.clone(), Data::Value(mark(m.0))),
-            );
-        }
-        if !farm.persistence.is_empty() && keeps_clients(b) {
-            push(&mut part, SET_LIVE, SetElem::key(id.clone()));
-        }
-        if b.est_connlimit > 0 {
-            let jump = Data::Verdict(Verdict::Jump(climit_chain(b.est_connlimit)));
-            push(&mut part, SET_BACKEND_LIMITS, SetElem::mapping(id, jump));
-        }
+    for b in farm.backends.iter() {
+        backend_elems(fam, farm, fa, b, &mut |set, e| push(&mut part, set, e));
     }
     // Static sessions: persistence entries without a timeout.
     let by_name: HashMap<&str, &Backend> = if farm.sessions.is_empty() {
@@ -281,4 +239,54 @@ pub(super) fn farm_part(
         );
     }
     part
+}
+
+/// Slot `i` of the farm, held by `member`: an element of its shard's slot map.
+pub fn slot_elem(fa: &FarmAlloc, i: usize, member: u16) -> SetElem {
+    let key = mark(slot_base(fa.id) + i as u32);
+    SetElem::mapping(key, Data::Value(mark(backend_id(fa.id, member))))
+}
+
+/// The elements one backend puts into the shared sets of family `fam` (none when it is of the
+/// other family or has no member id), each with its set's name. A change to one backend is
+/// rendered by this alone, not by rendering its farm.
+pub fn backend_elems(
+    fam: IpFamily,
+    farm: &Farm,
+    fa: &FarmAlloc,
+    b: &Backend,
+    out: &mut dyn FnMut(&str, SetElem),
+) {
+    if !fam.has(&b.ip_addr) || farm.mode == Mode::Local {
+        return;
+    }
+    let Some(member) = fa.members.get(&b.name) else {
+        return;
+    };
+    let id = mark(backend_id(fa.id, *member));
+    out(SET_TRAFFIC, SetElem::key(id.clone()));
+    let addr = octets(&b.ip_addr);
+    match b.port {
+        Some(p) => out(
+            SET_TARGETS_ADDR_PORT,
+            SetElem::mapping(id.clone(), Data::Value(concat(&[&addr, &p.to_be_bytes()]))),
+        ),
+        None => out(SET_TARGETS_ADDR, SetElem::mapping(id.clone(), Data::Value(addr))),
+    }
+    if farm.mode == Mode::Snat {
+        match b.source_addr.or(farm.source_addr) {
+            Some(src) => out(SET_SNAT, SetElem::mapping(id.clone(), Data::Value(octets(&src)))),
+            None => out(SET_MASQ, SetElem::key(id.clone())),
+        }
+    }
+    if let Some(m) = b.mark.or(farm.mark) {
+        out(SET_USER_MARKS, SetElem::mapping(id.clone(), Data::Value(mark(m.0))));
+    }
+    if !farm.persistence.is_empty() && keeps_clients(b) {
+        out(SET_LIVE, SetElem::key(id.clone()));
+    }
+    if b.est_connlimit > 0 {
+        let jump = Data::Verdict(Verdict::Jump(climit_chain(b.est_connlimit)));
+        out(SET_BACKEND_LIMITS, SetElem::mapping(id, jump));
+    }
 }

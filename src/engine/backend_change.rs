@@ -1,0 +1,143 @@
+//! A change to one backend of a NAT farm whose own keys stayed (its state, weight, priority,
+//! address, or a backend added): worked out from that backend alone, so that it costs the same in
+//! a farm of 10 backends or of 60,000. Its allocation moves only its slots
+//! ([`FarmAlloc::change_backend`]), its elements are rendered alone ([`render::backend_elems`]),
+//! and the farm's chains (O(1) in backends) are rendered again and compared.
+//!
+//! The farm's committed part then no longer lists every element: it is marked stale, and a later
+//! change to the whole farm renders the old part again from the committed configuration.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Backend, Farm, List, Mode, Policy, PriorityTiers};
+use crate::netlink::SetElem;
+
+use super::alloc::{FarmAlloc, SlotDelta};
+use super::layout::{self, shard_of, slots_set};
+use super::render::{self, IpFamily};
+use super::ruleset::FarmPart;
+
+/// One backend as it was and as it is; `None` before: it was added.
+pub(super) type Pair<'a> = (Option<&'a Backend>, &'a Backend);
+
+/// The one backend that changed between two versions of a farm, when the change can be followed
+/// per backend: a NAT farm, the farm's own keys equal, one entry changed in place (same name) or
+/// appended, and nothing that shared parts of the table count (marks, connection limits, static
+/// sessions). `None`: the farm is worked out whole.
+pub(super) fn single<'a>(old: &'a Farm, new: &'a Farm) -> Option<Pair<'a>> {
+    if layout::is_l2(new) || new.mode == Mode::Local || !new.sessions.is_empty() {
+        return None;
+    }
+    let shared_parts = |b: &Backend| b.mark.is_some() || b.est_connlimit > 0;
+    let changed = old.backends.differences(&new.backends)?;
+    let pair = match (changed.as_slice(), new.backends.len().checked_sub(old.backends.len())) {
+        ([i], Some(0)) => {
+            let (o, n) = (&old.backends[*i], &new.backends[*i]);
+            (o.name == n.name).then_some((Some(o), n))?
+        }
+        ([], Some(1)) => (None, new.backends.last()?),
+        _ => return None,
+    };
+    if pair.0.is_some_and(shared_parts) || shared_parts(pair.1) {
+        return None;
+    }
+    // Last, as it copies the farm's keys: O(1) in backends, but not free.
+    (old.without_backends() == new.without_backends()).then_some(pair)
+}
+
+/// What undoes the allocation side of a per-backend change (a commit refused by the kernel).
+pub(super) struct Undo {
+    slots4: Vec<u16>,
+    slots6: Vec<u16>,
+    next_member: u16,
+    added: Option<String>,
+}
+
+impl Undo {
+    pub(super) fn take(fa: &FarmAlloc, pair: Pair) -> Undo {
+        Undo {
+            slots4: fa.slots4.clone(),
+            slots6: fa.slots6.clone(),
+            next_member: fa.next_member,
+            added: pair.0.is_none().then(|| pair.1.name.clone()),
+        }
+    }
+
+    pub(super) fn restore(self, fa: &mut FarmAlloc) {
+        fa.slots4 = self.slots4;
+        fa.slots6 = self.slots6;
+        fa.next_member = self.next_member;
+        if let Some(name) = self.added {
+            fa.members.remove(&name);
+        }
+        fa.forget_index();
+    }
+
+    /// The slots as they were, to name the elements the change replaces.
+    pub(super) fn slots(&self, v6: bool) -> &[u16] {
+        if v6 { &self.slots6 } else { &self.slots4 }
+    }
+}
+
+/// The farm's effective priority before and after the change, counted from its tiers.
+pub(super) fn priorities(old: &Farm, pair: Pair) -> (u32, u32) {
+    let mut tiers = PriorityTiers::of(old);
+    let before = tiers.effective();
+    if let Some(o) = pair.0 {
+        tiers.remove(o);
+    }
+    tiers.add(pair.1);
+    (before, tiers.effective())
+}
+
+/// The old and new sides of the change in one family, as two small farm parts: the farm's
+/// chains (whole: a few rules) and only the elements the change touches. Compared by the usual
+/// diff, they give the change's messages.
+#[allow(clippy::too_many_arguments)] // the two sides of one change, named
+pub(super) fn parts(
+    fam: IpFamily,
+    committed: &FarmPart,
+    farm: &Farm,
+    fa: &FarmAlloc,
+    policies: &List<Policy>,
+    pair: Pair,
+    delta: &SlotDelta,
+    old_slots: &[u16],
+) -> (FarmPart, FarmPart) {
+    let own = render::farm_own_part(fam, farm, fa, policies);
+    let mut old = FarmPart {
+        chain: committed.chain.clone(),
+        extra: committed.extra.clone(),
+        elems: BTreeMap::new(),
+    };
+    let mut new = FarmPart {
+        chain: own.chain,
+        extra: own.extra,
+        elems: BTreeMap::new(),
+    };
+    if let Some(o) = pair.0 {
+        render::backend_elems(fam, farm, fa, o, &mut |set, e| put(&mut old, set, e));
+    }
+    render::backend_elems(fam, farm, fa, pair.1, &mut |set, e| put(&mut new, set, e));
+    let d = delta.family(fam.is_v6());
+    let shard = slots_set(shard_of(fa.id));
+    let slots = fa.slots(fam.is_v6());
+    for i in d.changed.iter().map(|i| *i as usize) {
+        if let Some(m) = old_slots.get(i) {
+            put(&mut old, &shard, render::slot_elem(fa, i, *m));
+        }
+        if let Some(m) = slots.get(i) {
+            put(&mut new, &shard, render::slot_elem(fa, i, *m));
+        }
+    }
+    for i in d.removed().map(|i| i as usize) {
+        if let Some(m) = old_slots.get(i) {
+            put(&mut old, &shard, render::slot_elem(fa, i, *m));
+        }
+    }
+    (old, new)
+}
+
+fn put(part: &mut FarmPart, set: &str, e: SetElem) {
+    part.elems.entry(set.to_string()).or_default().push(e);
+}
