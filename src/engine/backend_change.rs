@@ -17,8 +17,8 @@ use super::layout::{self, shard_of, slots_set};
 use super::render::{self, IpFamily};
 use super::ruleset::FarmPart;
 
-/// One backend as it was and as it is; `None` before: it was added.
-pub(super) type Pair<'a> = (Option<&'a Backend>, &'a Backend);
+/// One backend as it was and as it is; `None` before: it was added, after: removed.
+pub(super) type Pair<'a> = (Option<&'a Backend>, Option<&'a Backend>);
 
 /// The one backend that changed between two versions of a farm, when the change can be followed
 /// per backend: a NAT farm, the farm's own keys equal, one entry changed in place (same name) or
@@ -29,16 +29,26 @@ pub(super) fn single<'a>(old: &'a Farm, new: &'a Farm) -> Option<Pair<'a>> {
         return None;
     }
     let shared_parts = |b: &Backend| b.mark.is_some() || b.est_connlimit > 0;
-    let changed = old.backends.differences(&new.backends)?;
-    let pair = match (changed.as_slice(), new.backends.len().checked_sub(old.backends.len())) {
-        ([i], Some(0)) => {
-            let (o, n) = (&old.backends[*i], &new.backends[*i]);
-            (o.name == n.name).then_some((Some(o), n))?
+    let pair = if new.backends.len() + 1 == old.backends.len() {
+        // One removed: the lists agree before it and after it (the shared leaves compare by
+        // pointer).
+        let i = old.backends.first_difference(&new.backends);
+        (old.backends.skip(i + 1) == new.backends.skip(i)).then_some((old.backends.get(i), None))?
+    } else {
+        let changed = old.backends.differences(&new.backends)?;
+        match (
+            changed.as_slice(),
+            new.backends.len().checked_sub(old.backends.len()),
+        ) {
+            ([i], Some(0)) => {
+                let (o, n) = (&old.backends[*i], &new.backends[*i]);
+                (o.name == n.name).then_some((Some(o), Some(n)))?
+            }
+            ([], Some(1)) => (None, Some(new.backends.last()?)),
+            _ => return None,
         }
-        ([], Some(1)) => (None, new.backends.last()?),
-        _ => return None,
     };
-    if pair.0.is_some_and(shared_parts) || shared_parts(pair.1) {
+    if pair.0.is_some_and(shared_parts) || pair.1.is_some_and(shared_parts) {
         return None;
     }
     // Last, as it copies the farm's keys: O(1) in backends, but not free.
@@ -51,6 +61,7 @@ pub(super) struct Undo {
     slots6: Vec<u16>,
     next_member: u16,
     added: Option<String>,
+    removed: Option<(String, u16)>,
 }
 
 impl Undo {
@@ -59,7 +70,11 @@ impl Undo {
             slots4: fa.slots4.clone(),
             slots6: fa.slots6.clone(),
             next_member: fa.next_member,
-            added: pair.0.is_none().then(|| pair.1.name.clone()),
+            added: pair.0.is_none().then(|| pair.1.map(|b| b.name.clone())).flatten(),
+            removed: match pair {
+                (Some(o), None) => fa.members.get(&o.name).map(|m| (o.name.clone(), *m)),
+                _ => None,
+            },
         }
     }
 
@@ -70,7 +85,15 @@ impl Undo {
         if let Some(name) = self.added {
             fa.members.remove(&name);
         }
+        if let Some((name, member)) = self.removed {
+            fa.members.insert(name, member);
+        }
         fa.forget_index();
+    }
+
+    /// The member id of the backend the change removes.
+    pub(super) fn removed_member(&self) -> Option<u16> {
+        self.removed.as_ref().map(|r| r.1)
     }
 
     /// The slots as they were, to name the elements the change replaces.
@@ -79,15 +102,26 @@ impl Undo {
     }
 }
 
-/// The farm's effective priority before and after the change, counted from its tiers.
+/// The farm's effective priority before and after the change, counted from its tiers, and
+/// capped at the highest priority a backend has: above it every tier is active alike, and one
+/// backend down among equals (which brings in a tier nobody is in) moves no other backend.
 pub(super) fn priorities(old: &Farm, pair: Pair) -> (u32, u32) {
     let mut tiers = PriorityTiers::of(old);
     let before = tiers.effective();
     if let Some(o) = pair.0 {
         tiers.remove(o);
     }
-    tiers.add(pair.1);
-    (before, tiers.effective())
+    if let Some(n) = pair.1 {
+        tiers.add(n);
+    }
+    let top = old
+        .backends
+        .iter()
+        .chain(pair.1)
+        .map(|b| b.priority)
+        .max()
+        .unwrap_or(1);
+    (before.min(top), tiers.effective().min(top))
 }
 
 /// The old and new sides of the change in one family, as two small farm parts: the farm's
@@ -102,7 +136,7 @@ pub(super) fn parts(
     policies: &List<Policy>,
     pair: Pair,
     delta: &SlotDelta,
-    old_slots: &[u16],
+    (old_slots, removed_member): (&[u16], Option<u16>),
 ) -> (FarmPart, FarmPart) {
     let own = render::farm_own_part(fam, farm, fa, policies);
     let mut old = FarmPart {
@@ -116,9 +150,15 @@ pub(super) fn parts(
         elems: BTreeMap::new(),
     };
     if let Some(o) = pair.0 {
-        render::backend_elems(fam, farm, fa, o, &mut |set, e| put(&mut old, set, e));
+        // A removed backend no longer has its member id in the allocation: the one it had.
+        match removed_member {
+            Some(m) => render::member_elems(fam, farm, fa.id, m, o, &mut |set, e| put(&mut old, set, e)),
+            None => render::backend_elems(fam, farm, fa, o, &mut |set, e| put(&mut old, set, e)),
+        }
     }
-    render::backend_elems(fam, farm, fa, pair.1, &mut |set, e| put(&mut new, set, e));
+    if let Some(n) = pair.1 {
+        render::backend_elems(fam, farm, fa, n, &mut |set, e| put(&mut new, set, e));
+    }
     let d = delta.family(fam.is_v6());
     let shard = slots_set(shard_of(fa.id));
     let slots = fa.slots(fam.is_v6());

@@ -326,8 +326,10 @@ impl KernelEngine {
                 }
             }
         }
-        if let ([name], true) = (changed.iter().collect::<Vec<_>>().as_slice(), changed_policies.is_empty())
-            && let (Some(o), Some(n)) = (old_by.get(name.as_str()), new_by.get(name.as_str()))
+        if let ([name], true) = (
+            changed.iter().collect::<Vec<_>>().as_slice(),
+            changed_policies.is_empty(),
+        ) && let (Some(o), Some(n)) = (old_by.get(name.as_str()), new_by.get(name.as_str()))
             && let Some(pair) = backend_change::single(o, n)
         {
             return self.apply_backend(o, n, pair, &config.policies);
@@ -338,7 +340,14 @@ impl KernelEngine {
         // Only the changed farms' allocations change; keep theirs to undo a refused commit.
         let undo = self.alloc.snapshot(&changed);
         let by_name = (&old_by, &new_by);
-        match self.apply_changed(config, &old.policies, by_name, &changed, &changed_policies, &facts) {
+        match self.apply_changed(
+            config,
+            &old.policies,
+            by_name,
+            &changed,
+            &changed_policies,
+            &facts,
+        ) {
             Ok(outcome) => {
                 for name in &changed {
                     if let Some(f) = old_by.get(name.as_str()) {
@@ -539,13 +548,13 @@ impl KernelEngine {
         let added = pair.0.is_none();
         // A name changed in place stays unique; an added one is counted.
         let named = |n: &str| {
-            if added && n == pair.1.name {
+            if added && pair.1.is_some_and(|b| b.name == n) {
                 new.backends.iter().filter(|b| b.name == n).count()
             } else {
                 1
             }
         };
-        model::validate_backend_change(new, pair.0, Some(pair.1), named, weight_before)?;
+        model::validate_backend_change(new, pair.0, pair.1, named, weight_before)?;
         let (p_old, p_new) = backend_change::priorities(old, pair);
         let fa = self
             .alloc
@@ -553,7 +562,7 @@ impl KernelEngine {
             .get_mut(&new.name)
             .ok_or_else(|| EngineError::NotFound(format!("farm {:?} has no allocation", new.name)))?;
         let undo = backend_change::Undo::take(fa, pair);
-        let delta = fa.change_backend(new, pair.0, Some(pair.1), p_old, p_new)?;
+        let delta = fa.change_backend(new, pair.0, pair.1, p_old, p_new)?;
         let result = self.send_backend(new, pair, policies, &delta, &undo);
         if result.is_err()
             && let Some(fa) = self.alloc.farms.get_mut(&new.name)
@@ -585,14 +594,23 @@ impl KernelEngine {
             let Some(committed) = state.farms.get(&farm.name) else {
                 continue;
             };
-            let slots = undo.slots(fam.is_v6());
-            let (o, n) = backend_change::parts(fam, committed, farm, fa, policies, pair, delta, slots);
-            ruleset::diff_parts(Some(state), Some(state), [(Some(&o), Some(&n))].into_iter(), false, &mut batch)?;
+            let old = (undo.slots(fam.is_v6()), undo.removed_member());
+            let (o, n) = backend_change::parts(fam, committed, farm, fa, policies, pair, delta, old);
+            ruleset::diff_parts(
+                Some(state),
+                Some(state),
+                [(Some(&o), Some(&n))].into_iter(),
+                false,
+                &mut batch,
+            )?;
             chains.push((i, n.chain, n.extra));
         }
         let outcome = self.commit(batch)?;
         for (i, chain, extra) in chains {
-            if let Some(part) = self.committed[i].as_mut().and_then(|s| s.farms.get_mut(&farm.name)) {
+            if let Some(part) = self.committed[i]
+                .as_mut()
+                .and_then(|s| s.farms.get_mut(&farm.name))
+            {
                 part.chain = chain;
                 part.extra = extra;
                 // The elements are no longer all listed: rendered again when needed.

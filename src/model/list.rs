@@ -114,6 +114,36 @@ impl<T: Clone> List<T> {
         Some(out)
     }
 
+    /// The first position where the lists differ (the shorter one's length when it is the
+    /// other's beginning), skipping the leaves they share.
+    pub fn first_difference(&self, other: &Self) -> usize
+    where
+        T: PartialEq,
+    {
+        let (mut a, mut b) = (self.0.leaves(), other.0.leaves());
+        let mut at = 0;
+        while let (Some(x), Some(y)) = (a.next(), b.next()) {
+            if x.len() == y.len() && std::ptr::eq(x.as_ptr(), y.as_ptr()) {
+                at += x.len();
+                continue;
+            }
+            break;
+        }
+        let same = self
+            .0
+            .skip(at)
+            .iter()
+            .zip(other.0.skip(at).iter())
+            .take_while(|(x, y)| x == y)
+            .count();
+        at + same
+    }
+
+    /// The list without its first `n` entries, sharing the rest: O(log n).
+    pub fn skip(&self, n: usize) -> Self {
+        List(self.0.skip(n))
+    }
+
     pub fn to_vec(&self) -> Vec<T> {
         self.0.iter().cloned().collect()
     }
@@ -257,7 +287,13 @@ mod tests {
         let mut d = a.clone();
         d.remove(10);
         let diff = a.differences(&d);
-        assert!(diff.is_none() || diff.is_some_and(|v| v.len() > 1_000), "a removal is not one change");
+        assert!(
+            diff.is_none() || diff.is_some_and(|v| v.len() > 1_000),
+            "a removal is not one change"
+        );
+        assert_eq!(a.first_difference(&d), 10);
+        assert_eq!(a.skip(11), d.skip(10));
+        assert_eq!(a.first_difference(&a.clone()), a.len());
         assert_eq!(serde_json::to_string(&List::from(vec![1, 2])).unwrap(), "[1,2]");
         let back: List<u32> = serde_json::from_str("[3,4]").unwrap();
         assert_eq!(back.to_vec(), [3, 4]);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::model::{Backend, BackendState, Config, Farm, Policy, effective_priority, is_active};
+use crate::model::{Backend, BackendState, Config, Farm, Policy, PriorityTiers, is_active};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -176,65 +176,123 @@ impl FarmChange {
 }
 
 fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
-    let (prio_old, prio_new) = (effective_priority(old), effective_priority(new));
-    let before: HashMap<&str, &Backend> = old.backends.iter().map(|b| (b.name.as_str(), b)).collect();
-    let after: HashMap<&str, &Backend> = new.backends.iter().map(|b| (b.name.as_str(), b)).collect();
-    let mut backends = Vec::new();
-    for b in &old.backends {
-        if !after.contains_key(b.name.as_str()) {
-            backends.push(BackendChange {
-                name: b.name.clone(),
-                what: What::Removed,
-                keys: Vec::new(),
-                active: None,
-                state: None,
-            });
-        }
-    }
-    for b in &new.backends {
-        let Some(o) = before.get(b.name.as_str()) else {
-            backends.push(BackendChange {
-                name: b.name.clone(),
-                what: What::Added,
-                keys: Vec::new(),
-                active: None,
-                state: None,
-            });
-            continue;
-        };
+    let (prio_old, prio_new) = (
+        PriorityTiers::of(old).effective(),
+        PriorityTiers::of(new).effective(),
+    );
+    let changed = |o: &Backend, b: &Backend| -> Option<BackendChange> {
         let (was, is) = (is_active(old, o, prio_old), is_active(new, b, prio_new));
-        if *o == b && was == is {
-            continue;
+        if o == b && was == is {
+            return None;
         }
         let state = (o.state != b.state).then(|| Transition {
             old: o.state,
             new: b.state,
             reason: reason.to_string(),
         });
-        backends.push(BackendChange {
+        Some(BackendChange {
             name: b.name.clone(),
             what: What::Changed,
-            keys: if *o == b {
+            keys: if o == b {
                 Vec::new()
             } else {
-                keys(&object(*o), &object(b))
+                keys(&object(o), &object(b))
             },
             active: (was != is).then_some(is),
             state,
-        });
-    }
+        })
+    };
+    let added = |b: &Backend| BackendChange {
+        name: b.name.clone(),
+        what: What::Added,
+        keys: Vec::new(),
+        active: None,
+        state: None,
+    };
+    // Backends changed in place or appended, the same tier active: only those differ, found by
+    // the leaves the two lists do not share (a change to one backend of 60,000 looks at one leaf).
+    // Above the highest priority a backend has, every tier is active alike.
+    let top = old
+        .backends
+        .iter()
+        .chain(new.backends.iter())
+        .map(|b| b.priority)
+        .max()
+        .unwrap_or(1);
+    let same_tiers = prio_old.min(top) == prio_new.min(top) && new.state == old.state;
+    let (backends, backend_list) = match in_place(old, new).filter(|_| same_tiers) {
+        _ if same_tiers && removed_one(old, new).is_some() => {
+            let gone = removed_one(old, new).map(|b| BackendChange {
+                what: What::Removed,
+                ..added(b)
+            });
+            (gone.into_iter().collect(), true)
+        }
+        Some(at) => {
+            let mut out: Vec<BackendChange> = at
+                .into_iter()
+                .filter_map(|i| changed(&old.backends[i], &new.backends[i]))
+                .collect();
+            out.extend(new.backends.iter().skip(old.backends.len()).map(added));
+            (out, new.backends.len() != old.backends.len())
+        }
+        None => {
+            let before: HashMap<&str, &Backend> = old.backends.iter().map(|b| (b.name.as_str(), b)).collect();
+            let after: HashMap<&str, &Backend> = new.backends.iter().map(|b| (b.name.as_str(), b)).collect();
+            let mut out = Vec::new();
+            for b in &old.backends {
+                if !after.contains_key(b.name.as_str()) {
+                    out.push(BackendChange {
+                        what: What::Removed,
+                        ..added(b)
+                    });
+                }
+            }
+            for b in &new.backends {
+                match before.get(b.name.as_str()) {
+                    None => out.push(added(b)),
+                    Some(o) => out.extend(changed(o, b)),
+                }
+            }
+            let list = old
+                .backends
+                .iter()
+                .map(|b| &b.name)
+                .ne(new.backends.iter().map(|b| &b.name));
+            (out, list)
+        }
+    };
     FarmChange {
         name: new.name.clone(),
         what: What::Changed,
         keys: keys(&farm_keys(old), &farm_keys(new)),
         backends,
-        backend_list: old
-            .backends
-            .iter()
-            .map(|b| &b.name)
-            .ne(new.backends.iter().map(|b| &b.name)),
+        backend_list,
         effective_priority: (prio_old != prio_new).then_some(prio_new),
     }
+}
+
+/// The one backend removed between two versions of a farm, the others unchanged.
+fn removed_one<'a>(old: &'a Farm, new: &Farm) -> Option<&'a Backend> {
+    if new.backends.len() + 1 != old.backends.len() {
+        return None;
+    }
+    let i = old.backends.first_difference(&new.backends);
+    (old.backends.skip(i + 1) == new.backends.skip(i))
+        .then(|| old.backends.get(i))
+        .flatten()
+}
+
+/// Where two versions of a farm's backends differ when entries were only changed in place (each
+/// keeping its name) or appended; `None` otherwise.
+fn in_place(old: &Farm, new: &Farm) -> Option<Vec<usize>> {
+    if new.backends.len() < old.backends.len() {
+        return None;
+    }
+    let at = old.backends.differences(&new.backends)?;
+    at.iter()
+        .all(|i| old.backends[*i].name == new.backends[*i].name)
+        .then_some(at)
 }
 
 /// A farm's own keys as canonical JSON, without its backends.

@@ -131,7 +131,12 @@ pub(super) fn push(part: &mut FarmPart, set: &str, e: SetElem) {
 
 /// A farm's chains and the elements of its own (dispatch, counters of the farm, logging): all
 /// but what its slots and backends add. O(1) in the number of backends.
-pub fn farm_own_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &crate::model::List<Policy>) -> FarmPart {
+pub fn farm_own_part(
+    fam: IpFamily,
+    farm: &Farm,
+    fa: &FarmAlloc,
+    policies: &crate::model::List<Policy>,
+) -> FarmPart {
     let f = fam.family();
     let chain = farm_chain(&farm.name);
     let mut extra = Vec::new();
@@ -197,7 +202,12 @@ pub fn farm_own_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &crat
     part
 }
 
-pub(super) fn farm_part(fam: IpFamily, farm: &Farm, fa: &FarmAlloc, policies: &crate::model::List<Policy>) -> FarmPart {
+pub(super) fn farm_part(
+    fam: IpFamily,
+    farm: &Farm,
+    fa: &FarmAlloc,
+    policies: &crate::model::List<Policy>,
+) -> FarmPart {
     let mut part = farm_own_part(fam, farm, fa, policies);
     if farm.mode == Mode::Local {
         return part;
@@ -257,13 +267,25 @@ pub fn backend_elems(
     b: &Backend,
     out: &mut dyn FnMut(&str, SetElem),
 ) {
+    if let Some(member) = fa.members.get(&b.name) {
+        member_elems(fam, farm, fa.id, *member, b, out);
+    }
+}
+
+/// [`backend_elems`] of a backend with member id `member` in farm `farm_id` (a removed backend
+/// has it no longer in the allocation).
+pub fn member_elems(
+    fam: IpFamily,
+    farm: &Farm,
+    farm_id: u16,
+    member: u16,
+    b: &Backend,
+    out: &mut dyn FnMut(&str, SetElem),
+) {
     if !fam.has(&b.ip_addr) || farm.mode == Mode::Local {
         return;
     }
-    let Some(member) = fa.members.get(&b.name) else {
-        return;
-    };
-    let id = mark(backend_id(fa.id, *member));
+    let id = mark(backend_id(farm_id, member));
     out(SET_TRAFFIC, SetElem::key(id.clone()));
     let addr = octets(&b.ip_addr);
     match b.port {
@@ -280,7 +302,10 @@ pub fn backend_elems(
         }
     }
     if let Some(m) = b.mark.or(farm.mark) {
-        out(SET_USER_MARKS, SetElem::mapping(id.clone(), Data::Value(mark(m.0))));
+        out(
+            SET_USER_MARKS,
+            SetElem::mapping(id.clone(), Data::Value(mark(m.0))),
+        );
     }
     if !farm.persistence.is_empty() && keeps_clients(b) {
         out(SET_LIVE, SetElem::key(id.clone()));

@@ -13,7 +13,7 @@ mod shared;
 pub use base::Needs;
 use base::*;
 use farm::*;
-pub use farm::{backend_elems, farm_own_part, slot_elem};
+pub use farm::{backend_elems, farm_own_part, member_elems, slot_elem};
 use security::*;
 pub use security::{attached, log, log_prefix, policy_map_in, policy_part};
 use sets::*;
