@@ -102,26 +102,21 @@ impl Undo {
     }
 }
 
-/// The farm's effective priority before and after the change, counted from its tiers, and
-/// capped at the highest priority a backend has: above it every tier is active alike, and one
-/// backend down among equals (which brings in a tier nobody is in) moves no other backend.
-pub(super) fn priorities(old: &Farm, pair: Pair) -> (u32, u32) {
+/// The farm's weight before the change, and its effective priorities before and after, capped
+/// at the highest priority a backend has (before or after): above it every tier is active alike,
+/// and one backend down among equals (which brings in a tier nobody is in) moves no other
+/// backend. One pass over the farm.
+pub(super) fn weight_and_priorities(old: &Farm, pair: Pair) -> (u64, u32, u32) {
     let mut tiers = PriorityTiers::of(old);
-    let before = tiers.effective();
+    let (weight, before) = (tiers.weight(), tiers.effective());
     if let Some(o) = pair.0 {
         tiers.remove(o);
     }
     if let Some(n) = pair.1 {
         tiers.add(n);
     }
-    let top = old
-        .backends
-        .iter()
-        .chain(pair.1)
-        .map(|b| b.priority)
-        .max()
-        .unwrap_or(1);
-    (before.min(top), tiers.effective().min(top))
+    let top = tiers.highest();
+    (weight, before.min(top), tiers.effective().min(top))
 }
 
 /// The old and new sides of the change in one family, as two small farm parts: the farm's

@@ -544,7 +544,7 @@ impl KernelEngine {
         pair: backend_change::Pair,
         policies: &List<Policy>,
     ) -> Result<Outcome> {
-        let weight_before: u64 = old.backends.iter().map(|b| u64::from(b.weight)).sum();
+        let (weight_before, p_old, p_new) = backend_change::weight_and_priorities(old, pair);
         let added = pair.0.is_none();
         // A name changed in place stays unique; an added one is counted.
         let named = |n: &str| {
@@ -555,7 +555,6 @@ impl KernelEngine {
             }
         };
         model::validate_backend_change(new, pair.0, pair.1, named, weight_before)?;
-        let (p_old, p_new) = backend_change::priorities(old, pair);
         let fa = self
             .alloc
             .farms

@@ -36,6 +36,10 @@ pub fn effective_priority(farm: &Farm) -> u32 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PriorityTiers {
     not_up: BTreeMap<u32, u32>,
+    /// The highest priority of any backend counted (a high-water mark: `remove` keeps it).
+    highest: u32,
+    /// The weights of the backends counted, added up.
+    weight: u64,
 }
 
 impl PriorityTiers {
@@ -48,6 +52,8 @@ impl PriorityTiers {
     }
 
     pub fn add(&mut self, b: &Backend) {
+        self.highest = self.highest.max(b.priority);
+        self.weight += u64::from(b.weight);
         if b.state != BackendState::Up {
             let n = self.not_up.entry(b.priority).or_default();
             *n = n.saturating_add(1);
@@ -56,6 +62,7 @@ impl PriorityTiers {
 
     /// Forgets a backend that was added (as it was when added).
     pub fn remove(&mut self, b: &Backend) {
+        self.weight = self.weight.saturating_sub(u64::from(b.weight));
         if b.state != BackendState::Up
             && let Some(n) = self.not_up.get_mut(&b.priority)
         {
@@ -64,6 +71,17 @@ impl PriorityTiers {
                 self.not_up.remove(&b.priority);
             }
         }
+    }
+
+    /// The highest priority of a backend counted, removed ones included: above it every tier is
+    /// active alike, so effective priorities capped at it schedule the same backends.
+    pub fn highest(&self) -> u32 {
+        self.highest.max(1)
+    }
+
+    /// The weights of the backends counted.
+    pub fn weight(&self) -> u64 {
+        self.weight
     }
 
     /// What [`effective_priority`] gives for the farm, in O(distinct priorities of backends not up).
@@ -176,7 +194,10 @@ mod tests {
                     }
                 }
                 assert_eq!(tiers.effective(), effective_priority(&f), "{:?}", f.backends);
-                assert_eq!(tiers, PriorityTiers::of(&f));
+                let whole = PriorityTiers::of(&f);
+                assert_eq!((&tiers.not_up, tiers.weight()), (&whole.not_up, whole.weight()));
+                // A high-water mark: removed backends' priorities count.
+                assert!(tiers.highest() >= whole.highest());
                 moved += usize::from(before != effective_priority(&f));
             }
         }

@@ -176,10 +176,33 @@ impl FarmChange {
 }
 
 fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
-    let (prio_old, prio_new) = (
-        PriorityTiers::of(old).effective(),
-        PriorityTiers::of(new).effective(),
-    );
+    // Backends changed in place or appended, or one removed: only those differ, found by the
+    // leaves the two lists do not share (a change to one backend of 60,000 looks at one leaf),
+    // and the priority tiers of the new farm follow from the old one's by them.
+    let at = in_place(old, new);
+    let gone = removed_one(old, new);
+    let tiers_old = PriorityTiers::of(old);
+    let tiers_new = match (&at, gone) {
+        (Some(at), _) => {
+            let mut t = tiers_old.clone();
+            for i in at {
+                t.remove(&old.backends[*i]);
+                t.add(&new.backends[*i]);
+            }
+            new.backends
+                .iter()
+                .skip(old.backends.len())
+                .for_each(|b| t.add(b));
+            t
+        }
+        (None, Some(b)) => {
+            let mut t = tiers_old.clone();
+            t.remove(b);
+            t
+        }
+        (None, None) => PriorityTiers::of(new),
+    };
+    let (prio_old, prio_new) = (tiers_old.effective(), tiers_new.effective());
     let changed = |o: &Backend, b: &Backend| -> Option<BackendChange> {
         let (was, is) = (is_active(old, o, prio_old), is_active(new, b, prio_new));
         if o == b && was == is {
@@ -209,20 +232,13 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
         active: None,
         state: None,
     };
-    // Backends changed in place or appended, the same tier active: only those differ, found by
-    // the leaves the two lists do not share (a change to one backend of 60,000 looks at one leaf).
-    // Above the highest priority a backend has, every tier is active alike.
-    let top = old
-        .backends
-        .iter()
-        .chain(new.backends.iter())
-        .map(|b| b.priority)
-        .max()
-        .unwrap_or(1);
+    // Above the highest priority a backend has, every tier is active alike: with the same tiers
+    // active, the changed backends are all that differ.
+    let top = tiers_old.highest().max(tiers_new.highest());
     let same_tiers = prio_old.min(top) == prio_new.min(top) && new.state == old.state;
-    let (backends, backend_list) = match in_place(old, new).filter(|_| same_tiers) {
-        _ if same_tiers && removed_one(old, new).is_some() => {
-            let gone = removed_one(old, new).map(|b| BackendChange {
+    let (backends, backend_list) = match at.filter(|_| same_tiers) {
+        _ if same_tiers && gone.is_some() => {
+            let gone = gone.map(|b| BackendChange {
                 what: What::Removed,
                 ..added(b)
             });
