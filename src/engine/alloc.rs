@@ -227,6 +227,9 @@ impl Allocation {
             }
             if let Some(fa) = self.farms.get_mut(name) {
                 fa.update(farm)?;
+                // Built now, with the farm's own change, rather than by the next change to one of its
+                // backends (which must stay O(change)).
+                fa.build_index();
             }
         }
         Ok(())

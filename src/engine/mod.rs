@@ -163,6 +163,9 @@ fn changed_policies(old: &Config, new: &Config) -> BTreeSet<String> {
 /// A configuration's farms by name.
 type FarmsByName<'a> = HashMap<&'a str, &'a Farm>;
 
+/// Above this many elements, a committed part's elements are freed on a thread of their own.
+const FREE_ASIDE: usize = 10_000;
+
 /// (packets, bytes) counted for a farm or a backend.
 pub type Traffic = (u64, u64);
 
@@ -612,8 +615,12 @@ impl KernelEngine {
             {
                 part.chain = chain;
                 part.extra = extra;
-                // The elements are no longer all listed: rendered again when needed.
-                part.elems.clear();
+                // The elements are no longer all listed: rendered again when needed. Freeing a
+                // farm's worth of them is O(farm): not on the way to the reply.
+                let elems = std::mem::take(&mut part.elems);
+                if elems.values().map(Vec::len).sum::<usize>() > FREE_ASIDE {
+                    std::thread::spawn(move || drop(elems));
+                }
             }
         }
         self.stale.insert(farm.name.clone());
