@@ -70,6 +70,15 @@ fn start_limited(dir: &Dir, limits: Limits) -> Result<(Service, MemoryControl), 
     }
 }
 
+/// Waits (at most 5 s) until no service holds the directory's lock: a dropped service's writer
+/// lets it go on its own thread.
+fn released(dir: &Dir) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while state::lock(&dir.0).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn start(dir: &Dir) -> (Service, MemoryControl) {
     start_limited(dir, Limits::default()).unwrap()
 }
@@ -389,6 +398,7 @@ async fn damage_before_good_records_refuses_to_start_and_sends_nothing() {
         dir.journal().display()
     );
     assert_eq!(e.to_string(), want);
+    released(&dir);
     let engine = MemoryEngine::new();
     let control = engine.control();
     let r = Service::start_with(Box::new(engine), options(&dir));
