@@ -41,13 +41,18 @@ fn rule(exprs: Vec<Expr>) -> Rule {
     Rule::new(Family::Ip, T, CHAIN, exprs)
 }
 
+/// Every shape's first rule: the farm's tag in the connection mark.
+fn tag() -> Rule {
+    rule(vec![
+        Expr::immediate(reg::R1, 7u32.to_ne_bytes()),
+        ct_set(reg::R1),
+    ])
+}
+
 /// Today's shape: one rule draws the slot and maps it.
 fn joined(n: u32) -> Vec<Rule> {
     vec![
-        rule(vec![
-            Expr::immediate(reg::R1, 7u32.to_ne_bytes()),
-            ct_set(reg::R1),
-        ]),
+        tag(),
         rule(vec![
             numgen(n),
             Expr::map(MAP, reg::R1, reg::R1),
@@ -61,10 +66,7 @@ fn joined(n: u32) -> Vec<Rule> {
 /// The slot goes through the connection mark: the rule that maps it never changes.
 fn split(n: u32) -> Vec<Rule> {
     vec![
-        rule(vec![
-            Expr::immediate(reg::R1, 7u32.to_ne_bytes()),
-            ct_set(reg::R1),
-        ]),
+        tag(),
         rule(vec![numgen(n), ct_set(reg::R1)]),
         rule(vec![
             Expr::ct(NFT_CT_MARK, reg::R1),
@@ -80,10 +82,7 @@ fn split(n: u32) -> Vec<Rule> {
 /// the shard's chain, which alone binds the map and is never replaced.
 fn pick(n: u32) -> Vec<Rule> {
     vec![
-        rule(vec![
-            Expr::immediate(reg::R1, 7u32.to_ne_bytes()),
-            ct_set(reg::R1),
-        ]),
+        tag(),
         rule(vec![
             numgen(n),
             ct_set(reg::R1),
