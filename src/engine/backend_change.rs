@@ -176,3 +176,65 @@ pub(super) fn parts(
 fn put(part: &mut FarmPart, set: &str, e: SetElem) {
     part.elems.entry(set.to_string()).or_default().push(e);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackendState, Mark, parse_config};
+
+    fn farm(n: usize) -> Farm {
+        let backends: Vec<serde_json::Value> = (0..n)
+            .map(|i| serde_json::json!({"name": format!("b{i}"), "ip-addr": format!("10.0.{}.{}", i / 256, i % 256)}))
+            .collect();
+        let doc = serde_json::json!({"farms": [{"name": "f", "virtual-addresses": ["192.0.2.1"],
+            "scheduler": "weight", "backends": backends}]});
+        parse_config(&doc.to_string()).unwrap().farms[0].clone()
+    }
+
+    fn names(p: Option<Pair>) -> Option<(Option<String>, Option<String>)> {
+        p.map(|(o, n)| (o.map(|b| b.name.clone()), n.map(|b| b.name.clone())))
+    }
+
+    #[test]
+    fn one_backend_changed_added_or_removed_is_followed_alone() {
+        let old = farm(1_000);
+        let b = |s: &str| Some(s.to_string());
+        let mut new = old.clone();
+        new.backends[700].state = BackendState::Down;
+        assert_eq!(names(single(&old, &new)), Some((b("b700"), b("b700"))));
+        let mut new = old.clone();
+        new.backends[3].weight = 9;
+        assert_eq!(names(single(&old, &new)), Some((b("b3"), b("b3"))));
+        let mut new = old.clone();
+        let mut added = old.backends[0].clone();
+        added.name = "new".into();
+        new.backends.push(added);
+        assert_eq!(names(single(&old, &new)), Some((None, b("new"))));
+        let mut new = old.clone();
+        new.backends.remove(500);
+        assert_eq!(names(single(&old, &new)), Some((b("b500"), None)));
+    }
+
+    #[test]
+    fn anything_else_is_worked_out_whole() {
+        let old = farm(300);
+        let mut two = old.clone();
+        two.backends[1].weight = 2;
+        two.backends[200].weight = 2;
+        assert!(single(&old, &two).is_none(), "two backends");
+        let mut keys = old.clone();
+        keys.backends[1].weight = 2;
+        keys.persist_ttl += 1;
+        assert!(single(&old, &keys).is_none(), "the farm's own keys changed");
+        let mut marked = old.clone();
+        marked.backends[1].mark = Some(Mark(7));
+        assert!(single(&old, &marked).is_none(), "a mark changes shared parts");
+        let mut renamed = old.clone();
+        renamed.backends[1].name = "other".into();
+        assert!(single(&old, &renamed).is_none(), "a rename");
+        let mut moved = old.clone();
+        moved.backends.remove(10);
+        moved.backends[20].weight = 5;
+        assert!(single(&old, &moved).is_none(), "a removal and a change");
+    }
+}
