@@ -8,8 +8,11 @@
 //!
 //! Figures go to stdout and to `target/nftlbd-bench/service.md` (or $NFTLBD_BENCH_OUT_SERVICE).
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,21 +26,6 @@ fn farm_json(n: usize) -> Value {
         .map(|i| json!({"name": format!("b{i}"), "ip-addr": format!("10.{}.{}.{}", 64 + i / 65536, (i / 256) % 256, i % 256)}))
         .collect();
     json!({"name": "big", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80,443", "backends": b})
-}
-
-/// One varlink call and its reply's parameters.
-fn call(s: &mut BufReader<UnixStream>, method: &str, params: Value) -> Value {
-    let mut msg =
-        serde_json::to_vec(&json!({"method": format!("org.nftlbd1.{method}"), "parameters": params}))
-            .expect("encode");
-    msg.push(0);
-    s.get_mut().write_all(&msg).expect("send");
-    let mut buf = Vec::new();
-    s.read_until(0, &mut buf).expect("reply");
-    buf.pop();
-    let reply: Value = serde_json::from_slice(&buf).expect("json reply");
-    assert!(reply.get("error").is_none(), "{method}: {reply}");
-    reply["parameters"].clone()
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -99,7 +87,7 @@ fn main() {
     let farm = farm_json(n);
     let doc = |f: &Value| -> Config { parse_config(&json!({"farms": [f]}).to_string()).expect("valid") };
     let t = Instant::now();
-    call(&mut vl, "CreateFarm", json!({"farm": farm}));
+    common::call(&mut vl, "CreateFarm", json!({"farm": farm}));
     let load_service = t.elapsed();
     let t = Instant::now();
     engine.reconcile(doc(&farm), Allocation::default()).expect("load");
@@ -115,7 +103,7 @@ fn main() {
         let b = format!("b{}", (r * 7919) % n);
         for state in ["drain", "up"] {
             let t = Instant::now();
-            call(
+            common::call(
                 &mut vl,
                 "SetBackendState",
                 json!({"farm": "big", "backend": b, "state": state}),
@@ -132,14 +120,14 @@ fn main() {
         }
         let extra = json!({"name": "extra", "ip-addr": "10.200.0.1"});
         let t = Instant::now();
-        call(&mut vl, "AddBackend", json!({"farm": "big", "backend": extra}));
+        common::call(&mut vl, "AddBackend", json!({"farm": "big", "backend": extra}));
         rows[1].1.push(t.elapsed());
         current["backends"].as_array_mut().expect("list").push(extra);
         let t = Instant::now();
         engine.apply(doc(&current)).expect("apply");
         rows[1].2.push(t.elapsed());
         let t = Instant::now();
-        call(
+        common::call(
             &mut vl,
             "RemoveBackend",
             json!({"farm": "big", "backend": "extra"}),
@@ -151,7 +139,7 @@ fn main() {
         rows[2].2.push(t.elapsed());
     }
     let t = Instant::now();
-    let got = call(&mut vl, "GetFarm", json!({"name": "big"}));
+    let got = common::call(&mut vl, "GetFarm", json!({"name": "big"}));
     let read = t.elapsed();
     assert_eq!(got["status"]["backends"].as_array().map(Vec::len), Some(n));
 

@@ -11,13 +11,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Calls timed per size ($NFTLBD_CALLS, 20 unless told): more to profile the daemon.
 fn calls() -> usize {
@@ -26,20 +26,6 @@ fn calls() -> usize {
         .and_then(|c| c.parse().ok())
         .filter(|c| *c > 0)
         .unwrap_or(20)
-}
-
-fn call(s: &mut BufReader<UnixStream>, method: &str, params: Value) -> Value {
-    let mut msg =
-        serde_json::to_vec(&json!({"method": format!("org.nftlbd1.{method}"), "parameters": params}))
-            .expect("encode");
-    msg.push(0);
-    s.get_mut().write_all(&msg).expect("send");
-    let mut buf = Vec::new();
-    s.read_until(0, &mut buf).expect("reply");
-    buf.pop();
-    let reply: Value = serde_json::from_slice(&buf).expect("json reply");
-    assert!(reply.get("error").is_none(), "{method}: {reply}");
-    reply["parameters"].clone()
 }
 
 struct Daemon {
@@ -149,7 +135,7 @@ fn main() {
     for n in sizes {
         let (d, mut vl) = start(n);
         let t = Instant::now();
-        call(
+        common::call(
             &mut vl,
             "CreateFarm",
             json!({"farm": common::weighted_farm("big", n)}),
@@ -162,7 +148,7 @@ fn main() {
             let b = format!("b{}", (r / 2 * 7919) % n);
             let state = if r % 2 == 0 { "drain" } else { "up" };
             let t = Instant::now();
-            call(
+            common::call(
                 &mut vl,
                 "SetBackendState",
                 json!({"farm": "big", "backend": b, "state": state}),
