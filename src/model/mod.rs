@@ -4,22 +4,37 @@
 //! types, `validate` the whole-document checks that run before anything reaches the kernel.
 
 mod config;
+mod health;
+#[cfg(test)]
+mod health_tests;
+mod health_validate;
 mod list;
 mod names;
+mod pattern;
 mod policy_element;
 mod ports;
+mod seconds;
 mod session_client;
 mod states;
+mod status_ranges;
 mod validate;
 mod values;
 
 pub use config::{Backend, Config, Farm, Policy, Session};
+pub use health::{
+    ALL_TYPES, COMMON_KEYS, CheckType, Health, HealthCheck, HealthCheckOverride, KeyError, OnFailure,
+    QueryType, Rcode, effective, type_keys,
+};
+pub use health_validate::{validate_backend_health_check, validate_health_check};
 pub use list::List;
 pub use names::{NameError, bus_path_escape, bus_path_unescape, validate_name};
+pub use pattern::{Pattern, PatternError};
 pub use policy_element::{PolicyElement, PolicyElementError};
 pub use ports::{PortError, PortRange, Ports};
+pub use seconds::Seconds;
 pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_client};
 pub use states::{PriorityTiers, effective_priority, is_active, keeps_clients, takes_new_flows};
+pub use status_ranges::StatusRanges;
 pub use validate::{
     FieldError, Invalid, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,
     parse_backend_value, parse_config, parse_farm_value, parse_policy_value, validate,
