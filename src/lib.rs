@@ -8,6 +8,7 @@
 pub mod ctl;
 pub mod dbus;
 pub mod engine;
+pub mod health;
 pub mod logging;
 pub mod model;
 pub mod netlink;
