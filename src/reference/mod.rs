@@ -5,6 +5,7 @@
 
 mod dbus;
 mod errors;
+mod health;
 mod index;
 mod json;
 mod markdown;
@@ -28,6 +29,7 @@ pub fn render() -> Vec<(&'static str, String)> {
         ("json.md", json::render()),
         ("polkit.md", polkit::render()),
         ("errors.md", errors::render()),
+        ("health.md", health::render()),
     ]
 }
 

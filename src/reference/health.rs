@@ -1,0 +1,251 @@
+//! docs/health.md: the `health-check` object, every key with the checks it belongs to, its
+//! default and meaning, and an example. The key list is checked against the model's.
+
+use super::GENERATED;
+use super::markdown::{block, code, table};
+
+/// Each key: name, JSON type, default, description.
+pub const KEYS: &[(&str, &str, &str, &str)] = &[
+    (
+        "type",
+        "string",
+        "(required)",
+        "tcp (a connection is accepted), http, https, udp, dns, exec or agent.",
+    ),
+    (
+        "port",
+        "number",
+        "the backend's port, else the farm's first virtual port",
+        "The port probed.",
+    ),
+    (
+        "interval",
+        "seconds",
+        "2",
+        "The wait between checks of a healthy backend. Fractions are allowed: 0.5.",
+    ),
+    (
+        "fast-interval",
+        "seconds",
+        "interval",
+        "The wait while a backend is turning: some results disagree with its health, not yet rise or fall of them.",
+    ),
+    (
+        "down-interval",
+        "seconds",
+        "interval",
+        "The wait between checks of a failing backend.",
+    ),
+    (
+        "timeout",
+        "seconds",
+        "1",
+        "A check not done by then has failed; must be below every interval. A command is killed with everything it started.",
+    ),
+    (
+        "rise",
+        "number",
+        "2",
+        "Successes in a row that make a failing backend healthy (1-100).",
+    ),
+    (
+        "fall",
+        "number",
+        "3",
+        "Failures in a row that make a healthy backend failing (1-100).",
+    ),
+    (
+        "jitter",
+        "seconds",
+        "a tenth of interval",
+        "Up to this much is added at random to each wait, the first one included, so thousands of checks do not fire at once; at most interval.",
+    ),
+    (
+        "slow-start",
+        "seconds",
+        "0",
+        "After recovery the backend's weight ramps up over this long.",
+    ),
+    (
+        "on-failure",
+        "string",
+        "stop-new",
+        "stop-new: a failing backend gets no new connections; cut: its established connections are also deleted.",
+    ),
+    ("source-addr", "string", "none", "Probes leave from this address."),
+    ("iface", "string", "none", "Probes leave through this interface."),
+    (
+        "mark",
+        "number",
+        "none",
+        "Probes carry this packet mark, to follow the traffic's policy routes.",
+    ),
+    ("method", "string", "GET", "http, https: the request method."),
+    (
+        "path",
+        "string",
+        "(required)",
+        "http, https: the request path, from /.",
+    ),
+    (
+        "host",
+        "string",
+        "the backend's address and port",
+        "http, https: the Host header and the TLS server name.",
+    ),
+    (
+        "headers",
+        "object of strings",
+        "none",
+        "http, https: more request headers, name to value (not Host, Connection, Content-Length or Transfer-Encoding).",
+    ),
+    (
+        "expect-status",
+        "string",
+        "200-399",
+        "http, https: the statuses that pass, as ranges and codes: 200-299,302.",
+    ),
+    (
+        "expect-body",
+        "string",
+        "none",
+        "http, https: a pattern the body (its first 64 KiB) must match.",
+    ),
+    (
+        "expect-body-absent",
+        "boolean",
+        "false",
+        "http, https: the body must not match expect-body instead.",
+    ),
+    (
+        "tls-verify",
+        "boolean",
+        "true",
+        "https: verify the backend's certificate.",
+    ),
+    ("send", "string", "(required)", "udp: the datagram sent."),
+    (
+        "expect",
+        "string",
+        "any reply",
+        "udp: a pattern the reply must match.",
+    ),
+    (
+        "query-name",
+        "string",
+        "(required)",
+        "dns: the name asked for (over UDP, recursion desired).",
+    ),
+    (
+        "query-type",
+        "string",
+        "A",
+        "dns: A, AAAA, NS, CNAME, SOA, PTR, MX, TXT or SRV.",
+    ),
+    (
+        "expect-rcode",
+        "string",
+        "noerror",
+        "dns: the response code that passes: noerror, formerr, servfail, nxdomain, notimp or refused.",
+    ),
+    (
+        "command",
+        "array of strings",
+        "(required)",
+        "exec: an absolute program path and its arguments; an argument HOST or PORT is replaced by the backend's address or the probed port (also in NFTLBD_HOST and NFTLBD_PORT). Exit 0 passes, as with Nagios plugins; the first line of output is the reason.",
+    ),
+    (
+        "user",
+        "string",
+        "nobody",
+        "exec: the unprivileged user the command runs as when nftlbd runs as root.",
+    ),
+    (
+        "agent-port",
+        "number",
+        "port",
+        "agent: the port the agent answers on with one line: up, down, drain and/or a weight such as 50%.",
+    ),
+];
+
+pub const EXAMPLE: &str = r#"{"farms": [{"name": "web", "virtual-addresses": ["192.0.2.10"], "virtual-ports": "80",
+  "health-check": {"type": "http", "path": "/health", "interval": 1, "timeout": 0.5, "fall": 2,
+                   "expect-status": "200-299", "expect-body": "\"status\":\\s*\"ok\""},
+  "backends": [{"name": "a", "ip-addr": "10.0.0.1"},
+               {"name": "b", "ip-addr": "10.0.0.2", "health-check": {"path": "/ready"}},
+               {"name": "sorry", "ip-addr": "10.0.0.9", "health-check": {"enabled": false}}]}]}
+"#;
+
+pub fn render() -> String {
+    let rows: Vec<Vec<String>> = KEYS
+        .iter()
+        .map(|(key, json, default, doc)| vec![code(key), (*json).into(), (*default).into(), (*doc).into()])
+        .collect();
+    let mut out = String::from("# Health checks\n\n");
+    out.push_str(GENERATED);
+    out.push_str(
+        "\nA farm's `health-check` says how nftlbd finds out whether each backend serves; a backend's \
+         own `health-check` changes some of its keys for that backend alone. Checks set a backend's \
+         `health` (unknown, healthy, failing); people set its `state` (up, drain, down, off); a check \
+         never overrides a state. Times are in seconds, fractions allowed. A key that does not belong \
+         to the check's type is refused, as are a timeout not below the interval and a type without \
+         its required keys; errors name the field, as `farms[web].health-check.timeout`.\n\n\
+         The first result decides a backend's health, so one round of checks after a start knows \
+         every backend; after that it takes `fall` failures or `rise` successes in a row to turn. \
+         Identical checks of the same address and port are made once and shared. The reason of a \
+         turn is the last result and the count: `http 503, 3 failures`, `connection refused`.\n\n",
+    );
+    out.push_str(&table(&["key", "JSON", "default", "meaning"], &rows));
+    out.push_str(
+        "\nIn a backend's `health-check`, `\"enabled\": false` leaves the backend unchecked whatever \
+         the farm's check; another `type` keeps the farm's common keys (times, counts, source) but \
+         none of its type's keys; without a farm check the backend's must give its `type`.\n\n\
+         Patterns (`expect-body`, `expect`) match bytes anywhere in the reply unless anchored: \
+         literals, `.`, classes such as `[a-z0-9_]` and `[^...]`, `\\d \\w \\s` and their negations, \
+         `^ $`, groups `(...)`, `|`, and `* + ?`. Braces are escaped (`\\{`). Matching takes time \
+         linear in the reply, whatever the pattern.\n\n## Example\n\n",
+    );
+    out.push_str(&block("json", EXAMPLE));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ALL_TYPES, COMMON_KEYS, type_keys};
+    use crate::model::{
+        HealthCheck, HealthCheckOverride, validate_backend_health_check, validate_health_check,
+    };
+
+    #[test]
+    fn the_page_names_exactly_the_keys_of_the_model() {
+        let mut model: Vec<&str> = ["type"].into_iter().chain(COMMON_KEYS.iter().copied()).collect();
+        for t in ALL_TYPES {
+            model.extend(
+                type_keys(t)
+                    .iter()
+                    .filter(|k| !model.contains(k))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let mut page: Vec<&str> = KEYS.iter().map(|k| k.0).collect();
+        model.sort_unstable();
+        page.sort_unstable();
+        assert_eq!(page, model);
+    }
+
+    #[test]
+    fn the_example_is_valid() {
+        let doc: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+        let farm = &doc["farms"][0];
+        let check: HealthCheck = serde_json::from_value(farm["health-check"].clone()).unwrap();
+        assert_eq!(validate_health_check(&check, "farms[web].health-check"), vec![]);
+        for b in farm["backends"].as_array().unwrap() {
+            let own: Option<HealthCheckOverride> = b
+                .get("health-check")
+                .map(|v| serde_json::from_value(v.clone()).unwrap());
+            let merged = validate_backend_health_check(Some(&check), own.as_ref(), "b").unwrap();
+            assert_eq!(merged.is_some(), b["name"] != "sorry");
+        }
+    }
+}
