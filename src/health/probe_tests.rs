@@ -467,3 +467,44 @@ async fn agent_advice_changes_are_reported_while_healthy() {
         })
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_targets_are_checked_in_one_round() {
+    // Distinct addresses make distinct probes; nothing listens, so each ends with a refusal.
+    let port = closed_port();
+    let c = check(json!({"type": "tcp", "interval": 5, "timeout": 1, "jitter": 0.5}));
+    let targets: Vec<Target> = (0..10_000u32)
+        .map(|i| Target {
+            farm: format!("f{}", i / 100),
+            backend: format!("b{}", i % 100),
+            addr: IpAddr::V4(Ipv4Addr::new(127, 1, (i >> 8) as u8, i as u8)),
+            port,
+            check: c.clone(),
+        })
+        .collect();
+    let (tx, mut rx) = mpsc::channel(1024);
+    let checker = Checker::start(tx);
+    let started = std::time::Instant::now();
+    checker.set_targets(targets).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 10_000 {
+        let t = next(&mut rx, 10).await;
+        assert_eq!(
+            (t.health, t.reason.as_str()),
+            (Health::Failing, "connection refused")
+        );
+        seen.insert((t.farm, t.backend));
+    }
+    // Jitter spreads the first round over half a second; the round itself must not take long.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The next round is five seconds away: nothing more is reported now.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err()
+    );
+}
