@@ -63,4 +63,8 @@ pub trait Engine: Send {
     /// one), so that the service can tell the generations it made from others'. 0 without a
     /// kernel.
     fn commits(&self) -> u64;
+
+    /// Commits large transactions unheard by the service's monitor (see `netlink::Quiet`). A no-op
+    /// without a kernel.
+    fn quiet(&mut self, _quiet: crate::netlink::Quiet) {}
 }

@@ -846,4 +846,7 @@ impl Engine for KernelEngine {
     fn commits(&self) -> u64 {
         self.conn.commits()
     }
+    fn quiet(&mut self, quiet: netlink::Quiet) {
+        self.conn.set_quiet(quiet);
+    }
 }

@@ -25,7 +25,7 @@ pub mod sys;
 pub mod types;
 
 pub use batch::Batch;
-pub use conn::Connection;
+pub use conn::{Connection, QUIET_BATCH_BYTES, Quiet};
 pub use consts::reg;
 pub use data::{ChainType, Data, Family, Hook, HookPoint, Verdict};
 pub use error::{Error, Result};

@@ -1,10 +1,12 @@
 //! The nf_tables change feed (NFNLGRP_NFTABLES): every change by anyone, as typed events. The
 //! service uses it to notice when someone else flushes or edits its tables.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::attr::{AttrIter, Attrs};
-use super::conn::{Connection, parse_msgs};
+use super::conn::{Connection, Quiet, parse_msgs};
 use super::consts::*;
 use super::data::Family;
 use super::error::{Error, Result};
@@ -74,8 +76,9 @@ pub struct Monitor {
     pending: std::collections::VecDeque<Event>,
     /// Asks the generation while the feed is paused.
     conn: Connection,
-    /// Someone else may have committed while the feed was paused.
-    missed: bool,
+    /// Someone else may have committed while the feed was paused (set by [`Monitor::pause`]'s
+    /// caller or by a connection committing unheard, see [`Monitor::quiet`]).
+    missed: Arc<AtomicBool>,
 }
 
 /// The feed paused: the generation before, to account for every transaction made meanwhile.
@@ -93,7 +96,16 @@ impl Monitor {
             buf: vec![0; 64 * 1024],
             pending: Default::default(),
             conn: Connection::new()?,
-            missed: false,
+            missed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// What a [`Connection`] needs to commit its large transactions unheard by this monitor
+    /// ([`Connection::set_quiet`]); its small ones are heard and skipped by port id.
+    pub fn quiet(&self) -> Result<Quiet> {
+        Ok(Quiet {
+            membership: self.sock.membership(NFNLGRP_NFTABLES)?,
+            missed: self.missed.clone(),
         })
     }
 
@@ -121,7 +133,7 @@ impl Monitor {
             .generation
             .map(|g| u64::from(g).wrapping_add(ours) & u64::from(u32::MAX));
         if expected.is_none() || now.as_ref().ok().map(|&g| u64::from(g)) != expected {
-            self.missed = true;
+            self.missed.store(true, Ordering::SeqCst);
         }
         joined?;
         now.map(|_| ())
@@ -171,7 +183,12 @@ impl Monitor {
     /// are skipped undecoded, so they cost only their reading.
     pub fn foreign_change(&mut self, ours: u32, table: &str) -> Result<bool> {
         let touches = |e: &Event| e.origin != ours && e.change.table().is_some_and(|(_, t)| t == table);
-        let mut foreign = std::mem::take(&mut self.missed);
+        let mut foreign = self.missed.swap(false, Ordering::SeqCst);
+        // A pause may have ended without joining again: hear from now on, whatever happened.
+        if foreign && let Err(e) = self.sock.join(NFNLGRP_NFTABLES) {
+            self.missed.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
         foreign |= self.pending.drain(..).any(|e| touches(&e));
         while let Some(n) = self.sock.try_recv(&mut self.buf)? {
             for m in parse_msgs(&self.buf[..n]) {

@@ -47,6 +47,9 @@ sockopt_impl!(
     u32
 );
 
+/// The least receive buffer: twice the largest datagram nf_tables or rtnetlink queues at once.
+const RECV_BUF: usize = 64 * 1024;
+
 pub struct Socket {
     fd: OwnedFd,
     portid: u32,
@@ -100,6 +103,15 @@ impl Socket {
         Ok(setsockopt(&self.fd, DropMembership, &group)?)
     }
 
+    /// A second handle on this socket that joins and leaves `group`, for the code that knows
+    /// when a transaction is large enough not to be heard.
+    pub fn membership(&self, group: u32) -> io::Result<Membership> {
+        Ok(Membership {
+            fd: self.fd.try_clone()?,
+            group,
+        })
+    }
+
     /// Joins legacy multicast groups given as a bit mask (rtnetlink's RTMGRP_*) by rebinding.
     pub fn join_legacy_groups(&self, mask: u32) -> io::Result<()> {
         Ok(socket::bind(
@@ -151,7 +163,8 @@ impl Socket {
         }
     }
 
-    /// Receives one datagram into `buf` (grown if the datagram was truncated); returns its length.
+    /// Receives one datagram into `buf` (at least 64 KiB); returns its length. A datagram longer
+    /// than `buf` is lost: that is an error, and `buf` is grown to fit the next.
     pub fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         self.recv_flags(buf, MsgFlags::empty())
     }
@@ -166,26 +179,24 @@ impl Socket {
     }
 
     fn recv_flags(&self, buf: &mut Vec<u8>, flags: MsgFlags) -> io::Result<usize> {
+        // One read per datagram: with MSG_TRUNC the kernel returns the datagram's real length.
+        // The buffers are larger than anything nf_tables sends at once (a dump part or a
+        // notification skb is at most 32 KiB), so a cut is an anomaly: it is reported, and the
+        // buffer grown so that the next one fits.
+        if buf.len() < RECV_BUF {
+            buf.resize(RECV_BUF, 0);
+        }
         loop {
-            // Peek at the size first so that no datagram is ever cut: with MSG_TRUNC the kernel
-            // returns the datagram's real length even when it is longer than `buf`.
-            let need = match socket::recv(
-                self.fd.as_raw_fd(),
-                buf,
-                flags | MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
-            ) {
+            match socket::recv(self.fd.as_raw_fd(), buf, flags | MsgFlags::MSG_TRUNC) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => return Err(e.into()),
-                Ok(n) => n,
-            };
-            if need > buf.len() {
-                buf.resize(need, 0);
-            }
-            // The peeked datagram is still queued (only this thread reads the socket), so this
-            // does not wait even without MSG_DONTWAIT; the flag keeps it so if that ever changes.
-            match socket::recv(self.fd.as_raw_fd(), buf, flags) {
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+                Ok(n) if n > buf.len() => {
+                    buf.resize(n, 0);
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a netlink message of {n} bytes did not fit the buffer and was lost"),
+                    ));
+                }
                 Ok(n) => return Ok(n),
             }
         }
@@ -201,6 +212,23 @@ impl Socket {
             None => TimeVal::new(0, 0),
         };
         Ok(setsockopt(&self.fd, sockopt::ReceiveTimeout, &tv)?)
+    }
+}
+
+/// Joins and leaves one multicast group of a socket owned elsewhere (the descriptor is a
+/// duplicate: the membership is the socket's).
+pub struct Membership {
+    fd: OwnedFd,
+    group: u32,
+}
+
+impl Membership {
+    pub fn join(&self) -> io::Result<()> {
+        Ok(setsockopt(&self.fd, AddMembership, &self.group)?)
+    }
+
+    pub fn leave(&self) -> io::Result<()> {
+        Ok(setsockopt(&self.fd, DropMembership, &self.group)?)
     }
 }
 
