@@ -19,7 +19,11 @@ pub use names::{NameError, bus_path_escape, bus_path_unescape, validate_name};
 pub use policy_element::{PolicyElement, PolicyElementError};
 pub use ports::{PortError, PortRange, Ports};
 pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_client};
-pub use states::{PriorityTiers, effective_priority, is_active, keeps_clients, takes_new_flows};
+#[cfg(test)]
+pub use states::whole_farm_passes;
+pub use states::{
+    PriorityTiers, effective_priority, is_active, keeps_clients, takes_new_flows, whole_farm_pass,
+};
 pub use validate::{
     FieldError, Invalid, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,
     parse_backend_value, parse_config, parse_farm_value, parse_policy_value, validate,
