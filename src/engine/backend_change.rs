@@ -105,9 +105,8 @@ impl Undo {
 /// The farm's weight before the change, and its effective priorities before and after, capped
 /// at the highest priority a backend has (before or after): above it every tier is active alike,
 /// and one backend down among equals (which brings in a tier nobody is in) moves no other
-/// backend. One pass over the farm.
-pub(super) fn weight_and_priorities(old: &Farm, pair: Pair) -> (u64, u32, u32) {
-    let mut tiers = PriorityTiers::of(old);
+/// backend. `tiers` are the farm's before the change; they come back as they are after it.
+pub(super) fn weight_and_priorities(tiers: &mut PriorityTiers, pair: Pair) -> (u64, u32, u32) {
     let (weight, before) = (tiers.weight(), tiers.effective());
     if let Some(o) = pair.0 {
         tiers.remove(o);

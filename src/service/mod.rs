@@ -15,6 +15,8 @@ pub mod authority;
 pub mod diff;
 pub mod edit;
 mod execute;
+#[cfg(test)]
+mod guard_tests;
 pub mod index;
 #[cfg(test)]
 mod journal_tests;
