@@ -588,7 +588,7 @@ impl KernelEngine {
             }
             Err(_) => {
                 if let Some(fa) = self.alloc.farms.get_mut(&new.name) {
-                    undo.restore(fa);
+                    undo.restore(fa, &delta);
                 }
             }
         }
@@ -617,8 +617,16 @@ impl KernelEngine {
             let Some(committed) = state.farms.get(&farm.name) else {
                 continue;
             };
-            let old = (undo.slots(fam.is_v6()), undo.removed_member());
-            let (o, n) = backend_change::parts(fam, committed, farm, fa, policies, pair, delta, old);
+            let (o, n) = backend_change::parts(
+                fam,
+                committed,
+                farm,
+                fa,
+                policies,
+                pair,
+                delta,
+                undo.removed_member(),
+            );
             ruleset::diff_parts(
                 Some(state),
                 Some(state),
