@@ -7,9 +7,10 @@ fn main() {
     let b: Vec<Value> = (0..n).map(|i| json!({"name": format!("b{i}"), "ip-addr": format!("10.{}.{}.{}", 64 + i / 65536, (i / 256) % 256, i % 256)})).collect();
     let doc = json!({"farms": [{"name": "big", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80,443", "backends": b}]});
     let c = parse_config(&doc.to_string()).unwrap();
+    let ix = nftlbd::service::index::ConfigIndex::build(std::sync::Arc::new(c.clone()));
     for _ in 0..3 {
         let t = Instant::now();
-        let c2 = ops::set_backend_state("big".into(), "b5".into(), "drain".into())(&c).unwrap();
+        let c2 = ops::set_backend_state("big".into(), "b5".into(), "drain".into())(&ix).unwrap();
         println!("op: {:?}", t.elapsed());
         let t = Instant::now();
         nftlbd::model::validate(&c2).unwrap();

@@ -57,8 +57,6 @@ pub(super) fn single<'a>(old: &'a Farm, new: &'a Farm) -> Option<Pair<'a>> {
 
 /// What undoes the allocation side of a per-backend change (a commit refused by the kernel).
 pub(super) struct Undo {
-    slots4: Vec<u16>,
-    slots6: Vec<u16>,
     next_member: u16,
     added: Option<String>,
     removed: Option<(String, u16)>,
@@ -67,8 +65,6 @@ pub(super) struct Undo {
 impl Undo {
     pub(super) fn take(fa: &FarmAlloc, pair: Pair) -> Undo {
         Undo {
-            slots4: fa.slots4.clone(),
-            slots6: fa.slots6.clone(),
             next_member: fa.next_member,
             added: pair.0.is_none().then(|| pair.1.map(|b| b.name.clone())).flatten(),
             removed: match pair {
@@ -78,9 +74,10 @@ impl Undo {
         }
     }
 
-    pub(super) fn restore(self, fa: &mut FarmAlloc) {
-        fa.slots4 = self.slots4;
-        fa.slots6 = self.slots6;
+    /// Puts the allocation back as it was before the change that gave `delta`.
+    pub(super) fn restore(self, fa: &mut FarmAlloc, delta: &SlotDelta) {
+        delta.v4.undo(&mut fa.slots4);
+        delta.v6.undo(&mut fa.slots6);
         fa.next_member = self.next_member;
         if let Some(name) = self.added {
             fa.members.remove(&name);
@@ -95,19 +92,13 @@ impl Undo {
     pub(super) fn removed_member(&self) -> Option<u16> {
         self.removed.as_ref().map(|r| r.1)
     }
-
-    /// The slots as they were, to name the elements the change replaces.
-    pub(super) fn slots(&self, v6: bool) -> &[u16] {
-        if v6 { &self.slots6 } else { &self.slots4 }
-    }
 }
 
 /// The farm's weight before the change, and its effective priorities before and after, capped
 /// at the highest priority a backend has (before or after): above it every tier is active alike,
 /// and one backend down among equals (which brings in a tier nobody is in) moves no other
-/// backend. One pass over the farm.
-pub(super) fn weight_and_priorities(old: &Farm, pair: Pair) -> (u64, u32, u32) {
-    let mut tiers = PriorityTiers::of(old);
+/// backend. `tiers` are the farm's before the change; they come back as they are after it.
+pub(super) fn weight_and_priorities(tiers: &mut PriorityTiers, pair: Pair) -> (u64, u32, u32) {
     let (weight, before) = (tiers.weight(), tiers.effective());
     if let Some(o) = pair.0 {
         tiers.remove(o);
@@ -131,7 +122,7 @@ pub(super) fn parts(
     policies: &List<Policy>,
     pair: Pair,
     delta: &SlotDelta,
-    (old_slots, removed_member): (&[u16], Option<u16>),
+    removed_member: Option<u16>,
 ) -> (FarmPart, FarmPart) {
     let own = render::farm_own_part(fam, farm, fa, policies);
     let mut old = FarmPart {
@@ -157,18 +148,17 @@ pub(super) fn parts(
     let d = delta.family(fam.is_v6());
     let shard = slots_set(shard_of(fa.id));
     let slots = fa.slots(fam.is_v6());
-    for i in d.changed.iter().map(|i| *i as usize) {
-        if let Some(m) = old_slots.get(i) {
-            put(&mut old, &shard, render::slot_elem(fa, i, *m));
+    // The slots as they were come with the delta: no copy of the farm's slots.
+    for (i, was) in d.changed.iter().map(|i| *i as usize).zip(&d.was) {
+        if *was != 0 {
+            put(&mut old, &shard, render::slot_elem(fa, i, *was));
         }
         if let Some(m) = slots.get(i) {
             put(&mut new, &shard, render::slot_elem(fa, i, *m));
         }
     }
-    for i in d.removed().map(|i| i as usize) {
-        if let Some(m) = old_slots.get(i) {
-            put(&mut old, &shard, render::slot_elem(fa, i, *m));
-        }
+    for (i, m) in d.removed().map(|i| i as usize).zip(&d.gone) {
+        put(&mut old, &shard, render::slot_elem(fa, i, *m));
     }
     (old, new)
 }

@@ -190,6 +190,9 @@ pub struct KernelEngine {
     /// Farms whose committed parts lack their elements (a per-backend change did not list them):
     /// rendered again from the committed configuration when the farm changes whole.
     stale: std::collections::HashSet<String>,
+    /// Each farm's priority tiers, kept per backend change (see `apply_backend`) so that one
+    /// backend's change does not count the farm's backends.
+    tiers: HashMap<String, model::PriorityTiers>,
     /// Interfaces, routes and neighbours of the engine's network namespace.
     host: l2::Host,
 }
@@ -211,6 +214,7 @@ impl KernelEngine {
             l2: None,
             l2_macs: l2::BackendMacs::new(),
             stale: Default::default(),
+            tiers: HashMap::new(),
             host: l2::Host::here(),
         })
     }
@@ -283,6 +287,12 @@ impl KernelEngine {
         self.stale.clear();
         self.unsure = false;
         self.index = model::ServiceIndex::of(&self.config);
+        self.tiers = self
+            .config
+            .farms
+            .iter()
+            .map(|f| (f.name.clone(), model::PriorityTiers::of(f)))
+            .collect();
         for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
             self.climits[i] = render::climit_users(fam, self.config.farms.iter());
         }
@@ -355,9 +365,11 @@ impl KernelEngine {
                 for name in &changed {
                     if let Some(f) = old_by.get(name.as_str()) {
                         self.index.remove(f);
+                        self.tiers.remove(name);
                     }
                     if let Some(f) = new_by.get(name.as_str()) {
                         self.index.insert(f);
+                        self.tiers.insert(name.clone(), model::PriorityTiers::of(f));
                     }
                 }
                 Ok(outcome)
@@ -547,7 +559,11 @@ impl KernelEngine {
         pair: backend_change::Pair,
         policies: &List<Policy>,
     ) -> Result<Outcome> {
-        let (weight_before, p_old, p_new) = backend_change::weight_and_priorities(old, pair);
+        let mut tiers = match self.tiers.get(&old.name) {
+            Some(t) => t.clone(),
+            None => model::PriorityTiers::of(old),
+        };
+        let (weight_before, p_old, p_new) = backend_change::weight_and_priorities(&mut tiers, pair);
         let added = pair.0.is_none();
         // A name changed in place stays unique; an added one is counted.
         let named = |n: &str| {
@@ -566,10 +582,15 @@ impl KernelEngine {
         let undo = backend_change::Undo::take(fa, pair);
         let delta = fa.change_backend(new, pair.0, pair.1, p_old, p_new)?;
         let result = self.send_backend(new, pair, policies, &delta, &undo);
-        if result.is_err()
-            && let Some(fa) = self.alloc.farms.get_mut(&new.name)
-        {
-            undo.restore(fa);
+        match &result {
+            Ok(_) => {
+                self.tiers.insert(new.name.clone(), tiers);
+            }
+            Err(_) => {
+                if let Some(fa) = self.alloc.farms.get_mut(&new.name) {
+                    undo.restore(fa, &delta);
+                }
+            }
         }
         result
     }
@@ -596,8 +617,16 @@ impl KernelEngine {
             let Some(committed) = state.farms.get(&farm.name) else {
                 continue;
             };
-            let old = (undo.slots(fam.is_v6()), undo.removed_member());
-            let (o, n) = backend_change::parts(fam, committed, farm, fa, policies, pair, delta, old);
+            let (o, n) = backend_change::parts(
+                fam,
+                committed,
+                farm,
+                fa,
+                policies,
+                pair,
+                delta,
+                undo.removed_member(),
+            );
             ruleset::diff_parts(
                 Some(state),
                 Some(state),

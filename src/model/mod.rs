@@ -33,7 +33,11 @@ pub use policy_element::{PolicyElement, PolicyElementError};
 pub use ports::{PortError, PortRange, Ports};
 pub use seconds::Seconds;
 pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_client};
-pub use states::{PriorityTiers, effective_priority, is_active, keeps_clients, takes_new_flows};
+#[cfg(test)]
+pub use states::whole_farm_passes;
+pub use states::{
+    PriorityTiers, effective_priority, is_active, keeps_clients, takes_new_flows, whole_farm_pass,
+};
 pub use status_ranges::StatusRanges;
 pub use validate::{
     FieldError, Invalid, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,

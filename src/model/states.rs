@@ -43,7 +43,9 @@ pub struct PriorityTiers {
 }
 
 impl PriorityTiers {
+    /// Counts every backend of the farm: O(farm), for farm-level changes and start-up only.
     pub fn of(farm: &Farm) -> PriorityTiers {
+        whole_farm_pass();
         let mut t = PriorityTiers::default();
         for b in &farm.backends {
             t.add(b);
@@ -100,6 +102,25 @@ impl PriorityTiers {
             p = next;
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    static WHOLE_FARM_PASSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks a pass over every backend of a farm on a change's way, so that tests can assert that a
+/// change to one backend makes none (a count, not a timing: it cannot be flaky). Counted per
+/// thread, as each service has its own writer thread.
+pub fn whole_farm_pass() {
+    #[cfg(test)]
+    WHOLE_FARM_PASSES.with(|c| c.set(c.get() + 1));
+}
+
+/// How many whole-farm passes this thread made so far.
+#[cfg(test)]
+pub fn whole_farm_passes() -> usize {
+    WHOLE_FARM_PASSES.with(|c| c.get())
 }
 
 /// Whether the scheduler gives new connections to this backend (at the farm's effective priority).

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::model::{Backend, BackendState, Config, Farm, Policy, PriorityTiers, is_active};
+use super::index::Names;
+use crate::model::{Backend, BackendState, Config, Farm, Policy, PriorityTiers, is_active, whole_farm_pass};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -49,6 +50,10 @@ pub struct BackendChange {
     pub active: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<Transition>,
+    /// Where it is in the farm's new list of backends (in the old one when removed): what the
+    /// journal and the name index need, without looking it up by name.
+    #[serde(skip)]
+    pub at: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -64,6 +69,13 @@ pub struct FarmChange {
     /// Whether the list of backends (names, order) changed.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub backend_list: bool,
+    /// Whether the backends that stayed kept their order (the old list without the removed
+    /// ones is the new list without the added ones).
+    #[serde(skip)]
+    pub in_order: bool,
+    /// Where the farm is in the new list of farms (in the old one when removed).
+    #[serde(skip)]
+    pub at: usize,
     /// The highest backend priority in use, when it changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_priority: Option<u32>,
@@ -93,45 +105,67 @@ pub struct Diff {
 impl Diff {
     /// What changed from `old` to `new`; state transitions are said to be for `reason`.
     pub fn between(old: &Config, new: &Config, reason: &str) -> Diff {
+        Diff::between_known(old, new, reason, None)
+    }
+
+    /// [`Diff::between`], with the name index of `old` (its farms' priority tiers): a change to
+    /// some backends of a farm then costs those backends, not the farm.
+    pub fn between_known(old: &Config, new: &Config, reason: &str, names: Option<&Names>) -> Diff {
+        let tiers = |f: &Farm| match names.and_then(|n| n.tiers(&f.name)) {
+            Some(t) => t.clone(),
+            None => PriorityTiers::of(f),
+        };
+        // Farms changed in place (the same names in the same order): found by the leaves the
+        // lists do not share, without a map of every farm's name.
+        if old.farms.len() == new.farms.len()
+            && let Some(at) = old.farms.differences(&new.farms)
+            && at.iter().all(|i| old.farms[*i].name == new.farms[*i].name)
+        {
+            let farms = at
+                .into_iter()
+                .map(|i| {
+                    let mut fc = farm_change(&old.farms[i], &new.farms[i], reason, tiers(&old.farms[i]));
+                    fc.at = i;
+                    fc
+                })
+                .collect();
+            let (policies, policy_list) = if old.policies == new.policies {
+                (Vec::new(), false)
+            } else {
+                policy_changes(old, new)
+            };
+            return Diff {
+                farms,
+                policies,
+                farm_list: false,
+                policy_list,
+            };
+        }
         let mut farms = Vec::new();
         let after: HashMap<&str, &Farm> = new.farms.iter().map(|f| (f.name.as_str(), f)).collect();
-        let before: HashMap<&str, &Farm> = old.farms.iter().map(|f| (f.name.as_str(), f)).collect();
-        for f in &old.farms {
+        let before: HashMap<&str, (usize, &Farm)> = old
+            .farms
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), (i, f)))
+            .collect();
+        for (i, f) in old.farms.iter().enumerate() {
             if !after.contains_key(f.name.as_str()) {
-                farms.push(FarmChange::whole(f, What::Removed));
+                farms.push(FarmChange::whole(f, What::Removed, i));
             }
         }
-        for f in &new.farms {
+        for (i, f) in new.farms.iter().enumerate() {
             match before.get(f.name.as_str()) {
-                None => farms.push(FarmChange::whole(f, What::Added)),
-                Some(o) if *o != f => farms.push(farm_change(o, f, reason)),
+                None => farms.push(FarmChange::whole(f, What::Added, i)),
+                Some((_, o)) if *o != f => {
+                    let mut fc = farm_change(o, f, reason, tiers(o));
+                    fc.at = i;
+                    farms.push(fc);
+                }
                 Some(_) => {}
             }
         }
-        let mut policies = Vec::new();
-        let after: HashMap<&str, &Policy> = new.policies.iter().map(|p| (p.name.as_str(), p)).collect();
-        let before: HashMap<&str, &Policy> = old.policies.iter().map(|p| (p.name.as_str(), p)).collect();
-        for p in &old.policies {
-            if !after.contains_key(p.name.as_str()) {
-                policies.push(PolicyChange {
-                    name: p.name.clone(),
-                    what: What::Removed,
-                    keys: Vec::new(),
-                });
-            }
-        }
-        for p in &new.policies {
-            let (what, keys) = match before.get(p.name.as_str()) {
-                None => (What::Added, Vec::new()),
-                Some(o) if *o != p => (What::Changed, keys(&object(*o), &object(p))),
-                Some(_) => continue,
-            };
-            policies.push(PolicyChange {
-                name: p.name.clone(),
-                what,
-                keys,
-            });
-        }
+        let (policies, policy_list) = policy_changes(old, new);
         Diff {
             farms,
             policies,
@@ -140,14 +174,46 @@ impl Diff {
                 .iter()
                 .map(|f| &f.name)
                 .ne(new.farms.iter().map(|f| &f.name)),
-            policy_list: old
-                .policies
-                .iter()
-                .map(|p| &p.name)
-                .ne(new.policies.iter().map(|p| &p.name)),
+            policy_list,
         }
     }
+}
 
+/// The policies added, removed and changed, and whether their list changed.
+fn policy_changes(old: &Config, new: &Config) -> (Vec<PolicyChange>, bool) {
+    let mut policies = Vec::new();
+    let after: HashMap<&str, &Policy> = new.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+    let before: HashMap<&str, &Policy> = old.policies.iter().map(|p| (p.name.as_str(), p)).collect();
+    for p in &old.policies {
+        if !after.contains_key(p.name.as_str()) {
+            policies.push(PolicyChange {
+                name: p.name.clone(),
+                what: What::Removed,
+                keys: Vec::new(),
+            });
+        }
+    }
+    for p in &new.policies {
+        let (what, keys) = match before.get(p.name.as_str()) {
+            None => (What::Added, Vec::new()),
+            Some(o) if *o != p => (What::Changed, keys(&object(*o), &object(p))),
+            Some(_) => continue,
+        };
+        policies.push(PolicyChange {
+            name: p.name.clone(),
+            what,
+            keys,
+        });
+    }
+    let list = old
+        .policies
+        .iter()
+        .map(|p| &p.name)
+        .ne(new.policies.iter().map(|p| &p.name));
+    (policies, list)
+}
+
+impl Diff {
     pub fn is_empty(&self) -> bool {
         self.farms.is_empty() && self.policies.is_empty()
     }
@@ -163,25 +229,27 @@ impl Diff {
 }
 
 impl FarmChange {
-    fn whole(f: &Farm, what: What) -> FarmChange {
+    fn whole(f: &Farm, what: What, at: usize) -> FarmChange {
         FarmChange {
             name: f.name.clone(),
             what,
             keys: Vec::new(),
             backends: Vec::new(),
             backend_list: false,
+            in_order: false,
+            at,
             effective_priority: None,
         }
     }
 }
 
-fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
+/// `tiers_old`: the priority tiers of `old`.
+fn farm_change(old: &Farm, new: &Farm, reason: &str, tiers_old: PriorityTiers) -> FarmChange {
     // Backends changed in place or appended, or one removed: only those differ, found by the
     // leaves the two lists do not share (a change to one backend of 60,000 looks at one leaf),
     // and the priority tiers of the new farm follow from the old one's by them.
     let at = in_place(old, new);
     let gone = removed_one(old, new);
-    let tiers_old = PriorityTiers::of(old);
     let tiers_new = match (&at, gone) {
         (Some(at), _) => {
             let mut t = tiers_old.clone();
@@ -195,15 +263,18 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
                 .for_each(|b| t.add(b));
             t
         }
-        (None, Some(b)) => {
+        (None, Some((_, b))) => {
             let mut t = tiers_old.clone();
             t.remove(b);
             t
         }
-        (None, None) => PriorityTiers::of(new),
+        (None, None) => {
+            whole_farm_pass();
+            PriorityTiers::of(new)
+        }
     };
     let (prio_old, prio_new) = (tiers_old.effective(), tiers_new.effective());
-    let changed = |o: &Backend, b: &Backend| -> Option<BackendChange> {
+    let changed = |o: &Backend, b: &Backend, at: usize| -> Option<BackendChange> {
         let (was, is) = (is_active(old, o, prio_old), is_active(new, b, prio_new));
         if o == b && was == is {
             return None;
@@ -223,51 +294,62 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
             },
             active: (was != is).then_some(is),
             state,
+            at,
         })
     };
-    let added = |b: &Backend| BackendChange {
+    let added = |b: &Backend, at: usize| BackendChange {
         name: b.name.clone(),
         what: What::Added,
         keys: Vec::new(),
         active: None,
         state: None,
+        at,
     };
     // Above the highest priority a backend has, every tier is active alike: with the same tiers
     // active, the changed backends are all that differ.
     let top = tiers_old.highest().max(tiers_new.highest());
     let same_tiers = prio_old.min(top) == prio_new.min(top) && new.state == old.state;
-    let (backends, backend_list) = match at.filter(|_| same_tiers) {
+    let (backends, backend_list, in_order) = match at.filter(|_| same_tiers) {
         _ if same_tiers && gone.is_some() => {
-            let gone = gone.map(|b| BackendChange {
+            let gone = gone.map(|(i, b)| BackendChange {
                 what: What::Removed,
-                ..added(b)
+                ..added(b, i)
             });
-            (gone.into_iter().collect(), true)
+            (gone.into_iter().collect(), true, true)
         }
         Some(at) => {
             let mut out: Vec<BackendChange> = at
                 .into_iter()
-                .filter_map(|i| changed(&old.backends[i], &new.backends[i]))
+                .filter_map(|i| changed(&old.backends[i], &new.backends[i], i))
                 .collect();
-            out.extend(new.backends.iter().skip(old.backends.len()).map(added));
-            (out, new.backends.len() != old.backends.len())
+            let n = old.backends.len();
+            out.extend(
+                new.backends
+                    .iter()
+                    .skip(n)
+                    .enumerate()
+                    .map(|(k, b)| added(b, n + k)),
+            );
+            (out, new.backends.len() != n, true)
         }
         None => {
+            // Tiers changed or the list was reordered: every backend may have changed.
+            whole_farm_pass();
             let before: HashMap<&str, &Backend> = old.backends.iter().map(|b| (b.name.as_str(), b)).collect();
             let after: HashMap<&str, &Backend> = new.backends.iter().map(|b| (b.name.as_str(), b)).collect();
             let mut out = Vec::new();
-            for b in &old.backends {
+            for (i, b) in old.backends.iter().enumerate() {
                 if !after.contains_key(b.name.as_str()) {
                     out.push(BackendChange {
                         what: What::Removed,
-                        ..added(b)
+                        ..added(b, i)
                     });
                 }
             }
-            for b in &new.backends {
+            for (i, b) in new.backends.iter().enumerate() {
                 match before.get(b.name.as_str()) {
-                    None => out.push(added(b)),
-                    Some(o) => out.extend(changed(o, b)),
+                    None => out.push(added(b, i)),
+                    Some(o) => out.extend(changed(o, b, i)),
                 }
             }
             let list = old
@@ -275,7 +357,17 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
                 .iter()
                 .map(|b| &b.name)
                 .ne(new.backends.iter().map(|b| &b.name));
-            (out, list)
+            let in_order = old
+                .backends
+                .iter()
+                .filter(|b| after.contains_key(b.name.as_str()))
+                .map(|b| &b.name)
+                .eq(new
+                    .backends
+                    .iter()
+                    .filter(|b| before.contains_key(b.name.as_str()))
+                    .map(|b| &b.name));
+            (out, list, in_order)
         }
     };
     FarmChange {
@@ -284,18 +376,20 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str) -> FarmChange {
         keys: keys(&farm_keys(old), &farm_keys(new)),
         backends,
         backend_list,
+        in_order,
+        at: 0,
         effective_priority: (prio_old != prio_new).then_some(prio_new),
     }
 }
 
-/// The one backend removed between two versions of a farm, the others unchanged.
-fn removed_one<'a>(old: &'a Farm, new: &Farm) -> Option<&'a Backend> {
+/// The one backend removed between two versions of a farm, the others unchanged, and where it was.
+fn removed_one<'a>(old: &'a Farm, new: &Farm) -> Option<(usize, &'a Backend)> {
     if new.backends.len() + 1 != old.backends.len() {
         return None;
     }
     let i = old.backends.first_difference(&new.backends);
     (old.backends.skip(i + 1) == new.backends.skip(i))
-        .then(|| old.backends.get(i))
+        .then(|| old.backends.get(i).map(|b| (i, b)))
         .flatten()
 }
 

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::ServiceError;
+use super::index::ConfigIndex;
 use crate::model::{Config, Invalid, parse_backend_value, parse_farm_value};
 
 pub type Obj = Map<String, Value>;
@@ -14,14 +15,14 @@ fn not_found_farm(name: &str) -> ServiceError {
 
 /// The configuration with farm `name` replaced by `f` of its canonical JSON, parsed back.
 pub fn farm(
-    c: &Config,
+    ix: &ConfigIndex,
     name: &str,
     f: impl FnOnce(&mut Obj) -> Result<(), ServiceError>,
 ) -> Result<Config, ServiceError> {
-    let i = c
-        .farms
-        .iter()
-        .position(|x| x.name == name)
+    let c = &*ix.config;
+    let i = ix
+        .names()
+        .farm_position(name)
         .ok_or_else(|| not_found_farm(name))?;
     let mut obj = to_obj(&c.farms[i])?;
     f(&mut obj)?;
@@ -36,20 +37,18 @@ pub fn farm(
 /// that backend goes through JSON (a farm may have thousands); it is validated with its farm
 /// when the change is applied.
 pub fn backend(
-    c: &Config,
+    ix: &ConfigIndex,
     name: &str,
     backend: &str,
     f: impl FnOnce(&mut Obj) -> Result<(), ServiceError>,
 ) -> Result<Config, ServiceError> {
-    let i = c
-        .farms
-        .iter()
-        .position(|x| x.name == name)
+    let c = &*ix.config;
+    ix.names()
+        .farm_position(name)
         .ok_or_else(|| not_found_farm(name))?;
-    let j = c.farms[i]
-        .backends
-        .iter()
-        .position(|b| b.name == backend)
+    let (i, j) = ix
+        .names()
+        .backend_position(name, backend)
         .ok_or_else(|| ServiceError::NotFound(format!("farm {name:?} has no backend named {backend:?}")))?;
     let mut obj = to_obj(&c.farms[i].backends[j])?;
     f(&mut obj)?;

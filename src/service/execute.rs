@@ -96,24 +96,27 @@ impl Service {
             // Answered with the caller, in `execute`.
             Operation::GetPermissions => return Ok(Output::Permissions(Vec::new())),
             Operation::CreateFarm { farm } => self.change(o(), ops::create_farm(*farm)).await?,
-            Operation::UpdateFarm { farm, patch } => self.change(o(), ops::update_farm(farm, patch)).await?,
+            Operation::UpdateFarm { farm, patch } => {
+                self.change_indexed(o(), ops::update_farm(farm, patch)).await?
+            }
             Operation::RenameFarm { farm, new_name } => {
-                self.change(o(), ops::rename_farm(farm, new_name)).await?
+                self.change_indexed(o(), ops::rename_farm(farm, new_name)).await?
             }
             Operation::DeleteFarm { farm } => self.change(o(), ops::delete_farm(farm)).await?,
             Operation::AddBackend { farm, backend } => {
-                self.change(o(), ops::add_backend(farm, backend)).await?
+                self.change_indexed(o(), ops::add_backend(farm, backend)).await?
             }
             Operation::UpdateBackend { farm, backend, patch } => {
-                self.change(o(), ops::update_backend(farm, backend, patch))
+                self.change_indexed(o(), ops::update_backend(farm, backend, patch))
                     .await?
             }
             Operation::SetBackendState { farm, backend, state } => {
-                self.change(o(), ops::set_backend_state(farm, backend, state))
+                self.change_indexed(o(), ops::set_backend_state(farm, backend, state))
                     .await?
             }
             Operation::RemoveBackend { farm, backend } => {
-                self.change(o(), ops::remove_backend(farm, backend)).await?
+                self.change_indexed(o(), ops::remove_backend(farm, backend))
+                    .await?
             }
             Operation::SetBackends { changes } => self.change(o(), ops::set_backends(changes)).await?,
             Operation::AddSession {

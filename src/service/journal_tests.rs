@@ -108,9 +108,9 @@ fn farm(name: &str, vip: &str, backends: usize) -> crate::model::Farm {
 
 fn edit(
     f: impl FnOnce(&mut Config) + Send + 'static,
-) -> impl FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static {
-    move |c: &Config| {
-        let mut c = c.clone();
+) -> impl FnOnce(&super::index::ConfigIndex) -> Result<Config, ServiceError> + Send + 'static {
+    move |c: &super::index::ConfigIndex| {
+        let mut c = (*c.config).clone();
         f(&mut c);
         Ok(c)
     }
@@ -125,43 +125,43 @@ fn backend_mut<'a>(c: &'a mut Config, farm: &str, backend: &str) -> &'a mut crat
 async fn changes(svc: &Service) -> u64 {
     let g0 = svc.generation();
     let api = Origin::api;
-    svc.change(api(), edit(|c| c.farms.push(farm("web", "192.0.2.10", 6))))
+    svc.change_indexed(api(), edit(|c| c.farms.push(farm("web", "192.0.2.10", 6))))
         .await
         .unwrap();
-    svc.change(api(), edit(|c| c.farms.push(farm("db", "192.0.2.11", 3))))
+    svc.change_indexed(api(), edit(|c| c.farms.push(farm("db", "192.0.2.11", 3))))
         .await
         .unwrap();
-    svc.change(
+    svc.change_indexed(
         api(),
         edit(|c| backend_mut(c, "web", "b1").state = crate::model::BackendState::Drain),
     )
     .await
     .unwrap();
-    svc.change(api(), edit(|c| backend_mut(c, "web", "b2").weight = 4))
+    svc.change_indexed(api(), edit(|c| backend_mut(c, "web", "b2").weight = 4))
         .await
         .unwrap();
     // A priority tier: b5 alone in tier 2, brought in when a tier-1 backend goes down.
-    svc.change(api(), edit(|c| backend_mut(c, "web", "b5").priority = 2))
+    svc.change_indexed(api(), edit(|c| backend_mut(c, "web", "b5").priority = 2))
         .await
         .unwrap();
-    svc.change(
+    svc.change_indexed(
         api(),
         edit(|c| backend_mut(c, "web", "b3").state = crate::model::BackendState::Down),
     )
     .await
     .unwrap();
-    svc.change(api(), ops::remove_backend("web".into(), "b4".into()))
+    svc.change_indexed(api(), ops::remove_backend("web".into(), "b4".into()))
         .await
         .unwrap();
     let add = json!({"name": "n1", "ip-addr": "2001:db8::7", "weight": 2});
-    svc.change(
+    svc.change_indexed(
         api(),
         ops::add_backend("web".into(), add.as_object().unwrap().clone()),
     )
     .await
     .unwrap();
     // A backend put in the middle of the list.
-    svc.change(
+    svc.change_indexed(
         api(),
         edit(|c| {
             let f = c.farms.iter_mut().find(|f| f.name == "web").unwrap();
@@ -173,7 +173,7 @@ async fn changes(svc: &Service) -> u64 {
     )
     .await
     .unwrap();
-    svc.change(
+    svc.change_indexed(
         api(),
         edit(|c| {
             c.farms.iter_mut().find(|f| f.name == "web").unwrap().scheduler = crate::model::Scheduler::Hash
@@ -181,7 +181,7 @@ async fn changes(svc: &Service) -> u64 {
     )
     .await
     .unwrap();
-    svc.change(
+    svc.change_indexed(
         api(),
         edit(|c| {
             let p = parse_config(r#"{"policies":[{"name":"bad","elements":["10.8.0.2"]}]}"#).unwrap();
@@ -191,29 +191,31 @@ async fn changes(svc: &Service) -> u64 {
     )
     .await
     .unwrap();
-    svc.change(api(), edit(|c| c.farms.retain(|f| f.name != "db")))
+    svc.change_indexed(api(), edit(|c| c.farms.retain(|f| f.name != "db")))
         .await
         .unwrap();
-    svc.change(api(), edit(|c| c.policies.clear())).await.unwrap();
-    svc.change(api(), edit(|c| c.farms.push(farm("db2", "192.0.2.12", 2))))
+    svc.change_indexed(api(), edit(|c| c.policies.clear()))
+        .await
+        .unwrap();
+    svc.change_indexed(api(), edit(|c| c.farms.push(farm("db2", "192.0.2.12", 2))))
         .await
         .unwrap();
     // A rename keeps the farm where it is.
-    svc.change(api(), edit(|c| c.farms[0].name = "www".into()))
+    svc.change_indexed(api(), edit(|c| c.farms[0].name = "www".into()))
         .await
         .unwrap();
     // Reordered farms: the whole state.
-    svc.change(api(), edit(|c| c.farms = c.farms.iter().rev().cloned().collect()))
+    svc.change_indexed(api(), edit(|c| c.farms = c.farms.iter().rev().cloned().collect()))
         .await
         .unwrap();
     // Backend changes after it build on it.
-    svc.change(api(), edit(|c| backend_mut(c, "www", "b0").weight = 3))
+    svc.change_indexed(api(), edit(|c| backend_mut(c, "www", "b0").weight = 3))
         .await
         .unwrap();
-    svc.change(api(), ops::remove_backend("www".into(), "b1".into()))
+    svc.change_indexed(api(), ops::remove_backend("www".into(), "b1".into()))
         .await
         .unwrap();
-    svc.change(
+    svc.change_indexed(
         api(),
         edit(|c| backend_mut(c, "www", "n1").state = crate::model::BackendState::Off),
     )
@@ -258,7 +260,7 @@ async fn replaying_the_journal_gives_what_the_changes_produced() {
     );
 
     // Records go on after the snapshot's number, and replay again.
-    svc.change(Origin::api(), edit(|c| backend_mut(c, "www", "b0").weight = 6))
+    svc.change_indexed(Origin::api(), edit(|c| backend_mut(c, "www", "b0").weight = 6))
         .await
         .unwrap();
     assert!(dir.lines()[0].starts_with("{\"seq\":21,"), "{}", dir.lines()[0]);
@@ -272,7 +274,7 @@ async fn replaying_the_journal_gives_what_the_changes_produced() {
 async fn a_backend_change_writes_a_record_of_the_change_not_of_the_farm() {
     let dir = Dir::new();
     let (svc, _) = start(&dir);
-    svc.change(
+    svc.change_indexed(
         Origin::api(),
         edit(|c| c.farms.push(farm("big", "192.0.2.20", 10_000))),
     )
@@ -314,7 +316,7 @@ async fn a_backend_change_writes_a_record_of_the_change_not_of_the_farm() {
     ];
     for (what, e) in steps {
         let before = dir.journal_bytes().len();
-        svc.change(Origin::api(), e).await.unwrap();
+        svc.change_indexed(Origin::api(), e).await.unwrap();
         grew(what, before, dir.journal_bytes().len());
     }
     for (what, size) in &sizes {
@@ -359,7 +361,7 @@ async fn a_torn_last_record_is_dropped_and_said() {
 
     // Zeros after a damaged last line (a lost write) are torn too; the next record goes
     // where the damage was.
-    svc.change(Origin::api(), edit(|c| backend_mut(c, "www", "b0").weight = 7))
+    svc.change_indexed(Origin::api(), edit(|c| backend_mut(c, "www", "b0").weight = 7))
         .await
         .unwrap();
     let good = dir.journal_bytes();
@@ -454,7 +456,7 @@ async fn the_journal_is_compacted_at_its_limit() {
         records: 4,
     };
     let (svc, _) = start_limited(&dir, limits).unwrap();
-    svc.change(
+    svc.change_indexed(
         Origin::api(),
         edit(|c| c.farms.push(farm("web", "192.0.2.10", 6))),
     )
@@ -462,7 +464,7 @@ async fn the_journal_is_compacted_at_its_limit() {
     .unwrap();
     for w in 2..=4 {
         assert!(!dir.journal_bytes().is_empty());
-        svc.change(
+        svc.change_indexed(
             Origin::api(),
             edit(move |c| backend_mut(c, "web", "b0").weight = w),
         )
@@ -475,7 +477,7 @@ async fn the_journal_is_compacted_at_its_limit() {
         serde_json::from_slice(&std::fs::read(dir.0.join(state::STATE_FILE)).unwrap()).unwrap();
     assert_eq!(snapshot["sequence"], 4);
     assert_eq!(snapshot["config"]["farms"][0]["backends"][0]["weight"], 4);
-    svc.change(Origin::api(), edit(|c| backend_mut(c, "web", "b1").weight = 9))
+    svc.change_indexed(Origin::api(), edit(|c| backend_mut(c, "web", "b1").weight = 9))
         .await
         .unwrap();
     assert_eq!(dir.lines().len(), 1);
@@ -494,11 +496,11 @@ async fn the_journal_is_compacted_at_its_limit() {
         records: 1000,
     };
     let (svc, _) = start_limited(&dir, limits).unwrap();
-    svc.change(Origin::api(), edit(|c| c.farms.push(farm("a", "192.0.2.10", 1))))
+    svc.change_indexed(Origin::api(), edit(|c| c.farms.push(farm("a", "192.0.2.10", 1))))
         .await
         .unwrap();
     assert_eq!(dir.lines().len(), 1);
-    svc.change(Origin::api(), edit(|c| c.farms.push(farm("b", "192.0.2.11", 40))))
+    svc.change_indexed(Origin::api(), edit(|c| c.farms.push(farm("b", "192.0.2.11", 40))))
         .await
         .unwrap();
     assert!(dir.journal_bytes().is_empty());
@@ -516,14 +518,14 @@ fn snapshot_now(dir: &Path) -> state::State {
 async fn a_crash_between_the_snapshot_and_emptying_the_journal_is_harmless() {
     let dir = Dir::new();
     let (svc, _) = start(&dir);
-    svc.change(
+    svc.change_indexed(
         Origin::api(),
         edit(|c| c.farms.push(farm("web", "192.0.2.10", 6))),
     )
     .await
     .unwrap();
     for w in 2..=3 {
-        svc.change(
+        svc.change_indexed(
             Origin::api(),
             edit(move |c| backend_mut(c, "web", "b0").weight = w),
         )
@@ -535,7 +537,7 @@ async fn a_crash_between_the_snapshot_and_emptying_the_journal_is_harmless() {
     assert_eq!(at3.sequence, 3);
     let snapshot3 = std::fs::read(dir.0.join(state::STATE_FILE)).unwrap();
     for w in 4..=5 {
-        svc.change(
+        svc.change_indexed(
             Origin::api(),
             edit(move |c| backend_mut(c, "web", "b0").weight = w),
         )
@@ -566,7 +568,7 @@ async fn a_crash_between_the_snapshot_and_emptying_the_journal_is_harmless() {
     // A snapshot older than the journal's first record: records are missing.
     let (svc, _) = start(&dir);
     for w in 6..=7 {
-        svc.change(
+        svc.change_indexed(
             Origin::api(),
             edit(move |c| backend_mut(c, "web", "b0").weight = w),
         )

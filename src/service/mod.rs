@@ -15,6 +15,8 @@ pub mod authority;
 pub mod diff;
 pub mod edit;
 mod execute;
+#[cfg(test)]
+mod guard_tests;
 pub mod index;
 #[cfg(test)]
 mod journal_tests;
@@ -103,7 +105,7 @@ pub struct Event {
     pub diff: diff::Diff,
 }
 
-type Edit = Box<dyn FnOnce(&Config) -> Result<Config, ServiceError> + Send>;
+type Edit = Box<dyn FnOnce(&index::ConfigIndex) -> Result<Config, ServiceError> + Send>;
 type Query = Box<dyn FnOnce(&mut dyn Engine) + Send>;
 type EngineOp = Box<dyn FnOnce(&mut dyn Engine) -> Result<(), EngineError> + Send>;
 
@@ -126,8 +128,8 @@ enum Job {
 /// What front ends read without asking the writer.
 struct Shared {
     config: RwLock<Arc<Config>>,
-    /// Lookups by name in the published configuration, built on the first read after a commit.
-    index: std::sync::Mutex<Option<Arc<index::ConfigIndex>>>,
+    /// The published configuration with its lookups by name (kept by the writer per commit).
+    index: RwLock<Arc<index::ConfigIndex>>,
     generation: AtomicU64,
     features: KernelFeatures,
     events: broadcast::Sender<Arc<Event>>,
@@ -222,21 +224,12 @@ impl Service {
         }
     }
 
-    /// The published configuration with lookups by name (built once per configuration).
+    /// The published configuration with lookups by name.
     pub fn index(&self) -> Arc<index::ConfigIndex> {
-        let config = self.config();
-        let mut cached = match self.shared.index.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some(ix) = cached.as_ref()
-            && Arc::ptr_eq(&ix.config, &config)
-        {
-            return ix.clone();
+        match self.shared.index.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
         }
-        let ix = Arc::new(index::ConfigIndex::build(config));
-        *cached = Some(ix.clone());
-        ix
     }
 
     /// Bumps with every committed change of the configuration.
@@ -259,6 +252,16 @@ impl Service {
         &self,
         origin: Origin,
         edit: impl FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static,
+    ) -> Result<u64, ServiceError> {
+        self.change_indexed(origin, move |ix| edit(&ix.config)).await
+    }
+
+    /// [`Service::change`] of an edit that finds farms and backends through the lookups by name
+    /// of the configuration it edits (in O(log n), not by searching the lists).
+    pub async fn change_indexed(
+        &self,
+        origin: Origin,
+        edit: impl FnOnce(&index::ConfigIndex) -> Result<Config, ServiceError> + Send + 'static,
     ) -> Result<u64, ServiceError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
@@ -374,9 +377,10 @@ impl Writer {
             (None, None)
         };
         let (events, _) = broadcast::channel(1024);
+        let config = Arc::new(engine.config().clone());
         let shared = Arc::new(Shared {
-            config: RwLock::new(Arc::new(engine.config().clone())),
-            index: std::sync::Mutex::new(None),
+            config: RwLock::new(config.clone()),
+            index: RwLock::new(Arc::new(index::ConfigIndex::build(config))),
             generation: AtomicU64::new(1),
             features: engine.features().clone(),
             events,
@@ -454,6 +458,13 @@ impl Writer {
         }
     }
 
+    fn published_index(&self) -> Arc<index::ConfigIndex> {
+        match self.shared.index.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// Commits a new configuration and publishes it (or changes nothing and says why).
     fn commit(&mut self, new: Config, origin: Origin) -> Result<u64, ServiceError> {
         let old = self.published();
@@ -461,7 +472,8 @@ impl Writer {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
         // Once, for the journal's record and for the event.
-        let diff = diff::Diff::between(&old, &new, &origin.reason);
+        let ix = self.published_index();
+        let diff = diff::Diff::between_known(&old, &new, &origin.reason, Some(ix.names()));
         let before = record::AllocBefore::take(self.engine.allocation(), &diff);
         self.engine.apply(new.clone())?;
         self.save_or_undo(&old, &new, &diff, &before)?;
@@ -517,15 +529,18 @@ impl Writer {
 
     fn publish(&mut self, old: Arc<Config>, new: Config, origin: Origin, diff: diff::Diff) -> u64 {
         let new = Arc::new(new);
+        // The lookups follow the commit from its diff; they share all but what changed with
+        // the old ones, which go with the old configuration.
+        let mut names = self.published_index().names().clone();
+        names.follow(&old, &new, &diff);
+        let ix = Arc::new(index::ConfigIndex::with(new.clone(), names));
         match self.shared.config.write() {
             Ok(mut c) => *c = new.clone(),
             Err(p) => *p.into_inner() = new.clone(),
         }
-        // The lookups of the old configuration would keep it alive (and their own maps) until
-        // the next read: a second whole configuration at rest.
-        match self.shared.index.lock() {
-            Ok(mut ix) => *ix = None,
-            Err(p) => *p.into_inner() = None,
+        match self.shared.index.write() {
+            Ok(mut c) => *c = ix,
+            Err(p) => *p.into_inner() = ix,
         }
         let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
         log_changes(&diff, &new, generation);
@@ -541,7 +556,7 @@ impl Writer {
     }
 
     fn change(&mut self, edit: Edit, origin: Origin) -> Result<u64, ServiceError> {
-        let current = self.published();
+        let current = self.published_index();
         let new = edit(&current)?;
         self.commit(new, origin)
     }
@@ -556,7 +571,8 @@ impl Writer {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
         let new = self.engine.config().clone();
-        let diff = diff::Diff::between(&old, &new, &origin.reason);
+        let ix = self.published_index();
+        let diff = diff::Diff::between_known(&old, &new, &origin.reason, Some(ix.names()));
         self.save_or_undo(&old, &new, &diff, &before)?;
         Ok(self.publish(old, new, origin, diff))
     }

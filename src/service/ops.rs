@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::ServiceError;
 use super::edit::{self, Obj};
+use super::index::ConfigIndex;
 use std::collections::{HashMap, HashSet};
 
 use super::operation::{BackendUpdate, ElementEdit, ImportMode, Patch};
@@ -17,6 +18,11 @@ use crate::model::{
 /// What [`super::Service::change`] runs.
 pub trait Change: FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static {}
 impl<T: FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static> Change for T {}
+
+/// What [`super::Service::change_indexed`] runs: a change that finds what it edits by name
+/// through the configuration's lookups.
+pub trait IndexedChange: FnOnce(&ConfigIndex) -> Result<Config, ServiceError> + Send + 'static {}
+impl<T: FnOnce(&ConfigIndex) -> Result<Config, ServiceError> + Send + 'static> IndexedChange for T {}
 
 pub fn create_farm(farm: Farm) -> impl Change {
     move |c: &Config| {
@@ -44,8 +50,8 @@ pub fn delete_farm(name: String) -> impl Change {
     }
 }
 
-pub fn rename_farm(old: String, new_name: String) -> impl Change {
-    move |c: &Config| {
+pub fn rename_farm(old: String, new_name: String) -> impl IndexedChange {
+    move |c: &ConfigIndex| {
         edit::check_name(&format!("farms[{old}].name"), &new_name)?;
         if c.farm(&new_name).is_some() {
             return Err(ServiceError::Exists(format!(
@@ -60,8 +66,8 @@ pub fn rename_farm(old: String, new_name: String) -> impl Change {
 }
 
 /// Sets the keys of `patch` and removes its `removed` ones (back to their defaults).
-pub fn update_farm(name: String, patch: Patch) -> impl Change {
-    move |c: &Config| edit::farm(c, &name, |obj| apply(obj, patch))
+pub fn update_farm(name: String, patch: Patch) -> impl IndexedChange {
+    move |c: &ConfigIndex| edit::farm(c, &name, |obj| apply(obj, patch))
 }
 
 fn apply(obj: &mut Obj, patch: Patch) -> Result<(), ServiceError> {
@@ -80,10 +86,19 @@ fn farm_mut<'c>(c: &'c mut Config, name: &str) -> Result<&'c mut Farm, ServiceEr
         .ok_or_else(|| ServiceError::NotFound(format!("no farm is named {name:?}")))
 }
 
+/// The farm `name` of a copy of the indexed configuration, to edit in place: found in O(1),
+/// copying only the path to it.
+fn farm_at<'c>(new: &'c mut Config, ix: &ConfigIndex, name: &str) -> Result<&'c mut Farm, ServiceError> {
+    ix.names()
+        .farm_position(name)
+        .and_then(|i| new.farms.get_mut(i))
+        .ok_or_else(|| ServiceError::NotFound(format!("no farm is named {name:?}")))
+}
+
 /// Adds a backend given as canonical JSON (its `name` included and already checked). Its values
 /// are validated with its farm when the change is applied.
-pub fn add_backend(farm: String, backend: Obj) -> impl Change {
-    move |c: &Config| {
+pub fn add_backend(farm: String, backend: Obj) -> impl IndexedChange {
+    move |ix: &ConfigIndex| {
         let name = backend
             .get("name")
             .and_then(Value::as_str)
@@ -91,9 +106,9 @@ pub fn add_backend(farm: String, backend: Obj) -> impl Change {
             .to_string();
         let at = format!("farms[{farm}].backends[{name}]");
         let b = crate::model::parse_backend_value(Value::Object(backend), &at)?;
-        let mut new = c.clone();
-        let f = farm_mut(&mut new, &farm)?;
-        if f.backends.iter().any(|x| x.name == name) {
+        let mut new = (*ix.config).clone();
+        let f = farm_at(&mut new, ix, &farm)?;
+        if ix.names().backend_position(&farm, &name).is_some() {
             return Err(ServiceError::Exists(format!(
                 "farm {farm:?} already has a backend named {name:?}"
             )));
@@ -103,12 +118,12 @@ pub fn add_backend(farm: String, backend: Obj) -> impl Change {
     }
 }
 
-pub fn update_backend(farm: String, backend: String, patch: Patch) -> impl Change {
-    move |c: &Config| edit::backend(c, &farm, &backend, |obj| apply(obj, patch))
+pub fn update_backend(farm: String, backend: String, patch: Patch) -> impl IndexedChange {
+    move |c: &ConfigIndex| edit::backend(c, &farm, &backend, |obj| apply(obj, patch))
 }
 
-pub fn set_backend_state(farm: String, backend: String, state: String) -> impl Change {
-    move |c: &Config| {
+pub fn set_backend_state(farm: String, backend: String, state: String) -> impl IndexedChange {
+    move |c: &ConfigIndex| {
         edit::backend(c, &farm, &backend, |obj| {
             obj.insert("state".into(), Value::String(state));
             Ok(())
@@ -184,17 +199,19 @@ pub fn set_backends(changes: Vec<BackendUpdate>) -> impl Change {
     }
 }
 
-pub fn remove_backend(farm: String, backend: String) -> impl Change {
-    move |c: &Config| {
-        let mut new = c.clone();
-        let f = farm_mut(&mut new, &farm)?;
-        let before = f.backends.len();
-        f.backends.retain(|b| b.name != backend);
-        if f.backends.len() == before {
-            return Err(ServiceError::NotFound(format!(
-                "farm {farm:?} has no backend named {backend:?}"
-            )));
-        }
+pub fn remove_backend(farm: String, backend: String) -> impl IndexedChange {
+    move |ix: &ConfigIndex| {
+        let mut new = (*ix.config).clone();
+        let f = farm_at(&mut new, ix, &farm)?;
+        let j = ix
+            .names()
+            .backend_position(&farm, &backend)
+            .map(|(_, j)| j)
+            .filter(|j| f.backends.get(*j).is_some_and(|b| b.name == backend))
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!("farm {farm:?} has no backend named {backend:?}"))
+            })?;
+        f.backends.remove(j);
         Ok(new)
     }
 }
@@ -356,6 +373,10 @@ mod tests {
         .unwrap()
     }
 
+    fn ix(c: &Config) -> ConfigIndex {
+        ConfigIndex::build(std::sync::Arc::new(c.clone()))
+    }
+
     fn obj(v: serde_json::Value) -> Obj {
         v.as_object().unwrap().clone()
     }
@@ -365,10 +386,10 @@ mod tests {
         let c = config();
         let web = c.farms[0].clone();
         assert!(matches!(create_farm(web)(&c), Err(ServiceError::Exists(_))));
-        let c2 = rename_farm("web".into(), "www".into())(&c).unwrap();
+        let c2 = rename_farm("web".into(), "www".into())(&ix(&c)).unwrap();
         assert!(c2.farm("www").is_some() && c2.farm("web").is_none());
         assert!(matches!(
-            rename_farm("web".into(), "no way".into())(&c),
+            rename_farm("web".into(), "no way".into())(&ix(&c)),
             Err(ServiceError::Invalid(_))
         ));
         assert!(matches!(
@@ -382,23 +403,23 @@ mod tests {
     fn backends_and_sessions_are_named_once() {
         let c = config();
         let b = obj(serde_json::json!({"name": "b", "ip-addr": "10.0.0.2"}));
-        let c2 = add_backend("web".into(), b.clone())(&c).unwrap();
+        let c2 = add_backend("web".into(), b.clone())(&ix(&c)).unwrap();
         assert_eq!(c2.farm("web").unwrap().backends.len(), 2);
         assert!(matches!(
-            add_backend("web".into(), b)(&c2),
+            add_backend("web".into(), b)(&ix(&c2)),
             Err(ServiceError::Exists(_))
         ));
-        let c3 = set_backend_state("web".into(), "b".into(), "drain".into())(&c2).unwrap();
+        let c3 = set_backend_state("web".into(), "b".into(), "drain".into())(&ix(&c2)).unwrap();
         let state = serde_json::to_value(c3.farm("web").unwrap().backend("b").unwrap().state).unwrap();
         assert_eq!(state, "drain");
         assert!(matches!(
-            set_backend_state("web".into(), "b".into(), "sideways".into())(&c2),
+            set_backend_state("web".into(), "b".into(), "sideways".into())(&ix(&c2)),
             Err(ServiceError::Invalid(_))
         ));
-        let c4 = remove_backend("web".into(), "b".into())(&c3).unwrap();
+        let c4 = remove_backend("web".into(), "b".into())(&ix(&c3)).unwrap();
         assert_eq!(c4.farm("web").unwrap().backends.len(), 1);
         assert!(matches!(
-            remove_backend("web".into(), "b".into())(&c4),
+            remove_backend("web".into(), "b".into())(&ix(&c4)),
             Err(ServiceError::NotFound(_))
         ));
         let c5 = add_session("web".into(), "10.8.0.9".into(), "a".into())(&c).unwrap();
@@ -535,7 +556,7 @@ mod tests {
                 set: obj(serde_json::json!({"policies": ["bad"]})),
                 removed: Vec::new(),
             },
-        )(&c)
+        )(&ix(&c))
         .unwrap();
         assert!(matches!(
             delete_policy("bad".into())(&attached),

@@ -199,30 +199,18 @@ pub fn build(
             name: name.to_string(),
         });
     }
-    let farms = Positions::new(new.farms.iter().map(|f| f.name.as_str()), diff.farms.len());
-    let old_farms = Positions::new(old.farms.iter().map(|f| f.name.as_str()), diff.farms.len());
     let mut whole: HashSet<&str> = HashSet::new();
     for fc in diff.farms.iter().filter(|f| f.what != What::Removed) {
-        let Some(i) = farms.of(&fc.name) else { continue };
-        let farm = &new.farms[i];
-        let old_farm = old_farms.of(&fc.name).map(|j| &old.farms[j]);
-        match (fc.what, old_farm) {
-            (What::Changed, Some(o)) if fc.keys.is_empty() => {
-                if !backend_ops(o, farm, fc, &mut ops) {
-                    ops.push(Op::PutFarm {
-                        index: i,
-                        farm: Box::new(farm.clone()),
-                    });
-                    whole.insert(&fc.name);
-                }
-            }
-            _ => {
-                ops.push(Op::PutFarm {
-                    index: i,
-                    farm: Box::new(farm.clone()),
-                });
-                whole.insert(&fc.name);
-            }
+        let i = fc.at;
+        let Some(farm) = new.farms.get(i).filter(|f| f.name == fc.name) else {
+            continue;
+        };
+        if !(fc.what == What::Changed && fc.keys.is_empty() && backend_ops(farm, fc, &mut ops)) {
+            ops.push(Op::PutFarm {
+                index: i,
+                farm: Box::new(farm.clone()),
+            });
+            whole.insert(&fc.name);
         }
     }
     let policies = Positions::new(new.policies.iter().map(|p| p.name.as_str()), diff.policies.len());
@@ -257,34 +245,17 @@ pub fn build(
     }
 }
 
-/// The backend ops that turn `old` into `new`; false when the backends were reordered (the farm
-/// is then put whole).
-fn backend_ops(old: &Farm, new: &Farm, fc: &FarmChange, ops: &mut Vec<Op>) -> bool {
-    let by = |w: What| -> HashSet<&str> {
-        fc.backends
-            .iter()
-            .filter(|b| b.what == w)
-            .map(|b| b.name.as_str())
-            .collect()
-    };
-    if fc.backend_list
-        && !same_order(
-            old.backends.iter().map(|b| b.name.as_str()),
-            new.backends.iter().map(|b| b.name.as_str()),
-            &by(What::Removed),
-            &by(What::Added),
-        )
-    {
+/// The backend ops that turn the farm as it was into `new`, at the positions the diff found;
+/// false when the backends were reordered (the farm is then put whole).
+fn backend_ops(new: &Farm, fc: &FarmChange, ops: &mut Vec<Op>) -> bool {
+    if fc.backend_list && !fc.in_order {
         return false;
     }
-    let lookups = fc.backends.len();
-    let before = Positions::new(old.backends.iter().map(|b| b.name.as_str()), lookups);
-    let after = Positions::new(new.backends.iter().map(|b| b.name.as_str()), lookups);
     let mut deletes: Vec<(usize, &str)> = fc
         .backends
         .iter()
         .filter(|b| b.what == What::Removed)
-        .filter_map(|b| before.of(&b.name).map(|i| (i, b.name.as_str())))
+        .map(|b| (b.at, b.name.as_str()))
         .collect();
     // From the end, so each position is right when its turn comes.
     deletes.sort_unstable_by_key(|d| std::cmp::Reverse(d.0));
@@ -300,14 +271,17 @@ fn backend_ops(old: &Farm, new: &Farm, fc: &FarmChange, ops: &mut Vec<Op>) -> bo
         .iter()
         // A backend whose keys did not change only became (in)active: nothing to write.
         .filter(|b| b.what == What::Added || (b.what == What::Changed && !b.keys.is_empty()))
-        .filter_map(|b| after.of(&b.name))
+        .map(|b| b.at)
         .collect();
     puts.sort_unstable();
     for index in puts {
+        let Some(b) = new.backends.get(index) else {
+            return false;
+        };
         ops.push(Op::PutBackend {
             farm: new.name.clone(),
             index,
-            backend: Box::new(new.backends[index].clone()),
+            backend: Box::new(b.clone()),
         });
     }
     true

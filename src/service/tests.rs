@@ -160,7 +160,7 @@ async fn concurrent_changes_all_land_in_order() {
                 let ip = format!("10.1.{t}.{}", i + 1);
                 let backend = json!({"name": name, "ip-addr": ip}).as_object().unwrap().clone();
                 let g = svc
-                    .change(Origin::api(), ops::add_backend("web".into(), backend))
+                    .change_indexed(Origin::api(), ops::add_backend("web".into(), backend))
                     .await
                     .unwrap();
                 generations.push(g);

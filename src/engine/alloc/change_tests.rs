@@ -130,6 +130,11 @@ fn agree(seed: u64, steps: usize) -> usize {
             },
             "{at}"
         );
+        // The delta alone puts the slots back (an undo copies no farm's slots).
+        let (mut s4, mut s6) = (inc.slots4.clone(), inc.slots6.clone());
+        delta.v4.undo(&mut s4);
+        delta.v6.undo(&mut s6);
+        assert_eq!((&s4, &s6), (&before.slots4, &before.slots6), "{at}: undone");
         let ix = inc.index.0.as_ref().expect("the index is kept");
         assert!(ix.describes(&inc), "{at}");
         incremental_steps += usize::from(old_p == new_p);
@@ -171,7 +176,9 @@ fn removing_a_backend_moves_tail_slots_into_its_holes() {
         FamilyDelta {
             old_len: 6,
             new_len: 4,
-            changed: vec![0, 1]
+            changed: vec![0, 1],
+            was: vec![1, 1],
+            gone: vec![3, 3],
         }
     );
     assert_eq!(d.v4.removed(), 4..6);

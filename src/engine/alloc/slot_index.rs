@@ -66,12 +66,17 @@ pub struct FamilyDelta {
     pub old_len: u32,
     pub new_len: u32,
     pub changed: Vec<u32>,
+    /// The member each `changed` slot had before (0: the slot is new), so that the change can
+    /// be undone and its old elements named without a copy of the farm's slots.
+    pub was: Vec<u16>,
+    /// The members of the slots that are gone (`new_len..old_len`), before.
+    pub gone: Vec<u16>,
 }
 
 impl FamilyDelta {
     /// The delta between two slot vectors (for changes that rebalance the whole farm).
     pub(super) fn between(before: &[u16], after: &[u16]) -> FamilyDelta {
-        let changed = after
+        let changed: Vec<u32> = after
             .iter()
             .enumerate()
             .filter(|(i, m)| before.get(*i) != Some(*m))
@@ -80,8 +85,25 @@ impl FamilyDelta {
         FamilyDelta {
             old_len: pos(before.len()),
             new_len: pos(after.len()),
+            was: changed
+                .iter()
+                .map(|i| before.get(*i as usize).copied().unwrap_or(0))
+                .collect(),
             changed,
+            gone: before.get(after.len()..).unwrap_or_default().to_vec(),
         }
+    }
+
+    /// Puts `slots` back as they were before the change.
+    pub fn undo(&self, slots: &mut Vec<u16>) {
+        slots.truncate(self.new_len as usize);
+        slots.extend_from_slice(&self.gone);
+        for (i, m) in self.changed.iter().zip(&self.was) {
+            if let Some(s) = slots.get_mut(*i as usize) {
+                *s = *m;
+            }
+        }
+        slots.truncate(self.old_len as usize);
     }
 
     /// The slots that no longer exist.
@@ -224,16 +246,19 @@ impl FamilyIndex {
             None => (0, 0),
         };
         let mut changed = Vec::new();
+        let mut was = Vec::new();
         // Holes are refilled with new slots first.
         let fill = holes.len().min(adds);
         for h in &holes[..fill] {
             if let Some(s) = slots.get_mut(*h as usize) {
+                was.push(*s);
                 *s = inc_m;
             }
             self.push(inc_m, *h);
             changed.push(*h);
         }
         let rest = &holes[fill..];
+        let mut gone = Vec::new();
         if !rest.is_empty() {
             // The remaining holes are closed with the slots at the end.
             let new_len = old_len - rest.len();
@@ -250,6 +275,7 @@ impl FamilyIndex {
             for h in inner {
                 let Some(src) = tail.next() else { break };
                 let (h, x) = (*h as usize, slots[src]);
+                was.push(slots[h]);
                 slots[h] = x;
                 let k = self.at[src];
                 if let Some(p) = self.positions.get_mut(&x).and_then(|l| l.get_mut(k as usize)) {
@@ -258,6 +284,7 @@ impl FamilyIndex {
                 self.at[h] = k;
                 changed.push(pos(h));
             }
+            gone = slots[new_len..].to_vec();
             slots.truncate(new_len);
             self.at.truncate(new_len);
         }
@@ -266,11 +293,14 @@ impl FamilyIndex {
             slots.push(inc_m);
             self.push(inc_m, p);
             changed.push(p);
+            was.push(0);
         }
         FamilyDelta {
             old_len: pos(old_len),
             new_len: pos(slots.len()),
             changed,
+            was,
+            gone,
         }
     }
 }

@@ -1,0 +1,107 @@
+//! A change to one backend stays O(change) in the service: no pass over the farm's backends
+//! (priority tiers counted whole, positions or lookups rebuilt, backends compared one by one).
+//! Counted, not timed, so it cannot be flaky: the writer thread counts its whole-farm passes.
+
+use serde_json::json;
+
+use super::*;
+use crate::engine::MemoryEngine;
+use crate::model::{parse_config, whole_farm_passes};
+
+/// How many whole-farm passes the service's writer thread made so far.
+async fn passes(svc: &Service) -> usize {
+    svc.query(|_| Ok(whole_farm_passes())).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_backend_changes_make_no_pass_over_the_farm() {
+    let dir = std::env::temp_dir().join(format!("nftlbd-guard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let options = Options {
+        state_dir: dir.clone(),
+        watch: false,
+    };
+    let svc = Service::start_with(Box::new(MemoryEngine::new()), options)
+        .unwrap()
+        .with_authority(std::sync::Arc::new(authority::Rule(
+            |_: &Caller, _: &str, _: &_| crate::polkit::Answer::Yes,
+        )));
+    let backends: Vec<serde_json::Value> = (0..2_000)
+        .map(|i| json!({"name": format!("b{i}"), "ip-addr": format!("10.0.{}.{}", i / 250, i % 250 + 1)}))
+        .collect();
+    let doc = json!({"farms": [{"name": "big", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
+        "scheduler": "weight", "backends": backends}]});
+    let config = parse_config(&doc.to_string()).unwrap();
+    svc.change(Origin::api(), move |_| Ok(config)).await.unwrap();
+    let patch = |key: &str, v: serde_json::Value| Patch {
+        set: json!({ key: v }).as_object().unwrap().clone(),
+        removed: Vec::new(),
+    };
+    let ops: Vec<(&str, Operation)> = vec![
+        (
+            "state",
+            Operation::SetBackendState {
+                farm: "big".into(),
+                backend: "b700".into(),
+                state: "drain".into(),
+            },
+        ),
+        (
+            "weight",
+            Operation::UpdateBackend {
+                farm: "big".into(),
+                backend: "b701".into(),
+                patch: patch("weight", json!(5)),
+            },
+        ),
+        (
+            "add",
+            Operation::AddBackend {
+                farm: "big".into(),
+                backend: json!({"name": "new", "ip-addr": "10.9.0.1"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            },
+        ),
+        (
+            "remove",
+            Operation::RemoveBackend {
+                farm: "big".into(),
+                backend: "b3".into(),
+            },
+        ),
+        (
+            "state back",
+            Operation::SetBackendState {
+                farm: "big".into(),
+                backend: "b700".into(),
+                state: "up".into(),
+            },
+        ),
+    ];
+    let caller = Caller::nobody();
+    for (what, op) in ops {
+        let before = passes(&svc).await;
+        let generation = svc.generation();
+        svc.execute(&caller, op).await.unwrap();
+        assert_eq!(svc.generation(), generation + 1, "{what}: committed");
+        assert_eq!(passes(&svc).await - before, 0, "{what}: a pass over the farm");
+    }
+    // What was kept per change is what the configuration says.
+    let ix = svc.index();
+    assert_eq!(
+        ix.backend("big", "new").map(|(_, b)| b.name.as_str()),
+        Some("new")
+    );
+    assert_eq!(ix.backend("big", "b4").map(|(_, b)| b.weight), Some(1));
+    assert!(ix.backend("big", "b3").is_none());
+    let (_, b) = ix.backend("big", "b701").unwrap();
+    assert_eq!(b.weight, 5);
+    assert_eq!(
+        ix.config.farms[0].backends.iter().position(|b| b.name == "b4"),
+        Some(3)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
