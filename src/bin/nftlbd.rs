@@ -196,7 +196,29 @@ fn apply(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
+/// glibc's allocator settings for a long-running daemon whose large changes (a farm of 60,000
+/// backends parsed, rendered, diffed, answered) free several times what stays live.
+///
+/// - Two arenas, not eight per core: each thread that allocates gets an arena of its own, and the
+///   free space one arena keeps after a large request serves no other. Measured with a farm of
+///   60,000 backends: 120 MiB resident after the load with the default arenas, 88 MiB with two;
+///   343 MiB after one `GetFarm` of it (the reply is built on a runtime thread), 92 MiB with two.
+/// - A fixed mmap threshold: by default glibc raises it each time a large mapped block is freed
+///   (up to 32 MiB), so after the first large request the buffers of the next ones come from the
+///   heap, where they are freed between live objects and stay resident. Fixed, a buffer over
+///   128 KiB is mapped on its own and unmapped when freed.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt takes no pointers and only changes the allocator's parameters; it is called
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 fn run(args: &Args) -> Result<(), CliError> {
+    tune_allocator();
     nftlbd::logging::init();
     let how = nftlbd::privileges::keep_only_net_admin().map_err(|e| CliError::Daemon(e.to_string()))?;
     tracing::info!("{how}");

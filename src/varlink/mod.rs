@@ -124,15 +124,32 @@ pub enum Reply {
     Err(String, Value),
 }
 
+/// A reply at least this long (a farm of some 10,000 backends) is followed by a trim.
+const LARGE_REPLY: usize = 1 << 20;
+
+/// A reply as varlink frames it. The fields are in the order of a JSON object's sorted keys, as
+/// the replies were written before; borrowing the parameters spares a copy of them (the reply of
+/// a farm of 60,000 backends is tens of MiB as a `Value`).
+#[derive(serde::Serialize)]
+struct Frame<'a> {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    continues: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    parameters: &'a Value,
+}
+
 fn encode(reply: &Reply, continues: bool) -> Vec<u8> {
-    let mut v = match reply {
-        Reply::Ok(p) => json!({ "parameters": p }),
-        Reply::Err(name, p) => json!({ "error": name, "parameters": p }),
+    let (error, parameters) = match reply {
+        Reply::Ok(p) => (None, p),
+        Reply::Err(name, p) => (Some(name.as_str()), p),
     };
-    if continues {
-        v["continues"] = Value::Bool(true);
-    }
-    let mut out = serde_json::to_vec(&v).unwrap_or_default();
+    let frame = Frame {
+        continues,
+        error,
+        parameters,
+    };
+    let mut out = serde_json::to_vec(&frame).unwrap_or_default();
     out.push(0);
     out
 }
@@ -190,8 +207,17 @@ async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()
             .unwrap_or(false);
         let caller = methods::caller(uid, pid, interactive);
         let reply = methods::call(&ctx, &caller, &call.method, params).await;
-        if !call.oneway {
-            wr.write_all(&encode(&reply, false)).await?;
+        if call.oneway {
+            continue;
+        }
+        let bytes = encode(&reply, false);
+        drop(reply);
+        wr.write_all(&bytes).await?;
+        if bytes.len() >= LARGE_REPLY {
+            drop(bytes);
+            // Building a large reply freed as much again as it sent, on this runtime thread:
+            // give it back now, not at the writer's next change (a few ms, for a rare reply).
+            crate::service::trim::release_free_memory();
         }
     }
 }

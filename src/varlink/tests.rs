@@ -735,3 +735,30 @@ async fn garbage_is_refused_and_the_connection_closed() {
     let got = other.ok(&method("ListFarms"), json!({})).await;
     assert_eq!(got, json!({"farms": ["web"]}));
 }
+
+/// The frames are byte for byte what a JSON object of the same keys gives (sorted keys), with the
+/// parameters written once and not copied first.
+#[test]
+fn frames_are_the_json_objects_of_their_keys() {
+    let p = json!({"farm": {"name": "web", "backends": [{"name": "a"}]}});
+    let framed = |r: &super::Reply, continues| {
+        let mut bytes = super::encode(r, continues);
+        assert_eq!(bytes.pop(), Some(0), "a frame ends with NUL");
+        String::from_utf8(bytes).unwrap()
+    };
+    assert_eq!(
+        framed(&super::Reply::Ok(p.clone()), false),
+        r#"{"parameters":{"farm":{"backends":[{"name":"a"}],"name":"web"}}}"#
+    );
+    assert_eq!(
+        framed(&super::Reply::Ok(p.clone()), true),
+        r#"{"continues":true,"parameters":{"farm":{"backends":[{"name":"a"}],"name":"web"}}}"#
+    );
+    assert_eq!(
+        framed(
+            &super::Reply::Err("org.nftlbd1.NotFound".into(), json!({"what": "x"})),
+            false
+        ),
+        r#"{"error":"org.nftlbd1.NotFound","parameters":{"what":"x"}}"#
+    );
+}
