@@ -24,6 +24,8 @@ const READ_ONLY: &[super::Arg] = &[
     ("Name", "s"),
     ("Farm", "o"),
     ("Active", "b"),
+    ("Health", "s"),
+    ("HealthReason", "s"),
     ("Packets", "t"),
     ("Bytes", "t"),
 ];

@@ -32,6 +32,13 @@ fn word<T: Serialize>(x: &T) -> String {
     }
 }
 
+/// An object key as its JSON text; `""` when not set.
+fn json_text<T: Serialize>(x: &Option<T>) -> String {
+    x.as_ref()
+        .and_then(|x| serde_json::to_string(x).ok())
+        .unwrap_or_default()
+}
+
 fn opt<T: Serialize>(x: &Option<T>) -> String {
     x.as_ref().map(word).unwrap_or_default()
 }
@@ -77,6 +84,7 @@ pub fn farm_value(f: &Farm, name: &str) -> Option<Value<'static>> {
         "FlowOffload" => f.flow_offload.into(),
         "LimitsTtl" => f.limits_ttl.into(),
         "Policies" => Value::from(f.policies.clone()),
+        "HealthCheck" => json_text(&f.health_check).into(),
         "EffectivePriority" => crate::model::effective_priority(f).into(),
         _ => return None,
     })
@@ -95,6 +103,9 @@ pub fn backend_value(b: &Backend, name: &str) -> Option<Value<'static>> {
         "SourceAddr" => opt(&b.source_addr).into(),
         "EtherAddr" => opt(&b.ether_addr).into(),
         "EstConnLimit" => b.est_connlimit.into(),
+        "HealthCheck" => json_text(&b.health_check).into(),
+        "Health" => b.health.as_str().into(),
+        "HealthReason" => b.health_reason.clone().into(),
         _ => return None,
     })
 }
@@ -127,6 +138,14 @@ pub fn to_json(prop: &Prop, v: &Value<'_>) -> Result<Option<serde_json::Value>, 
         })
     };
     Ok(match prop.sig {
+        "s" if crate::schema::props::is_json_object(prop.key) => match v {
+            Value::Str(s) if s.is_empty() => None,
+            Value::Str(s) => Some(
+                serde_json::from_str::<serde_json::Value>(s)
+                    .map_err(|e| format!("{} takes a JSON object as text: {e}", prop.name))?,
+            ),
+            _ => return Err(want()),
+        },
         "s" => match v {
             Value::Str(s) if s.is_empty() => None,
             Value::Str(s) => Some(serde_json::Value::String(s.to_string())),

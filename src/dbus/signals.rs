@@ -282,6 +282,7 @@ async fn farm_changed(
         }
         for k in &bc.keys {
             if let Some(prop) = by_key(props::BACKEND, &k.key)
+                .or_else(|| by_key(crate::schema::props::BACKEND_HEALTH, &k.key))
                 && let Some(v) = props::backend_value(b, prop.name)
             {
                 changed.insert(prop.name, v);

@@ -98,6 +98,31 @@ fn validates_before_sending() {
 }
 
 #[test]
+fn https_checks_are_refused_as_unsupported() {
+    let mut https = crate::model::HealthCheck::new(crate::model::CheckType::Https);
+    https.path = Some("/".into());
+    let mut farm_check = config();
+    farm_check.farms[0].health_check = Some(https);
+    let mut backend_check = config();
+    backend_check.farms[0].health_check = Some(crate::model::HealthCheck::new(crate::model::CheckType::Tcp));
+    backend_check.farms[0].backends[1].health_check =
+        Some(serde_json::from_value(serde_json::json!({"type": "https", "path": "/"})).unwrap());
+    let b = backend_check.farms[0].backends[1].name.clone();
+    for (c, want) in [
+        (farm_check, "farms[web].health-check.type".to_string()),
+        (
+            backend_check,
+            format!("farms[web].backends[{b}].health-check.type"),
+        ),
+    ] {
+        match MemoryEngine::new().apply(c) {
+            Err(EngineError::Unsupported { field, .. }) => assert_eq!(field, want),
+            other => panic!("wanted Unsupported, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn refusals_name_the_object_and_change_nothing() {
     let (mut e, control) = loaded();
     let before = (e.config().clone(), e.allocation().clone());

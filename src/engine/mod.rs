@@ -74,6 +74,25 @@ pub fn check_supported(config: &Config, features: &KernelFeatures) -> Result<()>
     check_supported_farms(config, None, features)
 }
 
+/// The `type` field of a check of the farm that would speak TLS, the farm's first.
+fn https_check(f: &model::Farm) -> Option<String> {
+    if f.health_check
+        .as_ref()
+        .is_some_and(|c| c.kind == model::CheckType::Https)
+    {
+        return Some(format!("farms[{}].health-check.type", f.name));
+    }
+    let https = serde_json::Value::from(model::CheckType::Https.as_str());
+    f.backends
+        .iter()
+        .find(|b| {
+            b.health_check
+                .as_ref()
+                .is_some_and(|o| o.keys.get("type") == Some(&https))
+        })
+        .map(|b| format!("farms[{}].backends[{}].health-check.type", f.name, b.name))
+}
+
 /// [`check_supported`] for the farms in `only` (all when `None`) and the policies.
 fn check_supported_farms(
     config: &Config,
@@ -123,6 +142,12 @@ fn check_supported_farms(
             if let Some((key, _)) = nat_only.iter().find(|(_, set)| *set) {
                 return Err(unsupported(at(key), "not available in layer-2 modes yet"));
             }
+        }
+        if let Some(field) = https_check(f) {
+            return Err(unsupported(
+                field,
+                "https checks are not implemented yet in this version of nftlbd (no TLS)",
+            ));
         }
         if f.queue >= 0 && !features.queue {
             return Err(unsupported(

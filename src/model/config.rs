@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::health::{Health, HealthCheck, HealthCheckOverride};
 use super::list::List;
 use super::policy_element::PolicyElement;
 use super::ports::Ports;
@@ -132,6 +133,9 @@ pub struct Farm {
     /// Names of attached policies, in evaluation order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
+    /// How nftlbd probes the backends (docs/health.md); none: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
     #[serde(default)]
     pub backends: List<Backend>,
     /// Static sessions: a client key (in the farm's persistence format) pinned to a backend.
@@ -161,6 +165,16 @@ pub struct Backend {
     pub ether_addr: Option<EtherAddr>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub est_connlimit: u32,
+    /// The farm's `health-check` changed for this backend (or `{"enabled": false}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckOverride>,
+    /// What the checks (nftlbd's or an outside checker's) last said. Saved like any key, so a
+    /// restart neither flaps nor forgets an outside verdict.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health: Health,
+    /// Why, in the checker's words (`connect: connection refused`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +257,7 @@ impl Farm {
             flow_offload,
             limits_ttl,
             policies,
+            health_check,
             sessions,
             backends: _,
         } = self;
@@ -281,6 +296,7 @@ impl Farm {
             flow_offload: flow_offload.clone(),
             limits_ttl: limits_ttl.clone(),
             policies: policies.clone(),
+            health_check: health_check.clone(),
             sessions: sessions.clone(),
             backends: List::new(),
         }

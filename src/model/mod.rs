@@ -36,7 +36,8 @@ pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_cli
 #[cfg(test)]
 pub use states::whole_farm_passes;
 pub use states::{
-    PriorityTiers, effective_priority, is_active, keeps_clients, takes_new_flows, whole_farm_pass,
+    PriorityTiers, effective_priority, effective_state, is_active, keeps_clients, takes_new_flows,
+    whole_farm_pass,
 };
 pub use status_ranges::StatusRanges;
 pub use validate::{

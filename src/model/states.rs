@@ -4,6 +4,10 @@
 //! - `drain`: no new flows; established flows and persistent clients continue.
 //! - `down` (failed) and `off` (administratively out): no new flows, persistent clients move away.
 //!
+//! Health (`health`, set by checks) is a separate field: a `failing` backend that is `up` schedules
+//! as `down` does (no new flows, persistent clients move away, it brings in the next tier); a
+//! `drain` or `off` backend stays what it is whatever its health.
+//!
 //! Priority tiers as in nftlb: starting at 1, every backend of the active tiers that does not take
 //! new flows brings in one more tier, until that is stable. So with `a` (priority 1) and `b`
 //! (priority 2), `b` is a hot standby until `a` fails; two failures in tier 1 bring in tiers 2 and 3.
@@ -11,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::config::{Backend, Farm};
+use super::health::Health;
 use super::values::{BackendState, FarmState};
 
 /// The highest backend priority currently in use by the farm.
@@ -20,7 +25,7 @@ pub fn effective_priority(farm: &Farm) -> u32 {
         let failed = farm
             .backends
             .iter()
-            .filter(|b| b.priority <= p && b.state != BackendState::Up)
+            .filter(|b| b.priority <= p && !counts_as_up(b))
             .count() as u32;
         let next = 1u32.saturating_add(failed);
         if next <= p {
@@ -56,7 +61,7 @@ impl PriorityTiers {
     pub fn add(&mut self, b: &Backend) {
         self.highest = self.highest.max(b.priority);
         self.weight += u64::from(b.weight);
-        if b.state != BackendState::Up {
+        if !counts_as_up(b) {
             let n = self.not_up.entry(b.priority).or_default();
             *n = n.saturating_add(1);
         }
@@ -65,7 +70,7 @@ impl PriorityTiers {
     /// Forgets a backend that was added (as it was when added).
     pub fn remove(&mut self, b: &Backend) {
         self.weight = self.weight.saturating_sub(u64::from(b.weight));
-        if b.state != BackendState::Up
+        if !counts_as_up(b)
             && let Some(n) = self.not_up.get_mut(&b.priority)
         {
             *n -= 1;
@@ -123,9 +128,23 @@ pub fn whole_farm_passes() -> usize {
     WHOLE_FARM_PASSES.with(|c| c.get())
 }
 
+/// Whether the backend is `up` and not failing its checks: what the priority tiers count.
+fn counts_as_up(backend: &Backend) -> bool {
+    backend.state == BackendState::Up && backend.health != Health::Failing
+}
+
+/// The state the scheduler acts on: `up` with a failing check is `down`; any other state is its
+/// own (a check never overrides drain or off). The words of `StateChanged`.
+pub fn effective_state(backend: &Backend) -> BackendState {
+    match (backend.state, backend.health) {
+        (BackendState::Up, Health::Failing) => BackendState::Down,
+        (state, _) => state,
+    }
+}
+
 /// Whether the scheduler gives new connections to this backend (at the farm's effective priority).
 pub fn takes_new_flows(backend: &Backend, effective_priority: u32) -> bool {
-    backend.state == BackendState::Up && backend.priority <= effective_priority
+    counts_as_up(backend) && backend.priority <= effective_priority
 }
 
 /// `Backend.Active` of both front ends: the scheduler gives it new connections now (the farm is
@@ -136,7 +155,7 @@ pub fn is_active(farm: &Farm, backend: &Backend, effective_priority: u32) -> boo
 
 /// Whether persistent clients and established flows may stay with this backend.
 pub fn keeps_clients(backend: &Backend) -> bool {
-    matches!(backend.state, BackendState::Up | BackendState::Drain)
+    matches!(effective_state(backend), BackendState::Up | BackendState::Drain)
 }
 
 #[cfg(test)]
@@ -226,6 +245,56 @@ mod tests {
             moved > 1000,
             "the effective priority changed in only {moved} steps"
         );
+    }
+
+    fn failing(mut f: Farm, i: usize) -> Farm {
+        if let Some(b) = f.backends.get_mut(i) {
+            b.health = Health::Failing;
+        }
+        f
+    }
+
+    #[test]
+    fn a_failing_backend_takes_no_new_flows_and_loses_its_clients() {
+        let f = failing(farm(&[(1, Up), (1, Up)]), 0);
+        let p = effective_priority(&f);
+        let new: Vec<bool> = f.backends.iter().map(|b| takes_new_flows(b, p)).collect();
+        assert_eq!(new, [false, true]);
+        assert!(!keeps_clients(&f.backends[0]));
+        assert_eq!(effective_state(&f.backends[0]), Down);
+        assert!(!is_active(&f, &f.backends[0], p));
+        // Healthy and unknown schedule alike.
+        let mut f = farm(&[(1, Up)]);
+        f.backends.get_mut(0).unwrap().health = Health::Healthy;
+        assert!(takes_new_flows(&f.backends[0], 1));
+    }
+
+    #[test]
+    fn a_failing_backend_brings_in_the_next_tier() {
+        let f = failing(farm(&[(1, Up), (2, Up)]), 0);
+        assert_eq!(effective_priority(&f), 2);
+        assert!(takes_new_flows(&f.backends[1], 2));
+        let mut tiers = PriorityTiers::of(&farm(&[(1, Up), (2, Up)]));
+        assert_eq!(tiers.effective(), 1);
+        tiers.remove(&farm(&[(1, Up)]).backends[0]);
+        tiers.add(&f.backends[0]);
+        assert_eq!(tiers.effective(), 2);
+        assert_eq!(tiers, PriorityTiers::of(&f));
+    }
+
+    #[test]
+    fn drain_and_off_stay_themselves_whatever_the_health() {
+        for health in [Health::Unknown, Health::Healthy, Health::Failing] {
+            let mut f = farm(&[(1, Drain), (1, Off), (2, Up)]);
+            f.backends.get_mut(0).unwrap().health = health;
+            f.backends.get_mut(1).unwrap().health = health;
+            assert_eq!(effective_state(&f.backends[0]), Drain, "{health:?}");
+            assert_eq!(effective_state(&f.backends[1]), Off, "{health:?}");
+            assert!(keeps_clients(&f.backends[0]), "{health:?}");
+            assert!(!takes_new_flows(&f.backends[0], 3), "{health:?}");
+            // Two backends out of tier 1, whatever their health: tiers up to 3 are in.
+            assert_eq!(effective_priority(&f), 3, "{health:?}");
+        }
     }
 
     #[test]

@@ -366,6 +366,12 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) {
         );
     }
 
+    if let Some(check) = &f.health_check {
+        c.errors.extend(super::health_validate::validate_health_check(
+            check,
+            &format!("{at}.health-check"),
+        ));
+    }
     // Backends.
     backend::check_count(c, &at, f.backends.len());
     let mut names = HashSet::new();

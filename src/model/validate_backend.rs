@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use super::super::config::{Backend, Farm};
+use super::super::health_validate::validate_backend_health_check;
 use super::super::names::validate_name;
 use super::super::values::{FarmFamily, Mode};
 use super::{
@@ -91,6 +92,7 @@ pub(super) fn check_backend(c: &mut Checker, at: &str, f: &Farm, b: &Backend, du
     if b.priority == 0 {
         c.err(bat("priority"), "must be at least 1");
     }
+    check_health(c, f, b);
     if let Some(src) = &b.source_addr {
         if f.mode == Mode::Dnat {
             c.err(
@@ -109,6 +111,28 @@ pub(super) fn check_backend(c: &mut Checker, at: &str, f: &Farm, b: &Backend, du
         }
         if let Some(p) = unicast_problem(src) {
             c.err(bat("source-addr"), format!("{src}: {p}"));
+        }
+    }
+}
+
+/// The backend's check (the farm's with its override) and the port it probes: the check's,
+/// the backend's, the farm's first virtual port; a farm of every port needs one of them.
+fn check_health(c: &mut Checker, f: &Farm, b: &Backend) {
+    if f.health_check.is_none() && b.health_check.is_none() {
+        return;
+    }
+    let at = format!("farms[{}].backends[{}].health-check", f.name, b.name);
+    match validate_backend_health_check(f.health_check.as_ref(), b.health_check.as_ref(), &at) {
+        Err(errors) => c.errors.extend(errors),
+        Ok(None) => {}
+        Ok(Some(check)) => {
+            let farm_port = f.virtual_ports.as_slice().first().map(|r| r.first);
+            if check.probe_port(b.port, farm_port).is_none() {
+                c.err(
+                    format!("{at}.port"),
+                    "required: the backend has no port and the farm serves every port",
+                );
+            }
         }
     }
 }

@@ -457,3 +457,61 @@ fn a_layer2_farm_speaks_one_family_and_its_ipv6_persistence_key_fits() {
     ))
     .unwrap();
 }
+
+#[test]
+fn health_checks_are_validated_with_the_farm() {
+    // The farm's check, its backends' overrides and the written form.
+    let doc = web(
+        json!({"health-check": {"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2},
+        "backends": [{"name": "b1", "ip-addr": "10.0.0.1", "health": "failing", "health-reason": "refused",
+                      "health-check": {"enabled": false}},
+                     {"name": "b2", "ip-addr": "10.0.0.2", "port": 8080}]}),
+    );
+    let c = check(doc).unwrap();
+    let written = serde_json::to_value(&c).unwrap();
+    assert_eq!(
+        written["farms"][0]["health-check"],
+        json!({"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2})
+    );
+    assert_eq!(
+        written["farms"][0]["backends"][0],
+        json!({"name": "b1", "ip-addr": "10.0.0.1", "weight": 1, "priority": 1, "state": "up",
+               "health-check": {"enabled": false}, "health": "failing", "health-reason": "refused"})
+    );
+    // Unknown health and no reason are left out.
+    assert_eq!(
+        written["farms"][0]["backends"][1],
+        json!({"name": "b2", "ip-addr": "10.0.0.2", "port": 8080, "weight": 1, "priority": 1, "state": "up"})
+    );
+    refused(
+        web(json!({"health-check": {"type": "tcp", "rise": 0}})),
+        "farms[web].health-check.rise",
+        "not a count of checks",
+    );
+    refused(
+        web(json!({"backends": [{"name": "b1", "ip-addr": "10.0.0.1", "health-check": {"timeout": 3}}]})),
+        "farms[web].backends[b1].health-check.type",
+        "required when the farm has no health-check",
+    );
+    refused(
+        web(json!({"backends": [{"name": "b1", "ip-addr": "10.0.0.1", "health": "sick"}]})),
+        "farms[0].backends[0].health",
+        "unknown variant `sick`",
+    );
+}
+
+#[test]
+fn a_check_needs_a_port_to_probe() {
+    // Every port and a backend that keeps the client's: the check's own port is required.
+    let every = json!({"virtual-ports": "", "health-check": {"type": "tcp"}});
+    let e = check(web(every.clone())).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "farms[web].backends[b1].health-check.port: required: the backend has no port and the farm serves every port"
+    );
+    let mut with_port = every;
+    with_port["health-check"]["port"] = json!(81);
+    check(web(with_port)).unwrap();
+    // The farm's first virtual port serves too.
+    check(web(json!({"health-check": {"type": "tcp"}}))).unwrap();
+}

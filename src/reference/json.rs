@@ -35,7 +35,11 @@ pub fn render() -> String {
             "Backend",
             "A backend (in its farm's `backends`)",
             props::BACKEND,
-            &[Extra::prop("name", "Name")],
+            &[
+                Extra::prop("name", "Name"),
+                Extra::prop("health", "Health"),
+                Extra::prop("health-reason", "HealthReason"),
+            ],
         ),
         (
             "Policy",
@@ -114,7 +118,7 @@ fn rows(short: &str, iface: Option<&Interface>, keys: &[Prop], extra: &[Extra]) 
         let p = property(k.name);
         out.push(vec![
             key_cell(k.key),
-            json_type(k.sig).into(),
+            key_json_type(k).into(),
             code(k.name),
             code(k.sig),
             p.map(|p| short_doc(short, p)).unwrap_or_default(),
@@ -143,6 +147,15 @@ fn extra_row(
         p.map(|p| code(&p.sig)).unwrap_or_else(|| "none".into()),
         doc,
     ]
+}
+
+/// The JSON type of a key of the tables.
+pub fn key_json_type(k: &Prop) -> &'static str {
+    if props::is_json_object(k.key) {
+        "object (docs/health.md)"
+    } else {
+        json_type(k.sig)
+    }
 }
 
 /// The JSON type of a key whose D-Bus type is `sig`.

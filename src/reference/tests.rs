@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::json::{EXAMPLE, example, json_type, minimal, parses_as};
+use super::json::{EXAMPLE, example, key_json_type, minimal, parses_as};
 use super::sources::{actions, interfaces, varlink_errors};
 use super::{errors, polkit, render};
 use crate::model::validate_name;
@@ -97,10 +97,11 @@ fn every_key_of_the_tables_has_its_property_and_its_json_type() {
         "new-rtlimit": "5/second", "new-rtlimit-burst": 2, "rst-rtlimit": "5/second",
         "rst-rtlimit-burst": 2, "est-connlimit": 3, "tcp-strict": true, "queue": 1,
         "verdict": ["drop"], "intra-connect": true, "flow-offload": true, "limits-ttl": 9,
-        "policies": ["p"],
+        "policies": ["p"], "health-check": {"type": "tcp"},
         "backends": [{"name": "b", "ip-addr": "2001:db8::3", "port": 81, "weight": 2, "priority": 2,
             "mark": 3, "state": "drain", "source-addr": "2001:db8::4",
-            "ether-addr": "02:00:00:00:00:03", "est-connlimit": 4}]}"#;
+            "ether-addr": "02:00:00:00:00:03", "est-connlimit": 4,
+            "health-check": {"port": 82}, "health": "failing", "health-reason": "x"}]}"#;
     let policy = json!({"name": "p", "type": "whitelist", "family": "ipv6", "timeout": 5,
         "log-prefix": "x", "elements": ["2001:db8::5"]});
     let farm: crate::model::Farm = serde_json::from_str(farm).unwrap();
@@ -109,6 +110,7 @@ fn every_key_of_the_tables_has_its_property_and_its_json_type() {
     let written = [
         ("Farm", props::FARM, farm.clone()),
         ("Backend", props::BACKEND, farm["backends"][0].clone()),
+        ("Backend", props::BACKEND_HEALTH, farm["backends"][0].clone()),
         ("Policy", props::POLICY, serde_json::to_value(&policy).unwrap()),
     ];
     for (short, table, value) in written {
@@ -127,11 +129,12 @@ fn every_key_of_the_tables_has_its_property_and_its_json_type() {
                 Value::Bool(_) => "boolean",
                 Value::Number(_) => "number",
                 Value::Array(a) if a.iter().all(Value::is_string) => "array of strings",
+                Value::Object(_) => "object (docs/health.md)",
                 _ => "something else",
             };
             assert_eq!(
                 actual,
-                json_type(k.sig),
+                key_json_type(k),
                 "{short} key {} is written as {v}",
                 k.key
             );

@@ -49,6 +49,7 @@ pub const FARM: &[Prop] = &[
     p("FlowOffload", "flow-offload", "b"),
     p("LimitsTtl", "limits-ttl", "u"),
     p("Policies", "policies", "as"),
+    p("HealthCheck", "health-check", "s"),
 ];
 
 /// Writable backend keys (`Name` is read-only).
@@ -62,7 +63,19 @@ pub const BACKEND: &[Prop] = &[
     p("SourceAddr", "source-addr", "s"),
     p("EtherAddr", "ether-addr", "s"),
     p("EstConnLimit", "est-connlimit", "u"),
+    p("HealthCheck", "health-check", "s"),
 ];
+
+/// Backend keys that are read-only on the bus (set by `SetHealth`), but canonical keys all the same.
+pub const BACKEND_HEALTH: &[Prop] = &[
+    p("Health", "health", "s"),
+    p("HealthReason", "health-reason", "s"),
+];
+
+/// Keys whose D-Bus value is the JSON text of an object (`""`: not set).
+pub fn is_json_object(key: &str) -> bool {
+    key == "health-check"
+}
 
 /// Policy keys (`Name` is read-only).
 pub const POLICY: &[Prop] = &[

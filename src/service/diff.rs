@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::index::Names;
-use crate::model::{Backend, BackendState, Config, Farm, Policy, PriorityTiers, is_active, whole_farm_pass};
+use crate::model::{
+    Backend, BackendState, Config, Farm, Policy, PriorityTiers, effective_state, is_active, whole_farm_pass,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -243,6 +245,28 @@ impl FarmChange {
     }
 }
 
+/// A change of state, or of health that changes what the scheduler does with the backend (the
+/// effective words, `up` → `down`, for the reason the check gave).
+fn transition(o: &Backend, b: &Backend, reason: &str) -> Option<Transition> {
+    if o.state != b.state {
+        return Some(Transition {
+            old: effective_state(o),
+            new: effective_state(b),
+            reason: reason.to_string(),
+        });
+    }
+    let (old, new) = (effective_state(o), effective_state(b));
+    (old != new).then(|| Transition {
+        old,
+        new,
+        reason: if b.health_reason.is_empty() {
+            "health-check".to_string()
+        } else {
+            format!("health-check: {}", b.health_reason)
+        },
+    })
+}
+
 /// `tiers_old`: the priority tiers of `old`.
 fn farm_change(old: &Farm, new: &Farm, reason: &str, tiers_old: PriorityTiers) -> FarmChange {
     // Backends changed in place or appended, or one removed: only those differ, found by the
@@ -279,11 +303,7 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str, tiers_old: PriorityTiers) -
         if o == b && was == is {
             return None;
         }
-        let state = (o.state != b.state).then(|| Transition {
-            old: o.state,
-            new: b.state,
-            reason: reason.to_string(),
-        });
+        let state = transition(o, b, reason);
         Some(BackendChange {
             name: b.name.clone(),
             what: What::Changed,
