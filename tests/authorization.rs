@@ -242,6 +242,13 @@ const ROWS: &[Row] = &[
         &["'drain'"],
     ),
     dbus(
+        "SetBackendHealth",
+        Scope::Farm,
+        BACKEND_PATH,
+        "org.nftlbd1.Backend.SetHealth",
+        &["'failing'", "'http: 503'"],
+    ),
+    dbus(
         "RemoveBackend",
         Scope::Farm,
         SPARE_BACKEND_PATH,
@@ -327,6 +334,11 @@ const ROWS: &[Row] = &[
         r#"{"farm": "{farm}", "backend": "a", "state": "drain"}"#,
     ),
     varlink(
+        "SetBackendHealth",
+        Scope::Farm,
+        r#"{"farm": "{farm}", "backend": "a", "health": "failing", "reason": "http: 503"}"#,
+    ),
+    varlink(
         "SetBackends",
         Scope::Farm,
         r#"{"changes": [{"farm": "{farm}", "backend": "a", "state": "drain"},
@@ -394,6 +406,7 @@ const FARM_VALUES: &[(&str, &str)] = &[
     ("RstRtLimit", "'10/second'"),
     ("RstRtLimitBurst", "uint32 5"),
     ("EstConnLimit", "uint32 100"),
+    ("HealthCheck", r#"'{"type": "tcp", "interval": 5}'"#),
     ("TcpStrict", "true"),
     ("Queue", "0"),
     ("Verdict", "['log', 'drop']"),
@@ -428,6 +441,7 @@ const BACKEND_VALUES: &[(&str, &str)] = &[
     ("SourceAddr", "'10.0.0.254'"),
     ("EtherAddr", "'02:00:00:00:00:03'"),
     ("EstConnLimit", "uint32 10"),
+    ("HealthCheck", r#"'{"type": "tcp", "port": 81}'"#),
 ];
 
 /// Setting each writable property (the crate's tables), with its operation.
@@ -697,7 +711,7 @@ fn rows_cover_the_same_operations_on_each_front_end() {
             .collect()
     };
     assert_eq!(ops(false), ops(true));
-    assert_eq!(ops(true).len(), 17);
+    assert_eq!(ops(true).len(), 18);
     let names: BTreeSet<&str> = ROWS
         .iter()
         .filter_map(|r| match r.call {

@@ -39,6 +39,7 @@ pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   add-backend FARM NAME KEY=VALUE...
   set-backend FARM NAME KEY=VALUE...   change backend keys (one transaction)
   state FARM BACKEND up|down|off|drain
+  set-health FARM BACKEND unknown|healthy|failing [REASON]   a checker's verdict (SetHealth)
   remove-backend FARM NAME
   set-backends KEY=VALUE... FARM/BACKEND...
                                        state=, weight= or priority= of many backends across farms,
@@ -261,7 +262,7 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
             }
             Ok(())
         }
-        "set-backend" | "state" | "remove-backend" => {
+        "set-backend" | "state" | "set-health" | "remove-backend" => {
             let farm_name = arg(1, "a farm")?;
             let farm = c.farm_path(farm_name).await?;
             let name = arg(2, "a backend")?;
@@ -288,6 +289,13 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
                 "state" => {
                     let state = arg(3, "a state (up, down, off, drain)")?;
                     c.change::<_, ()>(&path, BACKEND, "SetState", &(state,)).await
+                }
+                "set-health" => {
+                    let health = arg(3, "a health (unknown, healthy, failing)")?;
+                    // The reason may be given as several words, as a plugin's output line is.
+                    let reason = w.get(4..).unwrap_or_default().join(" ");
+                    c.change::<_, ()>(&path, BACKEND, "SetHealth", &(health, reason))
+                        .await
                 }
                 _ => c.change::<_, ()>(&path, BACKEND, "Remove", &()).await,
             }

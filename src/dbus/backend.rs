@@ -33,6 +33,7 @@ const READ_ONLY: &[super::Arg] = &[
 const METHODS: &[super::Method] = &[
     ("Update", &[("changes", "a{sv}")], &[]),
     ("SetState", &[("state", "s")], &[]),
+    ("SetHealth", &[("health", "s"), ("reason", "s")], &[]),
     ("Remove", &[], &[]),
 ];
 
@@ -63,6 +64,18 @@ impl BackendObject {
         let (farm, backend) = self.names();
         self.run(conn, msg, Operation::SetBackendState { farm, backend, state })
             .await
+    }
+
+    async fn set_health(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let (health, reason): (String, String) = msg.body().deserialize()?;
+        let (farm, backend) = self.names();
+        let op = Operation::SetBackendHealth {
+            farm,
+            backend,
+            health,
+            reason,
+        };
+        self.run(conn, msg, op).await
     }
 
     async fn remove(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
@@ -126,5 +139,6 @@ impl Keyed for BackendObject {
 keyed_interface!(BackendObject, {
     "Update" => update,
     "SetState" => set_state,
+    "SetHealth" => set_health,
     "Remove" => remove,
 });

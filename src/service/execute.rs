@@ -114,6 +114,15 @@ impl Service {
                 self.change_indexed(o(), ops::set_backend_state(farm, backend, state))
                     .await?
             }
+            Operation::SetBackendHealth {
+                farm,
+                backend,
+                health,
+                reason,
+            } => {
+                let change = super::ops_health::set_backend_health(farm, backend, health, reason);
+                self.change_indexed(o(), change).await?
+            }
             Operation::RemoveBackend { farm, backend } => {
                 self.change_indexed(o(), ops::remove_backend(farm, backend))
                     .await?

@@ -22,6 +22,7 @@ pub mod index;
 mod journal_tests;
 pub mod operation;
 pub mod ops;
+pub mod ops_health;
 #[cfg(test)]
 mod parity_tests;
 mod record;

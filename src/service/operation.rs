@@ -159,6 +159,13 @@ pub enum Operation {
         backend: String,
         state: String,
     },
+    /// A backend's health as a checker sees it (`unknown`, `healthy`, `failing`), and why.
+    SetBackendHealth {
+        farm: String,
+        backend: String,
+        health: String,
+        reason: String,
+    },
     RemoveBackend {
         farm: String,
         backend: String,
@@ -246,6 +253,7 @@ pub enum Kind {
     AddBackend,
     UpdateBackend,
     SetBackendState,
+    SetBackendHealth,
     RemoveBackend,
     SetBackends,
     AddSession,
@@ -461,6 +469,14 @@ pub const OPERATIONS: &[Spec] = &[
         "Sets a backend's state: up, down, off or drain (delegable on its own).",
     ),
     change(
+        K::SetBackendHealth,
+        "SetBackendHealth",
+        polkit::BACKEND_SET_STATE,
+        &["Backend.SetHealth"],
+        &["farm", "backend"],
+        "Sets a backend's health (unknown, healthy or failing) and its reason: an outside checker's verdict.",
+    ),
+    change(
         K::RemoveBackend,
         "RemoveBackend",
         polkit::BACKEND_MANAGE,
@@ -610,6 +626,7 @@ impl Operation {
             Operation::AddBackend { .. } => K::AddBackend,
             Operation::UpdateBackend { .. } => K::UpdateBackend,
             Operation::SetBackendState { .. } => K::SetBackendState,
+            Operation::SetBackendHealth { .. } => K::SetBackendHealth,
             Operation::RemoveBackend { .. } => K::RemoveBackend,
             Operation::SetBackends { .. } => K::SetBackends,
             Operation::AddSession { .. } => K::AddSession,
@@ -676,7 +693,9 @@ impl Operation {
                 d.backend = own(backend);
                 d.state = own(state);
             }
-            Operation::RemoveBackend { farm, backend } | Operation::AddSession { farm, backend, .. } => {
+            Operation::RemoveBackend { farm, backend }
+            | Operation::SetBackendHealth { farm, backend, .. }
+            | Operation::AddSession { farm, backend, .. } => {
                 d.farm = own(farm);
                 d.backend = own(backend);
             }
@@ -746,6 +765,7 @@ mod tests {
         K::AddBackend,
         K::UpdateBackend,
         K::SetBackendState,
+        K::SetBackendHealth,
         K::RemoveBackend,
         K::SetBackends,
         K::AddSession,
@@ -904,6 +924,12 @@ mod tests {
             Operation::RemoveBackend {
                 farm: s(),
                 backend: s(),
+            },
+            Operation::SetBackendHealth {
+                farm: s(),
+                backend: s(),
+                health: s(),
+                reason: s(),
             },
             Operation::SetBackends {
                 changes: vec![BackendUpdate {

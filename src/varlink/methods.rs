@@ -240,6 +240,15 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
             backend: s("backend")?,
             state: s("state")?,
         },
+        "SetBackendHealth" => Operation::SetBackendHealth {
+            farm: s("farm")?,
+            backend: s("backend")?,
+            health: s("health")?,
+            reason: match p.get("reason") {
+                None | Some(Value::Null) => String::new(),
+                Some(_) => s("reason")?,
+            },
+        },
         "SetBackends" => {
             let changes: Vec<Value> = param(p, "changes")?;
             let mut updates = Vec::with_capacity(changes.len());

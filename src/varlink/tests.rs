@@ -368,6 +368,18 @@ fn cases() -> Vec<Case> {
             changes_config: true,
         },
         Case {
+            method: "SetBackendHealth",
+            params: json!({"farm": "web", "backend": "b", "health": "failing", "reason": "http: 503"}),
+            action: polkit::BACKEND_SET_STATE,
+            details: details(&[("farm", "web"), ("backend", "b"), ("verb", "set-backend-health")]),
+            prepare: nothing,
+            expect: |c| {
+                c["farms"][0]["backends"][1]["health"] = json!("failing");
+                c["farms"][0]["backends"][1]["health-reason"] = json!("http: 503");
+            },
+            changes_config: true,
+        },
+        Case {
             method: "SetBackends",
             params: json!({"changes": [{"farm": "web", "backend": "a", "state": "drain"},
                                        {"farm": "web", "backend": "b", "state": "down"}]}),

@@ -1,0 +1,196 @@
+//! Backend health as a change: `SetBackendHealth` (an outside checker, or an operator) and the
+//! daemon's own checker, whose verdicts arriving together are one commit. Health is a key of the
+//! backend beside its state; what it means for scheduling is the model's (`effective_state`).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::ServiceError;
+use super::edit;
+use super::index::ConfigIndex;
+use super::ops::IndexedChange;
+use crate::model::{Config, FieldError, Health, Invalid};
+
+/// Reasons longer than this are cut: they travel in every signal and the state file.
+pub const MAX_REASON: usize = 256;
+
+/// One backend's health, as the checker found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthUpdate {
+    pub farm: String,
+    pub backend: String,
+    pub health: Health,
+    pub reason: String,
+}
+
+fn parse_health(health: &str, field: &str) -> Result<Health, ServiceError> {
+    Health::parse(health).ok_or_else(|| {
+        ServiceError::Invalid(Invalid::one(
+            field,
+            format!("{health:?} is not one of unknown, healthy, failing"),
+        ))
+    })
+}
+
+/// The reason as saved: one line, at most [`MAX_REASON`] bytes (cut at a character boundary).
+fn clean_reason(reason: &str) -> String {
+    let line: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut end = line.len().min(MAX_REASON);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line[..end].trim().to_string()
+}
+
+/// Sets a backend's `health` and `health-reason` (`unknown` and `""` remove the keys).
+pub fn set_backend_health(
+    farm: String,
+    backend: String,
+    health: String,
+    reason: String,
+) -> impl IndexedChange {
+    move |c: &ConfigIndex| {
+        let at = format!("farms[{farm}].backends[{backend}].health");
+        let health = parse_health(&health, &at)?;
+        let reason = clean_reason(&reason);
+        edit::backend(c, &farm, &backend, |obj| {
+            edit::set_key(
+                obj,
+                "health",
+                (health != Health::Unknown).then(|| Value::String(health.as_str().into())),
+            );
+            edit::set_key(
+                obj,
+                "health-reason",
+                (!reason.is_empty()).then_some(Value::String(reason)),
+            );
+            Ok(())
+        })
+    }
+}
+
+/// The checker's verdicts as one change: O(updates) lookups in the name index. A backend that
+/// went away meanwhile (or already says the same) is skipped, never an error: the checker's
+/// targets follow the configuration a moment later.
+pub fn set_healths(updates: Vec<HealthUpdate>) -> impl IndexedChange {
+    move |ix: &ConfigIndex| {
+        let mut new: Config = (*ix.config).clone();
+        let mut last: HashMap<(usize, usize), HealthUpdate> = HashMap::new();
+        for u in updates {
+            if let Some(at) = ix.names().backend_position(&u.farm, &u.backend) {
+                last.insert(at, u);
+            }
+        }
+        let mut errors: Vec<FieldError> = Vec::new();
+        for ((i, j), u) in last {
+            let Some(b) = new.farms.get_mut(i).and_then(|f| f.backends.get_mut(j)) else {
+                errors.push(FieldError {
+                    field: format!("farms[{}].backends[{}]", u.farm, u.backend),
+                    reason: "not found".into(),
+                });
+                continue;
+            };
+            b.health = u.health;
+            b.health_reason = clean_reason(&u.reason);
+        }
+        if !errors.is_empty() {
+            return Err(ServiceError::Invalid(Invalid(errors)));
+        }
+        Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{BackendState, parse_config};
+    use crate::service::diff::{Diff, Transition};
+
+    fn web() -> ConfigIndex {
+        let c = parse_config(
+            r#"{"farms": [{"name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
+                "backends": [{"name": "a", "ip-addr": "10.0.0.1"}, {"name": "b", "ip-addr": "10.0.0.2", "state": "drain"}]}]}"#,
+        )
+        .unwrap();
+        ConfigIndex::build(Arc::new(c))
+    }
+
+    fn transition(ix: &ConfigIndex, new: &Config, backend: &str) -> Option<Transition> {
+        let d = Diff::between(&ix.config, new, "api");
+        d.farms[0]
+            .backends
+            .iter()
+            .find(|b| b.name == backend)
+            .and_then(|b| b.state.clone())
+    }
+
+    #[test]
+    fn failing_an_up_backend_is_a_transition_to_down_for_the_check_s_reason() {
+        let ix = web();
+        let set = |b: &str, h: &str| {
+            set_backend_health("web".into(), b.into(), h.into(), " connect: refused\n".into())(&ix).unwrap()
+        };
+        let new = set("a", "failing");
+        let a = new.farms[0].backend("a").unwrap();
+        assert_eq!(
+            (a.health, a.health_reason.as_str()),
+            (Health::Failing, "connect: refused")
+        );
+        assert_eq!(
+            transition(&ix, &new, "a"),
+            Some(Transition {
+                old: BackendState::Up,
+                new: BackendState::Down,
+                reason: "health-check: connect: refused".into()
+            })
+        );
+        // Drain stays drain: the health is saved, no transition.
+        let new = set("b", "failing");
+        assert_eq!(new.farms[0].backend("b").unwrap().health, Health::Failing);
+        assert_eq!(transition(&ix, &new, "b"), None);
+        // Unknown and no reason leave the keys out.
+        let back =
+            set_backend_health("web".into(), "a".into(), "unknown".into(), String::new())(&ix).unwrap();
+        assert_eq!(back, *ix.config);
+        let e = set_backend_health("web".into(), "a".into(), "sick".into(), String::new())(&ix).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "farms[web].backends[a].health: \"sick\" is not one of unknown, healthy, failing"
+        );
+    }
+
+    #[test]
+    fn a_batch_of_verdicts_keeps_the_last_per_backend_and_skips_the_gone() {
+        let ix = web();
+        let u = |b: &str, h: Health| HealthUpdate {
+            farm: "web".into(),
+            backend: b.into(),
+            health: h,
+            reason: String::new(),
+        };
+        let new = set_healths(vec![
+            u("a", Health::Failing),
+            u("gone", Health::Failing),
+            u("a", Health::Healthy),
+            u("b", Health::Failing),
+        ])(&ix)
+        .unwrap();
+        let h: Vec<Health> = new.farms[0].backends.iter().map(|b| b.health).collect();
+        assert_eq!(h, [Health::Healthy, Health::Failing]);
+    }
+
+    #[test]
+    fn reasons_are_one_bounded_line() {
+        assert_eq!(clean_reason(" connect:\nrefused "), "connect: refused");
+        let long = "é".repeat(200);
+        let cut = clean_reason(&long);
+        assert_eq!(cut.len(), MAX_REASON);
+        assert_eq!(cut, "é".repeat(128));
+    }
+}
