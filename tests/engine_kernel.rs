@@ -459,3 +459,37 @@ fn a_policy_made_before_its_family_had_a_farm_gets_its_elements() {
         );
     });
 }
+
+/// The slot map's entries: `slot : backend mark`.
+fn slots() -> usize {
+    nft(&["list", "map", "ip", "nftlbd", "slots-0"])
+        .matches(" : ")
+        .count()
+}
+
+#[test]
+fn a_failing_backend_loses_its_slots_and_gets_them_back() {
+    in_netns(|| {
+        let mut farms = json!([farm("web", "192.0.2.1", 3)]);
+        let mut e = KernelEngine::open().unwrap();
+        e.reconcile(config(farms.clone()), Allocation::default()).unwrap();
+        let all = slots();
+        assert!(all >= 3, "{}", nft(&["list", "map", "ip", "nftlbd", "slots-0"]));
+        farms[0]["backends"][1]["health"] = json!("failing");
+        farms[0]["backends"][1]["health-reason"] = json!("connect: refused");
+        let failing = e.apply(config(farms.clone())).unwrap();
+        assert!(failing.messages <= 12, "{:#?}", failing.changes);
+        assert_eq!(slots(), all - 1);
+        // Drained, it stays out; its health no longer matters.
+        farms[0]["backends"][1]["state"] = json!("drain");
+        e.apply(config(farms.clone())).unwrap();
+        assert_eq!(slots(), all - 1);
+        farms[0]["backends"][1]["state"] = json!("up");
+        farms[0]["backends"][1]["health"] = json!("healthy");
+        e.apply(config(farms.clone())).unwrap();
+        assert_eq!(slots(), all);
+        let alloc = e.allocation().clone();
+        let cfg = e.config().clone();
+        assert_eq!(e.reconcile(cfg, alloc).unwrap().changes, Vec::<String>::new());
+    });
+}
