@@ -262,6 +262,8 @@ fn run(args: &Args) -> Result<(), CliError> {
                 Err(e) => tracing::warn!("no varlink at {}: {e}", path.display()),
             }
         }
+        // Started before READY: a backend's health is being checked once the daemon says so.
+        let checks = nftlbd::service::checks::spawn(service.clone());
         println!("READY");
         let status = |s: &Service| {
             format!(
@@ -292,6 +294,7 @@ fn run(args: &Args) -> Result<(), CliError> {
             }
         }
         nftlbd::notify::notify("STOPPING=1");
+        checks.abort();
         tracing::info!("stopping; the tables stay in place");
         if let Some(conn) = bus {
             nftlbd::dbus::stop(conn).await;

@@ -22,7 +22,7 @@ use super::agent::Advice;
 use super::counter::Counter;
 use super::probe::{self, Outcome};
 use super::random;
-use crate::model::{Health, HealthCheck};
+use crate::model::{CheckType, Health, HealthCheck};
 
 /// Runs in flight at once by default: far below the usual file limit, far above what checks
 /// answering in milliseconds need.
@@ -45,6 +45,8 @@ pub struct Target {
 pub struct Transition {
     pub farm: String,
     pub backend: String,
+    /// The type of the check that decided (what the journal names).
+    pub check: CheckType,
     pub health: Health,
     /// "http 503, 3 failures", "connection refused".
     pub reason: String,
@@ -56,9 +58,22 @@ pub struct Transition {
 #[error("the health checker has stopped")]
 pub struct Stopped;
 
+/// A backend by farm and name.
+pub type TargetName = (String, String);
+
+enum Command {
+    /// The whole set of targets.
+    Set(Vec<Target>),
+    /// Targets that joined or changed, and those that left.
+    Update {
+        added: Vec<Target>,
+        removed: Vec<TargetName>,
+    },
+}
+
 /// The handle of a running checker; dropping it stops every check.
 pub struct Checker {
-    commands: mpsc::UnboundedSender<Vec<Target>>,
+    commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<()>,
 }
 
@@ -77,6 +92,7 @@ impl Checker {
             limit: limit.max(1),
             probes: HashMap::new(),
             by_key: HashMap::new(),
+            by_target: HashMap::new(),
             next_id: 0,
             due: BinaryHeap::new(),
             waiting: VecDeque::new(),
@@ -91,7 +107,19 @@ impl Checker {
     /// joining a probe that already knows its health is told at once; a target whose check
     /// changed keeps its last health until the new check's first result.
     pub fn set_targets(&self, targets: Vec<Target>) -> Result<(), Stopped> {
-        self.commands.send(targets).map_err(|_| Stopped)
+        self.commands.send(Command::Set(targets)).map_err(|_| Stopped)
+    }
+
+    /// Changes some targets, at a cost of the targets named (not of all): `removed` leave first,
+    /// then `added` join as `set_targets` would have them join (one already there with the same
+    /// address, port and check is left as it is; one whose probe changed moves to the new one).
+    pub fn update(&self, added: Vec<Target>, removed: Vec<TargetName>) -> Result<(), Stopped> {
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        self.commands
+            .send(Command::Update { added, removed })
+            .map_err(|_| Stopped)
     }
 }
 
@@ -103,7 +131,6 @@ impl Drop for Checker {
 
 /// What makes two checks one probe: the same address, port and definition.
 type ProbeKey = Arc<(IpAddr, u16, HealthCheck)>;
-type TargetName = (String, String);
 
 struct Probe {
     key: ProbeKey,
@@ -119,6 +146,8 @@ struct Scheduler {
     limit: usize,
     probes: HashMap<u64, Probe>,
     by_key: HashMap<ProbeKey, u64>,
+    /// The probe of each target.
+    by_target: HashMap<TargetName, u64>,
     /// Ids are never reused, so an entry of a removed probe is simply skipped.
     next_id: u64,
     due: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -129,14 +158,15 @@ struct Scheduler {
 }
 
 impl Scheduler {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Vec<Target>>) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         loop {
             let next = self.due.peek().map(|Reverse((at, _))| *at);
             // Far enough to never fire: the branch is disabled when nothing is due.
             let wake = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let keep_going = tokio::select! {
                 command = commands.recv() => match command {
-                    Some(targets) => self.set(targets).await,
+                    Some(Command::Set(targets)) => self.set(targets).await,
+                    Some(Command::Update { added, removed }) => self.update(added, removed).await,
                     None => false,
                 },
                 Some(done) = self.running.join_next_with_id(), if !self.running.is_empty() => {
@@ -159,53 +189,56 @@ impl Scheduler {
 
     /// Applies a new target set; false when the reader is gone.
     async fn set(&mut self, targets: Vec<Target>) -> bool {
-        let mut wanted: HashMap<ProbeKey, Vec<TargetName>> = HashMap::new();
-        for t in targets {
-            wanted
-                .entry(Arc::new((t.addr, t.port, t.check)))
-                .or_default()
-                .push((t.farm, t.backend));
+        let wanted: HashSet<(&str, &str)> = targets
+            .iter()
+            .map(|t| (t.farm.as_str(), t.backend.as_str()))
+            .collect();
+        let gone: Vec<TargetName> = self
+            .by_target
+            .keys()
+            .filter(|(f, b)| !wanted.contains(&(f.as_str(), b.as_str())))
+            .cloned()
+            .collect();
+        self.update(targets, gone).await
+    }
+
+    /// Removes then adds targets; false when the reader is gone.
+    async fn update(&mut self, added: Vec<Target>, removed: Vec<TargetName>) -> bool {
+        for name in &removed {
+            self.detach(name);
         }
-        self.probes.retain(|_, p| wanted.contains_key(&p.key));
-        self.by_key.retain(|k, _| wanted.contains_key(k));
-        self.waiting.retain(|id| self.probes.contains_key(id));
         let now = Instant::now();
         let mut told = Vec::new();
-        for (key, targets) in wanted {
-            if let Some(probe) = self.by_key.get(&key).and_then(|id| self.probes.get_mut(id)) {
-                let old: HashSet<&TargetName> = probe.targets.iter().collect();
-                let joined: Vec<TargetName> = targets.iter().filter(|t| !old.contains(t)).cloned().collect();
-                if probe.counter.health() != Health::Unknown {
-                    for (farm, backend) in joined {
-                        told.push(Transition {
-                            farm,
-                            backend,
-                            health: probe.counter.health(),
-                            reason: probe.reason.clone(),
-                            advice: probe.advice,
-                        });
-                    }
+        for t in added {
+            let key: ProbeKey = Arc::new((t.addr, t.port, t.check));
+            let name = (t.farm, t.backend);
+            if let Some(id) = self.by_target.get(&name) {
+                if self.probes.get(id).is_some_and(|p| p.key == key) {
+                    continue;
                 }
-                probe.targets = targets;
-                continue;
+                self.detach(&name);
             }
-            let id = self.next_id;
-            self.next_id += 1;
-            // The first run at a random point within the jitter: a restart with thousands of
-            // checks does not fire them in one burst.
-            let first = now + Duration::from_millis(random::below(key.2.jitter().millis() + 1));
-            self.due.push(Reverse((first, id)));
-            self.by_key.insert(key.clone(), id);
-            self.probes.insert(
-                id,
-                Probe {
-                    key,
-                    targets,
-                    counter: Counter::default(),
-                    advice: None,
-                    reason: String::new(),
-                },
-            );
+            let id = match self.by_key.get(&key) {
+                Some(id) => *id,
+                None => self.add_probe(key, now),
+            };
+            let Some(probe) = self.probes.get_mut(&id) else {
+                continue;
+            };
+            // A probe that knows its health tells a target joining it at once; a target whose
+            // check changed keeps its last health until the new check's first result.
+            if probe.counter.health() != Health::Unknown {
+                told.push(Transition {
+                    farm: name.0.clone(),
+                    backend: name.1.clone(),
+                    check: probe.key.2.kind,
+                    health: probe.counter.health(),
+                    reason: probe.reason.clone(),
+                    advice: probe.advice,
+                });
+            }
+            probe.targets.push(name.clone());
+            self.by_target.insert(name, id);
         }
         for t in told {
             if self.events.send(t).await.is_err() {
@@ -213,6 +246,44 @@ impl Scheduler {
             }
         }
         true
+    }
+
+    /// Takes a target off its probe; a probe left without targets goes (its entries in the
+    /// timer heap and the waiting queue are skipped when they come up).
+    fn detach(&mut self, name: &TargetName) {
+        let Some(id) = self.by_target.remove(name) else {
+            return;
+        };
+        let Some(probe) = self.probes.get_mut(&id) else {
+            return;
+        };
+        probe.targets.retain(|t| t != name);
+        if probe.targets.is_empty()
+            && let Some(probe) = self.probes.remove(&id)
+        {
+            self.by_key.remove(&probe.key);
+        }
+    }
+
+    fn add_probe(&mut self, key: ProbeKey, now: Instant) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        // The first run at a random point within the jitter: a restart with thousands of
+        // checks does not fire them in one burst.
+        let first = now + Duration::from_millis(random::below(key.2.jitter().millis() + 1));
+        self.due.push(Reverse((first, id)));
+        self.by_key.insert(key.clone(), id);
+        self.probes.insert(
+            id,
+            Probe {
+                key,
+                targets: Vec::new(),
+                counter: Counter::default(),
+                advice: None,
+                reason: String::new(),
+            },
+        );
+        id
     }
 
     fn start_due(&mut self) {
@@ -283,6 +354,7 @@ impl Scheduler {
             .map(|(farm, backend)| Transition {
                 farm: farm.clone(),
                 backend: backend.clone(),
+                check: check.kind,
                 health: probe.counter.health(),
                 reason: reason.clone(),
                 advice: probe.advice,

@@ -15,6 +15,6 @@ mod probe_tests;
 mod random;
 
 pub use agent::{Advice, AgentReply, parse_agent_line};
-pub use checker::{Checker, DEFAULT_IN_FLIGHT, Stopped, Target, Transition};
+pub use checker::{Checker, DEFAULT_IN_FLIGHT, Stopped, Target, TargetName, Transition};
 pub use counter::Counter;
 pub use probe::{Outcome, run, supported};

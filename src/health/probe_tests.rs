@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::model::{Health, HealthCheck};
+use crate::model::{CheckType, Health, HealthCheck};
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -356,6 +356,7 @@ async fn the_checker_reports_turns_after_fall_and_rise_for_every_target_of_a_sha
     let healthy = |farm: &str, backend: &str, reason: &str| Transition {
         farm: farm.into(),
         backend: backend.into(),
+        check: CheckType::Tcp,
         health: Health::Healthy,
         reason: reason.into(),
         advice: None,
@@ -426,6 +427,48 @@ async fn a_hung_probe_delays_no_other() {
     );
     assert!(started.elapsed() < Duration::from_secs(1));
     drop(hung);
+}
+
+#[tokio::test]
+async fn updates_move_single_targets_between_probes_and_end_probes_left_without_any() {
+    let listener = std::net::TcpListener::bind((LO, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refused = closed_port();
+    let c =
+        check(json!({"type": "tcp", "interval": 0.1, "timeout": 0.05, "rise": 1, "fall": 1, "jitter": 0}));
+    let (tx, mut rx) = mpsc::channel(16);
+    let checker = Checker::start(tx);
+    checker
+        .update(vec![target("web", "a", port, &c)], vec![])
+        .unwrap();
+    let a = next(&mut rx, 2).await;
+    assert_eq!((a.backend.as_str(), a.health), ("a", Health::Healthy));
+    // b joins the probe a has: told at once; a named again, unchanged, is left as it is.
+    checker
+        .update(
+            vec![target("web", "b", port, &c), target("web", "a", port, &c)],
+            vec![],
+        )
+        .unwrap();
+    let b = next(&mut rx, 1).await;
+    assert_eq!(
+        (b.backend.as_str(), b.check, b.health, b.reason.as_str()),
+        ("b", CheckType::Tcp, Health::Healthy, "tcp connected")
+    );
+    // a moves to a port nothing listens on: its own verdict, b's probe goes on.
+    checker
+        .update(vec![target("web", "a", refused, &c)], vec![])
+        .unwrap();
+    let a = next(&mut rx, 2).await;
+    assert_eq!(
+        (a.backend.as_str(), a.health, a.reason.as_str()),
+        ("a", Health::Failing, "connection refused")
+    );
+    // b leaves: its probe ends, so the listener going away is nobody's turn.
+    checker.update(vec![], vec![("web".into(), "b".into())]).unwrap();
+    drop(listener);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(rx.try_recv().is_err());
 }
 
 #[tokio::test]

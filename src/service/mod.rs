@@ -12,6 +12,10 @@
 //! translate their wire formats into operations and the outputs back.
 
 pub mod authority;
+pub mod check_targets;
+pub mod checks;
+#[cfg(test)]
+mod checks_tests;
 pub mod diff;
 pub mod edit;
 mod execute;
