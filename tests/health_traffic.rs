@@ -1,0 +1,220 @@
+//! The daemon's own health checks against real traffic, in the testbed (tools/testbed.sh): a
+//! backend whose server stops is found failing and gets no new connections, comes back when it
+//! serves again, stays drained while an operator drains it whatever its health, and an http
+//! check turns a backend answering 503 failing. Health is read back over varlink (GetFarm).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use common::bus::*;
+use common::clients::varlink;
+use common::topo::{Topo, backend_ip, count, in_ns, vip4, who};
+use serde_json::{Value, json};
+
+/// Where the switchable servers listen in each backend's namespace: greetings for traffic and
+/// the tcp check, HTTP for the http check.
+const TRAFFIC: u16 = 9000;
+const HTTP: u16 = 9001;
+
+/// The longest a verdict may take to show (a few intervals of 0.2 s, and the commit).
+const VERDICT: Duration = Duration::from_secs(5);
+
+const SERVE: u8 = 0;
+/// Both listeners closed: connections are refused.
+const STOPPED: u8 = 1;
+/// Serving, but the HTTP server answers 503.
+const UNAVAILABLE: u8 = 2;
+
+/// A backend's servers, switched by the test.
+#[derive(Clone)]
+struct Switch(Arc<AtomicU8>);
+
+impl Switch {
+    fn set(&self, mode: u8) {
+        self.0.store(mode, Ordering::SeqCst);
+    }
+}
+
+/// Starts the greeting and HTTP servers of backend `name` in namespace `ns`.
+fn switchable(ns: &str, name: &str) -> Switch {
+    let mode = Switch(Arc::new(AtomicU8::new(SERVE)));
+    for port in [TRAFFIC, HTTP] {
+        let (m, name) = (mode.clone(), name.to_string());
+        // The loop never ends: the thread goes with the test process.
+        drop(in_ns(ns, move || listen(port, &m, &name)));
+    }
+    mode
+}
+
+/// Accepts while the switch says serve; closed (refusing) while it says stopped.
+fn listen(port: u16, mode: &Switch, name: &str) {
+    let mut listener: Option<TcpListener> = None;
+    loop {
+        let now = mode.0.load(Ordering::SeqCst);
+        if now == STOPPED {
+            listener = None;
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let l = listener.get_or_insert_with(|| {
+            let l = TcpListener::bind(("0.0.0.0", port)).expect("bind the switchable server");
+            l.set_nonblocking(true).expect("a nonblocking listener");
+            l
+        });
+        match l.accept() {
+            Ok((s, peer)) => {
+                let _ = s.set_nonblocking(false);
+                if port == TRAFFIC {
+                    let _ = writeln!(&s, "{name}@{port} {}", peer.ip());
+                } else {
+                    answer_http(s, now == UNAVAILABLE);
+                }
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn answer_http(s: TcpStream, unavailable: bool) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut r = BufReader::new(&s);
+    let mut line = String::new();
+    // The request's head, up to the empty line.
+    while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n" {
+        line.clear();
+    }
+    let status = if unavailable {
+        "503 Service Unavailable"
+    } else {
+        "200 OK"
+    };
+    let _ = write!(
+        &s,
+        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+}
+
+fn ok(method: &str, params: Value) -> Value {
+    let out = varlink(None, method, &params.to_string());
+    assert!(out.ok(), "{method} {params}: {}", out.text);
+    serde_json::from_str(out.text.trim()).unwrap_or_else(|e| panic!("{method}: {e}: {}", out.text))
+}
+
+/// (health, health-reason, state) of backend `b` of farm web.
+fn health(b: &str) -> (String, String, String) {
+    let farm = ok("GetFarm", json!({"name": "web"}));
+    let be = farm["farm"]["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|x| x["name"] == b))
+        .cloned()
+        .unwrap_or_else(|| panic!("no backend {b} in {farm}"));
+    let word = |k: &str, default: &str| be[k].as_str().unwrap_or(default).to_string();
+    (
+        word("health", "unknown"),
+        word("health-reason", ""),
+        word("state", "up"),
+    )
+}
+
+/// Waits until backend `b` has `health` for `reason`; its state then.
+fn wait_health(b: &str, health_now: &str, reason: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let (h, r, state) = health(b);
+        if (h.as_str(), r.as_str()) == (health_now, reason) {
+            return state;
+        }
+        assert!(
+            started.elapsed() < VERDICT,
+            "{b} is not {health_now} ({reason}) within {VERDICT:?}: {h} ({r}), {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether the answers alternate between the two backends, one each in turn.
+fn alternates(got: &[String]) -> bool {
+    got.windows(2).all(|w| who(&w[0]) != who(&w[1]))
+}
+
+#[test]
+fn health_checks_take_failing_backends_out_of_traffic_and_back() {
+    if !in_testbed("health_checks_take_failing_backends_out_of_traffic_and_back") {
+        return;
+    }
+    let t = Topo::new(2);
+    let switches = [
+        switchable(&t.backends[0], "be0"),
+        switchable(&t.backends[1], "be1"),
+    ];
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(12);
+    let backends: Vec<Value> = (0..2)
+        .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": TRAFFIC}))
+        .collect();
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+            "virtual-addresses": [vip], "virtual-ports": "80",
+            "health-check": {"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2},
+            "backends": backends}}),
+    );
+    wait_health("be0", "healthy", "tcp connected");
+    wait_health("be1", "healthy", "tcp connected");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+    assert!(alternates(&got), "{got:?}");
+
+    // be1's server stops: failing for the refusal, and out of the traffic.
+    switches[1].set(STOPPED);
+    let state = wait_health("be1", "failing", "connection refused, 2 failures");
+    assert_eq!(state, "up");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!(count(&got, "be0"), 10, "{got:?}");
+
+    // Back: healthy after two successes, and the split is exact again.
+    switches[1].set(SERVE);
+    wait_health("be1", "healthy", "tcp connected, 2 successes");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+    assert!(alternates(&got), "{got:?}");
+
+    // Drained by the operator: its health flaps, it stays drained and gets no new flows.
+    ok(
+        "SetBackendState",
+        json!({"farm": "web", "backend": "be1", "state": "drain"}),
+    );
+    assert_eq!(count(&t.tcp_n(vip, 80, 10), "be0"), 10);
+    switches[1].set(STOPPED);
+    let state = wait_health("be1", "failing", "connection refused, 2 failures");
+    assert_eq!(state, "drain");
+    assert_eq!(count(&t.tcp_n(vip, 80, 10), "be0"), 10);
+    switches[1].set(SERVE);
+    let state = wait_health("be1", "healthy", "tcp connected, 2 successes");
+    assert_eq!(state, "drain");
+    assert_eq!(count(&t.tcp_n(vip, 80, 10), "be0"), 10);
+    ok(
+        "SetBackendState",
+        json!({"farm": "web", "backend": "be1", "state": "up"}),
+    );
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+
+    // An http check: be0 answering 503 turns failing, and be1 takes every connection.
+    ok(
+        "UpdateFarm",
+        json!({"name": "web", "changes": {"health-check": {"type": "http", "port": HTTP, "path": "/health",
+            "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2}}}),
+    );
+    wait_health("be0", "healthy", "http 200");
+    switches[0].set(UNAVAILABLE);
+    wait_health("be0", "failing", "http 503, 2 failures");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!(count(&got, "be1"), 10, "{got:?}");
+}
