@@ -107,6 +107,7 @@ impl Service {
                 self.change_indexed(o(), ops::add_backend(farm, backend)).await?
             }
             Operation::UpdateBackend { farm, backend, patch } => {
+                super::ops_health::refuse_health_keys(&farm, &backend, &patch)?;
                 self.change_indexed(o(), ops::update_backend(farm, backend, patch))
                     .await?
             }

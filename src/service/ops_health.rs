@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::ServiceError;
 use super::edit;
 use super::index::ConfigIndex;
+use super::operation::Patch;
 use super::ops::IndexedChange;
 use crate::model::{Config, FieldError, Health, Invalid};
 
@@ -44,6 +45,28 @@ fn clean_reason(reason: &str) -> String {
         end -= 1;
     }
     line[..end].trim().to_string()
+}
+
+/// The backend keys only `SetBackendHealth` (and the daemon's checks) set: a verdict, not a
+/// setting. A whole backend (AddBackend, CreateFarm, ImportConfig) may carry them, as saved.
+pub const HEALTH_KEYS: [&str; 2] = ["health", "health-reason"];
+
+/// Refuses a backend update that sets or resets a health key: the one check for every front
+/// end, so none of them accepts what another refuses.
+pub fn refuse_health_keys(farm: &str, backend: &str, patch: &Patch) -> Result<(), ServiceError> {
+    let errors: Vec<FieldError> = HEALTH_KEYS
+        .iter()
+        .filter(|k| patch.set.contains_key(**k) || patch.removed.iter().any(|r| r == *k))
+        .map(|k| FieldError {
+            field: format!("farms[{farm}].backends[{backend}].{k}"),
+            reason: "is not changed by an update: use SetBackendHealth".into(),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::Invalid(Invalid(errors)))
+    }
 }
 
 /// Sets a backend's `health` and `health-reason` (`unknown` and `""` remove the keys).

@@ -729,6 +729,48 @@ async fn removing_elements_is_all_or_nothing() {
 }
 
 #[tokio::test]
+async fn update_backend_leaves_health_to_set_backend_health() {
+    let s = Served::start();
+    let mut c = s.client().await;
+    let refused = |key: &str| {
+        json!({"field": format!("farms[web].backends[a].{key}"),
+               "reason": "is not changed by an update: use SetBackendHealth"})
+    };
+    let set = json!({"farm": "web", "backend": "a",
+        "changes": {"weight": 2, "health": "failing", "health-reason": "down for the count"}});
+    let (name, p) = c.err(&method("UpdateBackend"), set).await;
+    assert_eq!(
+        (name.as_str(), p),
+        (
+            "org.nftlbd1.InvalidArgument",
+            json!({"errors": [refused("health"), refused("health-reason")]})
+        )
+    );
+    let reset = json!({"farm": "web", "backend": "a", "changes": {"health-reason": null}});
+    let (name, p) = c.err(&method("UpdateBackend"), reset).await;
+    assert_eq!(
+        (name.as_str(), p),
+        (
+            "org.nftlbd1.InvalidArgument",
+            json!({"errors": [refused("health-reason")]})
+        )
+    );
+    assert_eq!(s.fx.control.transactions(), 1);
+
+    // A whole backend carries them as saved.
+    let carried =
+        json!({"name": "c", "ip-addr": "10.0.0.3", "health": "failing", "health-reason": "imported"});
+    let add = json!({"farm": "web", "backend": carried});
+    assert_eq!(c.ok(&method("AddBackend"), add).await, json!({}));
+    let got = c.ok(&method("GetFarm"), json!({"name": "web"})).await;
+    let added = &got["farm"]["backends"][2];
+    assert_eq!(
+        (&added["health"], &added["health-reason"]),
+        (&json!("failing"), &json!("imported"))
+    );
+}
+
+#[tokio::test]
 async fn garbage_is_refused_and_the_connection_closed() {
     let s = Served::start();
     let mut c = s.client().await;
