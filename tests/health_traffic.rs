@@ -218,3 +218,60 @@ fn health_checks_take_failing_backends_out_of_traffic_and_back() {
     let got = t.tcp_n(vip, 80, 10);
     assert_eq!(count(&got, "be1"), 10, "{got:?}");
 }
+
+#[test]
+fn the_nagios_example_tells_the_daemon_a_critical_plugin_s_verdict() {
+    if !in_testbed("the_nagios_example_tells_the_daemon_a_critical_plugin_s_verdict") {
+        return;
+    }
+    let dir = tempdir();
+    let _daemon = Daemon::start_here(&dir);
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "virtual-addresses": [vip4(13)], "virtual-ports": "80",
+            "backends": [{"name": "be0", "ip-addr": backend_ip(0, false)},
+                         {"name": "be1", "ip-addr": backend_ip(1, false)}]}}),
+    );
+    // A plugin that finds be0 critical and be1 fine, and says what it was asked.
+    let plugin = dir.join("check_fake");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = {} ]; then echo \"CRITICAL - $1 port $2\"; exit 2; fi\necho \"OK - $1\"\n",
+            backend_ip(0, false)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nagios-health.sh");
+    let out = std::process::Command::new("sh")
+        .arg(&script)
+        .args([
+            "--once".to_string(),
+            "web".into(),
+            format!("be0={}:8080", backend_ip(0, false)),
+            format!("be1={}", backend_ip(1, false)),
+            "--".into(),
+        ])
+        .arg(&plugin)
+        .args(["HOST", "PORT"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        health("be0"),
+        (
+            "failing".to_string(),
+            format!("CRITICAL - {} port 8080", backend_ip(0, false)),
+            "up".to_string()
+        )
+    );
+    assert_eq!(
+        health("be1"),
+        (
+            "healthy".to_string(),
+            format!("OK - {}", backend_ip(1, false)),
+            "up".to_string()
+        )
+    );
+}

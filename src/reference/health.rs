@@ -206,8 +206,27 @@ pub fn render() -> String {
          linear in the reply, whatever the pattern.\n\n## Example\n\n",
     );
     out.push_str(&block("json", EXAMPLE));
+    out.push_str(
+        "\n## Checks from outside\n\n\
+         Another program may judge backends instead: `SetBackendHealth` (varlink), \
+         `Backend.SetHealth` (D-Bus) or `nftlbctl set-health FARM BACKEND healthy|failing|unknown \
+         REASON` set a backend's `health` and `health-reason` as a check does (polkit's \
+         `org.nftlbd1.backend.set-state`). `UpdateBackend` refuses both keys. Leave such backends \
+         without a `health-check`, or nftlbd's own check overrides the verdict at its next turn; \
+         when a backend's check is removed its health goes back to `unknown`.\n\n\
+         `examples/nagios-health.sh` runs a Nagios plugin for each backend of a farm and sends \
+         the verdicts that changed: exit 0 (OK) and 1 (WARNING) are healthy, 2 (CRITICAL) \
+         failing, anything else unknown; the plugin's first line is the reason. An argument \
+         `HOST` or `PORT` is replaced by the backend's address or port.\n\n",
+    );
+    out.push_str(&block("sh", NAGIOS_EXAMPLE));
     out
 }
+
+/// How `examples/nagios-health.sh` is run (`--once` for one round, as from a timer).
+pub const NAGIOS_EXAMPLE: &str = "examples/nagios-health.sh --interval 5 web a=10.0.0.1:80 b=10.0.0.2:80 \\
+    -- /usr/lib/nagios/plugins/check_http -H HOST -p PORT -u /health
+";
 
 #[cfg(test)]
 mod tests {
