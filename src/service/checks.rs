@@ -29,10 +29,16 @@ const QUEUE: usize = 1024;
 
 /// Runs the checks of `service`'s configuration until the service stops.
 pub fn spawn(service: Service) -> JoinHandle<()> {
-    tokio::spawn(run(service))
+    spawn_batching(service, BATCH)
 }
 
-async fn run(service: Service) {
+/// [`spawn`] with another batching window (tests that need two verdicts in one commit on a
+/// loaded machine).
+pub fn spawn_batching(service: Service, window: Duration) -> JoinHandle<()> {
+    tokio::spawn(run(service, window))
+}
+
+async fn run(service: Service, window: Duration) {
     // Subscribed before the targets are read: a change committed in between is seen twice at
     // worst, and following a change twice leaves the targets as once.
     let mut events = service.subscribe();
@@ -70,7 +76,7 @@ async fn run(service: Service) {
             },
             Some(first) = verdicts.recv() => {
                 let mut batch = std::mem::take(&mut stale);
-                batch.extend(gather(first, &mut verdicts).await);
+                batch.extend(gather(first, &mut verdicts, window).await);
                 commit(&service, batch).await;
             }
         }
@@ -80,9 +86,13 @@ async fn run(service: Service) {
     }
 }
 
-/// `first` and the verdicts that follow it within [`BATCH`], each logged.
-async fn gather(first: Transition, verdicts: &mut mpsc::Receiver<Transition>) -> Vec<HealthUpdate> {
-    let deadline = Instant::now() + BATCH;
+/// `first` and the verdicts that follow it within `window`, each logged.
+async fn gather(
+    first: Transition,
+    verdicts: &mut mpsc::Receiver<Transition>,
+    window: Duration,
+) -> Vec<HealthUpdate> {
+    let deadline = Instant::now() + window;
     let mut batch = vec![verdict(first)];
     loop {
         tokio::select! {

@@ -226,7 +226,8 @@ async fn the_daemon_s_checks_follow_the_configuration_and_commit_verdicts_togeth
     let up = TcpListener::bind("127.0.0.1:0").unwrap();
     let (up_port, down_port) = (up.local_addr().unwrap().port(), closed_port());
     let mut events = service.subscribe();
-    let _checks = checks::spawn(service.clone());
+    // A window far above the probes' spread, so that a loaded machine cannot split the batch.
+    let _checks = checks::spawn_batching(service.clone(), std::time::Duration::from_millis(500));
     let farm = parse_config(
         &json!({"farms": [{
             "name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
