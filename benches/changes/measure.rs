@@ -64,7 +64,7 @@ pub fn size(n: usize, plan: &Plan, dir: &Path) -> Result<SizeRun> {
             "the farm has {listed} backends, not {n}"
         )));
     }
-    let rss_loaded = d.rss()?;
+    let rss_loaded = d.rss_at_rest()?;
 
     let batch_size = n.min(BATCH);
     let batch_members: Vec<String> = (0..batch_size)
@@ -119,7 +119,7 @@ pub fn size(n: usize, plan: &Plan, dir: &Path) -> Result<SizeRun> {
         }
         reps += 1;
     }
-    let rss_changed = d.rss()?;
+    let rss_changed = d.rss_at_rest()?;
 
     for _ in 1..plan.loads {
         d.timed("DeleteFarm", json!({"name": farm::FARM}))?;

@@ -113,7 +113,7 @@ fn farms(o: &mut String, m: &FarmsRun) {
          the call's first byte to the reply's last. nft: `nft -f` into a fresh namespace of the same \
          services written by hand with one map per farm (a dispatch `ip daddr . tcp dport vmap` to a \
          chain per farm, `dnat to numgen inc mod 2 map {{ 0 : …, 1 : … }}` in it, masquerade), \
-         process start included. RSS: the daemon's VmRSS right after the load and its VmHWM.\n",
+         process start included. RSS: the daemon's VmRSS once at rest after the load (300 ms on, then steady) and its VmHWM.\n",
         m.daemon.len()
     );
     let _ = writeln!(
@@ -187,8 +187,9 @@ fn sizes(o: &mut String, runs: &[SizeRun]) {
         o,
         "\nA round is 2 state changes (drain, up), 2 weight changes, 1 add, 1 remove and 2 batches, \
          each followed by one nft command; a load is the farm deleted and created again through the \
-         daemon, then the ruleset flushed and loaded by `nft -f`. RSS is the daemon's VmRSS after \
-         the first load and after the rounds, and its VmHWM.\n"
+         daemon, then the ruleset flushed and loaded by `nft -f`. RSS is the daemon's VmRSS at rest \
+         (300 ms after the last reply, then steady) after the first load and a GetFarm, and after \
+         the rounds; the peak is its VmHWM then.\n"
     );
     let _ = writeln!(
         o,
