@@ -221,6 +221,13 @@ impl Daemon {
         Ok(last)
     }
 
+    /// Starts the peak (VmHWM) again from the size now, to see the peak of one call alone.
+    pub fn reset_peak(&self) -> Result<()> {
+        let path = format!("/proc/{}/clear_refs", self.child.id());
+        // "5": reset the peak resident set size (proc(5)).
+        std::fs::write(&path, "5").map_err(BenchError::io(format!("write {path}")))
+    }
+
     pub fn rss(&self) -> Result<Rss> {
         let path = format!("/proc/{}/status", self.child.id());
         let mut text = String::new();

@@ -155,15 +155,15 @@ fn sizes(o: &mut String, runs: &[SizeRun]) {
     );
     let _ = writeln!(
         o,
-        "| backends (slots) | rounds, loads | state | weight | add backend | remove backend | batch of {batch} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak |",
+        "| backends (slots) | rounds, loads | state | weight | add backend | remove backend | batch of {batch} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak | peak during GetFarm |",
         batch = thousands(BATCH)
     );
-    let _ = writeln!(o, "|{}", "---|".repeat(13));
+    let _ = writeln!(o, "|{}", "---|".repeat(14));
     for r in runs {
         let s = &r.samples;
         let _ = writeln!(
             o,
-            "| {} ({}) | {}, {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} MiB |",
+            "| {} ({}) | {}, {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} MiB | {:.0} MiB |",
             thousands(r.backends),
             thousands(r.slots),
             r.reps,
@@ -181,6 +181,7 @@ fn sizes(o: &mut String, runs: &[SizeRun]) {
             mib(r.rss_loaded.now_kib),
             mib(r.rss_changed.now_kib),
             mib(r.rss_changed.peak_kib),
+            mib(r.get_farm_peak_kib),
         );
     }
     let _ = writeln!(
@@ -189,7 +190,8 @@ fn sizes(o: &mut String, runs: &[SizeRun]) {
          each followed by one nft command; a load is the farm deleted and created again through the \
          daemon, then the ruleset flushed and loaded by `nft -f`. RSS is the daemon's VmRSS at rest \
          (300 ms after the last reply, then steady) after the first load and a GetFarm, and after \
-         the rounds; the peak is its VmHWM then.\n"
+         the rounds; the peak is its VmHWM over the load and the rounds. GetFarm's peak is its VmHWM \
+         during that one call, counted from the size at rest after the load.\n"
     );
     let _ = writeln!(
         o,
