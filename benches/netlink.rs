@@ -18,7 +18,7 @@ fn elem(i: u32) -> SetElem {
     let ip = [10, (i >> 16) as u8, (i >> 8) as u8, i as u8];
     SetElem::mapping(
         i.to_ne_bytes().to_vec(),
-        Data::Value(concat(&[&ip, &8080u16.to_be_bytes()])),
+        Data::Value(concat(&[&ip, &8080u16.to_be_bytes()]).into()),
     )
 }
 

@@ -41,7 +41,7 @@ fn sched_rule(n: u32) -> Rule {
 }
 
 fn backend(i: u32, ip: Ipv4Addr) -> SetElem {
-    SetElem::mapping(i.to_ne_bytes().to_vec(), Data::Value(ip.octets().to_vec()))
+    SetElem::mapping(i.to_ne_bytes().to_vec(), Data::Value(ip.octets().to_vec().into()))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

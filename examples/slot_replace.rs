@@ -127,7 +127,7 @@ fn setup(conn: &mut Connection, elems: u32, rules: &[Rule]) {
         .map(|i| {
             SetElem::mapping(
                 i.to_ne_bytes().to_vec(),
-                Data::Value((i + 1).to_ne_bytes().to_vec()),
+                Data::Value((i + 1).to_ne_bytes().to_vec().into()),
             )
         })
         .collect();

@@ -227,12 +227,15 @@ fn sets_and_maps_of_every_shape_list_as_nft_would() {
                 f,
                 "t",
                 "persist",
-                &[SetElem::mapping(client, Data::Value(7u32.to_ne_bytes().to_vec())).with_timeout(20_000)],
+                &[
+                    SetElem::mapping(client, Data::Value(7u32.to_ne_bytes().to_vec().into()))
+                        .with_timeout(20_000),
+                ],
             )
             .unwrap();
             // Interval keys compare as big-endian bytes, so host-order values (numgen) are stored
             // big-endian; rules convert with a byteorder expression, as nft does.
-            let mark = |m: u32| Some(Data::Value(m.to_ne_bytes().to_vec()));
+            let mark = |m: u32| Some(Data::Value(m.to_ne_bytes().to_vec().into()));
             let mut e = SetElem::range(&0u32.to_be_bytes(), &4u32.to_be_bytes(), mark(1));
             e.extend(SetElem::range(&5u32.to_be_bytes(), &9u32.to_be_bytes(), mark(2)));
             b.add_elems(f, "t", "sched", &e).unwrap();
@@ -242,7 +245,7 @@ fn sets_and_maps_of_every_shape_list_as_nft_would() {
                 "macs",
                 &[SetElem::mapping(
                     ip4([10, 1, 0, 2]),
-                    Data::Value(vec![2, 0, 0, 0, 0, 2]),
+                    Data::Value(vec![2, 0, 0, 0, 0, 2].into()),
                 )],
             )
             .unwrap();
@@ -335,7 +338,10 @@ fn large_element_lists_are_chunked_and_deletes_and_flush_work() {
         let elems: Vec<SetElem> = (0..20_000u32)
             .map(|i| {
                 let ip = [10, 100, (i >> 8) as u8, i as u8];
-                SetElem::mapping(i.to_ne_bytes().to_vec(), Data::Value(concat(&[&ip, &port(80)])))
+                SetElem::mapping(
+                    i.to_ne_bytes().to_vec(),
+                    Data::Value(concat(&[&ip, &port(80)]).into()),
+                )
             })
             .collect();
         let mut b = Batch::new();

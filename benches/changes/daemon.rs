@@ -1,6 +1,11 @@
 //! The daemon under test: `nftlbd run --no-bus --varlink PATH` in a fresh network namespace of its
 //! own, a plain varlink client to it, and its resident memory. Dropping a [`Daemon`] kills it and
 //! removes its namespace and state directory, whatever path the bench left by.
+//!
+//! Its resident size is read once it is at rest ([`Daemon::rss_at_rest`]): the writer gives freed
+//! memory back when its queue empties, just after the reply went out, so a read straight after
+//! the reply raced that trim. The bench waits [`REST`] (300 ms), then reads until two reads
+//! [`SETTLE`] apart agree within [`SETTLED_KIB`]; VmHWM, the peak, is read as it is.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -17,6 +22,15 @@ pub const METHOD_NOT_FOUND: &str = "org.varlink.service.MethodNotFound";
 
 /// How long one call may take before the bench gives up (a load of 60,000 backends included).
 const CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The pause after the last reply before the daemon's memory is read.
+const REST: Duration = Duration::from_millis(300);
+/// The interval between two reads that must agree.
+const SETTLE: Duration = Duration::from_millis(100);
+/// How far two reads may differ and still agree (a page table or a few buffers).
+const SETTLED_KIB: u64 = 256;
+/// Reads of the settled size before the bench takes the last one as it is.
+const SETTLE_TRIES: usize = 20;
 
 /// Runs `ip` with `args` and checks its exit status.
 fn ip(args: &[&str]) -> Result<()> {
@@ -189,6 +203,29 @@ impl Daemon {
     /// A call whose reply does not matter, only its time.
     pub fn timed(&mut self, method: &str, parameters: Value) -> Result<Duration> {
         self.call(method, parameters).map(|(_, took)| took)
+    }
+
+    /// The memory the daemon holds once it is idle after the last reply (see the module's
+    /// comment), not in the middle of giving memory back.
+    pub fn rss_at_rest(&self) -> Result<Rss> {
+        std::thread::sleep(REST);
+        let mut last = self.rss()?;
+        for _ in 0..SETTLE_TRIES {
+            std::thread::sleep(SETTLE);
+            let now = self.rss()?;
+            if now.now_kib.abs_diff(last.now_kib) <= SETTLED_KIB {
+                return Ok(now);
+            }
+            last = now;
+        }
+        Ok(last)
+    }
+
+    /// Starts the peak (VmHWM) again from the size now, to see the peak of one call alone.
+    pub fn reset_peak(&self) -> Result<()> {
+        let path = format!("/proc/{}/clear_refs", self.child.id());
+        // "5": reset the peak resident set size (proc(5)).
+        std::fs::write(&path, "5").map_err(BenchError::io(format!("write {path}")))
     }
 
     pub fn rss(&self) -> Result<Rss> {

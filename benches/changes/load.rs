@@ -35,7 +35,7 @@ pub fn farms(n: usize, rounds: usize, dir: &Path) -> Result<FarmsRun> {
     for round in 0..rounds {
         let mut d = Daemon::start(&format!("farms{round}"))?;
         run.daemon.push(d.timed("ImportConfig", import.clone())?);
-        run.rss.push(d.rss()?);
+        run.rss.push(d.rss_at_rest()?);
         check(&mut d, n)?;
         drop(d);
 

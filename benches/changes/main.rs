@@ -13,6 +13,10 @@
 //! one `ImportConfig` call, beside `nft -f` of the same services written by hand with one map per
 //! farm (5 rounds; smoke run 1).
 //!
+//! The daemon's memory (VmRSS) is read at rest: 300 ms after the last reply, then until two reads
+//! 100 ms apart agree, so it is what the daemon holds rather than a race with the trim its writer
+//! makes once idle; the peak (VmHWM) is read beside it.
+//!
 //! $NFTLBD_BENCH_CHANGES_SIZES (e.g. `10,1000`; empty: none) replaces the sizes,
 //! $NFTLBD_BENCH_CHANGES_FARMS (0: skip) the number of farms. Figures go to stdout and to
 //! `target/nftlbd-bench/changes.md` (or $NFTLBD_BENCH_OUT_CHANGES).

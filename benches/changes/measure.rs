@@ -47,7 +47,10 @@ pub struct SizeRun {
     pub batch_missing: bool,
     pub samples: Samples,
     pub rss_loaded: Rss,
+    /// VmHWM over the load and the changes (reset before GetFarm, so the larger of the two).
     pub rss_changed: Rss,
+    /// VmHWM during GetFarm alone, from the size at rest after the load.
+    pub get_farm_peak_kib: u64,
 }
 
 pub fn size(n: usize, plan: &Plan, dir: &Path) -> Result<SizeRun> {
@@ -57,6 +60,10 @@ pub fn size(n: usize, plan: &Plan, dir: &Path) -> Result<SizeRun> {
     let create = json!({"farm": farm::json(n)});
     s.load.push(d.timed("CreateFarm", create.clone())?);
     s.nft_load.push(nft::load(&files)?);
+    // The load's peak, then GetFarm's alone: it writes the whole farm, so it should need little
+    // beyond what the daemon holds.
+    let load_peak_kib = d.rss_at_rest()?.peak_kib;
+    d.reset_peak()?;
     let (got, _) = d.call("GetFarm", json!({"name": farm::FARM}))?;
     let listed = got["status"]["backends"].as_array().map_or(0, Vec::len);
     if listed != n {
@@ -64,7 +71,8 @@ pub fn size(n: usize, plan: &Plan, dir: &Path) -> Result<SizeRun> {
             "the farm has {listed} backends, not {n}"
         )));
     }
-    let rss_loaded = d.rss()?;
+    let rss_loaded = d.rss_at_rest()?;
+    let get_farm_peak_kib = rss_loaded.peak_kib;
 
     let batch_size = n.min(BATCH);
     let batch_members: Vec<String> = (0..batch_size)
@@ -119,7 +127,8 @@ pub fn size(n: usize, plan: &Plan, dir: &Path) -> Result<SizeRun> {
         }
         reps += 1;
     }
-    let rss_changed = d.rss()?;
+    let mut rss_changed = d.rss_at_rest()?;
+    rss_changed.peak_kib = rss_changed.peak_kib.max(load_peak_kib);
 
     for _ in 1..plan.loads {
         d.timed("DeleteFarm", json!({"name": farm::FARM}))?;
@@ -137,6 +146,7 @@ pub fn size(n: usize, plan: &Plan, dir: &Path) -> Result<SizeRun> {
         samples: s,
         rss_loaded,
         rss_changed,
+        get_farm_peak_kib,
     })
 }
 

@@ -113,7 +113,7 @@ fn farms(o: &mut String, m: &FarmsRun) {
          the call's first byte to the reply's last. nft: `nft -f` into a fresh namespace of the same \
          services written by hand with one map per farm (a dispatch `ip daddr . tcp dport vmap` to a \
          chain per farm, `dnat to numgen inc mod 2 map {{ 0 : …, 1 : … }}` in it, masquerade), \
-         process start included. RSS: the daemon's VmRSS right after the load and its VmHWM.\n",
+         process start included. RSS: the daemon's VmRSS once at rest after the load (300 ms on, then steady) and its VmHWM.\n",
         m.daemon.len()
     );
     let _ = writeln!(
@@ -155,15 +155,15 @@ fn sizes(o: &mut String, runs: &[SizeRun]) {
     );
     let _ = writeln!(
         o,
-        "| backends (slots) | rounds, loads | state | weight | add backend | remove backend | batch of {batch} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak |",
+        "| backends (slots) | rounds, loads | state | weight | add backend | remove backend | batch of {batch} states (1 call) | load farm | `nft add element` | `nft -f` 1 element | `nft delete element` | `nft -f` ruleset | RSS loaded / after changes / peak | peak during GetFarm |",
         batch = thousands(BATCH)
     );
-    let _ = writeln!(o, "|{}", "---|".repeat(13));
+    let _ = writeln!(o, "|{}", "---|".repeat(14));
     for r in runs {
         let s = &r.samples;
         let _ = writeln!(
             o,
-            "| {} ({}) | {}, {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} MiB |",
+            "| {} ({}) | {}, {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} / {:.0} / {:.0} MiB | {:.0} MiB |",
             thousands(r.backends),
             thousands(r.slots),
             r.reps,
@@ -181,14 +181,17 @@ fn sizes(o: &mut String, runs: &[SizeRun]) {
             mib(r.rss_loaded.now_kib),
             mib(r.rss_changed.now_kib),
             mib(r.rss_changed.peak_kib),
+            mib(r.get_farm_peak_kib),
         );
     }
     let _ = writeln!(
         o,
         "\nA round is 2 state changes (drain, up), 2 weight changes, 1 add, 1 remove and 2 batches, \
          each followed by one nft command; a load is the farm deleted and created again through the \
-         daemon, then the ruleset flushed and loaded by `nft -f`. RSS is the daemon's VmRSS after \
-         the first load and after the rounds, and its VmHWM.\n"
+         daemon, then the ruleset flushed and loaded by `nft -f`. RSS is the daemon's VmRSS at rest \
+         (300 ms after the last reply, then steady) after the first load and a GetFarm, and after \
+         the rounds; the peak is its VmHWM over the load and the rounds. GetFarm's peak is its VmHWM \
+         during that one call, counted from the size at rest after the load.\n"
     );
     let _ = writeln!(
         o,

@@ -511,7 +511,7 @@ impl Connection {
             w.put_str(NFTA_SET_ELEM_LIST_SET, set);
             w.nest(NFTA_SET_ELEM_LIST_ELEMENTS, |w| {
                 w.nest(NFTA_LIST_ELEM, |w| {
-                    super::Data::Value(key.to_vec()).encode(w, NFTA_SET_ELEM_KEY)
+                    super::Data::encode_value(w, NFTA_SET_ELEM_KEY, key)
                 })
             });
         });

@@ -1,6 +1,7 @@
 //! Values carried by nf_tables objects: families, verdicts, data registers, hooks.
 
 use super::attr::{AttrWriter, Attrs};
+use super::bytes::Bytes;
 use super::error::{Error, Result};
 use super::sys::*;
 
@@ -124,22 +125,27 @@ impl Verdict {
 /// Contents of an `NFTA_DATA_*` attribute: a value (at most 64 bytes) or a verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Data {
-    Value(Vec<u8>),
+    Value(Bytes),
     Verdict(Verdict),
 }
 
 impl Data {
     pub(crate) fn encode(&self, w: &mut AttrWriter, ty: u16) {
-        w.nest(ty, |w| match self {
-            Data::Value(v) => w.put(NFTA_DATA_VALUE, v),
-            Data::Verdict(v) => w.nest(NFTA_DATA_VERDICT, |w| v.encode(w)),
-        });
+        match self {
+            Data::Value(v) => Self::encode_value(w, ty, v),
+            Data::Verdict(v) => w.nest(ty, |w| w.nest(NFTA_DATA_VERDICT, |w| v.encode(w))),
+        }
+    }
+
+    /// Encodes `v` as [`Data::Value`] does, without making one.
+    pub(crate) fn encode_value(w: &mut AttrWriter, ty: u16, v: &[u8]) {
+        w.nest(ty, |w| w.put(NFTA_DATA_VALUE, v));
     }
 
     pub(crate) fn decode(b: &[u8]) -> Result<Self> {
         let a = Attrs::parse(b, "data")?;
         if let Some(v) = a.get(NFTA_DATA_VALUE) {
-            Ok(Data::Value(v.to_vec()))
+            Ok(Data::Value(v.into()))
         } else if let Some(v) = a.get(NFTA_DATA_VERDICT) {
             Ok(Data::Verdict(Verdict::decode(v)?))
         } else {
@@ -147,7 +153,7 @@ impl Data {
         }
     }
 
-    pub(crate) fn value(b: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn value(b: &[u8]) -> Result<Bytes> {
         match Data::decode(b)? {
             Data::Value(v) => Ok(v),
             Data::Verdict(v) => Err(Error::decode(format!("expected a value, got verdict {v:?}"))),

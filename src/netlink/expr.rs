@@ -348,7 +348,7 @@ impl Expr {
         }
     }
 
-    pub fn immediate(dreg: u32, value: impl Into<Vec<u8>>) -> Self {
+    pub fn immediate(dreg: u32, value: impl Into<super::bytes::Bytes>) -> Self {
         Expr::Immediate {
             dreg,
             data: Data::Value(value.into()),
@@ -537,7 +537,7 @@ impl Expr {
             Expr::Cmp { sreg, op, data } => {
                 w.put_be32(NFTA_CMP_SREG, *sreg);
                 w.put_be32(NFTA_CMP_OP, op.to_raw());
-                Data::Value(data.clone()).encode(w, NFTA_CMP_DATA);
+                Data::encode_value(w, NFTA_CMP_DATA, data);
             }
             Expr::Bitwise {
                 sreg,
@@ -549,14 +549,14 @@ impl Expr {
                 w.put_be32(NFTA_BITWISE_SREG, *sreg);
                 w.put_be32(NFTA_BITWISE_DREG, *dreg);
                 w.put_be32(NFTA_BITWISE_LEN, *len);
-                Data::Value(mask.clone()).encode(w, NFTA_BITWISE_MASK);
-                Data::Value(xor.clone()).encode(w, NFTA_BITWISE_XOR);
+                Data::encode_value(w, NFTA_BITWISE_MASK, mask);
+                Data::encode_value(w, NFTA_BITWISE_XOR, xor);
             }
             Expr::Range { sreg, op, from, to } => {
                 w.put_be32(NFTA_RANGE_SREG, *sreg);
                 w.put_be32(NFTA_RANGE_OP, op.to_raw());
-                Data::Value(from.clone()).encode(w, NFTA_RANGE_FROM_DATA);
-                Data::Value(to.clone()).encode(w, NFTA_RANGE_TO_DATA);
+                Data::encode_value(w, NFTA_RANGE_FROM_DATA, from);
+                Data::encode_value(w, NFTA_RANGE_TO_DATA, to);
             }
             Expr::Lookup {
                 set,
@@ -893,20 +893,20 @@ impl Expr {
             "cmp" => Expr::Cmp {
                 sreg: a.be32(NFTA_CMP_SREG)?,
                 op: CmpOp::from_raw(a.be32(NFTA_CMP_OP)?)?,
-                data: Data::value(a.bytes(NFTA_CMP_DATA)?)?,
+                data: Data::value(a.bytes(NFTA_CMP_DATA)?)?.into(),
             },
             "bitwise" => Expr::Bitwise {
                 sreg: a.be32(NFTA_BITWISE_SREG)?,
                 dreg: a.be32(NFTA_BITWISE_DREG)?,
                 len: a.be32(NFTA_BITWISE_LEN)?,
-                mask: Data::value(a.bytes(NFTA_BITWISE_MASK)?)?,
-                xor: Data::value(a.bytes(NFTA_BITWISE_XOR)?)?,
+                mask: Data::value(a.bytes(NFTA_BITWISE_MASK)?)?.into(),
+                xor: Data::value(a.bytes(NFTA_BITWISE_XOR)?)?.into(),
             },
             "range" => Expr::Range {
                 sreg: a.be32(NFTA_RANGE_SREG)?,
                 op: CmpOp::from_raw(a.be32(NFTA_RANGE_OP)?)?,
-                from: Data::value(a.bytes(NFTA_RANGE_FROM_DATA)?)?,
-                to: Data::value(a.bytes(NFTA_RANGE_TO_DATA)?)?,
+                from: Data::value(a.bytes(NFTA_RANGE_FROM_DATA)?)?.into(),
+                to: Data::value(a.bytes(NFTA_RANGE_TO_DATA)?)?.into(),
             },
             "lookup" => Expr::Lookup {
                 set: a.string(NFTA_LOOKUP_SET)?,

@@ -10,6 +10,7 @@
 
 mod attr;
 mod batch;
+mod bytes;
 mod conn;
 pub mod consts;
 mod data;
@@ -25,6 +26,7 @@ pub mod sys;
 pub mod types;
 
 pub use batch::Batch;
+pub use bytes::Bytes;
 pub use conn::{Connection, QUIET_BATCH_BYTES, Quiet};
 pub use consts::reg;
 pub use data::{ChainType, Data, Family, Hook, HookPoint, Verdict};

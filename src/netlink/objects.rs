@@ -3,6 +3,7 @@
 //! Read-only fields (`handle`, `use`, counters) are `None`/zero when building a request.
 
 use super::attr::{AttrIter, AttrWriter, Attrs};
+use super::bytes::Bytes;
 use super::data::{ChainType, Data, Family, Hook, HookPoint, Verdict};
 use super::error::{Error, Result};
 use super::expr::{Expr, Limit};
@@ -459,7 +460,8 @@ fn decode_type_spec(id: u32, len: u32) -> Result<TypeSpec> {
 /// One element of a set or map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SetElem {
-    pub key: Vec<u8>,
+    /// Inline up to a few bytes (see [`Bytes`]), as is a value in `data`.
+    pub key: Bytes,
     pub data: Option<Data>,
     /// `NFT_SET_ELEM_INTERVAL_END`: this element closes a range in a plain interval set.
     pub interval_end: bool,
@@ -472,7 +474,7 @@ pub struct SetElem {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 struct ElemMore {
     /// End of a range in concatenated interval sets (pipapo); inclusive.
-    key_end: Option<Vec<u8>>,
+    key_end: Option<Bytes>,
     timeout_ms: Option<u64>,
     /// Remaining lifetime, only in dumps of sets with timeouts.
     expires_ms: Option<u64>,
@@ -482,7 +484,7 @@ struct ElemMore {
 }
 
 impl SetElem {
-    pub fn key(key: impl Into<Vec<u8>>) -> Self {
+    pub fn key(key: impl Into<Bytes>) -> Self {
         Self {
             key: key.into(),
             data: None,
@@ -491,7 +493,7 @@ impl SetElem {
         }
     }
 
-    pub fn mapping(key: impl Into<Vec<u8>>, data: Data) -> Self {
+    pub fn mapping(key: impl Into<Bytes>, data: Data) -> Self {
         Self {
             data: Some(data),
             ..Self::key(key)
@@ -543,7 +545,7 @@ impl SetElem {
     /// The elements that express `[from, to]` (inclusive) in a plain interval set: a start element
     /// carrying the data, and an interval-end element at `to + 1` unless `to` is the largest value.
     pub fn range(from: &[u8], to: &[u8], data: Option<Data>) -> Vec<SetElem> {
-        let mut start = SetElem::key(from.to_vec());
+        let mut start = SetElem::key(from);
         start.data = data;
         let mut out = vec![start];
         if let Some(next) = increment(to) {
@@ -561,14 +563,14 @@ impl SetElem {
             data,
             ..SetElem::key(from)
         };
-        e.set_more(|m| m.key_end = Some(to));
+        e.set_more(|m| m.key_end = Some(to.into()));
         e
     }
 
     pub(crate) fn encode(&self, w: &mut AttrWriter) {
-        Data::Value(self.key.clone()).encode(w, NFTA_SET_ELEM_KEY);
+        Data::encode_value(w, NFTA_SET_ELEM_KEY, &self.key);
         if let Some(k) = self.key_end() {
-            Data::Value(k.to_vec()).encode(w, NFTA_SET_ELEM_KEY_END);
+            Data::encode_value(w, NFTA_SET_ELEM_KEY_END, k);
         }
         if let Some(d) = &self.data {
             d.encode(w, NFTA_SET_ELEM_DATA);
@@ -770,6 +772,23 @@ mod tests {
             (timed.timeout_ms(), timed.expires_ms(), timed.key_end()),
             (Some(5000), None, None)
         );
+    }
+
+    #[test]
+    fn a_mapping_keeps_its_key_and_value_inline_and_encodes_them_as_before() {
+        let e = SetElem::mapping(vec![10, 0, 0, 1], Data::Value(vec![0, 0, 0, 7].into()));
+        assert!(e.key.is_inline());
+        assert!(matches!(&e.data, Some(Data::Value(v)) if v.is_inline()));
+        let mut w = AttrWriter::new();
+        e.encode(&mut w);
+        let nested = |ty: u8| [12, 0, ty, 0x80, 8, 0, 1, 0];
+        let mut want = Vec::new();
+        want.extend(nested(1));
+        want.extend([10, 0, 0, 1]);
+        want.extend(nested(2));
+        want.extend([0, 0, 0, 7]);
+        assert_eq!(w.buf, want);
+        assert_eq!(SetElem::decode(&w.buf, None).unwrap(), e);
     }
 
     #[test]

@@ -5,7 +5,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::Reply;
-use crate::model::{effective_priority, is_active, parse_config, parse_farm_value, parse_policy_value};
+use super::farm_reply::FarmReply;
+use crate::model::{parse_config, parse_farm_value, parse_policy_value};
 use crate::polkit::Subject;
 use crate::service::operation::Kind;
 use crate::service::{
@@ -139,21 +140,15 @@ fn object(v: Value, at: &str) -> Result<Map<String, Value>> {
 }
 
 pub async fn call(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Reply {
-    match dispatch(ctx, caller, method, p).await {
-        Ok(v) => Reply::Ok(v),
-        Err(e) => e,
-    }
+    dispatch(ctx, caller, method, p).await.unwrap_or_else(|e| e)
 }
 
-async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<Value> {
+async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<Reply> {
     let Some(name) = method.strip_prefix("org.nftlbd1.") else {
-        return service_method(method, &p);
+        return service_method(method, &p).map(Reply::Ok);
     };
     if name == "Monitor" {
-        return match monitor_now(ctx) {
-            Reply::Ok(v) => Ok(v),
-            e => Err(e),
-        };
+        return Ok(monitor_now(ctx));
     }
     let op = operation(name, &p).ok_or_else(|| {
         Reply::Err(
@@ -177,9 +172,9 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
                 .service
                 .execute(caller, Operation::GetFarmCounters { farm: name })
                 .await?;
-            farm_reply(&f, counters)
+            farm_reply(*f, counters)
         }
-        (out, _) => Ok(reply(kind, out)),
+        (out, _) => Ok(Reply::Ok(reply(kind, out))),
     }
 }
 
@@ -401,30 +396,17 @@ fn to_json<T: serde::Serialize>(x: &T) -> Value {
 
 /// `GetFarm`'s reply: the farm, and per backend whether it takes new connections and what it
 /// carried.
-fn farm_reply(f: &crate::model::Farm, counters: Output) -> Result<Value> {
-    let prio = effective_priority(f);
-    let active: std::collections::HashMap<&str, bool> = f
-        .backends
-        .iter()
-        .map(|b| (b.name.as_str(), is_active(f, b, prio)))
-        .collect();
-    let (total, each) = match counters {
-        Output::FarmCounters { farm, backends } => (farm, backends),
+fn farm_reply(f: crate::model::Farm, counters: Output) -> Result<Reply> {
+    match counters {
+        Output::FarmCounters { farm, backends } => {
+            Ok(Reply::Farm(Box::new(FarmReply::new(f, farm, backends))))
+        }
         // A defect, said as such rather than shown as zero traffic.
         other => {
             let message = format!("internal error: unexpected answer {other:?}");
-            return Err(error("Kernel", json!({ "message": message })));
+            Err(error("Kernel", json!({ "message": message })))
         }
-    };
-    let backends: Vec<Value> = each
-        .into_iter()
-        .map(|(n, (p, b))| {
-            let a = active.get(n.as_str()).copied().unwrap_or(false);
-            json!({ "name": n, "active": a, "packets": p, "bytes": b })
-        })
-        .collect();
-    Ok(json!({ "farm": to_json(f), "status": {
-        "effectivePriority": prio, "packets": total.0, "bytes": total.1, "backends": backends } }))
+    }
 }
 
 /// `org.varlink.service`: what this service is, and its interfaces' descriptions.

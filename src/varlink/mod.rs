@@ -6,6 +6,7 @@
 //! "parameters": {...}, "more": bool, "oneway": bool}`; a reply `{"parameters": {...}}` or
 //! `{"error": "iface.Error", "parameters": {...}}`, with `"continues": true` while more follow.
 
+mod farm_reply;
 pub(crate) mod methods;
 #[cfg(test)]
 mod tests;
@@ -122,6 +123,8 @@ struct Call {
 pub enum Reply {
     Ok(Value),
     Err(String, Value),
+    /// `GetFarm`'s parameters, written without a `Value` of the whole farm first.
+    Farm(Box<farm_reply::FarmReply>),
 }
 
 /// A reply at least this long (a farm of some 10,000 backends) is followed by a trim.
@@ -136,13 +139,21 @@ struct Frame<'a> {
     continues: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
-    parameters: &'a Value,
+    parameters: Parameters<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Parameters<'a> {
+    Value(&'a Value),
+    Farm(&'a farm_reply::FarmReply),
 }
 
 fn encode(reply: &Reply, continues: bool) -> Vec<u8> {
     let (error, parameters) = match reply {
-        Reply::Ok(p) => (None, p),
-        Reply::Err(name, p) => (Some(name.as_str()), p),
+        Reply::Ok(p) => (None, Parameters::Value(p)),
+        Reply::Err(name, p) => (Some(name.as_str()), Parameters::Value(p)),
+        Reply::Farm(f) => (None, Parameters::Farm(f)),
     };
     let frame = Frame {
         continues,

@@ -214,7 +214,7 @@ fn slot_elems(ctx: &FarmCtx) -> Vec<SetElem> {
             };
             Some(SetElem::mapping(
                 (ctx.base() + i as u32).to_ne_bytes().to_vec(),
-                Data::Value(data),
+                Data::Value(data.into()),
             ))
         })
         .collect()

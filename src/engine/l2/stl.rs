@@ -212,12 +212,15 @@ pub(super) fn elems(ctx: &FarmCtx, t: &mut Draft, port_list: &[PortRange], part:
         if family_of(a) != fam {
             continue;
         }
-        macs.push(SetElem::mapping(octets(a), Data::Value(mac.to_vec())));
+        macs.push(SetElem::mapping(octets(a), Data::Value(mac.to_vec().into())));
         // With port rewriting, replies come from the backend's own port.
         let own: Vec<PortRange> = match rewrite {
             Some((vport, _)) => {
                 let p = b.port.unwrap_or(vport);
-                backend_ports.push(SetElem::mapping(octets(a), Data::Value(p.to_be_bytes().to_vec())));
+                backend_ports.push(SetElem::mapping(
+                    octets(a),
+                    Data::Value(p.to_be_bytes().to_vec().into()),
+                ));
                 vec![PortRange { first: p, last: p }]
             }
             None => port_list.to_vec(),

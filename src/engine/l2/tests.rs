@@ -92,16 +92,19 @@ fn a_dsr_farm_of_two_backends_sends_to_their_macs_out_of_oface() {
     // One slot each, the backend's MAC as data.
     let slots: Vec<(Vec<u8>, Option<Data>)> = elems(&s, "l2slots-0")
         .into_iter()
-        .map(|e| (e.key.clone(), e.data.clone()))
+        .map(|e| (e.key.to_vec(), e.data.clone()))
         .collect();
     let base = crate::engine::layout::slot_base(1);
     assert_eq!(
         slots,
         [
-            (base.to_ne_bytes().to_vec(), Some(Data::Value(MAC_A.to_vec()))),
+            (
+                base.to_ne_bytes().to_vec(),
+                Some(Data::Value(MAC_A.to_vec().into()))
+            ),
             (
                 (base + 1).to_ne_bytes().to_vec(),
-                Some(Data::Value(MAC_B.to_vec()))
+                Some(Data::Value(MAC_B.to_vec().into()))
             ),
         ]
     );
@@ -225,13 +228,13 @@ fn stateless_dnat_rewrites_replies_back_on_oface() {
     }
     let macs: Vec<(Vec<u8>, Option<Data>)> = elems(&s, "stl-macs")
         .into_iter()
-        .map(|e| (e.key.clone(), e.data.clone()))
+        .map(|e| (e.key.to_vec(), e.data.clone()))
         .collect();
     assert_eq!(
         macs,
         [
-            (vec![10, 1, 0, 1], Some(Data::Value(MAC_A.to_vec()))),
-            (vec![10, 1, 0, 2], Some(Data::Value(MAC_B.to_vec()))),
+            (vec![10, 1, 0, 1], Some(Data::Value(MAC_A.to_vec().into()))),
+            (vec![10, 1, 0, 2], Some(Data::Value(MAC_B.to_vec().into()))),
         ]
     );
     // Backend a answers from its own port 8080, b from the virtual port 80.
@@ -242,8 +245,8 @@ fn stateless_dnat_rewrites_replies_back_on_oface() {
     assert_eq!(
         ports,
         [
-            Some(Data::Value(8080u16.to_be_bytes().to_vec())),
-            Some(Data::Value(80u16.to_be_bytes().to_vec()))
+            Some(Data::Value(8080u16.to_be_bytes().to_vec().into())),
+            Some(Data::Value(80u16.to_be_bytes().to_vec().into()))
         ]
     );
     let back = &s.farms["web"].extra[0];

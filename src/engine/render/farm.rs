@@ -240,7 +240,7 @@ pub(super) fn farm_part(
         if !in_family || !fam.has(&b.ip_addr) {
             continue;
         }
-        let data = Data::Value(mark(backend_id(fa.id, *member)));
+        let data = Data::Value(mark(backend_id(fa.id, *member)).into());
         let key = super::super::persist::encode_key(fa.id, values);
         push(
             &mut part,
@@ -254,7 +254,7 @@ pub(super) fn farm_part(
 /// Slot `i` of the farm, held by `member`: an element of its shard's slot map.
 pub fn slot_elem(fa: &FarmAlloc, i: usize, member: u16) -> SetElem {
     let key = mark(slot_base(fa.id) + i as u32);
-    SetElem::mapping(key, Data::Value(mark(backend_id(fa.id, member))))
+    SetElem::mapping(key, Data::Value(mark(backend_id(fa.id, member)).into()))
 }
 
 /// The elements one backend puts into the shared sets of family `fam` (none when it is of the
@@ -291,20 +291,26 @@ pub fn member_elems(
     match b.port {
         Some(p) => out(
             SET_TARGETS_ADDR_PORT,
-            SetElem::mapping(id.clone(), Data::Value(concat(&[&addr, &p.to_be_bytes()]))),
+            SetElem::mapping(id.clone(), Data::Value(concat(&[&addr, &p.to_be_bytes()]).into())),
         ),
-        None => out(SET_TARGETS_ADDR, SetElem::mapping(id.clone(), Data::Value(addr))),
+        None => out(
+            SET_TARGETS_ADDR,
+            SetElem::mapping(id.clone(), Data::Value(addr.into())),
+        ),
     }
     if farm.mode == Mode::Snat {
         match b.source_addr.or(farm.source_addr) {
-            Some(src) => out(SET_SNAT, SetElem::mapping(id.clone(), Data::Value(octets(&src)))),
+            Some(src) => out(
+                SET_SNAT,
+                SetElem::mapping(id.clone(), Data::Value(octets(&src).into())),
+            ),
             None => out(SET_MASQ, SetElem::key(id.clone())),
         }
     }
     if let Some(m) = b.mark.or(farm.mark) {
         out(
             SET_USER_MARKS,
-            SetElem::mapping(id.clone(), Data::Value(mark(m.0))),
+            SetElem::mapping(id.clone(), Data::Value(mark(m.0).into())),
         );
     }
     if !farm.persistence.is_empty() && keeps_clients(b) {
