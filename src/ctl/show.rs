@@ -250,6 +250,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         "effective-priority",
         text(all.get("EffectivePriority"))
     );
+    println!("  {:<18} {}", "health-ready", text(all.get("HealthReady")));
     println!(
         "  {:<18} {} packets, {} bytes",
         "traffic",

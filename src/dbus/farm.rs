@@ -27,6 +27,7 @@ const READ_ONLY: &[super::Arg] = &[
     ("Name", "s"),
     ("Backends", "ao"),
     ("EffectivePriority", "u"),
+    ("HealthReady", "b"),
     ("Packets", "t"),
     ("Bytes", "t"),
 ];

@@ -85,6 +85,8 @@ pub fn farm_value(f: &Farm, name: &str) -> Option<Value<'static>> {
         "LimitsTtl" => f.limits_ttl.into(),
         "Policies" => Value::from(f.policies.clone()),
         "HealthCheck" => json_text(&f.health_check).into(),
+        "HealthStart" => word(&f.health_start).into(),
+        "HealthReady" => f.health_ready().into(),
         "EffectivePriority" => crate::model::effective_priority(f).into(),
         _ => return None,
     })

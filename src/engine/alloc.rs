@@ -290,7 +290,7 @@ impl FarmAlloc {
             let mut order = Vec::new();
             for b in &farm.backends {
                 if b.ip_addr.is_ipv6() == v6
-                    && takes_new_flows(b, p)
+                    && takes_new_flows(farm, b, p)
                     && let Some(m) = self.members.get(&b.name)
                 {
                     want[usize::from(*m)] = b.weight;

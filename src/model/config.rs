@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::health::{Health, HealthCheck, HealthCheckOverride};
+use super::health::{Health, HealthCheck, HealthCheckOverride, HealthStart};
 use super::list::List;
 use super::policy_element::PolicyElement;
 use super::ports::Ports;
@@ -136,6 +136,9 @@ pub struct Farm {
     /// How nftlbd probes the backends (docs/health.md); none: not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Whether a checked backend serves before its first verdict (docs/health.md).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health_start: HealthStart,
     #[serde(default)]
     pub backends: List<Backend>,
     /// Static sessions: a client key (in the farm's persistence format) pinned to a backend.
@@ -258,6 +261,7 @@ impl Farm {
             limits_ttl,
             policies,
             health_check,
+            health_start,
             sessions,
             backends: _,
         } = self;
@@ -297,9 +301,19 @@ impl Farm {
             limits_ttl: limits_ttl.clone(),
             policies: policies.clone(),
             health_check: health_check.clone(),
+            health_start: health_start.clone(),
             sessions: sessions.clone(),
             backends: List::new(),
         }
+    }
+
+    /// `HealthReady`: every checked backend has a verdict (healthy or failing), so the farm
+    /// schedules on what its checks said rather than on its start mode. O(backends).
+    pub fn health_ready(&self) -> bool {
+        let farm_check = self.health_check.is_some();
+        self.backends.iter().all(|b| {
+            b.health != Health::Unknown || !super::health::is_checked(farm_check, b.health_check.as_ref())
+        })
     }
 
     pub fn backend(&self, name: &str) -> Option<&Backend> {

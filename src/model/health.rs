@@ -165,6 +165,26 @@ impl Health {
     }
 }
 
+/// How a farm treats a checked backend whose health is still `unknown` (farm key `health-start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HealthStart {
+    /// Unknown counts as healthy: a new backend serves at once (keepalived's default).
+    #[default]
+    Optimistic,
+    /// Unknown counts as failing until the first verdict: no new flows before a passing check.
+    Pessimistic,
+}
+
+/// Whether a backend gets a check: its own enabled override with a type, or the farm's check
+/// that it does not disable. O(1): the override is not merged.
+pub fn is_checked(farm_has_check: bool, backend_check: Option<&HealthCheckOverride>) -> bool {
+    match backend_check {
+        None => farm_has_check,
+        Some(o) => o.enabled && (farm_has_check || o.keys.contains_key("type")),
+    }
+}
+
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }

@@ -22,8 +22,8 @@ mod values;
 
 pub use config::{Backend, Config, Farm, Policy, Session};
 pub use health::{
-    ALL_TYPES, COMMON_KEYS, CheckType, Health, HealthCheck, HealthCheckOverride, KeyError, OnFailure,
-    QueryType, Rcode, effective, type_keys,
+    ALL_TYPES, COMMON_KEYS, CheckType, Health, HealthCheck, HealthCheckOverride, HealthStart, KeyError,
+    OnFailure, QueryType, Rcode, effective, is_checked, type_keys,
 };
 pub use health_validate::{validate_backend_health_check, validate_health_check};
 pub use list::List;
@@ -36,7 +36,7 @@ pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_cli
 #[cfg(test)]
 pub use states::whole_farm_passes;
 pub use states::{
-    PriorityTiers, effective_priority, effective_state, is_active, keeps_clients, takes_new_flows,
+    FarmRules, PriorityTiers, effective_priority, effective_state, is_active, keeps_clients, takes_new_flows,
     whole_farm_pass,
 };
 pub use status_ranges::StatusRanges;

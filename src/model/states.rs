@@ -8,6 +8,11 @@
 //! as `down` does (no new flows, persistent clients move away, it brings in the next tier); a
 //! `drain` or `off` backend stays what it is whatever its health.
 //!
+//! A farm's `health-start` decides what `unknown` means for a checked backend: `optimistic` (the
+//! default) schedules it as healthy; `pessimistic` as failing (no new flows, the next tier in)
+//! until its first verdict. Established flows and persistent clients stay either way: nothing
+//! has been said against the backend. Unchecked backends are never held back by it.
+//!
 //! Priority tiers as in nftlb: starting at 1, every backend of the active tiers that does not take
 //! new flows brings in one more tier, until that is stable. So with `a` (priority 1) and `b`
 //! (priority 2), `b` is a hot standby until `a` fails; two failures in tier 1 bring in tiers 2 and 3.
@@ -15,17 +20,37 @@
 use std::collections::BTreeMap;
 
 use super::config::{Backend, Farm};
-use super::health::Health;
+use super::health::{Health, HealthStart, is_checked};
 use super::values::{BackendState, FarmState};
+
+/// What of its farm a backend's scheduling depends on besides the backend itself. O(1) to take,
+/// so one backend's change stays O(1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FarmRules {
+    /// `health-start: pessimistic`.
+    pub pessimistic: bool,
+    /// The farm has a `health-check` (its backends are checked unless they opt out).
+    pub farm_checked: bool,
+}
+
+impl FarmRules {
+    pub fn of(farm: &Farm) -> FarmRules {
+        FarmRules {
+            pessimistic: farm.health_start == HealthStart::Pessimistic,
+            farm_checked: farm.health_check.is_some(),
+        }
+    }
+}
 
 /// The highest backend priority currently in use by the farm.
 pub fn effective_priority(farm: &Farm) -> u32 {
+    let rules = FarmRules::of(farm);
     let mut p = 1u32;
     loop {
         let failed = farm
             .backends
             .iter()
-            .filter(|b| b.priority <= p && !counts_as_up(b))
+            .filter(|b| b.priority <= p && !counts_as_up(rules, b))
             .count() as u32;
         let next = 1u32.saturating_add(failed);
         if next <= p {
@@ -45,13 +70,18 @@ pub struct PriorityTiers {
     highest: u32,
     /// The weights of the backends counted, added up.
     weight: u64,
+    /// The farm's, when counted with [`PriorityTiers::of`]; a farm-level change counts anew.
+    rules: FarmRules,
 }
 
 impl PriorityTiers {
     /// Counts every backend of the farm: O(farm), for farm-level changes and start-up only.
     pub fn of(farm: &Farm) -> PriorityTiers {
         whole_farm_pass();
-        let mut t = PriorityTiers::default();
+        let mut t = PriorityTiers {
+            rules: FarmRules::of(farm),
+            ..PriorityTiers::default()
+        };
         for b in &farm.backends {
             t.add(b);
         }
@@ -61,7 +91,7 @@ impl PriorityTiers {
     pub fn add(&mut self, b: &Backend) {
         self.highest = self.highest.max(b.priority);
         self.weight += u64::from(b.weight);
-        if !counts_as_up(b) {
+        if !counts_as_up(self.rules, b) {
             let n = self.not_up.entry(b.priority).or_default();
             *n = n.saturating_add(1);
         }
@@ -70,7 +100,7 @@ impl PriorityTiers {
     /// Forgets a backend that was added (as it was when added).
     pub fn remove(&mut self, b: &Backend) {
         self.weight = self.weight.saturating_sub(u64::from(b.weight));
-        if !counts_as_up(b)
+        if !counts_as_up(self.rules, b)
             && let Some(n) = self.not_up.get_mut(&b.priority)
         {
             *n -= 1;
@@ -128,9 +158,17 @@ pub fn whole_farm_passes() -> usize {
     WHOLE_FARM_PASSES.with(|c| c.get())
 }
 
-/// Whether the backend is `up` and not failing its checks: what the priority tiers count.
-fn counts_as_up(backend: &Backend) -> bool {
-    backend.state == BackendState::Up && backend.health != Health::Failing
+/// Whether the backend is `up` and not failing its checks (nor, in a pessimistic farm, waiting
+/// for its first one): what the priority tiers count.
+fn counts_as_up(rules: FarmRules, backend: &Backend) -> bool {
+    backend.state == BackendState::Up
+        && match backend.health {
+            Health::Healthy => true,
+            Health::Failing => false,
+            Health::Unknown => {
+                !(rules.pessimistic && is_checked(rules.farm_checked, backend.health_check.as_ref()))
+            }
+        }
 }
 
 /// The state the scheduler acts on: `up` with a failing check is `down`; any other state is its
@@ -142,15 +180,16 @@ pub fn effective_state(backend: &Backend) -> BackendState {
     }
 }
 
-/// Whether the scheduler gives new connections to this backend (at the farm's effective priority).
-pub fn takes_new_flows(backend: &Backend, effective_priority: u32) -> bool {
-    counts_as_up(backend) && backend.priority <= effective_priority
+/// Whether the scheduler gives new connections to this backend of `farm` (at the farm's
+/// effective priority). Reads only the farm's own keys, not its other backends.
+pub fn takes_new_flows(farm: &Farm, backend: &Backend, effective_priority: u32) -> bool {
+    counts_as_up(FarmRules::of(farm), backend) && backend.priority <= effective_priority
 }
 
 /// `Backend.Active` of both front ends: the scheduler gives it new connections now (the farm is
 /// up, the backend is up and in an active priority tier).
 pub fn is_active(farm: &Farm, backend: &Backend, effective_priority: u32) -> bool {
-    farm.state == FarmState::Up && takes_new_flows(backend, effective_priority)
+    farm.state == FarmState::Up && takes_new_flows(farm, backend, effective_priority)
 }
 
 /// Whether persistent clients and established flows may stay with this backend.
@@ -181,10 +220,10 @@ mod tests {
         // nftlb API test 038.
         let f = farm(&[(1, Up), (2, Up)]);
         assert_eq!(effective_priority(&f), 1);
-        assert!(!takes_new_flows(&f.backends[1], 1));
+        assert!(!takes_new_flows(&f, &f.backends[1], 1));
         let f = farm(&[(1, Off), (2, Up)]);
         assert_eq!(effective_priority(&f), 2);
-        assert!(takes_new_flows(&f.backends[1], 2));
+        assert!(takes_new_flows(&f, &f.backends[1], 2));
     }
 
     #[test]
@@ -258,7 +297,7 @@ mod tests {
     fn a_failing_backend_takes_no_new_flows_and_loses_its_clients() {
         let f = failing(farm(&[(1, Up), (1, Up)]), 0);
         let p = effective_priority(&f);
-        let new: Vec<bool> = f.backends.iter().map(|b| takes_new_flows(b, p)).collect();
+        let new: Vec<bool> = f.backends.iter().map(|b| takes_new_flows(&f, b, p)).collect();
         assert_eq!(new, [false, true]);
         assert!(!keeps_clients(&f.backends[0]));
         assert_eq!(effective_state(&f.backends[0]), Down);
@@ -266,14 +305,14 @@ mod tests {
         // Healthy and unknown schedule alike.
         let mut f = farm(&[(1, Up)]);
         f.backends.get_mut(0).unwrap().health = Health::Healthy;
-        assert!(takes_new_flows(&f.backends[0], 1));
+        assert!(takes_new_flows(&f, &f.backends[0], 1));
     }
 
     #[test]
     fn a_failing_backend_brings_in_the_next_tier() {
         let f = failing(farm(&[(1, Up), (2, Up)]), 0);
         assert_eq!(effective_priority(&f), 2);
-        assert!(takes_new_flows(&f.backends[1], 2));
+        assert!(takes_new_flows(&f, &f.backends[1], 2));
         let mut tiers = PriorityTiers::of(&farm(&[(1, Up), (2, Up)]));
         assert_eq!(tiers.effective(), 1);
         tiers.remove(&farm(&[(1, Up)]).backends[0]);
@@ -291,7 +330,7 @@ mod tests {
             assert_eq!(effective_state(&f.backends[0]), Drain, "{health:?}");
             assert_eq!(effective_state(&f.backends[1]), Off, "{health:?}");
             assert!(keeps_clients(&f.backends[0]), "{health:?}");
-            assert!(!takes_new_flows(&f.backends[0], 3), "{health:?}");
+            assert!(!takes_new_flows(&f, &f.backends[0], 3), "{health:?}");
             // Two backends out of tier 1, whatever their health: tiers up to 3 are in.
             assert_eq!(effective_priority(&f), 3, "{health:?}");
         }
@@ -301,9 +340,82 @@ mod tests {
     fn drain_keeps_clients_but_takes_no_new_flows() {
         let f = farm(&[(1, Drain), (1, Down), (1, Off), (1, Up)]);
         let p = effective_priority(&f);
-        let new: Vec<bool> = f.backends.iter().map(|b| takes_new_flows(b, p)).collect();
+        let new: Vec<bool> = f.backends.iter().map(|b| takes_new_flows(&f, b, p)).collect();
         let keep: Vec<bool> = f.backends.iter().map(keeps_clients).collect();
         assert_eq!(new, [false, false, false, true]);
         assert_eq!(keep, [true, false, false, true]);
+    }
+
+    fn checked(mut f: Farm, start: HealthStart) -> Farm {
+        f.health_check = Some(crate::model::HealthCheck::new(crate::model::CheckType::Tcp));
+        f.health_start = start;
+        f
+    }
+
+    #[test]
+    fn pessimistic_holds_unknown_checked_backends_until_their_first_verdict() {
+        let mut f = checked(farm(&[(1, Up), (1, Up), (2, Up)]), HealthStart::Pessimistic);
+        // Nobody passed yet: each waiting backend brings in one more tier, and none takes flows.
+        assert_eq!(effective_priority(&f), 4);
+        assert!(f.backends.iter().all(|b| !takes_new_flows(&f, b, 4)));
+        // b1 and b2 passed once: b0 waits, and as one backend of tier 1 out it brings in tier 2.
+        f.backends.get_mut(1).unwrap().health = Health::Healthy;
+        f.backends.get_mut(2).unwrap().health = Health::Healthy;
+        let p = effective_priority(&f);
+        assert_eq!(p, 2);
+        let new: Vec<bool> = f.backends.iter().map(|b| takes_new_flows(&f, b, p)).collect();
+        assert_eq!(new, [false, true, true]);
+        // Waiting is not failing: its clients stay, and StateChanged has nothing to say.
+        assert!(keeps_clients(&f.backends[0]));
+        assert_eq!(effective_state(&f.backends[0]), Up);
+        assert_eq!(PriorityTiers::of(&f).effective(), 2);
+        // A backend that opts out of the farm's check is not held back.
+        f.backends.get_mut(0).unwrap().health_check = Some(crate::model::HealthCheckOverride {
+            enabled: false,
+            keys: serde_json::Map::new(),
+        });
+        assert_eq!(effective_priority(&f), 1);
+        assert!(takes_new_flows(&f, &f.backends[0], 1));
+    }
+
+    #[test]
+    fn optimistic_and_unchecked_farms_schedule_unknown_as_healthy() {
+        let f = checked(farm(&[(1, Up), (2, Up)]), HealthStart::Optimistic);
+        assert_eq!(effective_priority(&f), 1);
+        assert!(takes_new_flows(&f, &f.backends[0], 1));
+        // Pessimistic without any check holds nobody back.
+        let mut f = farm(&[(1, Up), (2, Up)]);
+        f.health_start = HealthStart::Pessimistic;
+        assert_eq!(effective_priority(&f), 1);
+        assert!(takes_new_flows(&f, &f.backends[0], 1));
+    }
+
+    #[test]
+    fn tiers_kept_one_backend_at_a_time_follow_the_start_mode() {
+        let mut f = checked(farm(&[(1, Up), (2, Up)]), HealthStart::Pessimistic);
+        f.backends.get_mut(1).unwrap().health = Health::Healthy;
+        let mut tiers = PriorityTiers::of(&f);
+        assert_eq!(tiers.effective(), 2);
+        let old = f.backends[0].clone();
+        f.backends.get_mut(0).unwrap().health = Health::Healthy;
+        tiers.remove(&old);
+        tiers.add(&f.backends[0]);
+        assert_eq!(tiers.effective(), 1);
+        assert_eq!(tiers, PriorityTiers::of(&f));
+    }
+
+    #[test]
+    fn health_ready_once_every_checked_backend_has_a_verdict() {
+        let mut f = checked(farm(&[(1, Up), (1, Up)]), HealthStart::Pessimistic);
+        assert!(!f.health_ready());
+        f.backends.get_mut(0).unwrap().health = Health::Failing;
+        assert!(!f.health_ready());
+        f.backends.get_mut(1).unwrap().health_check = Some(crate::model::HealthCheckOverride {
+            enabled: false,
+            keys: serde_json::Map::new(),
+        });
+        assert!(f.health_ready());
+        // Unchecked farms are ready from the start.
+        assert!(farm(&[(1, Up)]).health_ready());
     }
 }

@@ -203,7 +203,16 @@ pub fn render() -> String {
          Patterns (`expect-body`, `expect`) match bytes anywhere in the reply unless anchored: \
          literals, `.`, classes such as `[a-z0-9_]` and `[^...]`, `\\d \\w \\s` and their negations, \
          `^ $`, groups `(...)`, `|`, and `* + ?`. Braces are escaped (`\\{`). Matching takes time \
-         linear in the reply, whatever the pattern.\n\n## Example\n\n",
+         linear in the reply, whatever the pattern.\n\n## Start and readiness\n\n\
+         The farm key `health-start` (beside `health-check`) says what a checked backend's \
+         `unknown` health means: `optimistic` (the default) schedules it as healthy; `pessimistic` \
+         gives it no new connections, and counts it as down for the priority tiers, until its first \
+         passing check (its established connections and persistent clients stay). Backends \
+         without a check (`\"enabled\": false`, or no check at all) are never held back. \
+         The read-only `HealthReady` (D-Bus `Farm` property, varlink `FarmStatus.healthReady`, \
+         `nftlbctl show`) is true once every checked backend has a verdict. Health is saved with \
+         the configuration and kept on restart until a check says otherwise, so a restart neither \
+         makes the farm unready again nor flaps a failing backend to healthy.\n\n## Example\n\n",
     );
     out.push_str(&block("json", EXAMPLE));
     out.push_str(

@@ -97,7 +97,7 @@ fn every_key_of_the_tables_has_its_property_and_its_json_type() {
         "new-rtlimit": "5/second", "new-rtlimit-burst": 2, "rst-rtlimit": "5/second",
         "rst-rtlimit-burst": 2, "est-connlimit": 3, "tcp-strict": true, "queue": 1,
         "verdict": ["drop"], "intra-connect": true, "flow-offload": true, "limits-ttl": 9,
-        "policies": ["p"], "health-check": {"type": "tcp"},
+        "policies": ["p"], "health-check": {"type": "tcp"}, "health-start": "pessimistic",
         "backends": [{"name": "b", "ip-addr": "2001:db8::3", "port": 81, "weight": 2, "priority": 2,
             "mark": 3, "state": "drain", "source-addr": "2001:db8::4",
             "ether-addr": "02:00:00:00:00:03", "est-connlimit": 4,

@@ -50,6 +50,7 @@ pub const FARM: &[Prop] = &[
     p("LimitsTtl", "limits-ttl", "u"),
     p("Policies", "policies", "as"),
     p("HealthCheck", "health-check", "s"),
+    p("HealthStart", "health-start", "s"),
 ];
 
 /// Writable backend keys (`Name` is read-only).

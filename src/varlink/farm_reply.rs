@@ -20,6 +20,7 @@ pub struct FarmReply {
 
 struct Status {
     effective_priority: u32,
+    health_ready: bool,
     packets: u64,
     bytes: u64,
     backends: Vec<BackendStatus>,
@@ -69,6 +70,7 @@ impl FarmReply {
             backends: list,
             status: Status {
                 effective_priority: prio,
+                health_ready: farm.health_ready(),
                 packets: total.0,
                 bytes: total.1,
                 backends,
@@ -120,10 +122,11 @@ impl Serialize for Backends<'_> {
 
 impl Serialize for Status {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(4))?;
+        let mut m = s.serialize_map(Some(5))?;
         m.serialize_entry("backends", &self.backends)?;
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("effectivePriority", &self.effective_priority)?;
+        m.serialize_entry("healthReady", &self.health_ready)?;
         m.serialize_entry("packets", &self.packets)?;
         m.end()
     }
@@ -175,7 +178,7 @@ mod tests {
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": prio, "packets": 9, "bytes": 900, "backends": status } })
+            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "backends": status } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, (9, 900), each)).unwrap();
         assert_eq!(got, want);
@@ -187,7 +190,7 @@ mod tests {
     fn a_farm_without_backends_has_an_empty_list() {
         let farm = parse_farm_value(json!({"name": "web"}), "farm").unwrap();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": effective_priority(&farm), "packets": 0, "bytes": 0, "backends": [] } })
+            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "backends": [] } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, (0, 0), Vec::new())).unwrap();
         assert_eq!(got, want);

@@ -145,7 +145,7 @@ async fn reads_answer_as_documented() {
     control.set_traffic("web", Some("a"), (7, 700));
     let got = c.ok(&method("GetFarm"), json!({"name": "web"})).await;
     let status = json!({
-        "effectivePriority": 1, "packets": 9, "bytes": 900,
+        "effectivePriority": 1, "healthReady": true, "packets": 9, "bytes": 900,
         "backends": [
             {"name": "a", "active": true, "packets": 7, "bytes": 700},
             {"name": "b", "active": true, "packets": 0, "bytes": 0}

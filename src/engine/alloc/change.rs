@@ -26,8 +26,8 @@ impl SlotDelta {
 }
 
 /// The slots a backend owns at effective priority `p`: its weight in its family, none in the other.
-fn wants(b: &Backend, p: u32, v6: bool) -> u32 {
-    if b.ip_addr.is_ipv6() == v6 && takes_new_flows(b, p) {
+fn wants(farm: &Farm, b: &Backend, p: u32, v6: bool) -> u32 {
+    if b.ip_addr.is_ipv6() == v6 && takes_new_flows(farm, b, p) {
         b.weight
     } else {
         0
@@ -104,7 +104,7 @@ impl FarmAlloc {
         let mut delta = SlotDelta::default();
         for (f, v6) in [(0, false), (1, true)] {
             let want = match (new, new_id) {
-                (Some(b), Some(id)) => Some((id, wants(b, new_p, v6))),
+                (Some(b), Some(id)) => Some((id, wants(farm, b, new_p, v6))),
                 _ => None,
             };
             let (dec, inc) = match (gone, want) {
