@@ -275,3 +275,54 @@ fn the_nagios_example_tells_the_daemon_a_critical_plugin_s_verdict() {
         )
     );
 }
+
+#[test]
+fn a_restart_keeps_the_saved_verdicts_until_the_checks_say_otherwise() {
+    if !in_testbed("a_restart_keeps_the_saved_verdicts_until_the_checks_say_otherwise") {
+        return;
+    }
+    let t = Topo::new(2);
+    let switches = [
+        switchable(&t.backends[0], "be0"),
+        switchable(&t.backends[1], "be1"),
+    ];
+    switches[1].set(STOPPED);
+    let dir = tempdir();
+    let daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(13);
+    let backends: Vec<Value> = (0..2)
+        .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": TRAFFIC}))
+        .collect();
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+            "virtual-addresses": [vip], "virtual-ports": "80", "health-start": "pessimistic",
+            "health-check": {"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2},
+            "backends": backends}}),
+    );
+    wait_health("be0", "healthy", "tcp connected");
+    wait_health("be1", "failing", "connection refused");
+    assert_eq!(
+        ok("GetFarm", json!({"name": "web"}))["status"]["healthReady"],
+        true
+    );
+    daemon.stop();
+
+    // The saved verdicts hold from the first moment: be1 never turns healthy nor unknown on
+    // the way, the farm is ready at once, and be0 takes every connection throughout.
+    let _daemon = Daemon::start(&t, &dir, false);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let farm = ok("GetFarm", json!({"name": "web"}));
+        assert_eq!(farm["status"]["healthReady"], true, "{farm}");
+        assert_eq!(health("be1").0, "failing");
+        assert_eq!(health("be0").0, "healthy");
+        let got = t.tcp_n(vip, 80, 2);
+        assert_eq!(count(&got, "be0"), 2, "{got:?}");
+    }
+    // And the checks still decide: be1 serves again, and comes back.
+    switches[1].set(SERVE);
+    wait_health("be1", "healthy", "tcp connected, 2 successes");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+}
