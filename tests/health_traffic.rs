@@ -275,3 +275,97 @@ fn the_nagios_example_tells_the_daemon_a_critical_plugin_s_verdict() {
         )
     );
 }
+
+/// (lastCheck, lastCheckDuration) of backend `b` of farm web in GetFarm's status.
+fn last_check(b: &str) -> (u64, u64) {
+    let farm = ok("GetFarm", json!({"name": "web"}));
+    let st = farm["status"]["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|x| x["name"] == b))
+        .cloned()
+        .unwrap_or_else(|| panic!("no status of {b} in {farm}"));
+    let n = |k: &str| st[k].as_u64().unwrap_or_else(|| panic!("{k} of {b}: {st}"));
+    (n("lastCheck"), n("lastCheckDuration"))
+}
+
+/// A backend property of type `t` over D-Bus, as busctl prints it ("t 123").
+fn dbus_u64(b: &str, name: &str) -> u64 {
+    let path = format!("/org/nftlbd1/farm/web/backend/{b}");
+    let (good, out) = busctl(None, &["get-property", DEST, &path, "org.nftlbd1.Backend", name]);
+    assert!(good, "{name} of {b}: {out}");
+    let v = out
+        .trim()
+        .strip_prefix("t ")
+        .unwrap_or_else(|| panic!("{name}: {out}"));
+    v.parse().unwrap_or_else(|e| panic!("{name}: {e}: {out}"))
+}
+
+fn epoch_us() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(d.as_micros()).unwrap()
+}
+
+#[test]
+fn the_last_check_and_its_duration_show_on_varlink_and_dbus_and_nowhere_in_the_config() {
+    if !in_testbed("the_last_check_and_its_duration_show_on_varlink_and_dbus_and_nowhere_in_the_config") {
+        return;
+    }
+    let t = Topo::new(2);
+    let _switch = switchable(&t.backends[0], "be0");
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let before = epoch_us();
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "virtual-addresses": [vip4(14)], "virtual-ports": "80",
+            "health-check": {"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2},
+            "backends": [{"name": "be0", "ip-addr": backend_ip(0, false), "port": TRAFFIC},
+                         {"name": "be1", "ip-addr": backend_ip(1, false), "port": TRAFFIC,
+                          "health-check": {"enabled": false}}]}}),
+    );
+    wait_health("be0", "healthy", "tcp connected");
+    let (at, took) = last_check("be0");
+    assert!(
+        at >= before && at <= epoch_us(),
+        "lastCheck {at} not since {before}"
+    );
+    assert!(
+        took > 0 && took < 100_000,
+        "a connect on the testbed's veth took {took} µs"
+    );
+    // The unchecked backend: never checked, zeros.
+    assert_eq!(last_check("be1"), (0, 0));
+    assert_eq!(
+        (dbus_u64("be1", "LastCheck"), dbus_u64("be1", "LastCheckDuration")),
+        (0, 0)
+    );
+
+    // Checked every 0.2 s: a later read sees a later check, on both fronts.
+    std::thread::sleep(Duration::from_millis(600));
+    let (later, _) = last_check("be0");
+    assert!(later > at, "no check since {at}: {later}");
+    let on_bus = dbus_u64("be0", "LastCheck");
+    assert!(
+        on_bus >= later && on_bus <= epoch_us(),
+        "D-Bus LastCheck {on_bus}, varlink {later}"
+    );
+    let took = dbus_u64("be0", "LastCheckDuration");
+    assert!(took > 0 && took < 100_000, "LastCheckDuration {took}");
+
+    // Runtime facts: not in the farm's JSON, not in the saved configuration.
+    let farm = ok("GetFarm", json!({"name": "web"}));
+    let text = farm["farm"].to_string() + &export();
+    let mentions = |t: &str| {
+        ["lastcheck", "last-check", "last_check"]
+            .iter()
+            .any(|k| t.to_lowercase().contains(k))
+    };
+    assert!(!mentions(&text), "{text}");
+    let saved: String = std::fs::read_dir(&*dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect();
+    assert!(!saved.is_empty() && !mentions(&saved), "{saved}");
+}

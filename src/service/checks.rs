@@ -14,7 +14,7 @@ use tokio::time::{Instant, sleep_until};
 use super::check_targets;
 use super::ops_health::{HealthUpdate, set_healths};
 use super::{Origin, Service};
-use crate::health::{Checker, Transition};
+use crate::health::{Checker, DEFAULT_IN_FLIGHT, Transition};
 use crate::model::Health;
 
 /// How long the first verdict of a batch waits for others.
@@ -43,7 +43,7 @@ async fn run(service: Service, window: Duration) {
     // worst, and following a change twice leaves the targets as once.
     let mut events = service.subscribe();
     let (tx, mut verdicts) = mpsc::channel(QUEUE);
-    let checker = Checker::start(tx);
+    let checker = Checker::observing(tx, DEFAULT_IN_FLIGHT, service.observed().clone());
     if checker
         .set_targets(check_targets::all(&service.config()))
         .is_err()
