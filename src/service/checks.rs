@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
-use super::check_targets;
 use super::ops_health::{HealthUpdate, set_healths};
 use super::{Origin, Service};
+use super::{check_targets, conntrack};
 use crate::health::{Checker, DEFAULT_IN_FLIGHT, Transition};
 use crate::model::Health;
 
@@ -77,7 +77,9 @@ async fn run(service: Service, window: Duration) {
             Some(first) = verdicts.recv() => {
                 let mut batch = std::mem::take(&mut stale);
                 batch.extend(gather(first, &mut verdicts, window).await);
+                let cut = conntrack::to_cut(&service, &batch);
                 commit(&service, batch).await;
+                conntrack::cut(&service, cut).await;
             }
         }
         if !stale.is_empty() {

@@ -16,6 +16,7 @@ pub mod check_targets;
 pub mod checks;
 #[cfg(test)]
 mod checks_tests;
+pub mod conntrack;
 pub mod diff;
 pub mod edit;
 mod execute;

@@ -33,6 +33,8 @@ struct BackendStatus {
     bytes: u64,
     /// The checker's last run (zeros: never checked).
     last_check: LastCheck,
+    /// Established connections in conntrack now.
+    connections: u64,
 }
 
 /// The key of the backends in a farm's JSON.
@@ -55,6 +57,7 @@ impl FarmReply {
                 packets,
                 bytes,
                 last_check: LastCheck::default(),
+                connections: 0,
             })
             .collect();
         drop(active);
@@ -88,6 +91,14 @@ impl FarmReply {
             if let Some(last) = checks.get(&b.name) {
                 b.last_check = *last;
             }
+        }
+        self
+    }
+
+    /// Each backend's established connections.
+    pub fn with_connections(mut self, connections: &HashMap<String, u64>) -> Self {
+        for b in &mut self.status.backends {
+            b.connections = connections.get(&b.name).copied().unwrap_or(0);
         }
         self
     }
@@ -147,9 +158,10 @@ impl Serialize for Status {
 
 impl Serialize for BackendStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(6))?;
+        let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("active", &self.active)?;
         m.serialize_entry("bytes", &self.bytes)?;
+        m.serialize_entry("connections", &self.connections)?;
         m.serialize_entry("lastCheck", &self.last_check.at_us)?;
         m.serialize_entry("lastCheckDuration", &self.last_check.duration_us)?;
         m.serialize_entry("name", &self.name)?;
@@ -190,7 +202,7 @@ mod tests {
                     .find(|x| &x.name == n)
                     .is_some_and(|x| is_active(&farm, x, prio));
                 json!({ "name": n, "active": a, "packets": p, "bytes": b,
-                    "lastCheck": 0, "lastCheckDuration": 0 })
+                    "lastCheck": 0, "lastCheckDuration": 0, "connections": 0 })
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
@@ -199,11 +211,15 @@ mod tests {
         let got = serde_json::to_string(&FarmReply::new(farm, (9, 900), each)).unwrap();
         assert_eq!(got, want);
         assert!(
-            got.contains(r#""active":true,"bytes":500,"lastCheck":0,"lastCheckDuration":0,"name":"a""#),
+            got.contains(
+                r#""active":true,"bytes":500,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"a""#
+            ),
             "{got}"
         );
         assert!(
-            got.contains(r#""active":false,"bytes":0,"lastCheck":0,"lastCheckDuration":0,"name":"b""#),
+            got.contains(
+                r#""active":false,"bytes":0,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"b""#
+            ),
             "{got}"
         );
     }

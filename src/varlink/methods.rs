@@ -173,9 +173,11 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
                 .execute(caller, Operation::GetFarmCounters { farm: name })
                 .await?;
             let checks = ctx.service.observed().farm(&f.name);
-            Ok(Reply::Farm(Box::new(
-                farm_reply(*f, counters)?.with_checks(&checks),
-            )))
+            let conns = crate::service::conntrack::established(&ctx.service, &f.name).await;
+            let reply = farm_reply(*f, counters)?
+                .with_checks(&checks)
+                .with_connections(&conns);
+            Ok(Reply::Farm(Box::new(reply)))
         }
         (out, _) => Ok(Reply::Ok(reply(kind, out))),
     }

@@ -155,9 +155,9 @@ async fn reads_answer_as_documented() {
         "effectivePriority": 1, "packets": 9, "bytes": 900,
         "backends": [
             {"name": "a", "active": true, "packets": 7, "bytes": 700,
-             "lastCheck": 0, "lastCheckDuration": 0},
+             "lastCheck": 0, "lastCheckDuration": 0, "connections": 0},
             {"name": "b", "active": true, "packets": 0, "bytes": 0,
-             "lastCheck": 1_700_000_000_000_042u64, "lastCheckDuration": 1234}
+             "lastCheck": 1_700_000_000_000_042u64, "lastCheckDuration": 1234, "connections": 0}
         ]
     });
     assert_eq!(got, json!({ "farm": web(), "status": status }));
