@@ -326,3 +326,205 @@ fn a_restart_keeps_the_saved_verdicts_until_the_checks_say_otherwise() {
     let got = t.tcp_n(vip, 80, 10);
     assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
 }
+
+/// (lastCheck, lastCheckDuration) of backend `b` of farm web in GetFarm's status.
+fn last_check(b: &str) -> (u64, u64) {
+    let farm = ok("GetFarm", json!({"name": "web"}));
+    let st = farm["status"]["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|x| x["name"] == b))
+        .cloned()
+        .unwrap_or_else(|| panic!("no status of {b} in {farm}"));
+    let n = |k: &str| st[k].as_u64().unwrap_or_else(|| panic!("{k} of {b}: {st}"));
+    (n("lastCheck"), n("lastCheckDuration"))
+}
+
+/// A backend property of type `t` over D-Bus, as busctl prints it ("t 123").
+fn dbus_u64(b: &str, name: &str) -> u64 {
+    let path = format!("/org/nftlbd1/farm/web/backend/{b}");
+    let (good, out) = busctl(None, &["get-property", DEST, &path, "org.nftlbd1.Backend", name]);
+    assert!(good, "{name} of {b}: {out}");
+    let v = out
+        .trim()
+        .strip_prefix("t ")
+        .unwrap_or_else(|| panic!("{name}: {out}"));
+    v.parse().unwrap_or_else(|e| panic!("{name}: {e}: {out}"))
+}
+
+fn epoch_us() -> u64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from(d.as_micros()).unwrap()
+}
+
+#[test]
+fn the_last_check_and_its_duration_show_on_varlink_and_dbus_and_nowhere_in_the_config() {
+    if !in_testbed("the_last_check_and_its_duration_show_on_varlink_and_dbus_and_nowhere_in_the_config") {
+        return;
+    }
+    let t = Topo::new(2);
+    let _switch = switchable(&t.backends[0], "be0");
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let before = epoch_us();
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "virtual-addresses": [vip4(14)], "virtual-ports": "80",
+            "health-check": {"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2},
+            "backends": [{"name": "be0", "ip-addr": backend_ip(0, false), "port": TRAFFIC},
+                         {"name": "be1", "ip-addr": backend_ip(1, false), "port": TRAFFIC,
+                          "health-check": {"enabled": false}}]}}),
+    );
+    wait_health("be0", "healthy", "tcp connected");
+    let (at, took) = last_check("be0");
+    assert!(
+        at >= before && at <= epoch_us(),
+        "lastCheck {at} not since {before}"
+    );
+    assert!(
+        took > 0 && took < 100_000,
+        "a connect on the testbed's veth took {took} µs"
+    );
+    // The unchecked backend: never checked, zeros.
+    assert_eq!(last_check("be1"), (0, 0));
+    assert_eq!(
+        (dbus_u64("be1", "LastCheck"), dbus_u64("be1", "LastCheckDuration")),
+        (0, 0)
+    );
+
+    // Checked every 0.2 s: a later read sees a later check, on both fronts.
+    std::thread::sleep(Duration::from_millis(600));
+    let (later, _) = last_check("be0");
+    assert!(later > at, "no check since {at}: {later}");
+    let on_bus = dbus_u64("be0", "LastCheck");
+    assert!(
+        on_bus >= later && on_bus <= epoch_us(),
+        "D-Bus LastCheck {on_bus}, varlink {later}"
+    );
+    let took = dbus_u64("be0", "LastCheckDuration");
+    assert!(took > 0 && took < 100_000, "LastCheckDuration {took}");
+
+    // Runtime facts: not in the farm's JSON, not in the saved configuration.
+    let farm = ok("GetFarm", json!({"name": "web"}));
+    let text = farm["farm"].to_string() + &export();
+    let mentions = |t: &str| {
+        ["lastcheck", "last-check", "last_check"]
+            .iter()
+            .any(|k| t.to_lowercase().contains(k))
+    };
+    assert!(!mentions(&text), "{text}");
+    let saved: String = std::fs::read_dir(&*dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect();
+    assert!(!saved.is_empty() && !mentions(&saved), "{saved}");
+}
+
+/// Where the holding servers listen: a greeting, then every line echoed, for as long as the
+/// client keeps the connection.
+const HOLD: u16 = 9002;
+
+fn hold(ns: &str, name: &str) {
+    let name = name.to_string();
+    drop(in_ns(ns, move || {
+        let l = TcpListener::bind(("0.0.0.0", HOLD)).expect("bind the holding server");
+        for s in l.incoming().flatten() {
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let _ = writeln!(&s, "{name}@{HOLD}");
+                let mut lines = BufReader::new(&s);
+                let mut line = String::new();
+                while matches!(lines.read_line(&mut line), Ok(n) if n > 0) {
+                    let _ = (&s).write_all(line.as_bytes());
+                    line.clear();
+                }
+            });
+        }
+    }));
+}
+
+/// A long-lived connection through the farm: the backend's name (greeting) and the stream.
+fn connect(t: &Topo, vip: std::net::IpAddr) -> (String, TcpStream) {
+    in_ns(&t.client, move || {
+        let s = TcpStream::connect((vip, 80)).expect("connect through the farm");
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut greeting = String::new();
+        BufReader::new(&s).read_line(&mut greeting).unwrap();
+        (greeting.trim().to_string(), s)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether the connection still carries a line both ways.
+fn still_carries(s: &TcpStream) -> bool {
+    if (&*s).write_all(b"ping\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    matches!(BufReader::new(s).read_line(&mut line), Ok(n) if n > 0) && line == "ping\n"
+}
+
+fn established_now(b: &str) -> u64 {
+    let farm = ok("GetFarm", json!({"name": "web"}));
+    let st = farm["status"]["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|x| x["name"] == b))
+        .cloned()
+        .unwrap_or_else(|| panic!("no status of {b} in {farm}"));
+    st["connections"].as_u64().unwrap_or_else(|| panic!("{st}"))
+}
+
+#[test]
+fn a_failing_backend_s_connections_are_cut_with_cut_and_kept_with_stop_new() {
+    if !in_testbed("a_failing_backend_s_connections_are_cut_with_cut_and_kept_with_stop_new") {
+        return;
+    }
+    let t = Topo::new(2);
+    let switches = [
+        switchable(&t.backends[0], "be0"),
+        switchable(&t.backends[1], "be1"),
+    ];
+    hold(&t.backends[0], "be0");
+    hold(&t.backends[1], "be1");
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(15);
+    for on_failure in ["stop-new", "cut"] {
+        let backends: Vec<Value> = (0..2)
+            .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": HOLD}))
+            .collect();
+        ok(
+            "CreateFarm",
+            json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+                "virtual-addresses": [vip], "virtual-ports": "80",
+                "health-check": {"type": "tcp", "port": TRAFFIC, "interval": 0.2, "timeout": 0.1,
+                    "fall": 2, "rise": 2, "on-failure": on_failure},
+                "backends": backends}}),
+        );
+        wait_health("be0", "healthy", "tcp connected");
+        wait_health("be1", "healthy", "tcp connected");
+        let (greeting, stream) = connect(&t, vip);
+        let name = greeting.split('@').next().unwrap().to_string();
+        let i: usize = name.trim_start_matches("be").parse().unwrap();
+        assert!(still_carries(&stream), "{on_failure}");
+        assert_eq!(established_now(&name), 1, "{on_failure}");
+        assert_eq!(established_now(&format!("be{}", 1 - i)), 0, "{on_failure}");
+
+        switches[i].set(STOPPED);
+        wait_health(&name, "failing", "connection refused, 2 failures");
+        // The verdict is committed before the connections are cut: give the cut its turn.
+        std::thread::sleep(Duration::from_millis(300));
+        if on_failure == "cut" {
+            assert!(!still_carries(&stream), "the connection to {name} survived a cut");
+            assert_eq!(established_now(&name), 0);
+        } else {
+            assert!(still_carries(&stream), "stop-new closed the connection to {name}");
+            assert_eq!(established_now(&name), 1);
+        }
+        drop(stream);
+        switches[i].set(SERVE);
+        ok("DeleteFarm", json!({"name": "web"}));
+    }
+}

@@ -57,6 +57,31 @@ fn text(v: Option<&OwnedValue>) -> String {
     }
 }
 
+fn micros(v: Option<&OwnedValue>) -> u64 {
+    v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
+}
+
+fn now_us() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// How long ago a backend was last checked ("2.5s ago" as "2.5s"); "-": never.
+fn checked_ago(at_us: u64, now_us: u64) -> String {
+    if at_us == 0 {
+        return "-".into();
+    }
+    format!("{:.1}s", now_us.saturating_sub(at_us) as f64 / 1e6)
+}
+
+/// How long a check took: "0.35ms"; "-": never checked.
+fn took(at_us: u64, us: u64) -> String {
+    if at_us == 0 {
+        return "-".into();
+    }
+    format!("{:.2}ms", us as f64 / 1e3)
+}
+
 /// Rows under a header, columns padded to their widest cell.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -276,6 +301,8 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
                 .into(),
                 text(b.get("Packets")),
                 text(b.get("Bytes")),
+                checked_ago(micros(b.get("LastCheck")), now_us()),
+                took(micros(b.get("LastCheck")), micros(b.get("LastCheckDuration"))),
             ]
         })
         .collect();
@@ -283,7 +310,8 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         "{}",
         table(
             &[
-                "BACKEND", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "STATE", "ACTIVE", "PACKETS", "BYTES"
+                "BACKEND", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "STATE", "ACTIVE", "PACKETS", "BYTES",
+                "CHECKED", "TOOK"
             ],
             &rows
         )
@@ -388,4 +416,19 @@ pub async fn policy(c: &Client, name: &str, json_out: bool) -> Result<(), CtlErr
         .collect();
     print!("{}", table(&["ELEMENT", "PACKETS", "BYTES"], &rows));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_checks_as_text() {
+        assert_eq!(checked_ago(0, 5_000_000), "-");
+        assert_eq!(checked_ago(1_000_000, 3_500_000), "2.5s");
+        assert_eq!(checked_ago(4_000_000, 3_500_000), "0.0s");
+        assert_eq!(took(0, 0), "-");
+        assert_eq!(took(1, 350), "0.35ms");
+        assert_eq!(took(1, 0), "0.00ms");
+    }
 }

@@ -26,6 +26,8 @@ const READ_ONLY: &[super::Arg] = &[
     ("Active", "b"),
     ("Health", "s"),
     ("HealthReason", "s"),
+    ("LastCheck", "t"),
+    ("LastCheckDuration", "t"),
     ("Packets", "t"),
     ("Bytes", "t"),
 ];
@@ -101,6 +103,17 @@ impl Keyed for BackendObject {
         let (f, b) = index.backend(&self.farm, &self.backend)?;
         match name {
             "Farm" => return Some(Value::from(farm_path(&self.farm))),
+            // Runtime facts of the checker, not keys: 0 until the backend's first check.
+            "LastCheck" | "LastCheckDuration" => {
+                let last = self.service.observed().get(&self.farm, &self.backend);
+                let last = last.unwrap_or_default();
+                let v = if name == "LastCheck" {
+                    last.at_us
+                } else {
+                    last.duration_us
+                };
+                return Some(Value::from(v));
+            }
             "Active" => {
                 let prio = index.effective_priority(&self.farm)?;
                 return Some(Value::from(crate::model::is_active(f, b, prio)));

@@ -530,3 +530,30 @@ async fn removing_policy_elements_is_all_or_nothing() {
     assert_eq!(changed[0].changed(), (POLICY.to_string(), want));
     assert_eq!(p.get(&bad, POLICY, "Elements").await, owned(Value::from(empty)));
 }
+
+#[tokio::test]
+async fn the_last_check_is_read_from_the_checker_s_map() {
+    let p = Peer::start().await;
+    let a = backend_path("web", "a");
+    let b = backend_path("web", "b");
+    let last = crate::health::LastCheck {
+        at_us: 1_700_000_000_000_007,
+        duration_us: 830,
+        ok: false,
+    };
+    p.fx.service.observed().record([("web", "b")], last);
+    assert_eq!(
+        p.get(&b, BACKEND, "LastCheck").await,
+        owned(Value::from(1_700_000_000_000_007u64))
+    );
+    assert_eq!(
+        p.get(&b, BACKEND, "LastCheckDuration").await,
+        owned(Value::from(830u64))
+    );
+    // Never checked: zeros.
+    assert_eq!(p.get(&a, BACKEND, "LastCheck").await, owned(Value::from(0u64)));
+    assert_eq!(
+        p.get(&a, BACKEND, "LastCheckDuration").await,
+        owned(Value::from(0u64))
+    );
+}

@@ -13,6 +13,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -20,6 +21,7 @@ use tokio::time::{Duration, Instant, sleep_until};
 
 use super::agent::Advice;
 use super::counter::Counter;
+use super::observed::{LastCheck, Observed};
 use super::probe::{self, Outcome};
 use super::random;
 use crate::model::{CheckType, Health, HealthCheck};
@@ -75,6 +77,7 @@ enum Command {
 pub struct Checker {
     commands: mpsc::UnboundedSender<Command>,
     task: JoinHandle<()>,
+    observed: Arc<Observed>,
 }
 
 impl Checker {
@@ -86,9 +89,16 @@ impl Checker {
     }
 
     pub fn with_limit(events: mpsc::Sender<Transition>, limit: usize) -> Checker {
+        Checker::observing(events, limit, Arc::default())
+    }
+
+    /// A checker that records each target's last run in `observed` (shared with whoever reads
+    /// it: the fronts, through the service).
+    pub fn observing(events: mpsc::Sender<Transition>, limit: usize, observed: Arc<Observed>) -> Checker {
         let (commands, receiver) = mpsc::unbounded_channel();
         let scheduler = Scheduler {
             events,
+            observed: observed.clone(),
             limit: limit.max(1),
             probes: HashMap::new(),
             by_key: HashMap::new(),
@@ -100,7 +110,16 @@ impl Checker {
             tasks: HashMap::new(),
         };
         let task = tokio::spawn(scheduler.run(receiver));
-        Checker { commands, task }
+        Checker {
+            commands,
+            task,
+            observed,
+        }
+    }
+
+    /// Each target's last run.
+    pub fn observed(&self) -> &Arc<Observed> {
+        &self.observed
     }
 
     /// Replaces the set of targets. Probes that stay keep their state and timing; a target
@@ -141,8 +160,16 @@ struct Probe {
     reason: String,
 }
 
+/// One run's outcome, when it started and how long it took.
+struct Run {
+    outcome: Outcome,
+    started: SystemTime,
+    took: Duration,
+}
+
 struct Scheduler {
     events: mpsc::Sender<Transition>,
+    observed: Arc<Observed>,
     limit: usize,
     probes: HashMap<u64, Probe>,
     by_key: HashMap<ProbeKey, u64>,
@@ -153,7 +180,7 @@ struct Scheduler {
     due: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Due probes over the in-flight limit, started as runs end.
     waiting: VecDeque<u64>,
-    running: JoinSet<Outcome>,
+    running: JoinSet<Run>,
     tasks: HashMap<tokio::task::Id, u64>,
 }
 
@@ -170,11 +197,15 @@ impl Scheduler {
                     None => false,
                 },
                 Some(done) = self.running.join_next_with_id(), if !self.running.is_empty() => {
-                    let (task, outcome) = match done {
-                        Ok((task, outcome)) => (task, outcome),
-                        Err(e) => (e.id(), Outcome::fail(format!("check failed: {e}"))),
+                    let (task, run) = match done {
+                        Ok((task, run)) => (task, run),
+                        Err(e) => (e.id(), Run {
+                            outcome: Outcome::fail(format!("check failed: {e}")),
+                            started: SystemTime::now(),
+                            took: Duration::ZERO,
+                        }),
                     };
-                    self.finished(task, outcome).await
+                    self.finished(task, run).await
                 }
                 _ = sleep_until(wake), if next.is_some() => {
                     self.start_due();
@@ -254,6 +285,7 @@ impl Scheduler {
         let Some(id) = self.by_target.remove(name) else {
             return;
         };
+        self.observed.forget(&name.0, &name.1);
         let Some(probe) = self.probes.get_mut(&id) else {
             return;
         };
@@ -310,9 +342,17 @@ impl Scheduler {
         let key = probe.key.clone();
         let handle = self.running.spawn(async move {
             let (addr, port, check) = &*key;
-            match tokio::time::timeout(check.timeout.duration(), probe::run(check, *addr, *port)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Outcome::fail(format!("timed out after {}", check.timeout)),
+            let started = SystemTime::now();
+            let clock = Instant::now();
+            let outcome =
+                match tokio::time::timeout(check.timeout.duration(), probe::run(check, *addr, *port)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Outcome::fail(format!("timed out after {}", check.timeout)),
+                };
+            Run {
+                outcome,
+                started,
+                took: clock.elapsed(),
             }
         });
         self.tasks.insert(handle.id(), id);
@@ -320,7 +360,7 @@ impl Scheduler {
 
     /// Counts a run's outcome, reports a turn, and schedules the probe's next run; false when
     /// the reader is gone.
-    async fn finished(&mut self, task: tokio::task::Id, outcome: Outcome) -> bool {
+    async fn finished(&mut self, task: tokio::task::Id, run: Run) -> bool {
         let id = self.tasks.remove(&task);
         while self.running.len() < self.limit {
             let Some(next) = self.waiting.pop_front() else {
@@ -333,6 +373,15 @@ impl Scheduler {
             return true;
         };
         let (id, probe) = probe;
+        let Run {
+            outcome,
+            started,
+            took,
+        } = run;
+        self.observed.record(
+            probe.targets.iter().map(|(f, b)| (f.as_str(), b.as_str())),
+            LastCheck::new(started, took, outcome.ok),
+        );
         let check = &probe.key.2;
         let first = probe.counter.health() == Health::Unknown;
         let turned = probe.counter.record(outcome.ok, check.rise, check.fall);

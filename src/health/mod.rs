@@ -9,6 +9,7 @@ mod counter;
 mod dns;
 mod exec;
 mod http;
+mod observed;
 mod probe;
 #[cfg(test)]
 mod probe_tests;
@@ -17,4 +18,5 @@ mod random;
 pub use agent::{Advice, AgentReply, parse_agent_line};
 pub use checker::{Checker, DEFAULT_IN_FLIGHT, Stopped, Target, TargetName, Transition};
 pub use counter::Counter;
+pub use observed::{LastCheck, Observed};
 pub use probe::{Outcome, run, supported};

@@ -12,6 +12,7 @@ mod attr;
 mod batch;
 mod bytes;
 mod conn;
+pub mod conntrack;
 pub mod consts;
 mod data;
 mod error;

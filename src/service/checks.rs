@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
-use super::check_targets;
 use super::ops_health::{HealthUpdate, set_healths};
 use super::{Origin, Service};
-use crate::health::{Checker, Transition};
+use super::{check_targets, conntrack};
+use crate::health::{Checker, DEFAULT_IN_FLIGHT, Transition};
 use crate::model::Health;
 
 /// How long the first verdict of a batch waits for others.
@@ -43,7 +43,7 @@ async fn run(service: Service, window: Duration) {
     // worst, and following a change twice leaves the targets as once.
     let mut events = service.subscribe();
     let (tx, mut verdicts) = mpsc::channel(QUEUE);
-    let checker = Checker::start(tx);
+    let checker = Checker::observing(tx, DEFAULT_IN_FLIGHT, service.observed().clone());
     if checker
         .set_targets(check_targets::all(&service.config()))
         .is_err()
@@ -77,7 +77,9 @@ async fn run(service: Service, window: Duration) {
             Some(first) = verdicts.recv() => {
                 let mut batch = std::mem::take(&mut stale);
                 batch.extend(gather(first, &mut verdicts, window).await);
+                let cut = conntrack::to_cut(&service, &batch);
                 commit(&service, batch).await;
+                conntrack::cut(&service, cut).await;
             }
         }
         if !stale.is_empty() {

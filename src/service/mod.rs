@@ -16,6 +16,7 @@ pub mod check_targets;
 pub mod checks;
 #[cfg(test)]
 mod checks_tests;
+pub mod conntrack;
 pub mod diff;
 pub mod edit;
 mod execute;
@@ -147,6 +148,8 @@ pub struct Service {
     shared: Arc<Shared>,
     /// Who decides whether a caller may run an operation.
     authority: Arc<dyn Authority>,
+    /// What the health checks saw last (runtime facts, read by the fronts, never committed).
+    observed: Arc<crate::health::Observed>,
 }
 
 /// Where the service keeps its state, and whether it watches the kernel and the host.
@@ -212,6 +215,7 @@ impl Service {
             jobs,
             shared,
             authority: Arc::new(authority::Polkit::default()),
+            observed: Arc::default(),
         })
     }
 
@@ -219,6 +223,11 @@ impl Service {
     pub fn with_authority(mut self, authority: Arc<dyn Authority>) -> Service {
         self.authority = authority;
         self
+    }
+
+    /// Each checked backend's last health check.
+    pub fn observed(&self) -> &Arc<crate::health::Observed> {
+        &self.observed
     }
 
     /// The committed configuration.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
+use crate::health::LastCheck;
 use crate::model::{Backend, Farm, List, effective_priority, is_active};
 
 /// The farm without its backends, as its canonical JSON, and the backends, each made JSON only
@@ -31,6 +32,10 @@ struct BackendStatus {
     active: bool,
     packets: u64,
     bytes: u64,
+    /// The checker's last run (zeros: never checked).
+    last_check: LastCheck,
+    /// Established connections in conntrack now.
+    connections: u64,
 }
 
 /// The key of the backends in a farm's JSON.
@@ -52,6 +57,8 @@ impl FarmReply {
                 name,
                 packets,
                 bytes,
+                last_check: LastCheck::default(),
+                connections: 0,
             })
             .collect();
         drop(active);
@@ -76,6 +83,26 @@ impl FarmReply {
                 backends,
             },
         }
+    }
+}
+
+impl FarmReply {
+    /// Each backend's last health check, from the checker's runtime map.
+    pub fn with_checks(mut self, checks: &HashMap<String, LastCheck>) -> Self {
+        for b in &mut self.status.backends {
+            if let Some(last) = checks.get(&b.name) {
+                b.last_check = *last;
+            }
+        }
+        self
+    }
+
+    /// Each backend's established connections.
+    pub fn with_connections(mut self, connections: &HashMap<String, u64>) -> Self {
+        for b in &mut self.status.backends {
+            b.connections = connections.get(&b.name).copied().unwrap_or(0);
+        }
+        self
     }
 }
 
@@ -134,9 +161,12 @@ impl Serialize for Status {
 
 impl Serialize for BackendStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(4))?;
+        let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("active", &self.active)?;
         m.serialize_entry("bytes", &self.bytes)?;
+        m.serialize_entry("connections", &self.connections)?;
+        m.serialize_entry("lastCheck", &self.last_check.at_us)?;
+        m.serialize_entry("lastCheckDuration", &self.last_check.duration_us)?;
         m.serialize_entry("name", &self.name)?;
         m.serialize_entry("packets", &self.packets)?;
         m.end()
@@ -174,7 +204,8 @@ mod tests {
                     .iter()
                     .find(|x| &x.name == n)
                     .is_some_and(|x| is_active(&farm, x, prio));
-                json!({ "name": n, "active": a, "packets": p, "bytes": b })
+                json!({ "name": n, "active": a, "packets": p, "bytes": b,
+                    "lastCheck": 0, "lastCheckDuration": 0, "connections": 0 })
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
@@ -182,8 +213,41 @@ mod tests {
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, (9, 900), each)).unwrap();
         assert_eq!(got, want);
-        assert!(got.contains(r#""active":true,"bytes":500,"name":"a""#), "{got}");
-        assert!(got.contains(r#""active":false,"bytes":0,"name":"b""#), "{got}");
+        assert!(
+            got.contains(
+                r#""active":true,"bytes":500,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"a""#
+            ),
+            "{got}"
+        );
+        assert!(
+            got.contains(
+                r#""active":false,"bytes":0,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"b""#
+            ),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn backends_carry_their_last_check() {
+        let farm = parse_farm_value(
+            json!({"name": "web", "backends": [
+                {"name": "a", "ip-addr": "10.0.0.1"}, {"name": "b", "ip-addr": "10.0.0.2"}]}),
+            "farm",
+        )
+        .unwrap();
+        let each = vec![("a".to_string(), (1, 2)), ("b".to_string(), (3, 4))];
+        let last = LastCheck {
+            at_us: 1_700_000_000_000_001,
+            duration_us: 250,
+            ok: true,
+        };
+        let checks = HashMap::from([("b".to_string(), last)]);
+        let got = serde_json::to_value(FarmReply::new(farm, (4, 6), each).with_checks(&checks)).unwrap();
+        let backends = &got["status"]["backends"];
+        assert_eq!(backends[0]["lastCheck"], json!(0));
+        assert_eq!(backends[0]["lastCheckDuration"], json!(0));
+        assert_eq!(backends[1]["lastCheck"], json!(1_700_000_000_000_001u64));
+        assert_eq!(backends[1]["lastCheckDuration"], json!(250));
     }
 
     #[test]

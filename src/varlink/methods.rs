@@ -172,7 +172,12 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
                 .service
                 .execute(caller, Operation::GetFarmCounters { farm: name })
                 .await?;
-            farm_reply(*f, counters)
+            let checks = ctx.service.observed().farm(&f.name);
+            let conns = crate::service::conntrack::established(&ctx.service, &f.name).await;
+            let reply = farm_reply(*f, counters)?
+                .with_checks(&checks)
+                .with_connections(&conns);
+            Ok(Reply::Farm(Box::new(reply)))
         }
         (out, _) => Ok(Reply::Ok(reply(kind, out))),
     }
@@ -396,11 +401,9 @@ fn to_json<T: serde::Serialize>(x: &T) -> Value {
 
 /// `GetFarm`'s reply: the farm, and per backend whether it takes new connections and what it
 /// carried.
-fn farm_reply(f: crate::model::Farm, counters: Output) -> Result<Reply> {
+fn farm_reply(f: crate::model::Farm, counters: Output) -> Result<FarmReply> {
     match counters {
-        Output::FarmCounters { farm, backends } => {
-            Ok(Reply::Farm(Box::new(FarmReply::new(f, farm, backends))))
-        }
+        Output::FarmCounters { farm, backends } => Ok(FarmReply::new(f, farm, backends)),
         // A defect, said as such rather than shown as zero traffic.
         other => {
             let message = format!("internal error: unexpected answer {other:?}");

@@ -143,12 +143,21 @@ async fn reads_answer_as_documented() {
 
     control.set_traffic("web", None, (9, 900));
     control.set_traffic("web", Some("a"), (7, 700));
+    // What the checker last saw of b (a runtime fact, beside the counters).
+    let last = crate::health::LastCheck {
+        at_us: 1_700_000_000_000_042,
+        duration_us: 1234,
+        ok: true,
+    };
+    s.fx.service.observed().record([("web", "b")], last);
     let got = c.ok(&method("GetFarm"), json!({"name": "web"})).await;
     let status = json!({
         "effectivePriority": 1, "healthReady": true, "packets": 9, "bytes": 900,
         "backends": [
-            {"name": "a", "active": true, "packets": 7, "bytes": 700},
-            {"name": "b", "active": true, "packets": 0, "bytes": 0}
+            {"name": "a", "active": true, "packets": 7, "bytes": 700,
+             "lastCheck": 0, "lastCheckDuration": 0, "connections": 0},
+            {"name": "b", "active": true, "packets": 0, "bytes": 0,
+             "lastCheck": 1_700_000_000_000_042u64, "lastCheckDuration": 1234, "connections": 0}
         ]
     });
     assert_eq!(got, json!({ "farm": web(), "status": status }));
