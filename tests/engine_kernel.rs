@@ -459,3 +459,41 @@ fn a_policy_made_before_its_family_had_a_farm_gets_its_elements() {
         );
     });
 }
+
+#[test]
+fn a_large_farm_applied_whole_keeps_no_elements_and_changes_whole_again_in_few_messages() {
+    in_netns(|| {
+        let mut farms = json!([farm("big", "192.0.2.1", 6000), farm("small", "192.0.2.2", 3)]);
+        let mut e = KernelEngine::open().unwrap();
+        e.reconcile(
+            config(json!([farm("small", "192.0.2.2", 3)])),
+            Allocation::default(),
+        )
+        .unwrap();
+        let created = e.apply(config(farms.clone())).unwrap();
+        assert!(elements(&created.changes) > 10_000, "{}", created.messages);
+        // The big farm's elements went; the small one's (under the limit) are kept.
+        let kept = e.kept_elements();
+        assert!(kept > 0 && kept < 100, "{kept}");
+        // Its own keys change: the farm is worked out whole against elements rendered again,
+        // so only the rules differ (with no elements known, all of them would be sent).
+        for strict in [true, false] {
+            farms[0]["tcp-strict"] = json!(strict);
+            let o = e.apply(config(farms.clone())).unwrap();
+            // Only the shared sets of tcp-strict (the farm's address and services) change.
+            assert_eq!(elements(&o.changes), 3, "{:#?}", o.changes);
+            assert!(
+                o.changes
+                    .iter()
+                    .all(|c| !c.contains(" elements ") || c.contains(" strict-")),
+                "{:#?}",
+                o.changes
+            );
+            assert!(o.messages <= 12, "{:#?}", o.changes);
+            assert_eq!(e.kept_elements(), kept);
+        }
+        let alloc = e.allocation().clone();
+        let cfg = e.config().clone();
+        assert_eq!(e.reconcile(cfg, alloc).unwrap().changes, Vec::<String>::new());
+    });
+}

@@ -195,6 +195,8 @@ pub struct KernelEngine {
     tiers: HashMap<String, model::PriorityTiers>,
     /// Interfaces, routes and neighbours of the engine's network namespace.
     host: l2::Host,
+    /// The slot edits of the last apply, per farm it changed (see [`Engine::slot_delta`]).
+    deltas: HashMap<String, alloc::SlotDelta>,
 }
 
 impl KernelEngine {
@@ -216,6 +218,7 @@ impl KernelEngine {
             stale: Default::default(),
             tiers: HashMap::new(),
             host: l2::Host::here(),
+            deltas: HashMap::new(),
         })
     }
 
@@ -279,6 +282,7 @@ impl KernelEngine {
             &mut batch,
         )?;
         let outcome = self.commit(batch)?;
+        self.deltas.clear();
         self.config = config;
         self.alloc = alloc;
         self.committed = desired;
@@ -310,6 +314,7 @@ impl KernelEngine {
         // Out of `self` while the change is worked out, so its farms can be looked up by name
         // once and the engine still be changed; back in if the change is refused.
         let old = std::mem::take(&mut self.config);
+        self.deltas.clear();
         let result = self.apply_against(&old, &config);
         self.config = if result.is_ok() { config } else { old };
         result
@@ -363,6 +368,12 @@ impl KernelEngine {
         ) {
             Ok(outcome) => {
                 for name in &changed {
+                    if let (Some(before), Some(after)) = (undo.farm(name), self.alloc.farms.get(name))
+                        && before.id == after.id
+                    {
+                        let delta = alloc::SlotDelta::between(before, after);
+                        self.deltas.insert(name.clone(), delta);
+                    }
                     if let Some(f) = old_by.get(name.as_str()) {
                         self.index.remove(f);
                         self.tiers.remove(name);
@@ -528,6 +539,22 @@ impl KernelEngine {
         for (i, users) in climits.into_iter().enumerate() {
             self.climits[i] = users;
         }
+        // A large farm's elements are not kept: ~650 bytes each (39 MiB of a 60,000-backend
+        // farm's daemon), and a later change to the whole farm renders them again from the
+        // committed configuration, as after a per-backend change.
+        let mut freed = Vec::new();
+        for (_, parts, _) in next.iter_mut() {
+            for (name, part) in parts.iter_mut() {
+                if part.elems.values().map(Vec::len).sum::<usize>() > FREE_ASIDE {
+                    freed.push(std::mem::take(&mut part.elems));
+                    self.stale.insert(name.clone());
+                }
+            }
+        }
+        if !freed.is_empty() {
+            // O(farm) to free: not on the way to the reply.
+            std::thread::spawn(move || drop(freed));
+        }
         for (i, (skeleton, parts, ports)) in next.into_iter().enumerate() {
             self.committed[i] = skeleton.map(|sk| {
                 let mut state = self.committed[i].take().unwrap_or_else(|| sk.clone());
@@ -585,6 +612,7 @@ impl KernelEngine {
         match &result {
             Ok(_) => {
                 self.tiers.insert(new.name.clone(), tiers);
+                self.deltas.insert(new.name.clone(), delta);
             }
             Err(_) => {
                 if let Some(fa) = self.alloc.farms.get_mut(&new.name) {
@@ -654,6 +682,18 @@ impl KernelEngine {
         }
         self.stale.insert(farm.name.clone());
         Ok(outcome)
+    }
+
+    /// How many set elements the committed state keeps in memory: a large farm's are dropped
+    /// after each commit (tests and memory measurements hold it to that).
+    pub fn kept_elements(&self) -> usize {
+        self.committed
+            .iter()
+            .flatten()
+            .flat_map(|s| s.farms.values())
+            .flat_map(|p| p.elems.values())
+            .map(Vec::len)
+            .sum()
     }
 
     fn farm_and_alloc(&self, farm: &str) -> Result<(&Farm, &alloc::FarmAlloc)> {
@@ -847,6 +887,9 @@ impl Engine for KernelEngine {
     }
     fn apply(&mut self, config: Config) -> Result<Outcome> {
         KernelEngine::apply(self, config)
+    }
+    fn slot_delta(&self, farm: &str) -> Option<&alloc::SlotDelta> {
+        self.deltas.get(farm)
     }
     fn policy_counters(&mut self, policy: &str) -> Result<Vec<(String, u64, u64)>> {
         KernelEngine::policy_counters(self, policy)

@@ -17,6 +17,14 @@ impl SlotDelta {
         if v6 { &self.v6 } else { &self.v4 }
     }
 
+    /// What turned `before`'s slots into `after`'s (a change worked out for the whole farm).
+    pub fn between(before: &FarmAlloc, after: &FarmAlloc) -> SlotDelta {
+        SlotDelta {
+            v4: FamilyDelta::between(&before.slots4, &after.slots4),
+            v6: FamilyDelta::between(&before.slots6, &after.slots6),
+        }
+    }
+
     /// Nothing to send: no slot changed, appeared or went.
     pub fn is_empty(&self) -> bool {
         [&self.v4, &self.v6]
