@@ -203,6 +203,18 @@ fn a_refused_request_changes_nothing() {
             }
             other => panic!("{other:?}"),
         }
+        // A backend appended under a name the farm has (worked out for that backend alone).
+        let mut dup = e.config().clone();
+        let again = dup.farms[0].backends[1].clone();
+        dup.farms[0].backends.push(again);
+        match e.apply(dup) {
+            Err(EngineError::Invalid(i)) => assert_eq!(
+                i.to_string(),
+                "farms[web].backends[b1].name: another backend of this farm has this name"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(nft(&["list", "ruleset"]), before);
         // Refused by the kernel: a foreign set where the engine needs to create its own.
         nft(&[
             "add",

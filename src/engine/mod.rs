@@ -591,21 +591,22 @@ impl KernelEngine {
             None => model::PriorityTiers::of(old),
         };
         let (weight_before, p_old, p_new) = backend_change::weight_and_priorities(&mut tiers, pair);
-        let added = pair.0.is_none();
-        // A name changed in place stays unique; an added one is counted.
-        let named = |n: &str| {
-            if added && pair.1.is_some_and(|b| b.name == n) {
-                new.backends.iter().filter(|b| b.name == n).count()
-            } else {
-                1
-            }
-        };
-        model::validate_backend_change(new, pair.0, pair.1, named, weight_before)?;
         let fa = self
             .alloc
             .farms
             .get_mut(&new.name)
             .ok_or_else(|| EngineError::NotFound(format!("farm {:?} has no allocation", new.name)))?;
+        let added = pair.0.is_none();
+        // A name changed in place stays unique; an added one is unique unless the farm had it
+        // (the allocation has a member for each of the committed farm's backends, by name).
+        let named = |n: &str| {
+            if added && pair.1.is_some_and(|b| b.name == n) {
+                1 + usize::from(fa.members.contains_key(n))
+            } else {
+                1
+            }
+        };
+        model::validate_backend_change(new, pair.0, pair.1, named, weight_before)?;
         let undo = backend_change::Undo::take(fa, pair);
         let delta = fa.change_backend(new, pair.0, pair.1, p_old, p_new)?;
         let result = self.send_backend(new, pair, policies, &delta, &undo);
