@@ -169,6 +169,26 @@ const FREE_ASIDE: usize = 10_000;
 /// (packets, bytes) counted for a farm or a backend.
 pub type Traffic = (u64, u64);
 
+/// One farm's backend changes, allocated and not yet committed.
+struct Allocated<'a> {
+    farm: &'a Farm,
+    /// Each changed backend, with the member id a removed one had.
+    backends: Vec<(backend_change::Pair<'a>, Option<u16>)>,
+    /// What undoes each step, in order.
+    steps: Vec<(backend_change::Undo, alloc::SlotDelta)>,
+    /// The steps' slot edits as one.
+    delta: alloc::SlotDelta,
+    /// The farm's priority tiers after the changes.
+    tiers: model::PriorityTiers,
+}
+
+/// Undoes a farm's allocation steps, last first.
+fn undo_steps(fa: &mut alloc::FarmAlloc, steps: Vec<(backend_change::Undo, alloc::SlotDelta)>) {
+    for (undo, delta) in steps.into_iter().rev() {
+        undo.restore(fa, &delta);
+    }
+}
+
 /// The engine on the kernel: the single writer of our tables.
 pub struct KernelEngine {
     conn: Connection,
@@ -344,13 +364,18 @@ impl KernelEngine {
                 }
             }
         }
-        if let ([name], true) = (
-            changed.iter().collect::<Vec<_>>().as_slice(),
-            changed_policies.is_empty(),
-        ) && let (Some(o), Some(n)) = (old_by.get(name.as_str()), new_by.get(name.as_str()))
-            && let Some(pair) = backend_change::single(o, n)
-        {
-            return self.apply_backend(o, n, pair, &config.policies);
+        if changed_policies.is_empty() {
+            // Backends changed in farms whose own keys stayed: each followed alone.
+            let per_backend: Option<Vec<_>> = changed
+                .iter()
+                .map(|name| {
+                    let (o, n) = (old_by.get(name.as_str())?, new_by.get(name.as_str())?);
+                    Some((*o, *n, backend_change::several(o, n)?))
+                })
+                .collect();
+            if let Some(farms) = per_backend.filter(|f| !f.is_empty()) {
+                return self.apply_backends(farms, &config.policies);
+            }
         }
         model::validate_changes(config, &changed, &self.index)?;
         check_supported_farms(config, Some(&changed), &self.features)?;
@@ -577,111 +602,162 @@ impl KernelEngine {
         Ok(outcome)
     }
 
-    /// A change to one backend of a farm (see `backend_change`): validated, allocated, rendered
-    /// and committed from that backend alone. All or nothing.
-    fn apply_backend(
+    /// Changes to backends of farms whose own keys stayed (see `backend_change`): validated,
+    /// allocated, rendered and committed from those backends alone, all farms in one
+    /// transaction. All or nothing.
+    fn apply_backends(
         &mut self,
-        old: &Farm,
-        new: &Farm,
-        pair: backend_change::Pair,
+        farms: Vec<(&Farm, &Farm, Vec<backend_change::Pair>)>,
         policies: &List<Policy>,
     ) -> Result<Outcome> {
+        let mut done: Vec<Allocated> = Vec::with_capacity(farms.len());
+        for (old, new, pairs) in farms {
+            match self.allocate_backends(old, new, pairs) {
+                Ok(a) => done.push(a),
+                Err(e) => {
+                    self.unallocate(done);
+                    return Err(e);
+                }
+            }
+        }
+        match self.send_backends(&done, policies) {
+            Ok(outcome) => {
+                for a in done {
+                    self.stale.insert(a.farm.name.clone());
+                    self.tiers.insert(a.farm.name.clone(), a.tiers);
+                    self.deltas.insert(a.farm.name.clone(), a.delta);
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.unallocate(done);
+                Err(e)
+            }
+        }
+    }
+
+    /// Validates and allocates one farm's backend changes, one after the other; on error the
+    /// farm's allocation is as it was.
+    fn allocate_backends<'a>(
+        &mut self,
+        old: &Farm,
+        new: &'a Farm,
+        pairs: Vec<backend_change::Pair<'a>>,
+    ) -> Result<Allocated<'a>> {
         let mut tiers = match self.tiers.get(&old.name) {
             Some(t) => t.clone(),
             None => model::PriorityTiers::of(old),
         };
-        let (weight_before, p_old, p_new) = backend_change::weight_and_priorities(&mut tiers, pair);
         let fa = self
             .alloc
             .farms
             .get_mut(&new.name)
             .ok_or_else(|| EngineError::NotFound(format!("farm {:?} has no allocation", new.name)))?;
-        let added = pair.0.is_none();
-        // A name changed in place stays unique; an added one is unique unless the farm had it
-        // (the allocation has a member for each of the committed farm's backends, by name).
-        let named = |n: &str| {
-            if added && pair.1.is_some_and(|b| b.name == n) {
-                1 + usize::from(fa.members.contains_key(n))
-            } else {
-                1
+        let mut steps: Vec<(backend_change::Undo, alloc::SlotDelta)> = Vec::with_capacity(pairs.len());
+        let mut errors = Vec::new();
+        let mut backends = Vec::with_capacity(pairs.len());
+        for pair in pairs {
+            let (weight_before, p_old, p_new) = backend_change::weight_and_priorities(&mut tiers, pair);
+            let added = pair.0.is_none();
+            // A name changed in place stays unique; an added one is unique unless the farm has
+            // it (the allocation has a member for each of the farm's backends, by name).
+            let named = |n: &str| {
+                if added && pair.1.is_some_and(|b| b.name == n) {
+                    1 + usize::from(fa.members.contains_key(n))
+                } else {
+                    1
+                }
+            };
+            if let Err(e) = model::validate_backend_change(new, pair.0, pair.1, named, weight_before) {
+                // Every refused backend is named, as the whole-farm check would.
+                errors.extend(e.0);
+                continue;
             }
-        };
-        model::validate_backend_change(new, pair.0, pair.1, named, weight_before)?;
-        let undo = backend_change::Undo::take(fa, pair);
-        let delta = fa.change_backend(new, pair.0, pair.1, p_old, p_new)?;
-        let result = self.send_backend(new, pair, policies, &delta, &undo);
-        match &result {
-            Ok(_) => {
-                self.tiers.insert(new.name.clone(), tiers);
-                self.deltas.insert(new.name.clone(), delta);
+            if !errors.is_empty() {
+                continue;
             }
-            Err(_) => {
-                if let Some(fa) = self.alloc.farms.get_mut(&new.name) {
-                    undo.restore(fa, &delta);
+            let undo = backend_change::Undo::take(fa, pair);
+            match fa.change_backend(new, pair.0, pair.1, p_old, p_new) {
+                Ok(delta) => {
+                    backends.push((pair, undo.removed_member()));
+                    steps.push((undo, delta));
+                }
+                Err(e) => {
+                    undo_steps(fa, steps);
+                    return Err(e.into());
                 }
             }
         }
-        result
+        if !errors.is_empty() {
+            undo_steps(fa, steps);
+            return Err(Invalid(errors).into());
+        }
+        let mut delta = alloc::SlotDelta::default();
+        if let Some((_, first)) = steps.first() {
+            delta = steps[1..].iter().fold(first.clone(), |d, (_, next)| d.then(next));
+        }
+        Ok(Allocated {
+            farm: new,
+            backends,
+            steps,
+            delta,
+            tiers,
+        })
     }
 
-    fn send_backend(
-        &mut self,
-        farm: &Farm,
-        pair: backend_change::Pair,
-        policies: &List<Policy>,
-        delta: &alloc::SlotDelta,
-        undo: &backend_change::Undo,
-    ) -> Result<Outcome> {
-        let fa = self
-            .alloc
-            .farms
-            .get(&farm.name)
-            .ok_or_else(|| EngineError::NotFound(format!("farm {:?} has no allocation", farm.name)))?;
+    /// Puts back the allocations of farms whose backend changes were refused.
+    fn unallocate(&mut self, done: Vec<Allocated>) {
+        for a in done.into_iter().rev() {
+            if let Some(fa) = self.alloc.farms.get_mut(&a.farm.name) {
+                undo_steps(fa, a.steps);
+            }
+        }
+    }
+
+    fn send_backends(&mut self, done: &[Allocated], policies: &List<Policy>) -> Result<Outcome> {
         let mut batch = Batch::new();
         let mut chains = Vec::new();
-        for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
-            let Some(state) = self.committed[i].as_ref() else {
-                continue;
-            };
-            let Some(committed) = state.farms.get(&farm.name) else {
-                continue;
-            };
-            let (o, n) = backend_change::parts(
-                fam,
-                committed,
-                farm,
-                fa,
-                policies,
-                pair,
-                delta,
-                undo.removed_member(),
-            );
-            ruleset::diff_parts(
-                Some(state),
-                Some(state),
-                [(Some(&o), Some(&n))].into_iter(),
-                false,
-                &mut batch,
-            )?;
-            chains.push((i, n.chain, n.extra));
+        for a in done {
+            let fa =
+                self.alloc.farms.get(&a.farm.name).ok_or_else(|| {
+                    EngineError::NotFound(format!("farm {:?} has no allocation", a.farm.name))
+                })?;
+            for (i, fam) in IpFamily::BOTH.into_iter().enumerate() {
+                let Some(state) = self.committed[i].as_ref() else {
+                    continue;
+                };
+                let Some(committed) = state.farms.get(&a.farm.name) else {
+                    continue;
+                };
+                let (o, n) =
+                    backend_change::parts(fam, committed, (a.farm, fa), policies, &a.backends, &a.delta);
+                ruleset::diff_parts(
+                    Some(state),
+                    Some(state),
+                    [(Some(&o), Some(&n))].into_iter(),
+                    false,
+                    &mut batch,
+                )?;
+                chains.push((i, a.farm.name.as_str(), n.chain, n.extra));
+            }
         }
         let outcome = self.commit(batch)?;
-        for (i, chain, extra) in chains {
-            if let Some(part) = self.committed[i]
-                .as_mut()
-                .and_then(|s| s.farms.get_mut(&farm.name))
-            {
+        let mut freed = Vec::new();
+        for (i, name, chain, extra) in chains {
+            if let Some(part) = self.committed[i].as_mut().and_then(|s| s.farms.get_mut(name)) {
                 part.chain = chain;
                 part.extra = extra;
                 // The elements are no longer all listed: rendered again when needed. Freeing a
                 // farm's worth of them is O(farm): not on the way to the reply.
                 let elems = std::mem::take(&mut part.elems);
                 if elems.values().map(Vec::len).sum::<usize>() > FREE_ASIDE {
-                    std::thread::spawn(move || drop(elems));
+                    freed.push(elems);
                 }
             }
         }
-        self.stale.insert(farm.name.clone());
+        if !freed.is_empty() {
+            std::thread::spawn(move || drop(freed));
+        }
         Ok(outcome)
     }
 

@@ -25,6 +25,14 @@ impl SlotDelta {
         }
     }
 
+    /// This delta followed by `next`, as one (see [`FamilyDelta::then`]).
+    pub fn then(&self, next: &SlotDelta) -> SlotDelta {
+        SlotDelta {
+            v4: self.v4.then(&next.v4),
+            v6: self.v6.then(&next.v6),
+        }
+    }
+
     /// Nothing to send: no slot changed, appeared or went.
     pub fn is_empty(&self) -> bool {
         [&self.v4, &self.v6]

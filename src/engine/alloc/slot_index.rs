@@ -110,6 +110,41 @@ impl FamilyDelta {
     pub fn removed(&self) -> std::ops::Range<u32> {
         self.new_len..self.old_len.max(self.new_len)
     }
+
+    /// This delta followed by `next` (made on the slots this one left), as one delta from the
+    /// slots before this one to those after `next`: O(both deltas), so that a batch of backend
+    /// changes sends, records and undoes each slot once.
+    pub fn then(&self, next: &FamilyDelta) -> FamilyDelta {
+        // Each touched slot's member before this delta: the first delta that touched it knows.
+        let mut first: std::collections::BTreeMap<u32, u16> = self
+            .changed
+            .iter()
+            .copied()
+            .zip(self.was.iter().copied())
+            .chain(self.removed().zip(self.gone.iter().copied()))
+            .collect();
+        for (i, m) in next
+            .changed
+            .iter()
+            .copied()
+            .zip(next.was.iter().copied())
+            .chain(next.removed().zip(next.gone.iter().copied()))
+        {
+            // Untouched by this delta: as it was before it (absent, 0, past its old length).
+            first.entry(i).or_insert(m);
+        }
+        let (old_len, new_len) = (self.old_len, next.new_len);
+        let (changed, was) = first.range(..new_len).map(|(i, m)| (*i, *m)).unzip();
+        FamilyDelta {
+            old_len,
+            new_len,
+            changed,
+            was,
+            gone: (new_len..old_len.max(new_len))
+                .map(|i| first.get(&i).copied().unwrap_or(0))
+                .collect(),
+        }
+    }
 }
 
 fn shape(fa: &FarmAlloc) -> (usize, usize, usize) {
