@@ -692,10 +692,8 @@ impl KernelEngine {
             undo_steps(fa, steps);
             return Err(Invalid(errors).into());
         }
-        let mut delta = alloc::SlotDelta::default();
-        if let Some((_, first)) = steps.first() {
-            delta = steps[1..].iter().fold(first.clone(), |d, (_, next)| d.then(next));
-        }
+        // At once: composing step by step would cost the batch's size at each step.
+        let delta = alloc::SlotDelta::chain(&steps.iter().map(|(_, d)| d).collect::<Vec<_>>());
         Ok(Allocated {
             farm: new,
             backends,

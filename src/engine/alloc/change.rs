@@ -25,11 +25,18 @@ impl SlotDelta {
         }
     }
 
-    /// This delta followed by `next`, as one (see [`FamilyDelta::then`]).
+    /// This delta followed by `next`, as one (see [`FamilyDelta::chain`]).
     pub fn then(&self, next: &SlotDelta) -> SlotDelta {
+        SlotDelta::chain(&[self, next])
+    }
+
+    /// Deltas made one after the other, as one (see [`FamilyDelta::chain`]).
+    pub fn chain(deltas: &[&SlotDelta]) -> SlotDelta {
+        let v4: Vec<&FamilyDelta> = deltas.iter().map(|d| &d.v4).collect();
+        let v6: Vec<&FamilyDelta> = deltas.iter().map(|d| &d.v6).collect();
         SlotDelta {
-            v4: self.v4.then(&next.v4),
-            v6: self.v6.then(&next.v6),
+            v4: FamilyDelta::chain(&v4),
+            v6: FamilyDelta::chain(&v6),
         }
     }
 
