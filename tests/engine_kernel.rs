@@ -203,6 +203,18 @@ fn a_refused_request_changes_nothing() {
             }
             other => panic!("{other:?}"),
         }
+        // A backend appended under a name the farm has (worked out for that backend alone).
+        let mut dup = e.config().clone();
+        let again = dup.farms[0].backends[1].clone();
+        dup.farms[0].backends.push(again);
+        match e.apply(dup) {
+            Err(EngineError::Invalid(i)) => assert_eq!(
+                i.to_string(),
+                "farms[web].backends[b1].name: another backend of this farm has this name"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(nft(&["list", "ruleset"]), before);
         // Refused by the kernel: a foreign set where the engine needs to create its own.
         nft(&[
             "add",
@@ -457,6 +469,145 @@ fn a_policy_made_before_its_family_had_a_farm_gets_its_elements() {
             e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
             "reads back equal"
         );
+    });
+}
+
+#[test]
+fn a_large_farm_applied_whole_keeps_no_elements_and_changes_whole_again_in_few_messages() {
+    in_netns(|| {
+        let mut farms = json!([farm("big", "192.0.2.1", 6000), farm("small", "192.0.2.2", 3)]);
+        let mut e = KernelEngine::open().unwrap();
+        e.reconcile(
+            config(json!([farm("small", "192.0.2.2", 3)])),
+            Allocation::default(),
+        )
+        .unwrap();
+        let created = e.apply(config(farms.clone())).unwrap();
+        assert!(elements(&created.changes) > 10_000, "{}", created.messages);
+        // The big farm's elements went; the small one's (under the limit) are kept.
+        let kept = e.kept_elements();
+        assert!(kept > 0 && kept < 100, "{kept}");
+        // Its own keys change: the farm is worked out whole against elements rendered again,
+        // so only the rules differ (with no elements known, all of them would be sent).
+        for strict in [true, false] {
+            farms[0]["tcp-strict"] = json!(strict);
+            let o = e.apply(config(farms.clone())).unwrap();
+            // Only the shared sets of tcp-strict (the farm's address and services) change.
+            assert_eq!(elements(&o.changes), 3, "{:#?}", o.changes);
+            assert!(
+                o.changes
+                    .iter()
+                    .all(|c| !c.contains(" elements ") || c.contains(" strict-")),
+                "{:#?}",
+                o.changes
+            );
+            assert!(o.messages <= 12, "{:#?}", o.changes);
+            assert_eq!(e.kept_elements(), kept);
+        }
+        let alloc = e.allocation().clone();
+        let cfg = e.config().clone();
+        assert_eq!(e.reconcile(cfg, alloc).unwrap().changes, Vec::<String>::new());
+    });
+}
+
+/// Sets `key` of every `step`-th backend from `from` of farm `i` (a batch, as `SetBackends` makes).
+fn set_many(farms: &mut Value, i: usize, from: usize, step: usize, key: &str, value: Value) -> usize {
+    let mut n = 0;
+    for b in farms[i]["backends"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .skip(from)
+        .step_by(step)
+    {
+        b[key] = value.clone();
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_batch_of_backend_changes_across_farms_is_one_transaction_of_o_batch_messages() {
+    in_netns(|| {
+        let mut farms = json!([farm("a", "192.0.2.1", 3000), farm("b", "192.0.2.2", 2000)]);
+        farms[1]["scheduler"] = json!("weight");
+        let mut e = KernelEngine::open().unwrap();
+        e.reconcile(config(farms.clone()), Allocation::default()).unwrap();
+        for (value, weight) in [(json!("drain"), 3), (json!("up"), 1)] {
+            let n = set_many(&mut farms, 0, 5, 30, "state", value.clone())
+                + set_many(&mut farms, 1, 7, 20, "state", value)
+                + set_many(&mut farms, 1, 9, 20, "weight", json!(weight));
+            assert_eq!(n, 300);
+            let want = config(farms.clone());
+            let generation = e.apply(want.clone()).unwrap();
+            println!(
+                "batch of {n}: {} messages, {} elements",
+                generation.messages,
+                elements(&generation.changes)
+            );
+            // Per set, not per backend: a handful of messages; a few elements per backend.
+            assert!(generation.messages <= 24, "{:#?}", generation.changes);
+            assert!(
+                elements(&generation.changes) <= 6 * n,
+                "{}",
+                elements(&generation.changes)
+            );
+            assert!(
+                elements(&generation.changes) >= n,
+                "{}",
+                elements(&generation.changes)
+            );
+            // Each backend has as many slots as its weight when it takes new flows, else none.
+            let alloc = e.allocation().clone();
+            for f in &want.farms {
+                let fa = &alloc.farms[&f.name];
+                let mut count = std::collections::HashMap::new();
+                for m in &fa.slots4 {
+                    *count.entry(*m).or_insert(0u32) += 1;
+                }
+                for b in &f.backends {
+                    let has = count.get(&fa.members[&b.name]).copied().unwrap_or(0);
+                    let wants = if b.state == nftlbd::model::BackendState::Up {
+                        b.weight
+                    } else {
+                        0
+                    };
+                    assert_eq!(has, wants, "{} {}", f.name, b.name);
+                }
+            }
+            // The kernel has exactly what the configuration and allocation render to.
+            assert_eq!(e.reconcile(want, alloc).unwrap().changes, Vec::<String>::new());
+        }
+    });
+}
+
+#[test]
+fn a_batch_with_one_refused_backend_changes_nothing() {
+    in_netns(|| {
+        let farms = json!([farm("a", "192.0.2.1", 500), farm("b", "192.0.2.2", 400)]);
+        let mut e = KernelEngine::open().unwrap();
+        e.reconcile(config(farms.clone()), Allocation::default()).unwrap();
+        let before = nft(&["list", "ruleset"]);
+        let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
+        let mut bad = cfg.clone();
+        for i in (0..400).step_by(7) {
+            bad.farms[0].backends[i].state = nftlbd::model::BackendState::Down;
+            bad.farms[1].backends[i].state = nftlbd::model::BackendState::Drain;
+        }
+        bad.farms[1].backends[333].weight = 0;
+        match e.apply(bad) {
+            Err(EngineError::Invalid(i)) => {
+                assert_eq!(i.to_string(), "farms[b].backends[b333].weight: 0 is not 1-10000")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(nft(&["list", "ruleset"]), before);
+        assert_eq!(e.config(), &cfg);
+        assert_eq!(e.allocation(), &alloc);
+        // The engine still changes from what it has.
+        let mut good = cfg.clone();
+        good.farms[1].backends[333].weight = 2;
+        assert!(e.apply(good).unwrap().messages > 0);
     });
 }
 

@@ -177,6 +177,16 @@ pub struct Snapshot {
     next_farm_id: u16,
 }
 
+impl Snapshot {
+    /// A farm's allocation as it was (`None`: it had none, or it was not taken).
+    pub fn farm(&self, name: &str) -> Option<&FarmAlloc> {
+        self.farms
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, fa)| fa.as_ref())
+    }
+}
+
 impl Allocation {
     pub fn snapshot(&self, farms: &BTreeSet<String>) -> Snapshot {
         Snapshot {

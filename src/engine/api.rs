@@ -8,6 +8,7 @@
 use crate::model::Config;
 use crate::netlink::KernelFeatures;
 
+use super::alloc::SlotDelta;
 use super::{Allocation, Outcome, Result, SessionInfo, Traffic};
 
 /// An engine: the committed configuration and the means to change and read it. `Send` because
@@ -30,6 +31,12 @@ pub trait Engine: Send {
     /// Commits a new configuration as one transaction, changing only what differs from the
     /// committed one. Validates first (the model's rules and what this engine supports).
     fn apply(&mut self, config: Config) -> Result<Outcome>;
+
+    /// The slot edits the last successful [`Engine::apply`] made to `farm`'s allocation (empty
+    /// when it moved none), so that the service records and undoes a change without copying
+    /// the farm's slots. `None`: not known (the farm was not changed by the last apply, its id
+    /// changed, or the engine reconciled since).
+    fn slot_delta(&self, farm: &str) -> Option<&SlotDelta>;
 
     /// A policy's elements with the packets and bytes each has matched.
     fn policy_counters(&mut self, policy: &str) -> Result<Vec<(String, u64, u64)>>;

@@ -20,39 +20,55 @@ use super::ruleset::FarmPart;
 /// One backend as it was and as it is; `None` before: it was added, after: removed.
 pub(super) type Pair<'a> = (Option<&'a Backend>, Option<&'a Backend>);
 
-/// The one backend that changed between two versions of a farm, when the change can be followed
-/// per backend: a NAT farm, the farm's own keys equal, one entry changed in place (same name) or
-/// appended, and nothing that shared parts of the table count (marks, connection limits, static
-/// sessions). `None`: the farm is worked out whole.
-pub(super) fn single<'a>(old: &'a Farm, new: &'a Farm) -> Option<Pair<'a>> {
+/// The backends that changed between two versions of a farm, when the change can be followed
+/// per backend: a NAT farm, the farm's own keys equal, entries changed in place (same name) and
+/// appended, or one removed, and nothing that shared parts of the table count (marks,
+/// connection limits, static sessions). Several only when no priority changes (each would
+/// rebalance the farm). `None`: the farm is worked out whole.
+pub(super) fn several<'a>(old: &'a Farm, new: &'a Farm) -> Option<Vec<Pair<'a>>> {
     if layout::is_l2(new) || new.mode == Mode::Local || !new.sessions.is_empty() {
         return None;
     }
     let shared_parts = |b: &Backend| b.mark.is_some() || b.est_connlimit > 0;
-    let pair = if new.backends.len() + 1 == old.backends.len() {
+    let pairs = if new.backends.len() + 1 == old.backends.len() {
         // One removed: the lists agree before it and after it (the shared leaves compare by
         // pointer).
         let i = old.backends.first_difference(&new.backends);
-        (old.backends.skip(i + 1) == new.backends.skip(i)).then_some((old.backends.get(i), None))?
+        (old.backends.skip(i + 1) == new.backends.skip(i)).then(|| vec![(old.backends.get(i), None)])?
     } else {
         let changed = old.backends.differences(&new.backends)?;
-        match (
-            changed.as_slice(),
-            new.backends.len().checked_sub(old.backends.len()),
-        ) {
-            ([i], Some(0)) => {
-                let (o, n) = (&old.backends[*i], &new.backends[*i]);
-                (o.name == n.name).then_some((Some(o), Some(n)))?
+        let appended = old.backends.len()..new.backends.len();
+        let mut pairs = Vec::with_capacity(changed.len() + appended.len());
+        for i in changed {
+            let (o, n) = (&old.backends[i], &new.backends[i]);
+            if o.name != n.name {
+                return None;
             }
-            ([], Some(1)) => (None, Some(new.backends.last()?)),
-            _ => return None,
+            pairs.push((Some(o), Some(n)));
         }
+        pairs.extend(
+            appended
+                .filter_map(|i| new.backends.get(i))
+                .map(|b| (None, Some(b))),
+        );
+        pairs
     };
-    if pair.0.is_some_and(shared_parts) || pair.1.is_some_and(shared_parts) {
+    if pairs.is_empty()
+        || pairs
+            .iter()
+            .any(|p| p.0.is_some_and(shared_parts) || p.1.is_some_and(shared_parts))
+    {
+        return None;
+    }
+    if pairs.len() > 1
+        && pairs
+            .iter()
+            .any(|p| matches!(p, (Some(o), Some(n)) if o.priority != n.priority))
+    {
         return None;
     }
     // Last, as it copies the farm's keys: O(1) in backends, but not free.
-    (old.without_backends() == new.without_backends()).then_some(pair)
+    (old.without_backends() == new.without_backends()).then_some(pairs)
 }
 
 /// What undoes the allocation side of a per-backend change (a commit refused by the kernel).
@@ -112,17 +128,15 @@ pub(super) fn weight_and_priorities(tiers: &mut PriorityTiers, pair: Pair) -> (u
 
 /// The old and new sides of the change in one family, as two small farm parts: the farm's
 /// chains (whole: a few rules) and only the elements the change touches. Compared by the usual
-/// diff, they give the change's messages.
-#[allow(clippy::too_many_arguments)] // the two sides of one change, named
+/// diff, they give the change's messages. `backends` are the changed backends, each with the
+/// member id a removed one had; `delta` is their slot edits as one.
 pub(super) fn parts(
     fam: IpFamily,
     committed: &FarmPart,
-    farm: &Farm,
-    fa: &FarmAlloc,
+    (farm, fa): (&Farm, &FarmAlloc),
     policies: &List<Policy>,
-    pair: Pair,
+    backends: &[(Pair, Option<u16>)],
     delta: &SlotDelta,
-    removed_member: Option<u16>,
 ) -> (FarmPart, FarmPart) {
     let own = render::farm_own_part(fam, farm, fa, policies);
     let mut old = FarmPart {
@@ -135,15 +149,17 @@ pub(super) fn parts(
         extra: own.extra,
         elems: BTreeMap::new(),
     };
-    if let Some(o) = pair.0 {
-        // A removed backend no longer has its member id in the allocation: the one it had.
-        match removed_member {
-            Some(m) => render::member_elems(fam, farm, fa.id, m, o, &mut |set, e| put(&mut old, set, e)),
-            None => render::backend_elems(fam, farm, fa, o, &mut |set, e| put(&mut old, set, e)),
+    for (pair, removed_member) in backends {
+        if let Some(o) = pair.0 {
+            // A removed backend no longer has its member id in the allocation: the one it had.
+            match removed_member {
+                Some(m) => render::member_elems(fam, farm, fa.id, *m, o, &mut |set, e| put(&mut old, set, e)),
+                None => render::backend_elems(fam, farm, fa, o, &mut |set, e| put(&mut old, set, e)),
+            }
         }
-    }
-    if let Some(n) = pair.1 {
-        render::backend_elems(fam, farm, fa, n, &mut |set, e| put(&mut new, set, e));
+        if let Some(n) = pair.1 {
+            render::backend_elems(fam, farm, fa, n, &mut |set, e| put(&mut new, set, e));
+        }
     }
     let d = delta.family(fam.is_v6());
     let shard = slots_set(shard_of(fa.id));
@@ -181,8 +197,14 @@ mod tests {
         parse_config(&doc.to_string()).unwrap().farms[0].clone()
     }
 
-    fn names(p: Option<Pair>) -> Option<(Option<String>, Option<String>)> {
-        p.map(|(o, n)| (o.map(|b| b.name.clone()), n.map(|b| b.name.clone())))
+    type Names = Vec<(Option<String>, Option<String>)>;
+
+    fn names(p: Option<Vec<Pair>>) -> Option<Names> {
+        p.map(|ps| {
+            ps.into_iter()
+                .map(|(o, n)| (o.map(|b| b.name.clone()), n.map(|b| b.name.clone())))
+                .collect()
+        })
     }
 
     #[test]
@@ -191,40 +213,62 @@ mod tests {
         let b = |s: &str| Some(s.to_string());
         let mut new = old.clone();
         new.backends[700].state = BackendState::Down;
-        assert_eq!(names(single(&old, &new)), Some((b("b700"), b("b700"))));
+        assert_eq!(names(several(&old, &new)), Some(vec![(b("b700"), b("b700"))]));
         let mut new = old.clone();
         new.backends[3].weight = 9;
-        assert_eq!(names(single(&old, &new)), Some((b("b3"), b("b3"))));
+        assert_eq!(names(several(&old, &new)), Some(vec![(b("b3"), b("b3"))]));
         let mut new = old.clone();
         let mut added = old.backends[0].clone();
         added.name = "new".into();
         new.backends.push(added);
-        assert_eq!(names(single(&old, &new)), Some((None, b("new"))));
+        assert_eq!(names(several(&old, &new)), Some(vec![(None, b("new"))]));
         let mut new = old.clone();
         new.backends.remove(500);
-        assert_eq!(names(single(&old, &new)), Some((b("b500"), None)));
+        assert_eq!(names(several(&old, &new)), Some(vec![(b("b500"), None)]));
+    }
+
+    #[test]
+    fn many_backends_changed_in_place_and_appended_are_followed_each() {
+        let old = farm(300);
+        let b = |s: &str| Some(s.to_string());
+        let mut new = old.clone();
+        new.backends[1].weight = 2;
+        new.backends[200].state = BackendState::Drain;
+        let mut added = old.backends[0].clone();
+        added.name = "new".into();
+        new.backends.push(added);
+        assert_eq!(
+            names(several(&old, &new)),
+            Some(vec![(b("b1"), b("b1")), (b("b200"), b("b200")), (None, b("new"))])
+        );
     }
 
     #[test]
     fn anything_else_is_worked_out_whole() {
         let old = farm(300);
-        let mut two = old.clone();
-        two.backends[1].weight = 2;
-        two.backends[200].weight = 2;
-        assert!(single(&old, &two).is_none(), "two backends");
         let mut keys = old.clone();
         keys.backends[1].weight = 2;
         keys.persist_ttl += 1;
-        assert!(single(&old, &keys).is_none(), "the farm's own keys changed");
+        assert!(several(&old, &keys).is_none(), "the farm's own keys changed");
         let mut marked = old.clone();
         marked.backends[1].mark = Some(Mark(7));
-        assert!(single(&old, &marked).is_none(), "a mark changes shared parts");
+        assert!(several(&old, &marked).is_none(), "a mark changes shared parts");
         let mut renamed = old.clone();
         renamed.backends[1].name = "other".into();
-        assert!(single(&old, &renamed).is_none(), "a rename");
+        assert!(several(&old, &renamed).is_none(), "a rename");
         let mut moved = old.clone();
         moved.backends.remove(10);
         moved.backends[20].weight = 5;
-        assert!(single(&old, &moved).is_none(), "a removal and a change");
+        assert!(several(&old, &moved).is_none(), "a removal and a change");
+        let mut tiers = old.clone();
+        tiers.backends[1].priority = 2;
+        tiers.backends[2].weight = 3;
+        assert!(
+            several(&old, &tiers).is_none(),
+            "a priority among several changes"
+        );
+        tiers.backends[2].weight = 1;
+        assert!(several(&old, &tiers).is_some(), "one priority alone");
+        assert!(several(&old, &old.clone()).is_none(), "nothing changed");
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::model::{self, Config, Farm, KeyValue};
 use crate::netlink::{self, KernelFeatures};
 
+use super::alloc::SlotDelta;
 use super::api::Engine;
 use super::persist::format_client;
 use super::{Allocation, EngineError, Outcome, Result, SessionInfo, Traffic, check_supported};
@@ -23,6 +24,8 @@ pub struct MemoryEngine {
     config: Config,
     alloc: Allocation,
     control: MemoryControl,
+    /// The slot edits of the last commit, per farm allocated before and after.
+    deltas: HashMap<String, SlotDelta>,
 }
 
 /// What a test sets and observes of a [`MemoryEngine`], shared with it (cheap to clone).
@@ -76,6 +79,7 @@ impl MemoryEngine {
             config: Config::default(),
             alloc: Allocation::default(),
             control: MemoryControl::default(),
+            deltas: HashMap::new(),
         }
     }
 
@@ -103,6 +107,14 @@ impl MemoryEngine {
         c.learnt
             .retain(|l| config.farm(&l.farm).is_some_and(|f| !f.persistence.is_empty()));
         drop(c);
+        self.deltas = alloc
+            .farms
+            .iter()
+            .filter_map(|(name, after)| {
+                let before = self.alloc.farms.get(name).filter(|b| b.id == after.id)?;
+                Some((name.clone(), SlotDelta::between(before, after)))
+            })
+            .collect();
         self.config = config;
         self.alloc = alloc;
         Ok(outcome)
@@ -286,7 +298,10 @@ impl Engine for MemoryEngine {
     }
 
     fn reconcile(&mut self, config: Config, alloc: Allocation) -> Result<Outcome> {
-        self.commit_config(config, alloc)
+        let outcome = self.commit_config(config, alloc)?;
+        // As the kernel engine: a reconciliation's slot edits are not told.
+        self.deltas.clear();
+        Ok(outcome)
     }
 
     fn apply(&mut self, config: Config) -> Result<Outcome> {
@@ -295,6 +310,10 @@ impl Engine for MemoryEngine {
     }
 
     /// The policy's elements as configured (the kernel engine lists merged ranges).
+    fn slot_delta(&self, farm: &str) -> Option<&SlotDelta> {
+        self.deltas.get(farm)
+    }
+
     fn policy_counters(&mut self, policy: &str) -> Result<Vec<(String, u64, u64)>> {
         let p = self
             .config

@@ -139,6 +139,12 @@ impl<T: Clone> List<T> {
         at + same
     }
 
+    /// The entries from position `from` on, in O(log n) each: `iter().skip(from)` would step
+    /// through every entry before `from`.
+    pub fn tail(&self, from: usize) -> impl Iterator<Item = &T> {
+        (from..self.len()).filter_map(move |i| self.0.get(i))
+    }
+
     /// The list without its first `n` entries, sharing the rest: O(log n).
     pub fn skip(&self, n: usize) -> Self {
         List(self.0.skip(n))
@@ -293,6 +299,8 @@ mod tests {
         );
         assert_eq!(a.first_difference(&d), 10);
         assert_eq!(a.skip(11), d.skip(10));
+        assert_eq!(c.tail(9_999).copied().collect::<Vec<_>>(), [9_999, 5]);
+        assert_eq!(c.tail(10_001).count(), 0);
         assert_eq!(a.first_difference(&a.clone()), a.len());
         assert_eq!(serde_json::to_string(&List::from(vec![1, 2])).unwrap(), "[1,2]");
         let back: List<u32> = serde_json::from_str("[3,4]").unwrap();

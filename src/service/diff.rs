@@ -281,10 +281,7 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str, tiers_old: PriorityTiers) -
                 t.remove(&old.backends[*i]);
                 t.add(&new.backends[*i]);
             }
-            new.backends
-                .iter()
-                .skip(old.backends.len())
-                .for_each(|b| t.add(b));
+            new.backends.tail(old.backends.len()).for_each(|b| t.add(b));
             t
         }
         (None, Some((_, b))) => {
@@ -343,13 +340,7 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str, tiers_old: PriorityTiers) -
                 .filter_map(|i| changed(&old.backends[i], &new.backends[i], i))
                 .collect();
             let n = old.backends.len();
-            out.extend(
-                new.backends
-                    .iter()
-                    .skip(n)
-                    .enumerate()
-                    .map(|(k, b)| added(b, n + k)),
-            );
+            out.extend(new.backends.tail(n).enumerate().map(|(k, b)| added(b, n + k)));
             (out, new.backends.len() != n, true)
         }
         None => {

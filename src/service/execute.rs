@@ -128,7 +128,9 @@ impl Service {
                 self.change_indexed(o(), ops::remove_backend(farm, backend))
                     .await?
             }
-            Operation::SetBackends { changes } => self.change(o(), ops::set_backends(changes)).await?,
+            Operation::SetBackends { changes } => {
+                self.change_indexed(o(), ops::set_backends(changes)).await?
+            }
             Operation::AddSession {
                 farm,
                 client,

@@ -105,3 +105,93 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_batch_across_farms_makes_no_pass_over_the_farms() {
+    let dir = std::env::temp_dir().join(format!("nftlbd-guard-batch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let options = Options {
+        state_dir: dir.clone(),
+        watch: false,
+    };
+    let svc = Service::start_with(Box::new(MemoryEngine::new()), options)
+        .unwrap()
+        .with_authority(std::sync::Arc::new(authority::Rule(
+            |_: &Caller, _: &str, _: &_| crate::polkit::Answer::Yes,
+        )));
+    let farm = |name: &str, vip: &str, net: u32| {
+        let backends: Vec<serde_json::Value> = (0..2_000)
+            .map(|i| json!({"name": format!("b{i}"), "ip-addr": format!("10.{net}.{}.{}", i / 250, i % 250 + 1)}))
+            .collect();
+        json!({"name": name, "virtual-addresses": [vip], "virtual-ports": "80",
+            "scheduler": "weight", "backends": backends})
+    };
+    let doc = json!({"farms": [farm("a", "192.0.2.1", 1), farm("b", "192.0.2.2", 2)]});
+    let config = parse_config(&doc.to_string()).unwrap();
+    svc.change(Origin::api(), move |_| Ok(config)).await.unwrap();
+    let caller = Caller::nobody();
+    let update = |farm: &str, i: usize, state: Option<&str>, weight: Option<u32>| BackendUpdate {
+        farm: farm.into(),
+        backend: format!("b{i}"),
+        state: state.map(str::to_string),
+        weight,
+        priority: None,
+    };
+    let batch: Vec<BackendUpdate> = (0..100)
+        .map(|i| update("a", i * 13, Some("drain"), None))
+        .chain((0..100).map(|i| update("b", i * 17 + 1, None, Some(3))))
+        .collect();
+    let before = passes(&svc).await;
+    let generation = svc.generation();
+    svc.execute(&caller, Operation::SetBackends { changes: batch })
+        .await
+        .unwrap();
+    assert_eq!(svc.generation(), generation + 1, "one commit");
+    assert_eq!(passes(&svc).await - before, 0, "a pass over a farm");
+    let ix = svc.index();
+    assert_eq!(
+        ix.backend("a", "b13").map(|(_, b)| b.state),
+        Some(crate::model::BackendState::Drain)
+    );
+    assert_eq!(
+        ix.backend("a", "b14").map(|(_, b)| b.state),
+        Some(crate::model::BackendState::Up)
+    );
+    assert_eq!(ix.backend("b", "b18").map(|(_, b)| b.weight), Some(3));
+    assert_eq!(ix.backend("b", "b19").map(|(_, b)| b.weight), Some(1));
+    // One bad entry: nothing changes, not the configuration, the index nor the state files.
+    let files = |d: &std::path::Path| {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.path().is_file())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let (saved, config, generation) = (files(&dir), svc.config(), svc.generation());
+    let bad: Vec<BackendUpdate> = (0..50)
+        .map(|i| update("a", i * 7 + 1, Some("down"), None))
+        .chain([update("b", 5, None, Some(0))])
+        .collect();
+    let e = svc
+        .execute(&caller, Operation::SetBackends { changes: bad })
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "farms[b].backends[b5].weight: 0 is not 1-10000");
+    assert_eq!(svc.generation(), generation);
+    assert!(Arc::ptr_eq(&svc.config(), &config));
+    assert_eq!(
+        svc.index().backend("a", "b1").map(|(_, b)| b.state),
+        Some(crate::model::BackendState::Up)
+    );
+    assert_eq!(files(&dir), saved);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -504,7 +504,7 @@ impl Writer {
         diff: &diff::Diff,
         before: &record::AllocBefore,
     ) -> Result<(), ServiceError> {
-        let change = record::build(old, new, diff, before, self.engine.allocation(), &self.dirty);
+        let change = record::build(old, new, diff, before, self.engine.as_ref(), &self.dirty);
         if let Err(e) = self.journal.append(&change) {
             self.undo(old, diff, before);
             return Err(ServiceError::State(e.to_string()));
@@ -527,7 +527,7 @@ impl Writer {
     /// the configuration and, when known, the very ids and slots (applying the old configuration
     /// alone would hand a backend put back other slots than the files say).
     fn undo(&mut self, old: &Config, diff: &diff::Diff, before: &record::AllocBefore) {
-        let undone = match before.restore(self.engine.allocation(), diff) {
+        let undone = match before.restore(self.engine.as_ref(), diff) {
             Some(alloc) => self.engine.reconcile(old.clone(), alloc).map(|_| true),
             None => self.engine.apply(old.clone()).map(|_| false),
         };

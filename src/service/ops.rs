@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::ServiceError;
 use super::edit::{self, Obj};
 use super::index::ConfigIndex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::operation::{BackendUpdate, ElementEdit, ImportMode, Patch};
 use crate::model::{
@@ -134,16 +134,9 @@ pub fn set_backend_state(farm: String, backend: String, state: String) -> impl I
 /// Many backends' state, weight or priority at once, typed (no JSON): O(number of changes) plus
 /// a lookup table of the farms they name. A backend named twice, or not there, refuses the whole
 /// batch; values are validated with their farms when the change is applied.
-pub fn set_backends(changes: Vec<BackendUpdate>) -> impl Change {
-    move |c: &Config| {
-        let mut new = c.clone();
-        let farms: HashMap<&str, usize> = c
-            .farms
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.as_str(), i))
-            .collect();
-        let mut backends: HashMap<usize, HashMap<&str, usize>> = HashMap::new();
+pub fn set_backends(changes: Vec<BackendUpdate>) -> impl IndexedChange {
+    move |ix: &ConfigIndex| {
+        let mut new = (*ix.config).clone();
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         let mut errors = Vec::new();
         for (i, u) in changes.iter().enumerate() {
@@ -155,27 +148,24 @@ pub fn set_backends(changes: Vec<BackendUpdate>) -> impl Change {
                 });
                 continue;
             }
-            let Some(&fi) = farms.get(u.farm.as_str()) else {
+            if ix.names().farm_position(&u.farm).is_none() {
                 return Err(ServiceError::NotFound(format!(
                     "{at}: no farm is named {:?}",
                     u.farm
                 )));
-            };
-            let names = backends.entry(fi).or_insert_with(|| {
-                c.farms[fi]
-                    .backends
-                    .iter()
-                    .enumerate()
-                    .map(|(j, b)| (b.name.as_str(), j))
-                    .collect()
-            });
-            let Some(&bi) = names.get(u.backend.as_str()) else {
-                return Err(ServiceError::NotFound(format!(
-                    "{at}: farm {:?} has no backend named {:?}",
-                    u.farm, u.backend
-                )));
-            };
-            let b = &mut new.farms[fi].backends[bi];
+            }
+            // Found through the index: O(log n) per change, however large the farm.
+            let b = ix
+                .names()
+                .backend_position(&u.farm, &u.backend)
+                .and_then(|(fi, bi)| new.farms.get_mut(fi)?.backends.get_mut(bi))
+                .filter(|b| b.name == u.backend)
+                .ok_or_else(|| {
+                    ServiceError::NotFound(format!(
+                        "{at}: farm {:?} has no backend named {:?}",
+                        u.farm, u.backend
+                    ))
+                })?;
             if let Some(state) = &u.state {
                 match serde_json::from_value::<BackendState>(Value::String(state.clone())) {
                     Ok(s) => b.state = s,
@@ -501,12 +491,13 @@ mod tests {
             weight,
             priority: None,
         };
-        let ok = set_backends(vec![u("a", Some("drain"), None), u("b", None, Some(4))])(&c).unwrap();
+        let cix = ix(&c);
+        let ok = set_backends(vec![u("a", Some("drain"), None), u("b", None, Some(4))])(&cix).unwrap();
         let web = ok.farm("web").unwrap();
         assert_eq!(web.backend("a").unwrap().state, BackendState::Drain);
         assert_eq!(web.backend("b").unwrap().weight, 4);
         // Every bad change is listed; nothing is returned to commit.
-        let e = set_backends(vec![u("a", Some("sideways"), None), u("a", Some("up"), None)])(&c);
+        let e = set_backends(vec![u("a", Some("sideways"), None), u("a", Some("up"), None)])(&cix);
         match e {
             Err(ServiceError::Invalid(i)) => assert_eq!(
                 i.to_string(),
@@ -515,7 +506,7 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
-        let e = set_backends(vec![u("a", Some("down"), None), u("zz", Some("down"), None)])(&c);
+        let e = set_backends(vec![u("a", Some("down"), None), u("zz", Some("down"), None)])(&cix);
         assert!(
             matches!(&e, Err(ServiceError::NotFound(m)) if m == "changes[1]: farm \"web\" has no backend named \"zz\""),
             "{e:?}"

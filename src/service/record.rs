@@ -5,14 +5,14 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::diff::{Diff, FarmChange, What};
-use crate::engine::Allocation;
-use crate::engine::alloc::FarmAlloc;
-use crate::model::{Config, Farm};
+use crate::engine::alloc::{FamilyDelta, FarmAlloc, SlotDelta};
+use crate::engine::{Allocation, Engine};
+use crate::model::{Config, Farm, whole_farm_pass};
 use crate::state::records::{AllocDelta, Change, Op, SlotEdit};
 
 /// The allocation of the farms a commit changes, as it was before the commit: what the record's
-/// allocation delta is computed against. Slot vectors are copied (a farm's worth of `u16`s in
-/// memory); member ids are not, as the diff says which backends came and went.
+/// allocation delta is computed against. Neither slots nor member ids are copied: the engine
+/// tells the slot edits it made ([`Engine::slot_delta`]), the diff which backends came and went.
 pub struct AllocBefore {
     /// `None`: not known (the change was made by an engine operation), so farms are put whole.
     farms: Option<HashMap<String, Option<FarmBefore>>>,
@@ -23,8 +23,6 @@ struct FarmBefore {
     id: u16,
     members: usize,
     next_member: u16,
-    slots4: Vec<u16>,
-    slots6: Vec<u16>,
     /// Member ids of the backends the commit removes, to put back on undo.
     removed: Vec<(String, u16)>,
     /// The whole allocation of a farm the commit deletes.
@@ -42,8 +40,6 @@ impl AllocBefore {
                     id: fa.id,
                     members: fa.members.len(),
                     next_member: fa.next_member,
-                    slots4: fa.slots4.clone(),
-                    slots6: fa.slots6.clone(),
                     removed: f
                         .backends
                         .iter()
@@ -63,9 +59,10 @@ impl AllocBefore {
 
     /// The whole allocation as it was, from `now` (the allocation after the commit): what an
     /// undo must give back exactly, or the kernel would keep slots the files do not have.
-    /// `None` when it is not known.
-    pub fn restore(&self, now: &Allocation, diff: &Diff) -> Option<Allocation> {
+    /// `None` when it is not known. `engine` made the commit.
+    pub fn restore(&self, engine: &dyn Engine, diff: &Diff) -> Option<Allocation> {
         let farms = self.farms.as_ref()?;
+        let now = engine.allocation();
         let mut alloc = now.clone();
         alloc.next_farm_id = self.next_farm_id;
         for fc in &diff.farms {
@@ -77,6 +74,7 @@ impl AllocBefore {
                     let fa = match (&b.whole, now.farms.get(&fc.name)) {
                         (Some(whole), _) => whole.clone(),
                         (None, Some(after)) => {
+                            let delta = engine.slot_delta(&fc.name)?;
                             let mut fa = after.clone();
                             for bc in fc.backends.iter().filter(|bc| bc.what == What::Added) {
                                 fa.members.remove(&bc.name);
@@ -84,8 +82,8 @@ impl AllocBefore {
                             fa.members.extend(b.removed.iter().cloned());
                             fa.id = b.id;
                             fa.next_member = b.next_member;
-                            fa.slots4.clone_from(&b.slots4);
-                            fa.slots6.clone_from(&b.slots6);
+                            delta.v4.undo(&mut fa.slots4);
+                            delta.v6.undo(&mut fa.slots6);
                             fa
                         }
                         (None, None) => return None,
@@ -140,16 +138,17 @@ fn same_order<'a>(
 }
 
 /// The record of the commit from `old` to `new` (`diff` between them), whose allocation went
-/// from `before` to `after`. `dirty` farms' allocations are written whole (they may differ from
-/// the journal's after a commit was undone).
+/// from `before` to what `engine` has now. `dirty` farms' allocations are written whole (they
+/// may differ from the journal's after a commit was undone).
 pub fn build(
     old: &Config,
     new: &Config,
     diff: &Diff,
     before: &AllocBefore,
-    after: &Allocation,
+    engine: &dyn Engine,
     dirty: &BTreeSet<String>,
 ) -> Change {
+    let after = engine.allocation();
     let by_what = |w: What| {
         diff.farms
             .iter()
@@ -227,7 +226,8 @@ pub fn build(
         allocated.insert(&fc.name);
         let known = before.farms.as_ref().map(|m| m.get(&fc.name));
         let put_whole = whole.contains(fc.name.as_str()) || dirty.contains(&fc.name);
-        alloc_op(fc, known, put_whole, after.farms.get(&fc.name), &mut ops);
+        let delta = engine.slot_delta(&fc.name);
+        alloc_op(fc, known, put_whole, after.farms.get(&fc.name), delta, &mut ops);
     }
     for name in dirty.iter().filter(|n| !allocated.contains(n.as_str())) {
         ops.push(match after.farms.get(name) {
@@ -289,14 +289,42 @@ fn backend_ops(new: &Farm, fc: &FarmChange, ops: &mut Vec<Op>) -> bool {
 
 fn whole_alloc(name: &str, after: Option<&FarmAlloc>) -> Op {
     match after {
-        Some(fa) => Op::PutAlloc {
-            farm: name.to_string(),
-            alloc: Box::new(fa.clone()),
-        },
+        Some(fa) => {
+            // A farm's worth of ids and slots: counted with the passes over a farm.
+            whole_farm_pass();
+            Op::PutAlloc {
+                farm: name.to_string(),
+                alloc: Box::new(fa.clone()),
+            }
+        }
         None => Op::DeleteAlloc {
             farm: name.to_string(),
         },
     }
+}
+
+/// The record's edit of one family's slots, from the engine's delta and the slots after it;
+/// `None` when no slot moved. `Err`: the delta does not describe these slots.
+fn slot_edit(d: &FamilyDelta, after: &[u16]) -> Result<Option<SlotEdit>, ()> {
+    if d.new_len as usize != after.len() {
+        return Err(());
+    }
+    let set: Vec<(usize, u16)> = d
+        .changed
+        .iter()
+        .zip(&d.was)
+        .filter_map(|(i, was)| {
+            let i = *i as usize;
+            after.get(i).filter(|m| *m != was).map(|m| (i, *m))
+        })
+        .collect();
+    if set.is_empty() && d.old_len == d.new_len {
+        return Ok(None);
+    }
+    Ok(Some(SlotEdit {
+        len: after.len(),
+        set,
+    }))
 }
 
 /// The allocation op of one changed farm. `known`: `None` when nothing is known of the
@@ -306,22 +334,26 @@ fn alloc_op(
     known: Option<Option<&Option<FarmBefore>>>,
     put_whole: bool,
     after: Option<&FarmAlloc>,
+    slots: Option<&SlotDelta>,
     ops: &mut Vec<Op>,
 ) {
     let before = match known {
         None | Some(None) => return ops.push(whole_alloc(&fc.name, after)),
         Some(Some(b)) => b.as_ref(),
     };
-    let (b, a) = match (before, after) {
-        (None, None) => return,
-        (Some(b), Some(a)) if !put_whole && b.id == a.id => (b, a),
+    let (b, a, slots) = match (before, after, slots) {
+        (None, None, _) => return,
+        (Some(b), Some(a), Some(s)) if !put_whole && b.id == a.id => (b, a, s),
         _ => return ops.push(whole_alloc(&fc.name, after)),
+    };
+    let (Ok(slots4), Ok(slots6)) = (slot_edit(&slots.v4, &a.slots4), slot_edit(&slots.v6, &a.slots6)) else {
+        return ops.push(whole_alloc(&fc.name, after));
     };
     let mut delta = AllocDelta {
         farm: fc.name.clone(),
         next_member: a.next_member,
-        slots4: SlotEdit::between(&b.slots4, &a.slots4),
-        slots6: SlotEdit::between(&b.slots6, &a.slots6),
+        slots4,
+        slots6,
         ..AllocDelta::default()
     };
     for bc in &fc.backends {

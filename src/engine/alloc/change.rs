@@ -17,6 +17,29 @@ impl SlotDelta {
         if v6 { &self.v6 } else { &self.v4 }
     }
 
+    /// What turned `before`'s slots into `after`'s (a change worked out for the whole farm).
+    pub fn between(before: &FarmAlloc, after: &FarmAlloc) -> SlotDelta {
+        SlotDelta {
+            v4: FamilyDelta::between(&before.slots4, &after.slots4),
+            v6: FamilyDelta::between(&before.slots6, &after.slots6),
+        }
+    }
+
+    /// This delta followed by `next`, as one (see [`FamilyDelta::chain`]).
+    pub fn then(&self, next: &SlotDelta) -> SlotDelta {
+        SlotDelta::chain(&[self, next])
+    }
+
+    /// Deltas made one after the other, as one (see [`FamilyDelta::chain`]).
+    pub fn chain(deltas: &[&SlotDelta]) -> SlotDelta {
+        let v4: Vec<&FamilyDelta> = deltas.iter().map(|d| &d.v4).collect();
+        let v6: Vec<&FamilyDelta> = deltas.iter().map(|d| &d.v6).collect();
+        SlotDelta {
+            v4: FamilyDelta::chain(&v4),
+            v6: FamilyDelta::chain(&v6),
+        }
+    }
+
     /// Nothing to send: no slot changed, appeared or went.
     pub fn is_empty(&self) -> bool {
         [&self.v4, &self.v6]

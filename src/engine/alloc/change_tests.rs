@@ -106,6 +106,12 @@ fn agree(seed: u64, steps: usize) -> usize {
     let mut inc = FarmAlloc::default();
     inc.update(&farm).unwrap();
     let mut incremental_steps = 0;
+    let start = inc.clone();
+    let mut composed = SlotDelta::default();
+    composed.v4.old_len = start.slots4.len() as u32;
+    composed.v4.new_len = composed.v4.old_len;
+    composed.v6.old_len = start.slots6.len() as u32;
+    composed.v6.new_len = composed.v6.old_len;
     for step in 0..steps {
         let old_p = effective_priority(&farm);
         let (old, new) = random_change(&mut r, &mut farm, &mut serial);
@@ -138,6 +144,34 @@ fn agree(seed: u64, steps: usize) -> usize {
         let ix = inc.index.0.as_ref().expect("the index is kept");
         assert!(ix.describes(&inc), "{at}");
         incremental_steps += usize::from(old_p == new_p);
+        composed = composed.then(&delta);
+        // The steps so far as one delta: it undoes them all, and names every slot that differs
+        // (with what it had) and no slot twice.
+        let (mut s4, mut s6) = (inc.slots4.clone(), inc.slots6.clone());
+        composed.v4.undo(&mut s4);
+        composed.v6.undo(&mut s6);
+        assert_eq!((&s4, &s6), (&start.slots4, &start.slots6), "{at}: composed undo");
+        for (d, before, after) in [
+            (&composed.v4, &start.slots4, &inc.slots4),
+            (&composed.v6, &start.slots6, &inc.slots6),
+        ] {
+            let exact = FamilyDelta::between(before, after);
+            let differing: Vec<(u32, u16)> = d
+                .changed
+                .iter()
+                .zip(&d.was)
+                .filter(|(i, was)| after.get(**i as usize) != Some(*was))
+                .map(|(i, was)| (*i, *was))
+                .collect();
+            let want: Vec<(u32, u16)> = exact.changed.iter().copied().zip(exact.was).collect();
+            assert_eq!(differing, want, "{at}: composed");
+            assert_eq!(
+                (d.old_len, d.new_len, &d.gone),
+                (exact.old_len, exact.new_len, &exact.gone),
+                "{at}"
+            );
+            assert!(d.changed.windows(2).all(|w| w[0] < w[1]), "{at}");
+        }
     }
     incremental_steps
 }

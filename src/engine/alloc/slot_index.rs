@@ -110,6 +110,46 @@ impl FamilyDelta {
     pub fn removed(&self) -> std::ops::Range<u32> {
         self.new_len..self.old_len.max(self.new_len)
     }
+
+    /// This delta followed by `next` (made on the slots this one left), as one delta.
+    pub fn then(&self, next: &FamilyDelta) -> FamilyDelta {
+        FamilyDelta::chain(&[self, next])
+    }
+
+    /// Deltas made one after the other (each on the slots the one before left), as one delta
+    /// from the slots before the first to those after the last: O(all the deltas' entries ×
+    /// log), so that a batch of backend changes sends, records and undoes each slot once.
+    /// Empty `deltas`: an empty delta.
+    pub fn chain(deltas: &[&FamilyDelta]) -> FamilyDelta {
+        let (Some(first), Some(last)) = (deltas.first(), deltas.last()) else {
+            return FamilyDelta::default();
+        };
+        // Each touched slot's member before the first delta: the first delta that touched it
+        // knows (untouched before, a slot is as it was: absent, 0, past the old length).
+        let mut was: std::collections::BTreeMap<u32, u16> = std::collections::BTreeMap::new();
+        for d in deltas {
+            for (i, m) in d
+                .changed
+                .iter()
+                .copied()
+                .zip(d.was.iter().copied())
+                .chain(d.removed().zip(d.gone.iter().copied()))
+            {
+                was.entry(i).or_insert(m);
+            }
+        }
+        let (old_len, new_len) = (first.old_len, last.new_len);
+        let (changed, was_below) = was.range(..new_len).map(|(i, m)| (*i, *m)).unzip();
+        FamilyDelta {
+            old_len,
+            new_len,
+            changed,
+            was: was_below,
+            gone: (new_len..old_len.max(new_len))
+                .map(|i| was.get(&i).copied().unwrap_or(0))
+                .collect(),
+        }
+    }
 }
 
 fn shape(fa: &FarmAlloc) -> (usize, usize, usize) {
