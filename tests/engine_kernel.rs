@@ -644,3 +644,58 @@ fn a_failing_backend_loses_its_slots_and_gets_them_back() {
         assert_eq!(e.reconcile(cfg, alloc).unwrap().changes, Vec::<String>::new());
     });
 }
+
+#[test]
+fn a_backend_change_among_many_farms_touches_its_farm_alone_and_a_backend_https_check_is_refused() {
+    in_netns(|| {
+        let farms: Vec<Value> = (0..200)
+            .map(|i| {
+                farm(
+                    &format!("f{i}"),
+                    &format!("192.0.{}.{}", 2 + i / 250, 1 + i % 250),
+                    3,
+                )
+            })
+            .collect();
+        let mut e = KernelEngine::open().unwrap();
+        e.reconcile(config(Value::Array(farms)), Allocation::default())
+            .unwrap();
+        // Changed as the service changes it: a copy sharing every other farm.
+        let mut c = e.config().clone();
+        if let Some(f) = c.farms.get_mut(150) {
+            f.backends[1].state = nftlbd::model::BackendState::Drain;
+        }
+        let done = e.apply(c.clone()).unwrap();
+        assert!(done.messages <= 12, "{:#?}", done.changes);
+        assert!(
+            done.changes
+                .iter()
+                .all(|m| !m.contains("f149") && !m.contains("f151")),
+            "{:#?}",
+            done.changes
+        );
+        let alloc = e.allocation().clone();
+        assert_eq!(
+            e.reconcile(c.clone(), alloc.clone()).unwrap().changes,
+            Vec::<String>::new()
+        );
+
+        // A backend's own check asking for https is refused on this path too, and changes nothing.
+        let before = nft(&["list", "ruleset"]);
+        let mut https = c.clone();
+        let b: nftlbd::model::HealthCheckOverride =
+            serde_json::from_value(json!({"type": "https", "path": "/"})).unwrap();
+        if let Some(f) = https.farms.get_mut(7) {
+            f.backends[0].health_check = Some(b);
+        }
+        match e.apply(https) {
+            Err(EngineError::Unsupported { field, .. }) => {
+                assert_eq!(field, "farms[f7].backends[b0].health-check.type")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(nft(&["list", "ruleset"]), before);
+        assert_eq!(e.config(), &c);
+        assert_eq!(e.allocation(), &alloc);
+    });
+}

@@ -98,7 +98,7 @@ fn validates_before_sending() {
 }
 
 #[test]
-fn https_checks_are_refused_as_unsupported() {
+fn https_checks_and_slow_starts_are_refused_as_unsupported() {
     let mut https = crate::model::HealthCheck::new(crate::model::CheckType::Https);
     https.path = Some("/".into());
     let mut farm_check = config();
@@ -108,11 +108,25 @@ fn https_checks_are_refused_as_unsupported() {
     backend_check.farms[0].backends[1].health_check =
         Some(serde_json::from_value(serde_json::json!({"type": "https", "path": "/"})).unwrap());
     let b = backend_check.farms[0].backends[1].name.clone();
+    // Slow start is refused the same way until something ramps the weight.
+    let mut slow = crate::model::HealthCheck::new(crate::model::CheckType::Tcp);
+    slow.slow_start = serde_json::from_value(serde_json::json!(30)).unwrap();
+    let mut farm_slow = config();
+    farm_slow.farms[0].health_check = Some(slow);
+    let mut backend_slow = config();
+    backend_slow.farms[0].health_check = Some(crate::model::HealthCheck::new(crate::model::CheckType::Tcp));
+    backend_slow.farms[0].backends[1].health_check =
+        Some(serde_json::from_value(serde_json::json!({"slow-start": 0.5})).unwrap());
     for (c, want) in [
         (farm_check, "farms[web].health-check.type".to_string()),
         (
             backend_check,
             format!("farms[web].backends[{b}].health-check.type"),
+        ),
+        (farm_slow, "farms[web].health-check.slow-start".to_string()),
+        (
+            backend_slow,
+            format!("farms[web].backends[{b}].health-check.slow-start"),
         ),
     ] {
         match MemoryEngine::new().apply(c) {

@@ -74,23 +74,57 @@ pub fn check_supported(config: &Config, features: &KernelFeatures) -> Result<()>
     check_supported_farms(config, None, features)
 }
 
-/// The `type` field of a check of the farm that would speak TLS, the farm's first.
-fn https_check(f: &model::Farm) -> Option<String> {
-    if f.health_check
-        .as_ref()
-        .is_some_and(|c| c.kind == model::CheckType::Https)
-    {
-        return Some(format!("farms[{}].health-check.type", f.name));
+/// What this version cannot check yet: an https check (no TLS) and a slow start (nothing ramps
+/// a weight yet). Refused rather than accepted and ignored.
+const UNCHECKABLE: [(&str, &str); 2] = [
+    (
+        "type",
+        "https checks are not implemented yet in this version of nftlbd (no TLS)",
+    ),
+    (
+        "slow-start",
+        "slow start is not implemented yet in this version of nftlbd",
+    ),
+];
+
+/// The first key of the farm's check, or of a backend's own, that [`UNCHECKABLE`] names.
+fn uncheckable(f: &model::Farm) -> Option<EngineError> {
+    if let Some(c) = &f.health_check {
+        let key = if c.kind == model::CheckType::Https {
+            Some(UNCHECKABLE[0])
+        } else if c.slow_start != model::Seconds::ZERO {
+            Some(UNCHECKABLE[1])
+        } else {
+            None
+        };
+        if let Some((key, reason)) = key {
+            return Some(EngineError::Unsupported {
+                field: format!("farms[{}].health-check.{key}", f.name),
+                reason: reason.into(),
+            });
+        }
     }
+    f.backends.iter().find_map(|b| uncheckable_override(f, b))
+}
+
+/// [`uncheckable`] for one backend's own check.
+fn uncheckable_override(f: &model::Farm, b: &model::Backend) -> Option<EngineError> {
+    let keys = &b.health_check.as_ref()?.keys;
     let https = serde_json::Value::from(model::CheckType::Https.as_str());
-    f.backends
-        .iter()
-        .find(|b| {
-            b.health_check
-                .as_ref()
-                .is_some_and(|o| o.keys.get("type") == Some(&https))
-        })
-        .map(|b| format!("farms[{}].backends[{}].health-check.type", f.name, b.name))
+    let slow = keys
+        .get("slow-start")
+        .is_some_and(|v| v.as_f64().is_some_and(|s| s > 0.0));
+    let (key, reason) = if keys.get("type") == Some(&https) {
+        UNCHECKABLE[0]
+    } else if slow {
+        UNCHECKABLE[1]
+    } else {
+        return None;
+    };
+    Some(EngineError::Unsupported {
+        field: format!("farms[{}].backends[{}].health-check.{key}", f.name, b.name),
+        reason: reason.into(),
+    })
 }
 
 /// [`check_supported`] for the farms in `only` (all when `None`) and the policies.
@@ -143,11 +177,8 @@ fn check_supported_farms(
                 return Err(unsupported(at(key), "not available in layer-2 modes yet"));
             }
         }
-        if let Some(field) = https_check(f) {
-            return Err(unsupported(
-                field,
-                "https checks are not implemented yet in this version of nftlbd (no TLS)",
-            ));
+        if let Some(e) = uncheckable(f) {
+            return Err(e);
         }
         if f.queue >= 0 && !features.queue {
             return Err(unsupported(
@@ -367,6 +398,9 @@ impl KernelEngine {
 
     /// [`apply`](Self::apply) of `config` over `old`, the committed configuration.
     fn apply_against(&mut self, old: &Config, config: &Config) -> Result<Outcome> {
+        if let Some(outcome) = self.apply_in_place(old, config) {
+            return outcome;
+        }
         let old_by: HashMap<&str, &Farm> = old.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let new_by: HashMap<&str, &Farm> = config.farms.iter().map(|f| (f.name.as_str(), f)).collect();
         let mut changed = BTreeSet::new();
@@ -630,11 +664,45 @@ impl KernelEngine {
     /// Changes to backends of farms whose own keys stayed (see `backend_change`): validated,
     /// allocated, rendered and committed from those backends alone, all farms in one
     /// transaction. All or nothing.
+    /// The backend changes of farms changed in place (same farms, same order, same policies),
+    /// found from the leaves the two farm lists do not share: one backend's change in a
+    /// configuration of 10,000 farms looks at one farm, not at each farm by name. `None`: the
+    /// change is not of that kind, and the caller compares farm by farm.
+    fn apply_in_place(&mut self, old: &Config, config: &Config) -> Option<Result<Outcome>> {
+        if old.farms.len() != config.farms.len() || old.policies != config.policies {
+            return None;
+        }
+        let at = config.farms.differences(&old.farms)?;
+        let mut farms = Vec::with_capacity(at.len());
+        for i in at {
+            let (o, n) = (old.farms.get(i)?, config.farms.get(i)?);
+            if o.name != n.name {
+                return None;
+            }
+            farms.push((o, n, backend_change::several(o, n)?));
+        }
+        if farms.is_empty() {
+            return None;
+        }
+        Some(self.apply_backends(farms, &config.policies))
+    }
+
     fn apply_backends(
         &mut self,
         farms: Vec<(&Farm, &Farm, Vec<backend_change::Pair>)>,
         policies: &List<Policy>,
     ) -> Result<Outcome> {
+        // The farm's own check did not change (or the farm would be worked out whole); a
+        // backend's may have.
+        for (_, new, pairs) in &farms {
+            if let Some(e) = pairs
+                .iter()
+                .filter_map(|p| p.1)
+                .find_map(|b| uncheckable_override(new, b))
+            {
+                return Err(e);
+            }
+        }
         let mut done: Vec<Allocated> = Vec::with_capacity(farms.len());
         for (old, new, pairs) in farms {
             match self.allocate_backends(old, new, pairs) {

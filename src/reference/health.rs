@@ -10,7 +10,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "type",
         "string",
         "(required)",
-        "tcp (a connection is accepted), http, https, udp, dns, exec or agent.",
+        "tcp (a connection is accepted), http, https, udp, dns, exec or agent. https is refused as unsupported in this version (no TLS).",
     ),
     (
         "port",
@@ -64,7 +64,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "slow-start",
         "seconds",
         "0",
-        "After recovery the backend's weight ramps up over this long.",
+        "After recovery the backend's weight is to ramp up over this long; not implemented yet: a value above 0 is refused as unsupported.",
     ),
     (
         "on-failure",
@@ -164,7 +164,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "agent-port",
         "number",
         "port",
-        "agent: the port the agent answers on with one line: up, down, drain and/or a weight such as 50%.",
+        "agent: the port the agent answers on with one line: up, down, drain and/or a weight such as 50%. Up and down set the health; drain and weights are reported, not acted on yet.",
     ),
 ];
 
