@@ -407,6 +407,7 @@ const FARM_VALUES: &[(&str, &str)] = &[
     ("RstRtLimitBurst", "uint32 5"),
     ("EstConnLimit", "uint32 100"),
     ("HealthCheck", r#"'{"type": "tcp", "interval": 5}'"#),
+    ("HealthStart", "'pessimistic'"),
     ("TcpStrict", "true"),
     ("Queue", "0"),
     ("Verdict", "['log', 'drop']"),
