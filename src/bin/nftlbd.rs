@@ -21,7 +21,9 @@ const USAGE: &str = "usage: nftlbd [--state-dir DIR] COMMAND
     --bus ADDRESS   serve on this bus instead of the system bus
     --varlink PATH  serve varlink at PATH (default /run/nftlbd/org.nftlbd1, or the socket systemd
                     passes)
-    --no-varlink    run without varlink";
+    --no-varlink    run without varlink
+    --no-checks     run no health checks of its own: backends' health is then set only through
+                    SetBackendHealth (an outside checker)";
 
 /// Exit codes: invalid input (as sysexits' EX_DATAERR), unsupported, kernel or system failure.
 const EXIT_INVALID: u8 = 65;
@@ -37,12 +39,15 @@ struct Args {
     /// `None`: no varlink; `Some((path, asked))`: the socket, and whether it was asked for (then
     /// failing to serve it is fatal; the default one is only warned about).
     varlink: Option<(PathBuf, bool)>,
+    /// Whether the daemon runs the farms' health checks itself.
+    checks: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
     let mut bus = Some(None);
     let mut varlink = Some((PathBuf::from(nftlbd::varlink::DEFAULT_SOCKET), false));
+    let mut checks = true;
     let mut rest = Vec::new();
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -58,6 +63,8 @@ fn parse_args() -> Result<Args, String> {
             bus = Some(Some(addr));
         } else if a == "--no-varlink" {
             varlink = None;
+        } else if a == "--no-checks" {
+            checks = false;
         } else if a == "--varlink" {
             let path = it.next().ok_or("--varlink needs a socket path")?;
             varlink = Some((PathBuf::from(path), true));
@@ -83,6 +90,7 @@ fn parse_args() -> Result<Args, String> {
         file,
         bus,
         varlink,
+        checks,
     })
 }
 
@@ -263,7 +271,9 @@ fn run(args: &Args) -> Result<(), CliError> {
             }
         }
         // Started before READY: a backend's health is being checked once the daemon says so.
-        let checks = nftlbd::service::checks::spawn(service.clone());
+        let checks = args
+            .checks
+            .then(|| nftlbd::service::checks::spawn(service.clone()));
         println!("READY");
         let status = |s: &Service| {
             format!(
@@ -294,7 +304,9 @@ fn run(args: &Args) -> Result<(), CliError> {
             }
         }
         nftlbd::notify::notify("STOPPING=1");
-        checks.abort();
+        if let Some(checks) = checks {
+            checks.abort();
+        }
         tracing::info!("stopping; the tables stay in place");
         if let Some(conn) = bus {
             nftlbd::dbus::stop(conn).await;

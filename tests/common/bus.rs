@@ -127,8 +127,19 @@ impl Daemon {
         Daemon::spawn(Command::new("env"), state, false)
     }
 
+    /// [`start_here`](Self::start_here) without the daemon's own health checks: for tests that
+    /// compare generations, which the checks' verdicts would bump at any moment.
+    pub fn start_here_unchecked(state: &std::path::Path) -> Daemon {
+        Daemon::spawn_with(Command::new("env"), state, false, &["--no-checks"])
+    }
+
     /// `c` (a command prefix that runs what follows it) running the daemon; waits for READY.
-    fn spawn(mut c: Command, state: &std::path::Path, as_service: bool) -> Daemon {
+    fn spawn(c: Command, state: &std::path::Path, as_service: bool) -> Daemon {
+        Daemon::spawn_with(c, state, as_service, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with more options for `nftlbd` (before its command).
+    fn spawn_with(mut c: Command, state: &std::path::Path, as_service: bool, options: &[&str]) -> Daemon {
         if as_service {
             c.args([
                 "setpriv",
@@ -142,7 +153,9 @@ impl Daemon {
             ]);
         }
         let mut child = c
-            .args(["/usr/local/sbin/nftlbd", "--state-dir"])
+            .arg("/usr/local/sbin/nftlbd")
+            .args(options)
+            .arg("--state-dir")
             .arg(state)
             .arg("run")
             .stdout(Stdio::piped())
