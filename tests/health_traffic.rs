@@ -171,12 +171,27 @@ fn health_checks_take_failing_backends_out_of_traffic_and_back() {
     assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
     assert!(alternates(&got), "{got:?}");
 
-    // be1's server stops: failing for the refusal, and out of the traffic.
+    // be1's server stops: failing for the refusal, and out of the traffic; on the bus, be1's
+    // StateChanged says so with the check's reason.
+    let monitor = Monitor::start(&dir);
     switches[1].set(STOPPED);
     let state = wait_health("be1", "failing", "connection refused, 2 failures");
     assert_eq!(state, "up");
     let got = t.tcp_n(vip, 80, 10);
     assert_eq!(count(&got, "be0"), 10, "{got:?}");
+    let turned = |m: &str| {
+        m.contains("Member=StateChanged")
+            && m.contains("/org/nftlbd1/farm/web/backend/be1")
+            && [
+                "\"up\"",
+                "\"down\"",
+                "\"health-check: connection refused, 2 failures\"",
+            ]
+            .iter()
+            .all(|w| m.contains(w))
+    };
+    let seen = monitor.wait_signal(turned);
+    assert!(signals(&seen).iter().any(|m| turned(m)), "{seen}");
 
     // Back: healthy after two successes, and the split is exact again.
     switches[1].set(SERVE);
