@@ -3,19 +3,16 @@
 //! whatever its address), counted or deleted by the kernel's own mark filter.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use super::attr::{AttrIter, Attrs};
-use super::conn::parse_msgs;
 use super::consts::NLMSG_HDRLEN;
-use super::error::{Error, Result};
+use super::error::Result;
+use super::request::{self, Next};
 use super::socket::Socket;
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -115,40 +112,22 @@ impl ConntrackSocket {
     }
 
     /// Sends one request and hands each reply's attributes to `each`, until done or acked.
+    /// Nothing to delete is the same outcome as deleted.
     fn exchange(&mut self, req: Vec<u8>, each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let seq = self.seq;
         let ty = u16::from_ne_bytes([req[4], req[5]]) & 0xff;
-        self.sock.set_recv_timeout(Some(Duration::from_secs(2)))?;
-        self.sock.send(&req)?;
-        loop {
-            let n = self.sock.recv(&mut self.buf)?;
-            let mut done = false;
-            for m in parse_msgs(&self.buf[..n]) {
-                let m = m?;
-                if m.seq != seq {
-                    continue;
-                }
-                match m.ty {
-                    NLMSG_DONE => done = true,
-                    NLMSG_ERROR => {
-                        let (errno, _, _) = m.error()?;
-                        // Nothing to delete is the same outcome as deleted.
-                        if errno != 0 && errno != libc_enoent() {
-                            return Err(Error::Kernel {
-                                what: format!("conntrack request {ty}"),
-                                errno,
-                                detail: None,
-                            });
-                        }
-                        done = true;
-                    }
-                    _ => each(m.body.get(4..).unwrap_or_default())?,
-                }
-            }
-            if done {
-                return Ok(());
-            }
-        }
+        let what = || format!("conntrack request {ty}");
+        request::exchange(
+            &mut self.sock,
+            &mut self.buf,
+            &req,
+            self.seq,
+            &what,
+            &[libc_enoent()],
+            &mut |m| {
+                each(m.body.get(4..).unwrap_or_default())?;
+                Ok(Next::More)
+            },
+        )
     }
 }
 

@@ -20,6 +20,7 @@ mod expr;
 mod monitor;
 mod objects;
 mod probe;
+mod request;
 pub mod rtnl;
 mod socket;
 #[allow(clippy::all)]

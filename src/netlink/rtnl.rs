@@ -3,12 +3,11 @@
 //! and a subscription to link, address, route and neighbour changes so they can follow the host.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use super::attr::AttrIter;
-use super::conn::parse_msgs;
 use super::consts::NLMSG_HDRLEN;
 use super::error::{Error, Result};
+use super::request::{self, Next};
 use super::socket::Socket;
 
 const RTM_NEWADDR: u16 = 20;
@@ -17,8 +16,6 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const IFA_ADDRESS: u16 = 1;
@@ -98,44 +95,25 @@ impl RouteSocket {
     fn request(&mut self, ty: u16, flags: u16, body: &[u8], reply: u16) -> Result<Vec<Vec<u8>>> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
-        self.sock.set_recv_timeout(Some(Duration::from_secs(2)))?;
-        self.sock.send(&header(ty, flags, seq, body))?;
         let dump = flags & NLM_F_DUMP != 0;
         let mut out = Vec::new();
-        loop {
-            let n = self.sock.recv(&mut self.buf)?;
-            let mut done = false;
-            for m in parse_msgs(&self.buf[..n]) {
-                let m = m?;
-                if m.seq != seq {
-                    continue;
+        let what = || format!("rtnetlink request {ty}");
+        request::exchange(
+            &mut self.sock,
+            &mut self.buf,
+            &header(ty, flags, seq, body),
+            seq,
+            &what,
+            &[],
+            &mut |m| {
+                if m.ty != reply {
+                    return Ok(Next::More);
                 }
-                match m.ty {
-                    NLMSG_DONE => done = true,
-                    NLMSG_ERROR => {
-                        let (errno, _, _) = m.error()?;
-                        if errno != 0 {
-                            return Err(Error::Kernel {
-                                what: format!("rtnetlink request {ty}"),
-                                errno,
-                                detail: None,
-                            });
-                        }
-                        done = true;
-                    }
-                    t if t == reply => {
-                        out.push(m.body.to_vec());
-                        if !dump {
-                            done = true;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+                out.push(m.body.to_vec());
+                Ok(if dump { Next::More } else { Next::Done })
+            },
+        )?;
+        Ok(out)
     }
 
     /// The index of the interface that has `ip` as one of its addresses.
