@@ -98,6 +98,15 @@ fn cpu_time(pid: u32) -> Duration {
         .sum()
 }
 
+/// A pause between calls ($NFTLBD_GAP_MS, none unless told): the bench runs an `nft` process
+/// between its calls, so the daemon meets each one cold.
+fn gap() -> Option<Duration> {
+    std::env::var("NFTLBD_GAP_MS")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .map(Duration::from_millis)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -144,15 +153,30 @@ fn main() {
         let calls = calls();
         let cpu = cpu_time(d.child.id());
         let mut times = Vec::with_capacity(calls);
+        let adding = std::env::var("NFTLBD_OP").is_ok_and(|o| o == "add");
         for r in 0..calls {
             let b = format!("b{}", (r / 2 * 7919) % n);
             let state = if r % 2 == 0 { "drain" } else { "up" };
+            if let Some(g) = gap() {
+                std::thread::sleep(g);
+            }
+            let (method, params) = match (adding, r % 2) {
+                // $NFTLBD_OP=add: add a backend, then remove it.
+                (true, 0) => (
+                    "AddBackend",
+                    json!({"farm": "big", "backend": {"name": format!("new{r}"), "ip-addr": "10.200.0.1", "weight": 2}}),
+                ),
+                (true, _) => (
+                    "RemoveBackend",
+                    json!({"farm": "big", "backend": format!("new{}", r - 1)}),
+                ),
+                (false, _) => (
+                    "SetBackendState",
+                    json!({"farm": "big", "backend": b, "state": state}),
+                ),
+            };
             let t = Instant::now();
-            common::call(
-                &mut vl,
-                "SetBackendState",
-                json!({"farm": "big", "backend": b, "state": state}),
-            );
+            common::call(&mut vl, method, params);
             times.push(t.elapsed());
         }
         let cpu = cpu_time(d.child.id()).saturating_sub(cpu) / calls as u32;

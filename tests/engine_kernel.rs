@@ -699,3 +699,51 @@ fn a_backend_change_among_many_farms_touches_its_farm_alone_and_a_backend_https_
         assert_eq!(e.allocation(), &alloc);
     });
 }
+
+/// An edit that says what it touched (`Touched`, as the service's edits do) gives the very
+/// transactions and ruleset that comparing the configurations gives.
+#[test]
+fn said_changes_commit_what_compared_changes_commit() {
+    use nftlbd::model::Touched;
+    let run = |said: bool| {
+        in_netns(move || {
+            let mut farms = json!([farm("big", "192.0.2.1", 300), farm("other", "192.0.2.2", 3)]);
+            let mut e = KernelEngine::open().unwrap();
+            e.reconcile(config(farms.clone()), Allocation::default()).unwrap();
+            let mut changes = Vec::new();
+            let mut step = |farms: &Value, touched: Touched| {
+                let o = if said {
+                    e.apply_touched(config(farms.clone()), &touched).unwrap()
+                } else {
+                    e.apply(config(farms.clone())).unwrap()
+                };
+                changes.push(o.changes);
+            };
+            farms[0]["backends"][20]["state"] = json!("drain");
+            step(&farms, Touched::backend(0, 20));
+            farms[0]["backends"][21]["weight"] = json!(4);
+            farms[1]["backends"][1]["state"] = json!("off");
+            step(&farms, Touched::backends(vec![(1, 1), (0, 21)]));
+            // Replaced by an equal one: nothing to send.
+            step(&farms, Touched::backend(0, 22));
+            farms[0]["backends"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"name": "new", "ip-addr": "10.200.0.1", "weight": 2}));
+            step(&farms, Touched::Appended { farm: 0 });
+            farms[0]["backends"].as_array_mut().unwrap().remove(7);
+            step(&farms, Touched::Removed { farm: 0, at: 7 });
+            // b20 drained makes the effective priority 2: priority 3 leaves the scheduler.
+            farms[0]["backends"][30]["priority"] = json!(3);
+            step(&farms, Touched::backend(0, 30));
+            (changes, nft(&["list", "ruleset"]))
+        })
+    };
+    let (said, said_ruleset) = run(true);
+    let (compared, compared_ruleset) = run(false);
+    assert_eq!(said, compared);
+    assert!(said[2].is_empty(), "{:#?}", said[2]);
+    let sizes: Vec<usize> = said.iter().map(Vec::len).collect();
+    assert!(sizes.iter().filter(|n| **n > 0).count() == 5, "{sizes:?}");
+    assert_eq!(said_ruleset, compared_ruleset);
+}

@@ -5,7 +5,7 @@
 //! Every method that changes something is atomic: on error nothing changed, neither the ruleset
 //! nor what [`Engine::config`] and [`Engine::allocation`] return.
 
-use crate::model::Config;
+use crate::model::{Config, Touched};
 use crate::netlink::KernelFeatures;
 
 use super::alloc::SlotDelta;
@@ -31,6 +31,12 @@ pub trait Engine: Send {
     /// Commits a new configuration as one transaction, changing only what differs from the
     /// committed one. Validates first (the model's rules and what this engine supports).
     fn apply(&mut self, config: Config) -> Result<Outcome>;
+
+    /// [`Engine::apply`] of a configuration that differs from the committed one only where
+    /// `touched` says (the service's edits know), so that the engine need not compare the lists.
+    fn apply_touched(&mut self, config: Config, _touched: &Touched) -> Result<Outcome> {
+        self.apply(config)
+    }
 
     /// The slot edits the last successful [`Engine::apply`] made to `farm`'s allocation (empty
     /// when it moved none), so that the service records and undoes a change without copying

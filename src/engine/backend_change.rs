@@ -26,10 +26,9 @@ pub(super) type Pair<'a> = (Option<&'a Backend>, Option<&'a Backend>);
 /// connection limits, static sessions). Several only when no priority changes (each would
 /// rebalance the farm). `None`: the farm is worked out whole.
 pub(super) fn several<'a>(old: &'a Farm, new: &'a Farm) -> Option<Vec<Pair<'a>>> {
-    if layout::is_l2(new) || new.mode == Mode::Local || !new.sessions.is_empty() {
+    if !followable(new) {
         return None;
     }
-    let shared_parts = |b: &Backend| b.mark.is_some() || b.est_connlimit > 0;
     let pairs = if new.backends.len() + 1 == old.backends.len() {
         // One removed: the lists agree before it and after it (the shared leaves compare by
         // pointer).
@@ -37,22 +36,74 @@ pub(super) fn several<'a>(old: &'a Farm, new: &'a Farm) -> Option<Vec<Pair<'a>>>
         (old.backends.skip(i + 1) == new.backends.skip(i)).then(|| vec![(old.backends.get(i), None)])?
     } else {
         let changed = old.backends.differences(&new.backends)?;
-        let appended = old.backends.len()..new.backends.len();
-        let mut pairs = Vec::with_capacity(changed.len() + appended.len());
-        for i in changed {
-            let (o, n) = (&old.backends[i], &new.backends[i]);
-            if o.name != n.name {
-                return None;
-            }
-            pairs.push((Some(o), Some(n)));
-        }
-        pairs.extend(
-            appended
-                .filter_map(|i| new.backends.get(i))
-                .map(|b| (None, Some(b))),
-        );
-        pairs
+        in_place(old, new, &changed)?
     };
+    let pairs = checked(pairs)?;
+    // Last, as it copies the farm's keys: O(1) in backends, but not free.
+    (old.without_backends() == new.without_backends()).then_some(pairs)
+}
+
+/// [`several`] where the edit said what it touched (`Touched`): the backends replaced at
+/// `changed` (equal ones left out) and any appended, or the one removed at `removed`. The
+/// farm's own keys are known to have stayed; the lists are not compared.
+pub(super) fn known<'a>(
+    old: &'a Farm,
+    new: &'a Farm,
+    changed: &[usize],
+    removed: Option<usize>,
+) -> Option<Vec<Pair<'a>>> {
+    if !followable(new) {
+        return None;
+    }
+    let pairs = match removed {
+        Some(i) => vec![(Some(old.backends.get(i)?), None)],
+        None => {
+            let changed: Vec<usize> = changed
+                .iter()
+                .copied()
+                .filter(|i| old.backends.get(*i) != new.backends.get(*i))
+                .collect();
+            in_place(old, new, &changed)?
+        }
+    };
+    // Nothing differs in this farm (an edit may replace a backend by an equal one).
+    if pairs.is_empty() {
+        return Some(pairs);
+    }
+    checked(pairs)
+}
+
+/// Whether the farm's backend changes can be followed one by one at all: a NAT farm without
+/// static sessions.
+fn followable(farm: &Farm) -> bool {
+    !(layout::is_l2(farm) || farm.mode == Mode::Local || !farm.sessions.is_empty())
+}
+
+/// The pairs of backends replaced at `changed` (keeping their names) and appended after the old
+/// ones.
+fn in_place<'a>(old: &'a Farm, new: &'a Farm, changed: &[usize]) -> Option<Vec<Pair<'a>>> {
+    let appended = old.backends.len()..new.backends.len();
+    let mut pairs = Vec::with_capacity(changed.len() + appended.len());
+    for i in changed {
+        let (o, n) = (old.backends.get(*i)?, new.backends.get(*i)?);
+        if o.name != n.name {
+            return None;
+        }
+        pairs.push((Some(o), Some(n)));
+    }
+    pairs.extend(
+        appended
+            .filter_map(|i| new.backends.get(i))
+            .map(|b| (None, Some(b))),
+    );
+    Some(pairs)
+}
+
+/// The pairs, unless one of them touches parts of the table the farm's backends share (marks,
+/// connection limits), or several change and one of them its priority (each would rebalance the
+/// farm), or there are none.
+fn checked(pairs: Vec<Pair>) -> Option<Vec<Pair>> {
+    let shared_parts = |b: &Backend| b.mark.is_some() || b.est_connlimit > 0;
     if pairs.is_empty()
         || pairs
             .iter()
@@ -67,8 +118,7 @@ pub(super) fn several<'a>(old: &'a Farm, new: &'a Farm) -> Option<Vec<Pair<'a>>>
     {
         return None;
     }
-    // Last, as it copies the farm's keys: O(1) in backends, but not free.
-    (old.without_backends() == new.without_backends()).then_some(pairs)
+    Some(pairs)
 }
 
 /// What undoes the allocation side of a per-backend change (a commit refused by the kernel).

@@ -27,7 +27,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{self, Config, Farm, Invalid, List, Mode, Policy};
+use crate::model::{self, Config, Farm, Invalid, List, Mode, Policy, Touched};
 use crate::netlink::{self, Batch, Connection, KernelFeatures};
 
 pub use alloc::Allocation;
@@ -382,6 +382,12 @@ impl KernelEngine {
     /// Applies a new configuration incrementally: only farms that differ from the committed
     /// configuration are rendered and compared. All or nothing.
     pub fn apply(&mut self, config: Config) -> Result<Outcome> {
+        self.apply_touched(config, &Touched::Unknown)
+    }
+
+    /// [`apply`](Self::apply) of a configuration that differs from the committed one only where
+    /// `touched` says: those backends are followed without comparing the farms' lists.
+    pub fn apply_touched(&mut self, config: Config, touched: &Touched) -> Result<Outcome> {
         if self.unsure {
             // First change, or the last one's outcome is unknown: compare with the kernel itself.
             let alloc = self.alloc.clone();
@@ -391,7 +397,10 @@ impl KernelEngine {
         // once and the engine still be changed; back in if the change is refused.
         let old = std::mem::take(&mut self.config);
         self.deltas.clear();
-        let result = self.apply_against(&old, &config);
+        let result = match self.apply_known(&old, &config, touched) {
+            Some(result) => result,
+            None => self.apply_against(&old, &config),
+        };
         self.config = if result.is_ok() { config } else { old };
         result
     }
@@ -683,6 +692,31 @@ impl KernelEngine {
         }
         if farms.is_empty() {
             return None;
+        }
+        Some(self.apply_backends(farms, &config.policies))
+    }
+
+    /// The backend changes an edit said it made (`touched`), followed per backend with no
+    /// comparison of the farms' lists. `None`: not said, or not followable per backend (a
+    /// layer-2 farm, ...): the caller compares.
+    fn apply_known(&mut self, old: &Config, config: &Config, touched: &Touched) -> Option<Result<Outcome>> {
+        let one = |i: usize, changed: &[usize], removed: Option<usize>| {
+            let (o, n) = (old.farms.get(i)?, config.farms.get(i)?);
+            Some((o, n, backend_change::known(o, n, changed, removed)?))
+        };
+        let farms: Option<Vec<_>> = match touched {
+            Touched::Unknown => return None,
+            Touched::Backends(at) => at.iter().map(|(i, bs)| one(*i, bs, None)).collect(),
+            Touched::Appended { farm } => one(*farm, &[], None).map(|f| vec![f]),
+            Touched::Removed { farm, at } => one(*farm, &[], Some(*at)).map(|f| vec![f]),
+        };
+        let farms: Vec<_> = farms?
+            .into_iter()
+            .filter(|(_, _, pairs)| !pairs.is_empty())
+            .collect();
+        if farms.is_empty() {
+            // Every backend it named was replaced by an equal one.
+            return Some(Ok(Outcome::default()));
         }
         Some(self.apply_backends(farms, &config.policies))
     }
@@ -1055,6 +1089,9 @@ impl Engine for KernelEngine {
     }
     fn apply(&mut self, config: Config) -> Result<Outcome> {
         KernelEngine::apply(self, config)
+    }
+    fn apply_touched(&mut self, config: Config, touched: &Touched) -> Result<Outcome> {
+        KernelEngine::apply_touched(self, config, touched)
     }
     fn slot_delta(&self, farm: &str) -> Option<&alloc::SlotDelta> {
         self.deltas.get(farm)

@@ -205,6 +205,7 @@ impl<T: Clone> List<T> {
             let pairs = self.iter().zip(other.iter()).enumerate();
             return Some(pairs.filter(|(_, (x, y))| x != y).map(|(i, _)| i).collect());
         };
+        super::whole_farm_pass();
         let common = self.len().min(other.len());
         let (mut a, mut b) = (a.leaves(), b.leaves());
         let mut out = Vec::new();
@@ -237,6 +238,7 @@ impl<T: Clone> List<T> {
             // A small list on either side: at most SMALL pairs.
             return self.iter().zip(other.iter()).take_while(|(x, y)| x == y).count();
         };
+        super::whole_farm_pass();
         let (mut la, mut lb) = (a.leaves(), b.leaves());
         let mut at = 0;
         while let (Some(x), Some(y)) = (la.next(), lb.next()) {
@@ -302,6 +304,7 @@ impl<T: Clone + PartialEq> PartialEq for List<T> {
             // A small list on either side, so at most SMALL entries each.
             return self.iter().eq(other.iter());
         };
+        super::whole_farm_pass();
         let (mut la, mut lb) = (a.leaves(), b.leaves());
         loop {
             match (la.next(), lb.next()) {

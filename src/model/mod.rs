@@ -17,6 +17,7 @@ mod seconds;
 mod session_client;
 mod states;
 mod status_ranges;
+mod touched;
 mod validate;
 mod values;
 
@@ -37,9 +38,10 @@ pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_cli
 pub use states::whole_farm_passes;
 pub use states::{
     FarmRules, PriorityTiers, effective_priority, effective_state, is_active, keeps_clients, takes_new_flows,
-    whole_farm_pass,
+    uncounted, whole_farm_pass,
 };
 pub use status_ranges::StatusRanges;
+pub use touched::Touched;
 pub use validate::{
     FieldError, Invalid, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,
     parse_backend_value, parse_config, parse_farm_value, parse_policy_value, validate,

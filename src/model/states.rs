@@ -142,14 +142,32 @@ impl PriorityTiers {
 #[cfg(test)]
 thread_local! {
     static WHOLE_FARM_PASSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static UNCOUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Marks a pass over every backend of a farm on a change's way, so that tests can assert that a
-/// change to one backend makes none (a count, not a timing: it cannot be flaky). Counted per
-/// thread, as each service has its own writer thread.
+/// Marks a pass over every backend of a farm on a change's way (or over every leaf of a large
+/// list, see `List`), so that tests can assert that a change to one backend makes none (a
+/// count, not a timing: it cannot be flaky). Counted per thread, as each service has its own
+/// writer thread.
 pub fn whole_farm_pass() {
     #[cfg(test)]
-    WHOLE_FARM_PASSES.with(|c| c.set(c.get() + 1));
+    if !UNCOUNTED.with(|u| u.get()) {
+        WHOLE_FARM_PASSES.with(|c| c.set(c.get() + 1));
+    }
+}
+
+/// Runs `f` without counting its passes: what is O(configuration) on purpose (the in-memory
+/// engine, debug builds' checks of what an edit says it touched).
+pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(test)]
+    {
+        let was = UNCOUNTED.with(|u| u.replace(true));
+        let r = f();
+        UNCOUNTED.with(|u| u.set(was));
+        r
+    }
+    #[cfg(not(test))]
+    f()
 }
 
 /// How many whole-farm passes this thread made so far.

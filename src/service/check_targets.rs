@@ -86,9 +86,17 @@ fn changed_farm(m: &mut Moves, old: &Config, new: &Config, fc: &FarmChange) {
         m.removed.push((fc.name.clone(), bc.name.clone()));
     }
     if touches(&fc.keys, FARM_KEYS) {
-        // The farm's check or port: every backend's target may have changed.
+        // The farm's check or port: every backend's target may have changed (O(farm), looked up
+        // by name once the lists no longer line up).
+        let mut by_name: Option<std::collections::HashMap<&str, &Backend>> = None;
         for (i, b) in is.backends.iter().enumerate() {
-            let before = backend_named(was, &b.name, Some(i));
+            let before = match was.backends.get(i) {
+                Some(o) if o.name == b.name => Some(o),
+                _ => by_name
+                    .get_or_insert_with(|| was.backends.iter().map(|o| (o.name.as_str(), o)).collect())
+                    .get(b.name.as_str())
+                    .copied(),
+            };
             follow(m, was, before, is, b);
         }
         return;
@@ -103,7 +111,11 @@ fn changed_farm(m: &mut Moves, old: &Config, new: &Config, fc: &FarmChange) {
             continue;
         }
         if let Some(b) = backend_at(is, bc) {
-            let before = backend_named(was, &bc.name, Some(bc.at));
+            // An added backend was not there (looking would search the whole farm).
+            let before = match bc.what {
+                What::Added => None,
+                _ => backend_named(was, &bc.name, Some(bc.at)),
+            };
             follow(m, was, before, is, b);
         }
     }

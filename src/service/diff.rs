@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::index::Names;
 use crate::model::{
-    Backend, BackendState, Config, Farm, Policy, PriorityTiers, effective_state, is_active, whole_farm_pass,
+    Backend, BackendState, Config, Farm, Policy, PriorityTiers, Touched, effective_state, is_active,
+    whole_farm_pass,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,6 +111,41 @@ impl Diff {
         Diff::between_known(old, new, reason, None)
     }
 
+    /// [`Diff::between_known`] where the edit said what it touched: those backends are all
+    /// that is looked at (the lists are not compared).
+    pub fn between_touched(
+        old: &Config,
+        new: &Config,
+        reason: &str,
+        names: &Names,
+        touched: &Touched,
+    ) -> Diff {
+        let tiers = |f: &Farm| match names.tiers(&f.name) {
+            Some(t) => t.clone(),
+            None => PriorityTiers::of(f),
+        };
+        let farm = |i: usize, known: Known| {
+            let (o, n) = (&old.farms[i], &new.farms[i]);
+            let mut fc = farm_change(o, n, reason, tiers(o), Some(known));
+            fc.at = i;
+            fc
+        };
+        let farms = match touched {
+            Touched::Unknown => return Diff::between_known(old, new, reason, Some(names)),
+            Touched::Backends(at) => at
+                .iter()
+                .map(|(i, bs)| farm(*i, Known::InPlace(bs.clone())))
+                .filter(|fc| !fc.backends.is_empty() || fc.effective_priority.is_some())
+                .collect(),
+            Touched::Appended { farm: i } => vec![farm(*i, Known::InPlace(Vec::new()))],
+            Touched::Removed { farm: i, at } => vec![farm(*i, Known::Removed(*at))],
+        };
+        Diff {
+            farms,
+            ..Diff::default()
+        }
+    }
+
     /// [`Diff::between`], with the name index of `old` (its farms' priority tiers): a change to
     /// some backends of a farm then costs those backends, not the farm.
     pub fn between_known(old: &Config, new: &Config, reason: &str, names: Option<&Names>) -> Diff {
@@ -126,7 +162,8 @@ impl Diff {
             let farms = at
                 .into_iter()
                 .map(|i| {
-                    let mut fc = farm_change(&old.farms[i], &new.farms[i], reason, tiers(&old.farms[i]));
+                    let mut fc =
+                        farm_change(&old.farms[i], &new.farms[i], reason, tiers(&old.farms[i]), None);
                     fc.at = i;
                     fc
                 })
@@ -160,7 +197,7 @@ impl Diff {
             match before.get(f.name.as_str()) {
                 None => farms.push(FarmChange::whole(f, What::Added, i)),
                 Some((_, o)) if *o != f => {
-                    let mut fc = farm_change(o, f, reason, tiers(o));
+                    let mut fc = farm_change(o, f, reason, tiers(o), None);
                     fc.at = i;
                     farms.push(fc);
                 }
@@ -267,13 +304,31 @@ fn transition(o: &Backend, b: &Backend, reason: &str) -> Option<Transition> {
     })
 }
 
-/// `tiers_old`: the priority tiers of `old`.
-fn farm_change(old: &Farm, new: &Farm, reason: &str, tiers_old: PriorityTiers) -> FarmChange {
+/// What an edit said it changed in a farm (see [`Touched`]): its own keys stayed.
+enum Known {
+    /// These backends replaced in place (maybe by equal ones), and any after the old ones appended.
+    InPlace(Vec<usize>),
+    /// The backend at this position of the old farm removed.
+    Removed(usize),
+}
+
+/// `tiers_old`: the priority tiers of `old`; `known`: what changed, when the edit said.
+fn farm_change(
+    old: &Farm,
+    new: &Farm,
+    reason: &str,
+    tiers_old: PriorityTiers,
+    known: Option<Known>,
+) -> FarmChange {
     // Backends changed in place or appended, or one removed: only those differ, found by the
-    // leaves the two lists do not share (a change to one backend of 60,000 looks at one leaf),
-    // and the priority tiers of the new farm follow from the old one's by them.
-    let at = in_place(old, new);
-    let gone = removed_one(old, new);
+    // leaves the two lists do not share unless the edit said, and the priority tiers of the new
+    // farm follow from the old one's by them.
+    let own_keys_stayed = known.is_some();
+    let (at, gone) = match known {
+        Some(Known::InPlace(at)) => (Some(at), None),
+        Some(Known::Removed(i)) => (None, old.backends.get(i).map(|b| (i, b))),
+        None => (in_place(old, new), removed_one(old, new)),
+    };
     let tiers_new = match (&at, gone) {
         (Some(at), _) => {
             let mut t = tiers_old.clone();
@@ -384,7 +439,11 @@ fn farm_change(old: &Farm, new: &Farm, reason: &str, tiers_old: PriorityTiers) -
     FarmChange {
         name: new.name.clone(),
         what: What::Changed,
-        keys: keys(&farm_keys(old), &farm_keys(new)),
+        keys: if own_keys_stayed {
+            Vec::new()
+        } else {
+            keys(&farm_keys(old), &farm_keys(new))
+        },
         backends,
         backend_list,
         in_order,

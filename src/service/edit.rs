@@ -5,9 +5,33 @@ use serde_json::{Map, Value};
 
 use super::ServiceError;
 use super::index::ConfigIndex;
-use crate::model::{Config, Invalid, parse_backend_value, parse_farm_value};
+use crate::model::{Config, Invalid, Touched, parse_backend_value, parse_farm_value};
 
 pub type Obj = Map<String, Value>;
+
+/// A new configuration, and where it differs from the one it was made of when the edit knows.
+#[derive(Debug)]
+pub struct Edited {
+    pub config: Config,
+    pub touched: Touched,
+}
+
+/// Read as the configuration it is.
+impl std::ops::Deref for Edited {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl From<Config> for Edited {
+    fn from(config: Config) -> Edited {
+        Edited {
+            config,
+            touched: Touched::Unknown,
+        }
+    }
+}
 
 fn not_found_farm(name: &str) -> ServiceError {
     ServiceError::NotFound(format!("no farm is named {name:?}"))
@@ -41,7 +65,7 @@ pub fn backend(
     name: &str,
     backend: &str,
     f: impl FnOnce(&mut Obj) -> Result<(), ServiceError>,
-) -> Result<Config, ServiceError> {
+) -> Result<Edited, ServiceError> {
     let c = &*ix.config;
     ix.names()
         .farm_position(name)
@@ -55,7 +79,10 @@ pub fn backend(
     let b = parse_backend_value(Value::Object(obj), &format!("farms[{name}].backends[{backend}]"))?;
     let mut new = c.clone();
     new.farms[i].backends[j] = b;
-    Ok(new)
+    Ok(Edited {
+        config: new,
+        touched: Touched::backend(i, j),
+    })
 }
 
 pub fn to_obj<T: serde::Serialize>(x: &T) -> Result<Obj, ServiceError> {

@@ -108,11 +108,11 @@ fn farm(name: &str, vip: &str, backends: usize) -> crate::model::Farm {
 
 fn edit(
     f: impl FnOnce(&mut Config) + Send + 'static,
-) -> impl FnOnce(&super::index::ConfigIndex) -> Result<Config, ServiceError> + Send + 'static {
+) -> impl FnOnce(&super::index::ConfigIndex) -> Result<super::edit::Edited, ServiceError> + Send + 'static {
     move |c: &super::index::ConfigIndex| {
         let mut c = (*c.config).clone();
         f(&mut c);
-        Ok(c)
+        Ok(c.into())
     }
 }
 

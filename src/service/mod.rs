@@ -111,7 +111,7 @@ pub struct Event {
     pub diff: diff::Diff,
 }
 
-type Edit = Box<dyn FnOnce(&index::ConfigIndex) -> Result<Config, ServiceError> + Send>;
+type Edit = Box<dyn FnOnce(&index::ConfigIndex) -> Result<edit::Edited, ServiceError> + Send>;
 type Query = Box<dyn FnOnce(&mut dyn Engine) + Send>;
 type EngineOp = Box<dyn FnOnce(&mut dyn Engine) -> Result<(), EngineError> + Send>;
 
@@ -272,15 +272,15 @@ impl Service {
 
     /// [`Service::change`] of an edit that finds farms and backends through the lookups by name
     /// of the configuration it edits (in O(log n), not by searching the lists).
-    pub async fn change_indexed(
+    pub async fn change_indexed<R: Into<edit::Edited>>(
         &self,
         origin: Origin,
-        edit: impl FnOnce(&index::ConfigIndex) -> Result<Config, ServiceError> + Send + 'static,
+        edit: impl FnOnce(&index::ConfigIndex) -> Result<R, ServiceError> + Send + 'static,
     ) -> Result<u64, ServiceError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job::Change {
-                edit: Box::new(edit),
+                edit: Box::new(move |ix| edit(ix).map(Into::into)),
                 origin,
                 reply,
             })
@@ -479,17 +479,23 @@ impl Writer {
         }
     }
 
-    /// Commits a new configuration and publishes it (or changes nothing and says why).
-    fn commit(&mut self, new: Config, origin: Origin) -> Result<u64, ServiceError> {
+    /// Commits a new configuration and publishes it (or changes nothing and says why). Where
+    /// the edit says what it touched, only that is compared and applied.
+    fn commit(&mut self, edited: edit::Edited, origin: Origin) -> Result<u64, ServiceError> {
+        let edit::Edited { config: new, touched } = edited;
         let old = self.published();
-        if new == *old {
+        debug_assert!(
+            touched.agrees(&old, &new),
+            "{touched:?} says less than the edit changed"
+        );
+        if touched.unchanged(&old, &new) {
             return Ok(self.shared.generation.load(Ordering::SeqCst));
         }
         // Once, for the journal's record and for the event.
         let ix = self.published_index();
-        let diff = diff::Diff::between_known(&old, &new, &origin.reason, Some(ix.names()));
+        let diff = diff::Diff::between_touched(&old, &new, &origin.reason, ix.names(), &touched);
         let before = record::AllocBefore::take(self.engine.allocation(), &diff);
-        self.engine.apply(new.clone())?;
+        self.engine.apply_touched(new.clone(), &touched)?;
         self.save_or_undo(&old, &new, &diff, &before)?;
         Ok(self.publish(old, new, origin, diff))
     }

@@ -5,14 +5,14 @@
 use serde_json::Value;
 
 use super::ServiceError;
-use super::edit::{self, Obj};
+use super::edit::{self, Edited, Obj};
 use super::index::ConfigIndex;
 use std::collections::HashSet;
 
 use super::operation::{BackendUpdate, ElementEdit, ImportMode, Patch};
 use crate::model::{
     BackendState, ClientError, Config, Farm, Invalid, List, Policy, PolicyElement, PolicyElementError,
-    Session, SessionClient, validate,
+    Session, SessionClient, Touched, validate,
 };
 
 /// What [`super::Service::change`] runs.
@@ -21,8 +21,8 @@ impl<T: FnOnce(&Config) -> Result<Config, ServiceError> + Send + 'static> Change
 
 /// What [`super::Service::change_indexed`] runs: a change that finds what it edits by name
 /// through the configuration's lookups.
-pub trait IndexedChange: FnOnce(&ConfigIndex) -> Result<Config, ServiceError> + Send + 'static {}
-impl<T: FnOnce(&ConfigIndex) -> Result<Config, ServiceError> + Send + 'static> IndexedChange for T {}
+pub trait IndexedChange: FnOnce(&ConfigIndex) -> Result<Edited, ServiceError> + Send + 'static {}
+impl<T: FnOnce(&ConfigIndex) -> Result<Edited, ServiceError> + Send + 'static> IndexedChange for T {}
 
 pub fn create_farm(farm: Farm) -> impl Change {
     move |c: &Config| {
@@ -62,12 +62,13 @@ pub fn rename_farm(old: String, new_name: String) -> impl IndexedChange {
             obj.insert("name".into(), Value::String(new_name));
             Ok(())
         })
+        .map(Edited::from)
     }
 }
 
 /// Sets the keys of `patch` and removes its `removed` ones (back to their defaults).
 pub fn update_farm(name: String, patch: Patch) -> impl IndexedChange {
-    move |c: &ConfigIndex| edit::farm(c, &name, |obj| apply(obj, patch))
+    move |c: &ConfigIndex| edit::farm(c, &name, |obj| apply(obj, patch)).map(Edited::from)
 }
 
 fn apply(obj: &mut Obj, patch: Patch) -> Result<(), ServiceError> {
@@ -88,10 +89,14 @@ fn farm_mut<'c>(c: &'c mut Config, name: &str) -> Result<&'c mut Farm, ServiceEr
 
 /// The farm `name` of a copy of the indexed configuration, to edit in place: found in O(1),
 /// copying only the path to it.
-fn farm_at<'c>(new: &'c mut Config, ix: &ConfigIndex, name: &str) -> Result<&'c mut Farm, ServiceError> {
+fn farm_at<'c>(
+    new: &'c mut Config,
+    ix: &ConfigIndex,
+    name: &str,
+) -> Result<(usize, &'c mut Farm), ServiceError> {
     ix.names()
         .farm_position(name)
-        .and_then(|i| new.farms.get_mut(i))
+        .and_then(|i| Some((i, new.farms.get_mut(i)?)))
         .ok_or_else(|| ServiceError::NotFound(format!("no farm is named {name:?}")))
 }
 
@@ -107,14 +112,17 @@ pub fn add_backend(farm: String, backend: Obj) -> impl IndexedChange {
         let at = format!("farms[{farm}].backends[{name}]");
         let b = crate::model::parse_backend_value(Value::Object(backend), &at)?;
         let mut new = (*ix.config).clone();
-        let f = farm_at(&mut new, ix, &farm)?;
+        let (i, f) = farm_at(&mut new, ix, &farm)?;
         if ix.names().backend_position(&farm, &name).is_some() {
             return Err(ServiceError::Exists(format!(
                 "farm {farm:?} already has a backend named {name:?}"
             )));
         }
         f.backends.push(b);
-        Ok(new)
+        Ok(Edited {
+            config: new,
+            touched: Touched::Appended { farm: i },
+        })
     }
 }
 
@@ -139,6 +147,7 @@ pub fn set_backends(changes: Vec<BackendUpdate>) -> impl IndexedChange {
         let mut new = (*ix.config).clone();
         let mut seen: HashSet<(&str, &str)> = HashSet::new();
         let mut errors = Vec::new();
+        let mut touched = Vec::with_capacity(changes.len());
         for (i, u) in changes.iter().enumerate() {
             let at = format!("changes[{i}]");
             if !seen.insert((u.farm.as_str(), u.backend.as_str())) {
@@ -158,7 +167,10 @@ pub fn set_backends(changes: Vec<BackendUpdate>) -> impl IndexedChange {
             let b = ix
                 .names()
                 .backend_position(&u.farm, &u.backend)
-                .and_then(|(fi, bi)| new.farms.get_mut(fi)?.backends.get_mut(bi))
+                .and_then(|(fi, bi)| {
+                    touched.push((fi, bi));
+                    new.farms.get_mut(fi)?.backends.get_mut(bi)
+                })
                 .filter(|b| b.name == u.backend)
                 .ok_or_else(|| {
                     ServiceError::NotFound(format!(
@@ -185,14 +197,17 @@ pub fn set_backends(changes: Vec<BackendUpdate>) -> impl IndexedChange {
         if !errors.is_empty() {
             return Err(ServiceError::Invalid(Invalid(errors)));
         }
-        Ok(new)
+        Ok(Edited {
+            config: new,
+            touched: Touched::backends(touched),
+        })
     }
 }
 
 pub fn remove_backend(farm: String, backend: String) -> impl IndexedChange {
     move |ix: &ConfigIndex| {
         let mut new = (*ix.config).clone();
-        let f = farm_at(&mut new, ix, &farm)?;
+        let (i, f) = farm_at(&mut new, ix, &farm)?;
         let j = ix
             .names()
             .backend_position(&farm, &backend)
@@ -202,7 +217,10 @@ pub fn remove_backend(farm: String, backend: String) -> impl IndexedChange {
                 ServiceError::NotFound(format!("farm {farm:?} has no backend named {backend:?}"))
             })?;
         f.backends.remove(j);
-        Ok(new)
+        Ok(Edited {
+            config: new,
+            touched: Touched::Removed { farm: i, at: j },
+        })
     }
 }
 

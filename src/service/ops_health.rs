@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::ServiceError;
-use super::edit;
+use super::edit::{self, Edited};
 use super::index::ConfigIndex;
 use super::operation::Patch;
 use super::ops::IndexedChange;
-use crate::model::{Config, FieldError, Health, Invalid};
+use crate::model::{Config, FieldError, Health, Invalid, Touched};
 
 /// Reasons longer than this are cut: they travel in every signal and the state file.
 pub const MAX_REASON: usize = 256;
@@ -109,6 +109,7 @@ pub fn set_healths(updates: Vec<HealthUpdate>) -> impl IndexedChange {
             }
         }
         let mut errors: Vec<FieldError> = Vec::new();
+        let touched = Touched::backends(last.keys().copied().collect());
         for ((i, j), u) in last {
             let Some(b) = new.farms.get_mut(i).and_then(|f| f.backends.get_mut(j)) else {
                 errors.push(FieldError {
@@ -123,7 +124,7 @@ pub fn set_healths(updates: Vec<HealthUpdate>) -> impl IndexedChange {
         if !errors.is_empty() {
             return Err(ServiceError::Invalid(Invalid(errors)));
         }
-        Ok(new)
+        Ok(Edited { config: new, touched })
     }
 }
 
@@ -180,7 +181,7 @@ mod tests {
         // Unknown and no reason leave the keys out.
         let back =
             set_backend_health("web".into(), "a".into(), "unknown".into(), String::new())(&ix).unwrap();
-        assert_eq!(back, *ix.config);
+        assert_eq!(back.config, *ix.config);
         let e = set_backend_health("web".into(), "a".into(), "sick".into(), String::new())(&ix).unwrap_err();
         assert_eq!(
             e.to_string(),
