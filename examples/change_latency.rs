@@ -153,7 +153,8 @@ fn main() {
         let calls = calls();
         let cpu = cpu_time(d.child.id());
         let mut times = Vec::with_capacity(calls);
-        let adding = std::env::var("NFTLBD_OP").is_ok_and(|o| o == "add");
+        let op = std::env::var("NFTLBD_OP").unwrap_or_default();
+        let adding = op == "add";
         for r in 0..calls {
             let b = format!("b{}", (r / 2 * 7919) % n);
             let state = if r % 2 == 0 { "drain" } else { "up" };
@@ -161,6 +162,12 @@ fn main() {
                 std::thread::sleep(g);
             }
             let (method, params) = match (adding, r % 2) {
+                // $NFTLBD_OP=batch: 1,000 states in one call, spread over the farm.
+                _ if op == "batch" => (
+                    "SetBackends",
+                    json!({"changes": (0..1000).map(|k| json!({"farm": "big",
+                        "backend": format!("b{}", (k * 7919 + r / 2) % n), "state": state})).collect::<Vec<_>>()}),
+                ),
                 // $NFTLBD_OP=add: add a backend, then remove it.
                 (true, 0) => (
                     "AddBackend",
