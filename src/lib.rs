@@ -18,6 +18,7 @@ pub mod privileges;
 pub mod reference;
 pub mod schema;
 pub mod service;
+pub mod signals;
 pub mod state;
 #[cfg(test)]
 mod testkit;

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use nftlbd::engine::{EngineError, KernelEngine, check_supported};
 use nftlbd::model::{self, Config};
@@ -16,9 +17,11 @@ const USAGE: &str = "usage: nftlbd [--state-dir DIR] COMMAND
   check FILE.json   validate FILE only (same errors as apply)
   run               reconcile the kernel with the saved state, serve org.nftlbd1 on the system bus,
                     repair foreign changes until SIGTERM (SIGHUP re-reads the state file); tables
-                    stay in place when it exits
+                    stay in place when it exits, and SIGTERM ends it at any step of its start
     --no-bus        run without D-Bus
     --bus ADDRESS   serve on this bus instead of the system bus
+    --bus-timeout SECONDS
+                    give up starting when the bus has not answered within SECONDS (default 30)
     --varlink PATH  serve varlink at PATH (default /run/nftlbd/org.nftlbd1, or the socket systemd
                     passes)
     --no-varlink    run without varlink
@@ -41,6 +44,8 @@ struct Args {
     varlink: Option<(PathBuf, bool)>,
     /// Whether the daemon runs the farms' health checks itself.
     checks: bool,
+    /// How long joining the bus may take.
+    bus_timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -48,6 +53,7 @@ fn parse_args() -> Result<Args, String> {
     let mut bus = Some(None);
     let mut varlink = Some((PathBuf::from(nftlbd::varlink::DEFAULT_SOCKET), false));
     let mut checks = true;
+    let mut bus_timeout = BUS_TIMEOUT;
     let mut rest = Vec::new();
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -61,6 +67,14 @@ fn parse_args() -> Result<Args, String> {
                 .and_then(|a| a.into_string().ok())
                 .ok_or("--bus needs an address")?;
             bus = Some(Some(addr));
+        } else if a == "--bus-timeout" {
+            let secs = it
+                .next()
+                .and_then(|a| a.into_string().ok())
+                .and_then(|a| a.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0)
+                .ok_or("--bus-timeout needs a number of seconds (at most 3600)")?;
+            bus_timeout = Duration::from_secs_f64(secs);
         } else if a == "--no-varlink" {
             varlink = None;
         } else if a == "--no-checks" {
@@ -91,6 +105,7 @@ fn parse_args() -> Result<Args, String> {
         bus,
         varlink,
         checks,
+        bus_timeout,
     })
 }
 
@@ -230,89 +245,126 @@ fn run(args: &Args) -> Result<(), CliError> {
     nftlbd::logging::init();
     let how = nftlbd::privileges::keep_only_net_admin().map_err(|e| CliError::Daemon(e.to_string()))?;
     tracing::info!("{how}");
-    let service = Service::start(Options {
-        state_dir: args.state_dir.clone(),
-        watch: true,
-    })
-    .map_err(CliError::Daemon)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| CliError::Daemon(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let sig = |k| signal(k).map_err(|e| CliError::Daemon(format!("cannot catch signals: {e}")));
-        let (mut term, mut int, mut hup) = (
-            sig(SignalKind::terminate())?,
-            sig(SignalKind::interrupt())?,
-            sig(SignalKind::hangup())?,
-        );
-        let bus = match &args.bus {
-            Some(address) => Some(
-                nftlbd::dbus::serve(service.clone(), address.as_deref())
-                    .await
-                    .map_err(|e| CliError::Daemon(format!("D-Bus: {e} (use --no-bus to run without it)")))?,
-            ),
-            None => None,
-        };
-        if let Some((path, asked)) = &args.varlink {
-            match nftlbd::varlink::listen(path) {
-                Ok(l) => {
-                    tokio::spawn(nftlbd::varlink::serve(service.clone(), l));
-                }
-                Err(e) if *asked => {
+    let done = rt.block_on(serve(args));
+    // A start stopped by a signal may leave its kernel step running on a blocking thread: the
+    // process does not wait for it. That step is one atomic transaction and the state files
+    // are replaced by rename, so leaving now is as safe as SIGKILL, which the daemon survives.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    done
+}
+
+/// How long joining the bus may take by default (its steps together), and leaving it.
+const BUS_TIMEOUT: Duration = Duration::from_secs(30);
+const BUS_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts the daemon (kernel, bus, varlink) and serves until SIGTERM; a stop signal at any step
+/// of the start ends it cleanly too.
+async fn serve(args: &Args) -> Result<(), CliError> {
+    let mut signals = nftlbd::signals::Signals::catch()
+        .map_err(|e| CliError::Daemon(format!("cannot catch signals: {e}")))?;
+    let options = Options {
+        state_dir: args.state_dir.clone(),
+        watch: true,
+    };
+    let start = tokio::task::spawn_blocking(move || Service::start(options));
+    let Some(started) = signals
+        .unless_stopped("reconciling the kernel with the saved state", start)
+        .await
+    else {
+        return Ok(());
+    };
+    let service = started
+        .map_err(|e| CliError::Daemon(format!("the service stopped while starting: {e}")))?
+        .map_err(CliError::Daemon)?;
+    let bus = match &args.bus {
+        Some(address) => {
+            let joined = signals
+                .unless_stopped(
+                    "joining the bus",
+                    nftlbd::dbus::serve(service.clone(), address.as_deref(), args.bus_timeout),
+                )
+                .await;
+            match joined {
+                None => return Ok(()),
+                Some(Ok(conn)) => Some(conn),
+                Some(Err(e)) => {
                     return Err(CliError::Daemon(format!(
-                        "varlink at {}: {e} (use --no-varlink to run without it)",
-                        path.display()
+                        "D-Bus: {e} (use --no-bus to run without it)"
                     )));
                 }
-                Err(e) => tracing::warn!("no varlink at {}: {e}", path.display()),
             }
         }
-        // Started before READY: a backend's health is being checked once the daemon says so.
-        let checks = args
-            .checks
-            .then(|| nftlbd::service::checks::spawn(service.clone()));
-        println!("READY");
-        let status = |s: &Service| {
-            format!(
-                "STATUS={} farm(s), generation {}{}",
-                s.config().farms.len(),
-                s.generation(),
-                if args.bus.is_some() {
-                    ", serving org.nftlbd1"
-                } else {
-                    ""
-                }
-            )
-        };
-        nftlbd::notify::notify(&format!("READY=1\n{}", status(&service)));
-        let mut events = service.subscribe();
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => {
-                    nftlbd::notify::notify("RELOADING=1");
-                    if let Err(e) = service.reload().await {
-                        tracing::error!("reload: {e}");
-                    }
-                    nftlbd::notify::notify(&format!("READY=1\n{}", status(&service)));
-                }
-                _ = events.recv() => nftlbd::notify::notify(&status(&service)),
+        None => None,
+    };
+    if let Some((path, asked)) = &args.varlink {
+        match nftlbd::varlink::listen(path) {
+            Ok(l) => {
+                tokio::spawn(nftlbd::varlink::serve(service.clone(), l));
             }
+            Err(e) if *asked => {
+                return Err(CliError::Daemon(format!(
+                    "varlink at {}: {e} (use --no-varlink to run without it)",
+                    path.display()
+                )));
+            }
+            Err(e) => tracing::warn!("no varlink at {}: {e}", path.display()),
         }
-        nftlbd::notify::notify("STOPPING=1");
-        if let Some(checks) = checks {
-            checks.abort();
+    }
+    // Started before READY: a backend's health is being checked once the daemon says so.
+    let checks = args
+        .checks
+        .then(|| nftlbd::service::checks::spawn(service.clone()));
+    println!("READY");
+    let status = |s: &Service| {
+        format!(
+            "STATUS={} farm(s), generation {}{}",
+            s.config().farms.len(),
+            s.generation(),
+            if args.bus.is_some() {
+                ", serving org.nftlbd1"
+            } else {
+                ""
+            }
+        )
+    };
+    nftlbd::notify::notify(&format!("READY=1\n{}", status(&service)));
+    let mut events = service.subscribe();
+    loop {
+        tokio::select! {
+            asked = signals.next() => {
+                let nftlbd::signals::Asked::Stop(sig) = asked else {
+                    reload(&service, &status).await;
+                    continue;
+                };
+                tracing::info!("{sig}: stopping");
+                break;
+            }
+            _ = events.recv() => nftlbd::notify::notify(&status(&service)),
         }
-        tracing::info!("stopping; the tables stay in place");
-        if let Some(conn) = bus {
-            nftlbd::dbus::stop(conn).await;
-        }
-        Ok(())
-    })
+    }
+    nftlbd::notify::notify("STOPPING=1");
+    if let Some(checks) = checks {
+        checks.abort();
+    }
+    tracing::info!("stopping; the tables stay in place");
+    if let Some(conn) = bus {
+        nftlbd::dbus::stop(conn, BUS_STOP_TIMEOUT).await;
+    }
+    Ok(())
+}
+
+/// SIGHUP: re-reads the state file, telling systemd.
+async fn reload(service: &Service, status: &impl Fn(&Service) -> String) {
+    nftlbd::notify::notify("RELOADING=1");
+    if let Err(e) = service.reload().await {
+        tracing::error!("reload: {e}");
+    }
+    nftlbd::notify::notify(&format!("READY=1\n{}", status(service)));
 }
 
 fn main() -> ExitCode {

@@ -8,6 +8,7 @@ mod auth;
 mod backend;
 mod error;
 mod farm;
+pub mod join;
 pub(crate) mod keyed;
 mod manager;
 mod policy;
@@ -52,15 +53,27 @@ fn owned(v: Value<'static>) -> fdo::Result<OwnedValue> {
 
 /// Connects to the system bus (or `address`), publishes the objects of the committed
 /// configuration, then takes the name `org.nftlbd1`: a client that sees the name sees the
-/// whole tree.
-pub async fn serve(service: Service, address: Option<&str>) -> zbus::Result<Connection> {
-    let builder = match address {
-        Some(a) => zbus::connection::Builder::address(a)?,
-        None => zbus::connection::Builder::system()?,
-    };
-    let conn = builder.build().await?;
-    publish(&conn, service).await?;
-    conn.request_name(BUS_NAME).await?;
+/// whole tree. All of it within `within`, or the error names the step the bus left unanswered.
+pub async fn serve(
+    service: Service,
+    address: Option<&str>,
+    within: std::time::Duration,
+) -> Result<Connection, join::JoinError> {
+    use join::Step;
+    let deadline = join::Deadline::after(within);
+    let conn = deadline
+        .run(Step::Connect, async {
+            let builder = match address {
+                Some(a) => zbus::connection::Builder::address(a)?,
+                None => zbus::connection::Builder::system()?,
+            };
+            builder.build().await
+        })
+        .await?;
+    deadline.run(Step::Publish, publish(&conn, service)).await?;
+    deadline
+        .run(Step::RequestName, async { conn.request_name(BUS_NAME).await })
+        .await?;
     Ok(conn)
 }
 
@@ -91,13 +104,19 @@ pub async fn publish(conn: &Connection, service: Service) -> zbus::Result<()> {
 }
 
 /// Leaves the bus cleanly: the name goes first (so a successor can take it at once, and the
-/// connection is still there to read the bus's answer), then the connection.
-pub async fn stop(conn: Connection) {
-    if let Err(e) = conn.release_name(BUS_NAME).await {
-        tracing::warn!("releasing {BUS_NAME}: {e}");
+/// connection is still there to read the bus's answer), then the connection. Within `within`:
+/// a bus that stopped answering does not hold the exit.
+pub async fn stop(conn: Connection, within: std::time::Duration) {
+    use join::Step;
+    let deadline = join::Deadline::after(within);
+    if let Err(e) = deadline
+        .run(Step::ReleaseName, async { conn.release_name(BUS_NAME).await })
+        .await
+    {
+        tracing::warn!("{e}");
     }
-    if let Err(e) = conn.close().await {
-        tracing::warn!("closing the bus connection: {e}");
+    if let Err(e) = deadline.run(Step::Close, conn.close()).await {
+        tracing::warn!("{e}");
     }
 }
 

@@ -87,10 +87,17 @@ pub struct Paused {
     generation: Option<u32>,
 }
 
+/// The feed's receive buffer. Events beyond it are lost (ENOBUFS): the reader then re-reads the
+/// kernel, so this bounds memory, not correctness.
+const RCVBUF: usize = 8 << 20;
+
+/// Datagrams [`Monitor::discard_queued`] reads at most: twice what a full buffer holds.
+const DISCARD_AT_MOST: usize = 2 * (2 * RCVBUF) / 4096;
+
 impl Monitor {
     pub fn new() -> Result<Self> {
         let mut sock = Socket::open(NFNLGRP_NFTABLES)?;
-        sock.set_rcvbuf(8 << 20)?;
+        sock.set_rcvbuf(RCVBUF)?;
         Ok(Self {
             sock,
             buf: vec![0; 64 * 1024],
@@ -98,6 +105,12 @@ impl Monitor {
             conn: Connection::new()?,
             missed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Makes the next [`Monitor::foreign_change`] report a foreign change, whatever is heard: the
+    /// caller could not act on the last one and will look again.
+    pub fn flag_missed(&self) {
+        self.missed.store(true, Ordering::SeqCst);
     }
 
     /// What a [`Connection`] needs to commit its large transactions unheard by this monitor
@@ -178,6 +191,33 @@ impl Monitor {
 }
 
 impl Monitor {
+    /// After an error of the feed (ENOBUFS above all: events were lost), what the caller will read
+    /// from the kernel next is all that counts: drops every event queued until now, so that
+    /// what is heard afterwards is newer than that read. Errs when the socket keeps failing
+    /// (then open a new monitor).
+    pub fn discard_queued(&mut self) -> Result<usize> {
+        self.pending.clear();
+        // Anything paused is joined again: the caller is about to look at the kernel anyway.
+        self.missed.store(false, Ordering::SeqCst);
+        self.sock.join(NFNLGRP_NFTABLES)?;
+        let mut dropped = 0;
+        let mut errors = 0;
+        // Bounded, should someone commit faster than this reads: what is left is heard later
+        // and at worst makes one more (empty) repair.
+        while dropped < DISCARD_AT_MOST {
+            match self.sock.try_recv(&mut self.buf) {
+                Ok(Some(_)) => dropped += 1,
+                Ok(None) => break,
+                // The queue overflowed again while being emptied; keep emptying it.
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) && errors < 16 => errors += 1,
+                // A datagram cut short is gone either way.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(dropped)
+    }
+
     /// Reads every event queued now, without waiting: whether one came from a socket other than
     /// `ours` and touched a table named `table` (in any family). Our own transactions' events
     /// are skipped undecoded, so they cost only their reading.

@@ -34,6 +34,7 @@ mod record;
 #[cfg(test)]
 mod tests;
 pub mod trim;
+mod watch;
 
 pub use authority::{Authority, Caller};
 pub use operation::{BackendUpdate, ElementEdit, ImportMode, Operation, Output, Patch};
@@ -633,45 +634,6 @@ impl Writer {
         }
         let diff = diff::Diff::between(&old, &config, "api");
         Ok(self.publish(old, config, Origin::api(), diff))
-    }
-
-    /// Puts back what others changed in our tables; lets layer-2 farms follow the host.
-    fn watch(&mut self) {
-        // Only what is queued now is read, without waiting: the kernel queues a transaction's
-        // events before its commit returns, and the job queue's wait paces the looks.
-        let mut foreign = false;
-        if let (Some(m), Some(ours)) = (self.monitor.as_mut(), self.engine.portid()) {
-            match m.foreign_change(ours, crate::engine::layout::TABLE) {
-                Ok(f) => foreign = f,
-                Err(e) => tracing::warn!("monitor: {e}"),
-            }
-        }
-        if foreign {
-            tracing::warn!("our tables were changed by another process; repairing");
-            let (config, alloc) = (self.engine.config().clone(), self.engine.allocation().clone());
-            if let Err(e) = self.engine.reconcile(config, alloc) {
-                tracing::error!("repair failed: {e}");
-            }
-        }
-        let host_changed = match self.host.as_mut().map(|h| h.drain()) {
-            Some(Ok(changed)) => changed,
-            // Notifications were lost (or could not be read): look at the host again.
-            Some(Err(e)) => {
-                tracing::warn!("route socket: {e}");
-                true
-            }
-            None => false,
-        };
-        if host_changed {
-            match self.engine.refresh_l2() {
-                Ok(o) if o.generation.is_some() => tracing::info!(
-                    "the host's interfaces or neighbours changed; layer-2 farms follow ({} messages)",
-                    o.messages
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::error!("layer-2 refresh failed: {e}"),
-            }
-        }
     }
 }
 
