@@ -39,6 +39,7 @@ where
     let whole_by = Instant::now() + t.message;
     let mut bytes = conn.bytes();
     let mut msg = Vec::new();
+    let mut room_by = None;
     loop {
         let now = Instant::now();
         let next_by = (now + t.stall).min(whole_by);
@@ -60,9 +61,14 @@ where
             return Ok(Read::Exceeded(Limit::MessageSize));
         }
         // Room first, bytes after: while it waits, the rest stays in the kernel's socket buffer
-        // and the client's writes block there, not in this process.
-        if let Err(limit) = bytes.grow(take, next_by).await {
-            return Ok(Read::Exceeded(limit));
+        // and the client's writes block there, not in this process. A message waits for room
+        // for `stall` in all, not anew after each piece that found some: otherwise a flood of
+        // waiting messages would trickle on as each closed one frees a little.
+        if bytes.grow(take, Instant::now()).await.is_err() {
+            let by = *room_by.get_or_insert(Instant::now() + t.stall);
+            if let Err(limit) = bytes.grow(take, by.min(next_by)).await {
+                return Ok(Read::Exceeded(limit));
+            }
         }
         // The same bytes fill_buf returned above: nothing was consumed since.
         let avail = rd.fill_buf().await?;
