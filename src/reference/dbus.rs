@@ -16,6 +16,7 @@ pub fn render() -> String {
     ));
     out.push_str(&objects());
     out.push_str(CONVENTIONS);
+    out.push_str(LIMITS);
     for iface in interfaces() {
         out.push_str(&interface(&iface));
     }
@@ -70,6 +71,19 @@ asked to authenticate by its polkit agent.\n\
 changed (except those marked below as not signalled), `Backend.StateChanged` for each backend state \
 transition, and `InterfacesAdded`/`InterfacesRemoved` for objects that come or go. \
 `Manager.Generation` changes with every commit.\n\n";
+
+/// What bounds callers over D-Bus: the bus daemon, before anything reaches nftlbd.
+const LIMITS: &str = "## Limits\n\n\
+Callers never reach the daemon directly: the system bus (`dbus-daemon`) stands between them and \
+enforces its own limits, with these defaults (`/usr/share/dbus-1/system.conf`): a message is at most \
+32 MiB (`max_message_size`), a user holds at most 256 connections (`max_connections_per_user`), a \
+connection at most 128 calls awaiting a reply (`max_replies_per_connection`) and 127 MiB of messages \
+queued (`max_incoming_bytes`, `max_outgoing_bytes`); past these the bus refuses the caller with \
+`org.freedesktop.DBus.Error.LimitsExceeded`. A whole configuration of 60,000 backends is about 8 MiB \
+and fits. The daemon reads at most 64 messages ahead of the calls it is serving (zbus's queue); \
+beyond that it stops reading and messages wait in the bus, counted against the bus's limits, not \
+in the daemon. The calls it is serving each hold their message until answered, so their number is \
+bounded only by the bus's per-connection limits; the unit's `MemoryMax=` is the last bound.\n\n";
 
 fn interface(iface: &Interface) -> String {
     let mut out = format!("## {}\n\n{}\n\n", iface.name, iface.doc);

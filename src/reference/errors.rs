@@ -74,7 +74,10 @@ pub fn render() -> String {
          `Unsupported` the key and the reason; the others carry a message. D-Bus property setters may \
          only raise the standard errors: `org.freedesktop.DBus.Error.InvalidArgs` instead of \
          `InvalidArgument`, `NotFound` and `Exists`, `org.freedesktop.DBus.Error.AccessDenied` instead of \
-         `NotAuthorized`, and `org.freedesktop.DBus.Error.Failed` instead of `Kernel` and `Unsupported`.\n",
+         `NotAuthorized`, and `org.freedesktop.DBus.Error.Failed` instead of `Kernel` and `Unsupported`.\n\n\
+         Over varlink only, `org.nftlbd1.LimitExceeded` `(limit: string, maximum: int, message: string)` \
+         says that a caller went past one of the socket's limits (the figures are in \
+         [varlink.md](varlink.md#limits)); the daemon closes that connection after it.\n",
         table(&["error", "D-Bus", "varlink (parameters)", "when"], &rows)
     )
 }

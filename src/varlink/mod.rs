@@ -7,9 +7,11 @@
 //! `{"error": "iface.Error", "parameters": {...}}`, with `"continues": true` while more follow.
 
 mod farm_reply;
+pub mod limits;
 pub(crate) mod methods;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::io;
 use std::os::fd::FromRawFd;
@@ -22,16 +24,15 @@ use nix::sys::socket::{SockType, getsockopt, sockopt};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::service::Service;
+use limits::{Limits, Timeouts};
+use wire::{Read, exceeded, send};
 
 /// Where the daemon listens unless told otherwise.
 pub use crate::schema::VARLINK_SOCKET as DEFAULT_SOCKET;
-/// The largest message read (a whole configuration fits many times over).
-const MAX_MESSAGE: u64 = 64 << 20;
-
 /// The socket: the one systemd passed (socket activation), or a new one at `path` that anyone
 /// may connect to (polkit decides what they may do).
 pub fn listen(path: &Path) -> io::Result<UnixListener> {
@@ -89,13 +90,33 @@ fn activated() -> io::Result<Option<UnixListener>> {
 
 /// Serves connections until the runtime stops.
 pub async fn serve(service: Service, listener: UnixListener) {
+    serve_with(service, listener, Timeouts::DAEMON).await
+}
+
+/// [`serve`] with other time limits (tests).
+pub(crate) async fn serve_with(service: Service, listener: UnixListener, t: Timeouts) {
     let ctx = Arc::new(methods::Ctx::new(service));
+    let limits = Arc::new(Limits::default());
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                let uid = match stream.peer_cred() {
+                    Ok(c) => c.uid(),
+                    Err(e) => {
+                        tracing::warn!("varlink: a connection without credentials: {e}");
+                        continue;
+                    }
+                };
+                let admitted = match limits.admit(uid) {
+                    Ok(a) => a,
+                    Err(limit) => {
+                        refuse(&stream, uid, limit, &t);
+                        continue;
+                    }
+                };
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = connection(ctx, stream).await {
+                    if let Err(e) = connection(ctx, stream, admitted, t).await {
                         tracing::debug!("varlink connection: {e}");
                     }
                 });
@@ -106,6 +127,17 @@ pub async fn serve(service: Service, listener: UnixListener) {
             }
         }
     }
+}
+
+/// Says why a connection is refused, and closes it. A new connection's send buffer is empty, so
+/// the short reply goes at once and the accept loop never waits for a client.
+fn refuse(stream: &UnixStream, uid: u32, limit: limits::Limit, t: &Timeouts) {
+    tracing::warn!(
+        "varlink: refused a connection of user {uid}: {} ({})",
+        limit.name(),
+        limit.maximum(uid, t)
+    );
+    let _ = stream.try_write(&exceeded(limit, uid, t));
 }
 
 #[derive(Deserialize)]
@@ -165,29 +197,33 @@ fn encode(reply: &Reply, continues: bool) -> Vec<u8> {
     out
 }
 
-async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()> {
+async fn connection(
+    ctx: Arc<methods::Ctx>,
+    stream: UnixStream,
+    admitted: limits::Connection,
+    t: Timeouts,
+) -> io::Result<()> {
     let cred = stream.peer_cred()?;
     let (uid, pid) = (cred.uid(), cred.pid().and_then(|p| u32::try_from(p).ok()));
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
-        let mut buf = Vec::new();
-        let n = (&mut rd).take(MAX_MESSAGE + 1).read_until(0, &mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        if buf.last() != Some(&0) {
-            // Too long, or the peer went away in the middle of a message.
-            if buf.len() as u64 > MAX_MESSAGE {
-                let e = Reply::Err(
-                    "org.varlink.service.InvalidParameter".into(),
-                    json!({ "parameter": "message too long" }),
-                );
-                wr.write_all(&encode(&e, false)).await?;
+        let (buf, held) = match wire::read_message(&mut rd, &admitted, &t).await? {
+            Read::Message(m, held) => (m, held),
+            Read::Closed => return Ok(()),
+            Read::Idle => {
+                tracing::debug!("varlink: closed an idle connection of user {uid}");
+                return Ok(());
             }
-            return Ok(());
-        }
-        buf.pop();
+            Read::Exceeded(limit) => {
+                tracing::warn!(
+                    "varlink: closed a connection of user {uid}: {} ({})",
+                    limit.name(),
+                    limit.maximum(uid, &t)
+                );
+                return send(&mut wr, &exceeded(limit, uid, &t), &t).await;
+            }
+        };
         let call: Call = match serde_json::from_slice(&buf) {
             Ok(c) => c,
             Err(e) => {
@@ -196,21 +232,14 @@ async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()
                     "org.varlink.service.InvalidParameter".into(),
                     json!({ "parameter": format!("not a varlink call: {e}") }),
                 );
-                wr.write_all(&encode(&e, false)).await?;
-                return Ok(());
+                return send(&mut wr, &encode(&e, false), &t).await;
             }
         };
+        drop(buf);
         let params = call.parameters.unwrap_or_else(|| json!({}));
         if call.method == "org.nftlbd1.Monitor" && call.more {
-            let mut events = ctx.service.subscribe();
-            wr.write_all(&encode(&methods::monitor_now(&ctx), true)).await?;
-            loop {
-                match events.recv().await {
-                    Ok(ev) => wr.write_all(&encode(&methods::monitor_event(&ev), true)).await?,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return Ok(()),
-                }
-            }
+            drop((params, held));
+            return monitor(&ctx, &mut rd, &mut wr, &t).await;
         }
         let interactive = params
             .get("allowInteractiveAuthentication")
@@ -223,12 +252,36 @@ async fn connection(ctx: Arc<methods::Ctx>, stream: UnixStream) -> io::Result<()
         }
         let bytes = encode(&reply, false);
         drop(reply);
-        wr.write_all(&bytes).await?;
+        send(&mut wr, &bytes, &t).await?;
+        // The call is answered: its bytes no longer count against the caller's budget.
+        drop(held);
         if bytes.len() >= LARGE_REPLY {
             drop(bytes);
             // Building a large reply freed as much again as it sent, on this runtime thread:
             // give it back now, not at the writer's next change (a few ms, for a rare reply).
             crate::service::trim::release_free_memory();
+        }
+    }
+}
+
+/// `Monitor` with `more`: the generation now, then one reply per commit, for as long as the
+/// client reads them. Never cut for being idle; anything the client sends meanwhile, or its
+/// hang-up, ends it (a varlink client sends nothing more on a connection awaiting replies).
+async fn monitor<R, W>(ctx: &methods::Ctx, rd: &mut BufReader<R>, wr: &mut W, t: &Timeouts) -> io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut events = ctx.service.subscribe();
+    send(wr, &encode(&methods::monitor_now(ctx), true), t).await?;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) => send(wr, &encode(&methods::monitor_event(&ev), true), t).await?,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return Ok(()),
+            },
+            _ = rd.fill_buf() => return Ok(()),
         }
     }
 }

@@ -170,6 +170,11 @@ impl Daemon {
         Daemon { child }
     }
 
+    /// The daemon's process id (the testbed runs it directly, not under a wrapper).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// (user id, effective capabilities, bounding set) of the daemon.
     pub fn credentials(&self) -> (String, String, String) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
