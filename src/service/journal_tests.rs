@@ -451,17 +451,7 @@ async fn damage_before_good_records_refuses_to_start_and_sends_nothing() {
 #[tokio::test]
 async fn the_journal_is_compacted_at_its_limit() {
     let dir = Dir::new();
-    let limits = Limits {
-        bytes: u64::MAX,
-        records: 4,
-    };
-    let (svc, _) = start_limited(&dir, limits).unwrap();
-    svc.change_indexed(
-        Origin::api(),
-        edit(|c| c.farms.push(farm("web", "192.0.2.10", 6))),
-    )
-    .await
-    .unwrap();
+    let svc = web_compacted_every(&dir, 4).await;
     for w in 2..=4 {
         assert!(!dir.journal_bytes().is_empty());
         svc.change_indexed(
@@ -471,8 +461,9 @@ async fn the_journal_is_compacted_at_its_limit() {
         .await
         .unwrap();
     }
-    // The fourth record reached the limit: everything is in the snapshot now.
-    assert!(dir.journal_bytes().is_empty());
+    // The fourth record reached the limit: everything is in the snapshot once the snapshot,
+    // written by another thread, is done (the writer looks every 100 ms when idle).
+    emptied(&dir).await;
     let snapshot: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.0.join(state::STATE_FILE)).unwrap()).unwrap();
     assert_eq!(snapshot["sequence"], 4);
@@ -503,7 +494,84 @@ async fn the_journal_is_compacted_at_its_limit() {
     svc.change_indexed(Origin::api(), edit(|c| c.farms.push(farm("b", "192.0.2.11", 40))))
         .await
         .unwrap();
-    assert!(dir.journal_bytes().is_empty());
+    emptied(&dir).await;
+}
+
+/// A service whose journal is compacted every `records` records, with farm `web` (record 1).
+async fn web_compacted_every(dir: &Dir, records: usize) -> Service {
+    let limits = Limits {
+        bytes: u64::MAX,
+        records,
+    };
+    let (svc, _) = start_limited(dir, limits).unwrap();
+    svc.change_indexed(
+        Origin::api(),
+        edit(|c| c.farms.push(farm("web", "192.0.2.10", 6))),
+    )
+    .await
+    .unwrap();
+    svc
+}
+
+/// Sets web's b0 to each weight in turn, one change each.
+async fn set_weights(svc: &Service, weights: std::ops::RangeInclusive<u32>) {
+    for w in weights {
+        svc.change_indexed(
+            Origin::api(),
+            edit(move |c| backend_mut(c, "web", "b0").weight = w),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Waits (at most 5 s) for the journal to be emptied by a compaction.
+async fn emptied(dir: &Dir) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !dir.journal_bytes().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the journal was not compacted within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn changes_go_on_while_a_snapshot_is_written_and_the_journal_keeps_them() {
+    let dir = Dir::new();
+    let svc = web_compacted_every(&dir, 3).await;
+    // Records 2 and 3 reach the limit; 4 to 8 follow at once, while the snapshot may still be
+    // being written: none is lost, and the journal ends with no record the snapshot has.
+    set_weights(&svc, 2..=8).await;
+    let committed = engine_state(&svc).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let snapshot: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.0.join(state::STATE_FILE)).unwrap()).unwrap();
+        let base = snapshot["sequence"].as_u64().unwrap();
+        let first = dir.lines().first().map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        });
+        if base >= 3 && first.is_none_or(|f| f == base + 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshot {base}, journal from {first:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = state::recover(&dir.0).unwrap();
+    let s = r.state.unwrap();
+    assert_eq!(
+        (s.sequence, s.config, s.allocation),
+        (8, committed.0, committed.1)
+    );
+    // A clean stop finishes the snapshot under way.
+    drop(svc);
 }
 
 /// Saves the state the files hold now as the snapshot, as a compaction does before it empties
@@ -536,14 +604,7 @@ async fn a_crash_between_the_snapshot_and_emptying_the_journal_is_harmless() {
     let at3 = snapshot_now(&dir.0);
     assert_eq!(at3.sequence, 3);
     let snapshot3 = std::fs::read(dir.0.join(state::STATE_FILE)).unwrap();
-    for w in 4..=5 {
-        svc.change_indexed(
-            Origin::api(),
-            edit(move |c| backend_mut(c, "web", "b0").weight = w),
-        )
-        .await
-        .unwrap();
-    }
+    set_weights(&svc, 4..=5).await;
     let committed = engine_state(&svc).await;
     drop(svc);
     assert_eq!(dir.lines().len(), 5);

@@ -458,9 +458,16 @@ impl Writer {
                         trim = false;
                     }
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // A clean stop leaves the journal compacted, not a snapshot half written.
+                    if let Some(Err(e)) = self.journal.finish_compaction(true) {
+                        tracing::warn!("cannot compact the journal: {e}");
+                    }
+                    return;
+                }
             }
             trim = (trim || large) && !settled;
+            self.finish_compaction();
             self.watch();
             watched = std::time::Instant::now();
         }
@@ -518,16 +525,22 @@ impl Writer {
         }
         self.dirty.clear();
         if self.journal.needs_compaction() {
-            match self
-                .journal
-                .compact(self.engine.config(), self.engine.allocation())
-            {
-                Ok(()) => tracing::info!("journal compacted into {}", state::STATE_FILE),
-                // The change is saved in the journal; compaction is tried again next time.
-                Err(e) => tracing::warn!("cannot compact the journal: {e}"),
-            }
+            // Written by another thread: the configuration is a persistent value (an O(1)
+            // copy), the allocation is copied.
+            let (config, alloc) = (self.engine.config().clone(), self.engine.allocation().clone());
+            self.journal.compact_in_background(config, alloc);
         }
         Ok(())
+    }
+
+    /// Drops the records a background snapshot took in, once it is written.
+    fn finish_compaction(&mut self) {
+        match self.journal.finish_compaction(false) {
+            Some(Ok(())) => tracing::info!("journal compacted into {}", state::STATE_FILE),
+            // The records stay in the journal; compaction is tried again at its next limit.
+            Some(Err(e)) => tracing::warn!("cannot compact the journal: {e}"),
+            None => {}
+        }
     }
 
     /// Puts the kernel and the engine back as they were before a commit that could not be saved:

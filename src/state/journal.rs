@@ -162,6 +162,15 @@ pub fn recover(dir: &Path) -> Result<Recovery, StateError> {
     Ok(r)
 }
 
+/// A snapshot another thread is writing: it takes in the records up to `upto`, which are the
+/// journal's first `at` bytes.
+struct Compaction {
+    upto: u64,
+    at: u64,
+    records: usize,
+    thread: std::thread::JoinHandle<Result<(), StateError>>,
+}
+
 /// The journal being written: where the next record goes and when to compact.
 pub struct Journal {
     dir: PathBuf,
@@ -176,6 +185,9 @@ pub struct Journal {
     /// Whether the file's directory entry is known to be on disk.
     durable_entry: bool,
     limits: Limits,
+    /// The file, open for appending (opening it per record cost a system call pair per change).
+    file: Option<File>,
+    compaction: Option<Compaction>,
 }
 
 impl Journal {
@@ -190,6 +202,8 @@ impl Journal {
             last: recovery.state.as_ref().map_or(0, |s| s.sequence),
             durable_entry: recovery.on_disk > 0,
             limits,
+            file: None,
+            compaction: None,
         }
     }
 
@@ -212,8 +226,9 @@ impl Journal {
         self.len == 0 && self.on_disk == Some(0)
     }
 
+    /// Whether the journal is past its limits and no compaction is under way.
     pub fn needs_compaction(&self) -> bool {
-        self.len >= self.limits.bytes || self.records >= self.limits.records
+        self.compaction.is_none() && (self.len >= self.limits.bytes || self.records >= self.limits.records)
     }
 
     /// Appends `change` as the next record and waits until it is on disk. On error the file is
@@ -236,13 +251,16 @@ impl Journal {
     }
 
     fn write(&mut self, line: &[u8]) -> Result<(), StateError> {
-        let err = io_err(&self.path);
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
-            .map_err(err)?;
+        let f = match self.file.take() {
+            Some(f) => f,
+            None => OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+                .map_err(io_err(&self.path))?,
+        };
+        let f = self.file.insert(f);
         if self.on_disk != Some(self.len) {
             f.set_len(self.len).map_err(io_err(&self.path))?;
         }
@@ -281,6 +299,10 @@ impl Journal {
     /// empties the journal. A crash in between leaves records the snapshot already has, which
     /// replay skips.
     pub fn compact(&mut self, config: &Config, allocation: &Allocation) -> Result<(), StateError> {
+        // One writer of the snapshot's temporary file at a time.
+        if let Some(Err(e)) = self.finish_compaction(true) {
+            tracing::warn!("{e}");
+        }
         snapshot::save_parts(&self.dir, self.last, config, allocation)?;
         if self.is_empty() {
             return Ok(());
@@ -294,6 +316,94 @@ impl Journal {
         self.records = 0;
         self.on_disk = Some(0);
         f.sync_data().map_err(io_err(&self.path))?;
+        Ok(())
+    }
+}
+
+impl Journal {
+    /// Starts writing a snapshot of `config` and `allocation` (what the records so far make) on
+    /// another thread, so that a change never waits for the whole configuration to be written
+    /// (a second and more at 60,000 backends). Records go on being appended meanwhile; once the
+    /// snapshot is on disk, [`Journal::finish_compaction`] drops the records it took in. Replay
+    /// skips records a snapshot already has, so a crash at any point loses nothing.
+    pub fn compact_in_background(&mut self, config: Config, allocation: Allocation) {
+        if self.compaction.is_some() {
+            return;
+        }
+        let (dir, upto) = (self.dir.clone(), self.last);
+        let spawned = std::thread::Builder::new()
+            .name("nftlbd-snapshot".into())
+            .spawn(move || snapshot::save_parts(&dir, upto, &config, &allocation));
+        match spawned {
+            Ok(thread) => {
+                self.compaction = Some(Compaction {
+                    upto,
+                    at: self.len,
+                    records: self.records,
+                    thread,
+                })
+            }
+            Err(e) => tracing::warn!("cannot start writing a snapshot: {e}"),
+        }
+    }
+
+    /// Whether a snapshot is being written.
+    pub fn compacting(&self) -> bool {
+        self.compaction.is_some()
+    }
+
+    /// Once the background snapshot is written (or at once, waiting for it, with `wait`), drops
+    /// the records it took in from the journal. `None`: none was under way, or it is not done.
+    pub fn finish_compaction(&mut self, wait: bool) -> Option<Result<(), StateError>> {
+        if !wait && !self.compaction.as_ref()?.thread.is_finished() {
+            return None;
+        }
+        let c = self.compaction.take()?;
+        let saved = c.thread.join().unwrap_or_else(|_| {
+            Err(StateError::Format {
+                path: self.dir.join(super::STATE_FILE),
+                reason: "the snapshot's thread panicked".into(),
+            })
+        });
+        Some(saved.and_then(|()| self.drop_first(c.at, c.records)).map(|()| {
+            tracing::debug!(
+                "snapshot at record {} written; the journal keeps what came after",
+                c.upto
+            );
+        }))
+    }
+
+    /// Drops the journal's first `at` bytes (`records` records): the records after them are
+    /// copied into a new file that replaces the journal atomically.
+    fn drop_first(&mut self, at: u64, records: usize) -> Result<(), StateError> {
+        if at == 0 {
+            return Ok(());
+        }
+        let err = io_err(&self.path);
+        let mut rest = vec![0; (self.len - at) as usize];
+        File::open(&self.path)
+            .and_then(|f| f.read_exact_at(&mut rest, at))
+            .map_err(io_err(&self.path))?;
+        let tmp = self.dir.join(format!(".{JOURNAL_FILE}.tmp"));
+        let written = (|| {
+            let f = File::create(&tmp)?;
+            f.write_all_at(&rest, 0)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&tmp)(e));
+        }
+        fs::rename(&tmp, &self.path).map_err(err)?;
+        // The open file is the replaced one now.
+        self.file = None;
+        self.len -= at;
+        self.records -= records;
+        self.on_disk = Some(self.len);
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
+        self.durable_entry = true;
         Ok(())
     }
 }
