@@ -419,4 +419,9 @@ impl Lines {
             .recv_timeout(Duration::from_secs(10))
             .expect("no line within 10 s")
     }
+
+    /// The next line if one comes within `limit`.
+    pub fn within(&self, limit: Duration) -> Option<String> {
+        self.0.recv_timeout(limit).ok()
+    }
 }
