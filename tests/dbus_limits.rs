@@ -54,7 +54,7 @@ fn calls_in_flight_past_the_bound_are_refused_and_others_served() {
     let polkitd = Stopped::bus_name("org.freedesktop.PolicyKit1");
 
     // opsalice (webops: may set states of farm web) fires them all on one connection.
-    let mut client = Client::start("opsalice");
+    let client = Client::start("opsalice");
     for _ in 0..FIRED - PER_SENDER {
         assert_eq!(
             client.answer(),
