@@ -699,8 +699,7 @@ fn the_daemon_follows_neighbour_changes_of_layer2_farms() {
         }
     }
     let _daemon = Stop(daemon);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    let line = common::first_line_within(out, common::READY_WITHIN);
     assert_eq!(line.trim(), "READY");
     // A backend's NIC is replaced: the kernel learns its new MAC, the daemon follows by itself.
     sh(&[

@@ -760,7 +760,7 @@ fn foreign_table(t: &Topo, text: &str) {
         .spawn()
         .unwrap();
     c.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    assert!(c.wait().unwrap().success());
+    assert!(common::wait_within(&mut c, std::time::Duration::from_secs(30)).success());
 }
 
 /// The packet counts of a foreign table's counters, in order.
