@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -90,10 +89,7 @@ fn start(t: &Topo, dir: &Path) -> Daemon {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start nftlbd run");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::first_line_within(child.stdout.take().unwrap(), common::READY_WITHIN);
     assert_eq!(line.trim(), "READY");
     Daemon(child)
 }
@@ -133,7 +129,7 @@ fn restart_after_sigkill_changes_nothing_and_traffic_never_stops() {
     );
     // SIGTERM: a clean exit, and the tables stay.
     common::terminate(daemon.0.id()).expect("SIGTERM to our own child");
-    assert!(daemon.0.wait().unwrap().success());
+    assert!(common::wait_within(&mut daemon.0, std::time::Duration::from_secs(30)).success());
     assert_eq!(configured(&t), ruleset);
     assert!(!who(&t.tcp(vip4(10), 80)).is_empty());
     let _ = std::fs::remove_dir_all(&dir);

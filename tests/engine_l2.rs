@@ -190,17 +190,10 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
     assert!(got.iter().all(|g| !g.starts_with("ERROR")), "{got:?}");
     // The backends saw the client itself (no NAT), and both were used.
     assert!(got.iter().all(|g| g.ends_with(" 10.7.0.2")), "{got:?}");
-    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
-    assert_eq!(names.len(), 2, "{got:?}");
+    assert_hashed_over_both(&got, 20);
     // The balancer kept no connection state for them (its conntrack table, if any, is empty of them).
-    let ct = Command::new("ip")
-        .args(["netns", "exec", &ns[1], "cat", "/proc/net/nf_conntrack"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&ct.stdout).contains("10.9.7.100"),
-        "no conntrack entry for the VIP"
-    );
+    let ct = conntrack_table(&ns[1]);
+    assert!(!ct.contains("10.9.7.100"), "no conntrack entry for the VIP: {ct}");
     // Counted: the farm, and each backend under its MAC (replies go straight to the client).
     let (packets, bytes) = e.traffic("dsr", None).unwrap();
     let (p0, y0) = e.traffic("dsr", Some("be0")).unwrap();
@@ -233,8 +226,11 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
             .collect()
     });
     assert!(got.iter().all(|g| g.ends_with("onetwo")), "{got:?}");
-    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
-    assert_eq!(names.len(), 2, "{got:?}");
+    assert_eq!(
+        split(&got),
+        [("be0".to_string(), 5), ("be1".to_string(), 5)],
+        "round robin: {got:?}"
+    );
     let flows = sh(&[
         "ip", "netns", "exec", &ns[1], "nft", "list", "map", "netdev", "nftlbd", "l2-flows",
     ]);
@@ -448,16 +444,9 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
     let got: Vec<String> = run_in(&ns[0], move || (0..20).map(|_| tcp_hello(vip)).collect());
     // The client talked to the VIP (its replies came from it), the backends saw the client.
     assert!(got.iter().all(|g| g.ends_with(" 10.7.0.2")), "{got:?}");
-    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
-    assert_eq!(names.len(), 2, "{got:?}");
-    let ct = Command::new("ip")
-        .args(["netns", "exec", &ns[1], "cat", "/proc/net/nf_conntrack"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&ct.stdout).contains("10.7.0.2"),
-        "no conntrack entry"
-    );
+    assert_hashed_over_both(&got, 20);
+    let ct = conntrack_table(&ns[1]);
+    assert!(!ct.contains("10.7.0.2"), "no conntrack entry: {ct}");
     // Both ways through the range chains (clients' ports and backends' replies).
     let ranged = SocketAddr::new(IpAddr::from(VIP), 8080);
     let got: Vec<String> = run_in(&ns[0], move || (0..4).map(|_| tcp_hello(ranged)).collect());
@@ -510,8 +499,11 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
             .collect()
     });
     assert!(got.iter().all(|g| g.ends_with("onetwo")), "{got:?}");
-    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
-    assert_eq!(names.len(), 2, "{got:?}");
+    assert_eq!(
+        split(&got),
+        [("be0".to_string(), 5), ("be1".to_string(), 5)],
+        "round robin: {got:?}"
+    );
     // Changing the farm does not reset its counter.
     let (more, _) = e.traffic("stl", None).unwrap();
     assert!(more >= packets + 10 * 8, "{packets} then {more}");
@@ -546,8 +538,11 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
             .all(|g| g.contains("@8080 10.7.0.2") && g.ends_with("ping")),
         "{got:?}"
     );
-    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
-    assert_eq!(names.len(), 2, "{got:?}");
+    assert_eq!(
+        split(&got),
+        [("be0".to_string(), 4), ("be1".to_string(), 4)],
+        "round robin: {got:?}"
+    );
     let listing = sh(&[
         "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
     ]);
@@ -704,8 +699,7 @@ fn the_daemon_follows_neighbour_changes_of_layer2_farms() {
         }
     }
     let _daemon = Stop(daemon);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line).unwrap();
+    let line = common::first_line_within(out, common::READY_WITHIN);
     assert_eq!(line.trim(), "READY");
     // A backend's NIC is replaced: the kernel learns its new MAC, the daemon follows by itself.
     sh(&[
@@ -790,8 +784,11 @@ fn layer2_farms_over_ipv6_dsr_and_stateless_both_ways() {
     cfg.farms[0].persistence.clear();
     e.apply(cfg).unwrap();
     let got: Vec<String> = run_in(&ns[0], move || (0..10).map(|_| tcp_hello(vip)).collect());
-    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
-    assert_eq!(names.len(), 2, "{got:?}");
+    assert_eq!(
+        split(&got),
+        [("be0".to_string(), 5), ("be1".to_string(), 5)],
+        "round robin: {got:?}"
+    );
     reparses_but_ipv6_memories(&ns[1]);
     let (cfg, alloc) = (e.config().clone(), e.allocation().clone());
     assert!(
@@ -816,7 +813,7 @@ fn layer2_farms_over_ipv6_dsr_and_stateless_both_ways() {
         e
     });
     let got: Vec<String> = run_in(&ns[0], move || {
-        (0..12)
+        (0..20)
             .map(|_| {
                 let mut h = common::topo::Held::open_here(vip);
                 let echo = h.echo("ping").unwrap_or_default();
@@ -829,16 +826,9 @@ fn layer2_farms_over_ipv6_dsr_and_stateless_both_ways() {
             .all(|g| g.contains("@8080 fd70::2 ") && g.ends_with("ping")),
         "{got:?}"
     );
-    let names: std::collections::BTreeSet<String> = got.iter().map(|g| who(g)).collect();
-    assert_eq!(names.len(), 2, "{got:?}");
-    let ct = Command::new("ip")
-        .args(["netns", "exec", &ns[1], "cat", "/proc/net/nf_conntrack"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&ct.stdout).contains("fd70"),
-        "no conntrack entry"
-    );
+    assert_hashed_over_both(&got, 20);
+    let ct = conntrack_table(&ns[1]);
+    assert!(!ct.contains("fd70"), "no conntrack entry: {ct}");
     // Round robin with persistence over IPv6 (flows and client memories of 16-byte keys).
     let mut cfg = e.config().clone();
     cfg.farms[0].scheduler = nftlbd::model::Scheduler::Rr;
@@ -865,6 +855,31 @@ fn layer2_farms_over_ipv6_dsr_and_stateless_both_ways() {
         e.reconcile(cfg, alloc).unwrap().changes.is_empty(),
         "reads back equal"
     );
+}
+
+/// The balancer's conntrack table. The read must succeed: an unreadable table would look empty.
+fn conntrack_table(ns: &str) -> String {
+    sh(&["ip", "netns", "exec", ns, "cat", "/proc/net/nf_conntrack"])
+}
+
+/// How many answers each backend gave, by name.
+fn split(got: &[String]) -> Vec<(String, usize)> {
+    let mut m = std::collections::BTreeMap::new();
+    for g in got {
+        *m.entry(who(g)).or_insert(0) += 1;
+    }
+    m.into_iter().collect()
+}
+
+/// A hash of the client's address and port spreads one client's `n` (20) connections like a
+/// coin: each backend gets at least 2 but for odds of 4e-5 (2 × 21 / 2^20), while a hash that
+/// ignores the port, or a broken slot map, sends them all (or all but one) to one backend.
+fn assert_hashed_over_both(got: &[String], n: usize) {
+    assert!(n >= 20, "too few connections for the bound");
+    let s = split(got);
+    assert_eq!(s.len(), 2, "{got:?}");
+    assert!(s.iter().all(|(_, k)| *k >= 2), "{s:?}");
+    assert_eq!(s.iter().map(|(_, k)| k).sum::<usize>(), n);
 }
 
 /// The listing reparses, except the statements that update a memory keyed by IPv6 fields: nft

@@ -99,10 +99,7 @@ impl Daemon {
         std::thread::spawn(move || {
             let _ = std::io::copy(&mut err, &mut std::io::stderr());
         });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("READY");
+        let line = common::first_line_within(child.stdout.take().expect("stdout"), common::READY_WITHIN);
         assert_eq!(line.trim(), "READY");
         Daemon { child }
     }
@@ -114,7 +111,7 @@ impl Daemon {
 
     fn stop(mut self) {
         common::terminate(self.child.id()).expect("SIGTERM");
-        let status = self.child.wait().expect("wait");
+        let status = common::wait_within(&mut self.child, std::time::Duration::from_secs(30));
         assert!(status.success(), "{status}");
     }
 }
@@ -505,10 +502,7 @@ fn damaged_files_at_start_are_named_with_what_was_recovered() {
         torn.extend_from_slice(&text.as_bytes()[..cut]);
         std::fs::write(d.journal(), &torn).unwrap();
         let mut child = Daemon::spawn(&d);
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = common::first_line_within(child.stdout.take().unwrap(), common::READY_WITHIN);
         assert_eq!(line.trim(), "READY");
         let daemon = Daemon { child };
         assert_eq!(get_config(&d).0, config);
@@ -529,6 +523,7 @@ fn damaged_files_at_start_are_named_with_what_was_recovered() {
 fn daemon_stderr(mut daemon: Daemon) -> std::process::ChildStderr {
     let err = daemon.child.stderr.take().expect("stderr");
     common::terminate(daemon.child.id()).expect("SIGTERM");
-    daemon.child.wait().expect("wait");
+    let status = common::wait_within(&mut daemon.child, std::time::Duration::from_secs(30));
+    assert!(status.success(), "{status}");
     err
 }

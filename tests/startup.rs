@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -267,10 +267,7 @@ fn sigterm_while_running_is_not_held_by_a_mute_bus() {
     let socket = dir.join("bus");
     let hung = mute_bus(&socket, true, true);
     let mut daemon = start(&t, &dir, &socket, &[]);
-    let mut line = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let line = common::first_line_within(daemon.stdout.take().unwrap(), common::READY_WITHIN);
     assert_eq!(line.trim(), "READY");
     let asked = Instant::now();
     common::terminate(daemon.id()).unwrap();

@@ -8,6 +8,7 @@ use zbus::message::{Flags, Header};
 use zbus::names::BusName;
 
 use super::error::Error;
+use super::limits;
 use crate::polkit::Subject;
 use crate::service::{Caller, Operation, Output, Service};
 
@@ -64,6 +65,13 @@ pub async fn execute(
     hdr: &Header<'_>,
     op: Operation,
 ) -> Result<Output, Error> {
+    // Admitted before anything is awaited, so a refused call costs nothing but its answer. On a
+    // peer-to-peer connection the peer may write any sender: its calls count as one sender.
+    let sender = match hdr.sender() {
+        Some(s) if conn.is_bus() => s.as_str(),
+        _ => "peer-to-peer",
+    };
+    let _in_flight = limits::daemon().admit(sender)?;
     // Open reads need nobody's name: asking the bus who calls would only slow them.
     let who = if op.authorizations().is_empty() && !matches!(op, Operation::GetPermissions) {
         Caller::nobody()

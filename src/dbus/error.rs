@@ -13,6 +13,7 @@ pub enum Error {
     NotAuthorized(String),
     Kernel(String),
     Unsupported(String),
+    LimitExceeded(String),
 }
 
 impl From<ServiceError> for Error {
@@ -29,6 +30,12 @@ impl From<ServiceError> for Error {
     }
 }
 
+impl From<super::limits::Exceeded> for Error {
+    fn from(e: super::limits::Exceeded) -> Self {
+        Error::LimitExceeded(e.to_string())
+    }
+}
+
 impl From<crate::model::Invalid> for Error {
     fn from(e: crate::model::Invalid) -> Self {
         Error::InvalidArgument(e.to_string())
@@ -42,5 +49,6 @@ pub fn to_fdo(e: Error) -> zbus::fdo::Error {
         Error::ZBus(z) => zbus::fdo::Error::Failed(z.to_string()),
         Error::InvalidArgument(m) | Error::NotFound(m) | Error::Exists(m) => zbus::fdo::Error::InvalidArgs(m),
         Error::Kernel(m) | Error::Unsupported(m) => zbus::fdo::Error::Failed(m),
+        Error::LimitExceeded(m) => zbus::fdo::Error::LimitsExceeded(m),
     }
 }

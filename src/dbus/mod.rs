@@ -10,6 +10,7 @@ mod error;
 mod farm;
 pub mod join;
 pub(crate) mod keyed;
+pub mod limits;
 mod manager;
 mod policy;
 pub mod props;

@@ -35,6 +35,13 @@ pub fn errors() -> Vec<(Error, &'static str)> {
             "This kernel lacks what a key needs (`queue`, `flow-offload`), or the farm's mode cannot \
              have it; names the key.",
         ),
+        (
+            Error::LimitExceeded(e()),
+            "The caller went past a bound on what it may hold in the daemon: over D-Bus, calls in \
+             flight (16 per sender, 256 in all, `src/dbus/limits.rs`), the call refused at once; over \
+             varlink, the socket's limits ([varlink.md](varlink.md#limits)), the connection closed \
+             after it. Retry when earlier calls are answered.",
+        ),
     ]
 }
 
@@ -75,9 +82,8 @@ pub fn render() -> String {
          only raise the standard errors: `org.freedesktop.DBus.Error.InvalidArgs` instead of \
          `InvalidArgument`, `NotFound` and `Exists`, `org.freedesktop.DBus.Error.AccessDenied` instead of \
          `NotAuthorized`, and `org.freedesktop.DBus.Error.Failed` instead of `Kernel` and `Unsupported`.\n\n\
-         Over varlink only, `org.nftlbd1.LimitExceeded` `(limit: string, maximum: int, message: string)` \
-         says that a caller went past one of the socket's limits (the figures are in \
-         [varlink.md](varlink.md#limits)); the daemon closes that connection after it.\n",
+         A property setter past the bound on calls in flight gets \
+         `org.freedesktop.DBus.Error.LimitsExceeded` instead of `LimitExceeded`.\n",
         table(&["error", "D-Bus", "varlink (parameters)", "when"], &rows)
     )
 }

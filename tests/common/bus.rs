@@ -162,10 +162,7 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nftlbd");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let line = super::first_line_within(child.stdout.take().unwrap(), super::READY_WITHIN);
         assert_eq!(line.trim(), "READY");
         Daemon { child }
     }
@@ -193,7 +190,7 @@ impl Daemon {
 
     pub fn stop(mut self) {
         super::terminate(self.child.id()).expect("SIGTERM to our own child");
-        let status = self.child.wait().unwrap();
+        let status = super::wait_within(&mut self.child, Duration::from_secs(30));
         assert!(status.success(), "{status:?}");
     }
 }
@@ -418,5 +415,10 @@ impl Lines {
         self.0
             .recv_timeout(Duration::from_secs(10))
             .expect("no line within 10 s")
+    }
+
+    /// The next line if one comes within `limit`.
+    pub fn within(&self, limit: Duration) -> Option<String> {
+        self.0.recv_timeout(limit).ok()
     }
 }

@@ -95,3 +95,38 @@ pub fn port(p: u16) -> Vec<u8> {
 pub mod bus;
 pub mod clients;
 pub mod topo;
+
+/// How long a started child may take to say READY: generous for a loaded CI machine, yet a
+/// daemon that hangs fails its test instead of holding the whole run.
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The first line `out` gives within `limit` (read on a thread, which a hung writer keeps);
+/// past it the test fails.
+pub fn first_line_within(out: impl std::io::Read + Send + 'static, limit: std::time::Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        let _ = tx.send(read.map(|_| line));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(read) => read.expect("read the child's output"),
+        Err(_) => panic!("no line within {limit:?}"),
+    }
+}
+
+/// Waits for `child` to end within `limit`; past it the child is killed and the test fails.
+pub fn wait_within(child: &mut std::process::Child, limit: std::time::Duration) -> std::process::ExitStatus {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            return status;
+        }
+        if std::time::Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child (pid {}) did not end within {limit:?}", child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
