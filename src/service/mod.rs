@@ -536,7 +536,11 @@ impl Writer {
     /// Drops the records a background snapshot took in, once it is written.
     fn finish_compaction(&mut self) {
         match self.journal.finish_compaction(false) {
-            Some(Ok(())) => tracing::info!("journal compacted into {}", state::STATE_FILE),
+            Some(Ok(())) => {
+                tracing::info!("journal compacted into {}", state::STATE_FILE);
+                // The snapshot's thread wrote the whole configuration as text: give it back.
+                trim::release_free_memory();
+            }
             // The records stay in the journal; compaction is tried again at its next limit.
             Some(Err(e)) => tracing::warn!("cannot compact the journal: {e}"),
             None => {}
