@@ -314,12 +314,13 @@ fn targets(o: &mut String, runs: &[SizeRun]) {
         );
     }
 
-    let rss = mib(big.rss_changed.now_kib);
+    // At rest, both once the farm is loaded and after the changes: the larger must be under.
+    let (loaded, changed) = (mib(big.rss_loaded.now_kib), mib(big.rss_changed.now_kib));
     let _ = writeln!(
         o,
-        "- the daemon's RSS under {RSS_LIMIT_MIB:.0} MiB at {} backends: **{}** ({rss:.1} MiB after the changes, peak {:.1} MiB)",
+        "- the daemon's RSS at rest under {RSS_LIMIT_MIB:.0} MiB at {} backends: **{}** ({loaded:.1} MiB loaded, {changed:.1} MiB after the changes, peak {:.1} MiB)",
         thousands(big.backends),
-        verdict(rss < RSS_LIMIT_MIB),
+        verdict(loaded.max(changed) < RSS_LIMIT_MIB),
         mib(big.rss_changed.peak_kib)
     );
 }
