@@ -488,7 +488,28 @@ fn established_now(b: &str) -> u64 {
         .and_then(|bs| bs.iter().find(|x| x["name"] == b))
         .cloned()
         .unwrap_or_else(|| panic!("no status of {b} in {farm}"));
-    st["connections"].as_u64().unwrap_or_else(|| panic!("{st}"))
+    let n = st["connections"].as_u64().unwrap_or_else(|| panic!("{st}"));
+    // D-Bus counts the same in one call for the whole farm (what `nftlbctl show` prints).
+    let (good, out) = busctl(
+        None,
+        &[
+            "--json=short",
+            "call",
+            DEST,
+            "/org/nftlbd1/farm/web",
+            "org.nftlbd1.Farm",
+            "GetBackendConnections",
+        ],
+    );
+    assert!(good, "GetBackendConnections: {out}");
+    let reply: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let on_bus = reply["data"][0]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|x| x[0] == b))
+        .and_then(|x| x[1].as_u64())
+        .unwrap_or_else(|| panic!("no count of {b} in {out}"));
+    assert_eq!(on_bus, n, "{b}: D-Bus and varlink differ");
+    n
 }
 
 #[test]

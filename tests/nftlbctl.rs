@@ -118,6 +118,9 @@ fn nftlbctl_manages_farms_with_traffic() {
         .collect();
     assert_eq!(be0_row[..7], ["be0", &b0, "-", "1", "1", "up", "yes"], "{show}");
     assert!(be0_row[7].parse::<u64>().unwrap() >= 2 * 6, "{show}");
+    // The connections were closed: none is established (GetBackendConnections).
+    assert!(show.contains(" PACKETS  BYTES  CONNS  CHECKED"), "{show}");
+    assert_eq!(be0_row[9], "0", "{show}");
     let json: serde_json::Value = serde_json::from_str(&done(&["--json", "show", "web"])).unwrap();
     let backends = json["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2, "{json}");

@@ -223,6 +223,8 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
     let counters: Vec<(String, u64, u64)> = c.read(path.as_str(), FARM, "GetBackendCounters", &()).await?;
     let counted: HashMap<&str, (u64, u64)> =
         counters.iter().map(|(n, p, b)| (n.as_str(), (*p, *b))).collect();
+    let connections: Vec<(String, u64)> = c.read(path.as_str(), FARM, "GetBackendConnections", &()).await?;
+    let established: HashMap<&str, u64> = connections.iter().map(|(n, k)| (n.as_str(), *k)).collect();
     let by_path: HashMap<&str, &HashMap<String, OwnedValue>> = objects
         .iter()
         .filter_map(|(p, ifaces)| {
@@ -237,6 +239,8 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         let (packets, bytes) = counted.get(name.as_str()).copied().unwrap_or((0, 0));
         props.insert("Packets".into(), OwnedValue::from(packets));
         props.insert("Bytes".into(), OwnedValue::from(bytes));
+        let conns = established.get(name.as_str()).copied().unwrap_or(0);
+        props.insert("Connections".into(), OwnedValue::from(conns));
         bs.push(props);
     }
     if json_out {
@@ -301,6 +305,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
                 .into(),
                 text(b.get("Packets")),
                 text(b.get("Bytes")),
+                text(b.get("Connections")),
                 checked_ago(micros(b.get("LastCheck")), now_us()),
                 took(micros(b.get("LastCheck")), micros(b.get("LastCheckDuration"))),
             ]
@@ -311,7 +316,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         table(
             &[
                 "BACKEND", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "STATE", "ACTIVE", "PACKETS", "BYTES",
-                "CHECKED", "TOOK"
+                "CONNS", "CHECKED", "TOOK"
             ],
             &rows
         )

@@ -48,6 +48,7 @@ const METHODS: &[super::Method] = &[
     ("DeleteSession", &[("client", "s")], &[]),
     ("FlushSessions", &[], &[]),
     ("GetBackendCounters", &[], &[("counters", "a(stt)")]),
+    ("GetBackendConnections", &[], &[("connections", "a(st)")]),
 ];
 
 impl FarmObject {
@@ -111,6 +112,23 @@ impl FarmObject {
             Output::FarmCounters { backends, .. } => {
                 Ok(backends.into_iter().map(|(n, (p, b))| (n, p, b)).collect())
             }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// (backend, established connections) for every backend in one read, from the kernel's
+    /// connection tracking. Anyone may: counts reveal no client.
+    async fn get_backend_connections(
+        &self,
+        conn: &Connection,
+        msg: &Message,
+    ) -> Result<Vec<(String, u64)>, Error> {
+        let farm = self.farm.clone();
+        match self
+            .run(conn, msg, Operation::GetFarmConnections { farm })
+            .await?
+        {
+            Output::Connections(c) => Ok(c),
             other => Err(unexpected(other)),
         }
     }
@@ -230,4 +248,5 @@ keyed_interface!(FarmObject, {
     "DeleteSession" => delete_session,
     "FlushSessions" => flush_sessions,
     "GetBackendCounters" => get_backend_counters,
+    "GetBackendConnections" => get_backend_connections,
 });

@@ -86,6 +86,17 @@ impl Service {
                 let (farm, backends) = self.query(move |e| e.farm_traffic(&farm)).await?;
                 return Ok(Output::FarmCounters { farm, backends });
             }
+            Operation::GetFarmConnections { farm } => {
+                let config = self.config();
+                let f = config.farm(&farm).ok_or_else(|| no_farm(&farm))?;
+                let mut counts = super::conntrack::established(self, &farm).await;
+                let backends = f
+                    .backends
+                    .iter()
+                    .map(|b| (b.name.clone(), counts.remove(&b.name).unwrap_or(0)))
+                    .collect();
+                return Ok(Output::Connections(backends));
+            }
             Operation::ListSessions { farm } => {
                 return Ok(Output::Sessions(self.query(move |e| e.sessions(&farm)).await?));
             }

@@ -122,6 +122,10 @@ pub enum Operation {
     GetFarmCounters {
         farm: String,
     },
+    /// Every backend's established connections (conntrack), in one read.
+    GetFarmConnections {
+        farm: String,
+    },
     ListSessions {
         farm: String,
     },
@@ -230,6 +234,8 @@ pub enum Output {
     Sessions(Vec<SessionInfo>),
     /// (element, packets, bytes).
     PolicyCounters(Vec<(String, u64, u64)>),
+    /// (backend, established connections), in the farm's order.
+    Connections(Vec<(String, u64)>),
     /// (action, answer) for every action.
     Permissions(Vec<(&'static str, Answer)>),
 }
@@ -243,6 +249,7 @@ pub enum Kind {
     GetPolicy,
     GetTraffic,
     GetFarmCounters,
+    GetFarmConnections,
     ListSessions,
     GetPolicyCounters,
     GetPermissions,
@@ -384,6 +391,15 @@ pub const OPERATIONS: &[Spec] = &[
         &["GetFarm"],
         &[],
         "Every backend's packets and bytes in one read.",
+    ),
+    read(
+        K::GetFarmConnections,
+        "GetFarmConnections",
+        None,
+        &["Farm.GetBackendConnections"],
+        &["GetFarm"],
+        &[],
+        "Every backend's established connections (the kernel's connection tracking) in one read; counts reveal no client.",
     ),
     read(
         K::ListSessions,
@@ -616,6 +632,7 @@ impl Operation {
             Operation::GetPolicy { .. } => K::GetPolicy,
             Operation::GetTraffic { .. } => K::GetTraffic,
             Operation::GetFarmCounters { .. } => K::GetFarmCounters,
+            Operation::GetFarmConnections { .. } => K::GetFarmConnections,
             Operation::ListSessions { .. } => K::ListSessions,
             Operation::GetPolicyCounters { .. } => K::GetPolicyCounters,
             Operation::GetPermissions => K::GetPermissions,
@@ -662,6 +679,7 @@ impl Operation {
             | Operation::ListFarms
             | Operation::GetTraffic { .. }
             | Operation::GetFarmCounters { .. }
+            | Operation::GetFarmConnections { .. }
             | Operation::GetPermissions
             | Operation::SetBackends { .. }
             | Operation::Reload => {}
@@ -755,6 +773,7 @@ mod tests {
         K::GetPolicy,
         K::GetTraffic,
         K::GetFarmCounters,
+        K::GetFarmConnections,
         K::ListSessions,
         K::GetPolicyCounters,
         K::GetPermissions,

@@ -383,6 +383,14 @@ fn reply(kind: Kind, out: Output) -> Value {
                 .collect();
             json!({ "counters": counters })
         }
+        // Not a varlink method of its own: GetFarm carries each backend's connections.
+        Output::Connections(c) => {
+            let backends: Vec<Value> = c
+                .into_iter()
+                .map(|(n, k)| json!({ "name": n, "connections": k }))
+                .collect();
+            json!({ "backends": backends })
+        }
         Output::Permissions(list) => {
             let words: Map<String, Value> = list
                 .into_iter()
