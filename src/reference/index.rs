@@ -64,7 +64,7 @@ pub fn render() -> String {
             "state".into(),
             format!(
                 "{} (the snapshot) and {} (one fsynced record per change since; folded into the \
-                 snapshot from time to time and by `Reload`); `nftlbd --state-dir DIR` puts them in DIR",
+                 snapshot from time to time, in the background, and by `Reload`); `nftlbd --state-dir DIR` puts them in DIR",
                 code(&format!("{DEFAULT_STATE_DIR}/{STATE_FILE}")),
                 code(&format!("{DEFAULT_STATE_DIR}/{JOURNAL_FILE}"))
             ),
