@@ -248,13 +248,28 @@ fn eight_clients_on_two_transports_lose_nothing_and_stay_flat() {
             ms(r.slowest)
         );
     }
+    // About twenty samples, whatever the duration, and always the last.
+    let stride = samples.len().div_ceil(20).max(1);
     let rss: Vec<String> = samples
         .iter()
-        .map(|(at, kib)| format!("{}s:{}", at.as_secs(), kib >> 10))
+        .enumerate()
+        .filter(|(i, _)| i % stride == 0 || *i == samples.len() - 1)
+        .map(|(_, s)| s)
+        .map(|(at, kib)| format!("{}s:{:.1}", at.as_secs(), *kib as f64 / 1024.0))
         .collect();
     let late: usize = records.iter().map(|r| r.late_objects).sum();
     println!("  D-Bus calls that met an acknowledged change's object not yet exported: {late}");
     println!("  RSS MiB: {}", rss.join(" "));
+
+    let by_kind =
+        records
+            .iter()
+            .flat_map(|r| r.acked.iter())
+            .fold(HashMap::new(), |mut m: HashMap<&str, usize>, e| {
+                *m.entry(e.kind()).or_default() += 1;
+                m
+            });
+    println!("  changes by kind: {by_kind:?}");
 
     // Every client and reader ran without an error.
     for r in &records {
@@ -294,18 +309,13 @@ fn eight_clients_on_two_transports_lose_nothing_and_stay_flat() {
         .collect();
     assert!(after.len() >= 2, "too few RSS samples after warm-up: {samples:?}");
     let (first, last) = (after[0], after[after.len() - 1]);
+    println!(
+        "  RSS after warm-up: first {first} KiB, last {last} KiB, peak {} KiB (margin {RSS_MARGIN_KIB} KiB)",
+        after.iter().max().copied().unwrap_or_default()
+    );
     assert!(
         last <= first + RSS_MARGIN_KIB,
         "RSS grew from {first} KiB to {last} KiB (margin {RSS_MARGIN_KIB} KiB): {samples:?}"
     );
-    let by_kind =
-        records
-            .iter()
-            .flat_map(|r| r.acked.iter())
-            .fold(HashMap::new(), |mut m: HashMap<&str, usize>, e| {
-                *m.entry(e.kind()).or_default() += 1;
-                m
-            });
-    println!("  changes by kind: {by_kind:?}");
     daemon.stop();
 }
