@@ -7,6 +7,8 @@
 //! `{"error": "iface.Error", "parameters": {...}}`, with `"continues": true` while more follow.
 
 mod farm_reply;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub(crate) mod methods;
 #[cfg(test)]
