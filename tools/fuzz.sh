@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Bounded coverage-guided fuzzing: each target in turn for SECONDS (default 60), one process, one
-# job, so it fits beside other work. Needs the nightly toolchain and cargo-fuzz
+# Bounded coverage-guided fuzzing: each target in turn for SECONDS (default 60), in one process,
+# so it fits beside other work. Needs the nightly toolchain and cargo-fuzz
 # (`cargo install cargo-fuzz`). New inputs that add coverage land in fuzz/corpus/<target>/;
 # a crash stops the run with the input in fuzz/artifacts/<target>/ (replay it with
 # `cargo +nightly fuzz run TARGET FILE`, then add it to the corpus once fixed).
@@ -23,7 +23,7 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/corpus/$t"
     # 16 KiB inputs reach every parser's depth; rss_limit keeps a runaway allocation a finding.
     cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
-        -max_total_time="$seconds" -jobs=1 -workers=1 -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1
+        -max_total_time="$seconds" -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1
     if [ "${FUZZ_CMIN:-0}" = 1 ]; then
         cargo +nightly fuzz cmin "$t" "fuzz/corpus/$t"
     fi
