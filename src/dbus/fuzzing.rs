@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use zbus::zvariant::serialized::{Context, Data};
 use zbus::zvariant::{LE, OwnedValue, Type};
 
+use super::farm::new_backend;
 use super::manager::new_object;
 use super::props::{self, BACKEND, FARM, POLICY};
 use crate::model::{parse_farm_value, parse_policy_value};
-use crate::service::{Operation, ServiceError, edit};
+use crate::service::{Operation, ServiceError};
 
 type Settings = HashMap<String, OwnedValue>;
 
@@ -87,13 +88,8 @@ fn create_policy(name: &str, s: &Settings) -> Result<Operation, ServiceError> {
     })
 }
 
-/// As `FarmObject::add_backend`.
 fn add_backend(name: &str, s: &Settings) -> Result<Operation, ServiceError> {
-    let at = format!("farms[web].backends[{name}]");
-    edit::check_name(&format!("{at}.name"), name)?;
-    let mut backend = serde_json::Map::new();
-    props::apply_settings(&mut backend, BACKEND, s, &at, false)?;
-    backend.insert("name".into(), serde_json::Value::String(name.to_string()));
+    let backend = new_backend("web", name, s).map_err(to_service)?;
     Ok(Operation::AddBackend {
         farm: "web".into(),
         backend,

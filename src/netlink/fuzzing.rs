@@ -26,12 +26,11 @@ pub fn decode_datagram(data: &[u8]) -> usize {
             }
             NLMSG_DONE => {}
             _ => {
-                if let Ok((family, attrs)) = m.nft()
+                if let Ok((_, attrs)) = m.nft()
                     && m.ty & 0xff == NFT_MSG_NEWSETELEM
                 {
                     // A dump's elements are decoded with their set's timeout, as `list_elems`.
                     let _ = dump_elems(attrs, Some(60_000));
-                    let _ = Family::from_raw(family);
                 }
                 if let Ok(Some(change)) = decode_change(m.ty, m.body) {
                     round_trip(&change);

@@ -4,12 +4,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::BufReader;
 
 use super::limits::{Limits, Timeouts};
 use super::wire::{Read, read_message};
-use super::{Call, Reply, encode, methods};
+use super::{Reply, decode_call, encode, methods};
 
 fn runtime() -> Option<&'static tokio::runtime::Runtime> {
     static RT: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
@@ -49,18 +49,13 @@ pub fn stream(data: &[u8]) -> usize {
 /// One message (without its NUL) as `connection` decodes and translates it; the reply to a
 /// refused one is encoded as it would be sent. Whether it was a call.
 pub fn call(message: &[u8]) -> bool {
-    let call: Call = match serde_json::from_slice(message) {
+    let (call, params) = match decode_call(message) {
         Ok(c) => c,
-        Err(e) => {
-            let reply = Reply::Err(
-                "org.varlink.service.InvalidParameter".into(),
-                json!({ "parameter": format!("not a varlink call: {e}") }),
-            );
+        Err(reply) => {
             assert_eq!(encode(&reply, false).last(), Some(&0));
             return false;
         }
     };
-    let params = call.parameters.unwrap_or_else(|| json!({}));
     let _ = params
         .get("allowInteractiveAuthentication")
         .and_then(Value::as_bool);
