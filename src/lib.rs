@@ -8,6 +8,8 @@
 pub mod ctl;
 pub mod dbus;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod logging;
 pub mod model;

@@ -51,6 +51,21 @@ const METHODS: &[super::Method] = &[
     ("GetBackendConnections", &[], &[("connections", "a(st)")]),
 ];
 
+/// The canonical JSON of a backend `AddBackend` adds to `farm`: its name (checked) and its
+/// `a{sv}` settings.
+pub(super) fn new_backend(
+    farm: &str,
+    name: &str,
+    settings: &HashMap<String, OwnedValue>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    let at = format!("farms[{farm}].backends[{name}]");
+    edit::check_name(&format!("{at}.name"), name)?;
+    let mut backend = serde_json::Map::new();
+    props::apply_settings(&mut backend, props::BACKEND, settings, &at, false)?;
+    backend.insert("name".into(), serde_json::Value::String(name.to_string()));
+    Ok(backend)
+}
+
 impl FarmObject {
     async fn run(&self, conn: &Connection, msg: &Message, op: Operation) -> Result<Output, Error> {
         execute(&self.service, conn, &msg.header(), op).await
@@ -67,11 +82,7 @@ impl FarmObject {
 
     async fn add_backend(&self, conn: &Connection, msg: &Message) -> Result<OwnedObjectPath, Error> {
         let (bname, settings): (String, HashMap<String, OwnedValue>) = msg.body().deserialize()?;
-        let at = format!("farms[{}].backends[{bname}]", self.farm);
-        edit::check_name(&format!("{at}.name"), &bname)?;
-        let mut backend = serde_json::Map::new();
-        props::apply_settings(&mut backend, props::BACKEND, &settings, &at, false)?;
-        backend.insert("name".into(), serde_json::Value::String(bname.clone()));
+        let backend = new_backend(&self.farm, &bname, &settings)?;
         let farm = self.farm.clone();
         self.run(conn, msg, Operation::AddBackend { farm, backend })
             .await?;

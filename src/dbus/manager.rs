@@ -253,7 +253,7 @@ impl From<ServiceError> for zbus::fdo::Error {
 }
 
 /// The canonical JSON of a new farm or policy: its name (checked) and its `a{sv}` settings.
-fn new_object(
+pub(super) fn new_object(
     name: &str,
     table: &'static [props::Prop],
     settings: &HashMap<String, OwnedValue>,

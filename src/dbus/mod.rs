@@ -8,6 +8,8 @@ mod auth;
 mod backend;
 mod error;
 mod farm;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod join;
 pub(crate) mod keyed;
 pub mod limits;

@@ -17,6 +17,8 @@ pub mod consts;
 mod data;
 mod error;
 mod expr;
+#[doc(hidden)]
+pub mod fuzzing;
 mod monitor;
 mod objects;
 mod probe;

@@ -245,7 +245,7 @@ impl Monitor {
     }
 }
 
-fn decode_change(ty: u16, body: &[u8]) -> Result<Option<Change>> {
+pub(super) fn decode_change(ty: u16, body: &[u8]) -> Result<Option<Change>> {
     if ty >> 8 != NFNL_SUBSYS_NFTABLES as u16 || body.len() < NFGENMSG_LEN {
         return Ok(None);
     }

@@ -421,7 +421,7 @@ fn farm_reply(f: crate::model::Farm, counters: Output) -> Result<FarmReply> {
 }
 
 /// `org.varlink.service`: what this service is, and its interfaces' descriptions.
-fn service_method(method: &str, p: &Value) -> Result<Value> {
+pub(crate) fn service_method(method: &str, p: &Value) -> Result<Value> {
     match method {
         "org.varlink.service.GetInfo" => Ok(json!({
             "vendor": "nftlbd", "product": "nftlbd", "version": env!("CARGO_PKG_VERSION"),

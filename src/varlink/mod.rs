@@ -7,6 +7,8 @@
 //! `{"error": "iface.Error", "parameters": {...}}`, with `"continues": true` while more follow.
 
 mod farm_reply;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub(crate) mod methods;
 #[cfg(test)]
@@ -197,6 +199,19 @@ fn encode(reply: &Reply, continues: bool) -> Vec<u8> {
     out
 }
 
+/// A message as a call and its parameters (`{}` when it has none), or the error that answers
+/// what is not a call.
+fn decode_call(message: &[u8]) -> Result<(Call, Value), Reply> {
+    let mut call: Call = serde_json::from_slice(message).map_err(|e| {
+        Reply::Err(
+            "org.varlink.service.InvalidParameter".into(),
+            json!({ "parameter": format!("not a varlink call: {e}") }),
+        )
+    })?;
+    let params = call.parameters.take().unwrap_or_else(|| json!({}));
+    Ok((call, params))
+}
+
 async fn connection(
     ctx: Arc<methods::Ctx>,
     stream: UnixStream,
@@ -224,19 +239,12 @@ async fn connection(
                 return send(&mut wr, &exceeded(limit, uid, &t), &t).await;
             }
         };
-        let call: Call = match serde_json::from_slice(&buf) {
+        let (call, params) = match decode_call(&buf) {
             Ok(c) => c,
-            Err(e) => {
-                // Not a call at all: say so, then hang up (the stream cannot be trusted).
-                let e = Reply::Err(
-                    "org.varlink.service.InvalidParameter".into(),
-                    json!({ "parameter": format!("not a varlink call: {e}") }),
-                );
-                return send(&mut wr, &encode(&e, false), &t).await;
-            }
+            // Not a call at all: say so, then hang up (the stream cannot be trusted).
+            Err(e) => return send(&mut wr, &encode(&e, false), &t).await,
         };
         drop(buf);
-        let params = call.parameters.unwrap_or_else(|| json!({}));
         if call.method == "org.nftlbd1.Monitor" && call.more {
             drop((params, held));
             return monitor(&ctx, &mut rd, &mut wr, &t).await;
