@@ -247,6 +247,10 @@ fn run(args: &Args) -> Result<(), CliError> {
     tracing::info!("{how}");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking work is short (user lookups for exec checks, conntrack reads, the start-up
+        // reconciliation): 32 threads at most, well inside the unit's TasksMax (tokio's default
+        // of 512 would be the whole of it).
+        .max_blocking_threads(32)
         .enable_all()
         .build()
         .map_err(|e| CliError::Daemon(format!("cannot start the runtime: {e}")))?;
