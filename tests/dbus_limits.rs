@@ -68,31 +68,23 @@ fn calls_in_flight_past_the_bound_are_refused_and_others_served() {
     assert_eq!(client.answer_within(Duration::from_millis(500)), None);
 
     // Another caller is served meanwhile: a read by bob, a change by root (root asks no polkit).
-    let (good, out) = busctl(
-        Some("bob"),
-        &[
-            "get-property",
-            "org.nftlbd1",
-            BACKEND,
-            "org.nftlbd1.Backend",
-            "State",
-        ],
-    );
-    assert!(good, "{out}");
-    assert_eq!(out.trim(), "s \"up\"");
+    let bob_reads = |state: &str| {
+        let (good, out) = busctl(
+            Some("bob"),
+            &[
+                "get-property",
+                "org.nftlbd1",
+                BACKEND,
+                "org.nftlbd1.Backend",
+                "State",
+            ],
+        );
+        assert!(good, "{out}");
+        assert_eq!(out.trim(), format!("s \"{state}\""));
+    };
+    bob_reads("up");
     call(BACKEND, "org.nftlbd1.Backend", "SetState", &["s", "drain"]);
-    let (good, out) = busctl(
-        Some("bob"),
-        &[
-            "get-property",
-            "org.nftlbd1",
-            BACKEND,
-            "org.nftlbd1.Backend",
-            "State",
-        ],
-    );
-    assert!(good, "{out}");
-    assert_eq!(out.trim(), "s \"drain\"");
+    bob_reads("drain");
 
     // polkit answers: every call that held a place is done, and allowed.
     drop(polkitd);

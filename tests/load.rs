@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::bus::{Daemon, in_testbed, tempdir};
+use common::rss_kib;
 use serde_json::{Value, json};
 
 #[path = "load/client.rs"]
@@ -136,16 +137,6 @@ fn run_reader(on_dbus: bool, stop: Arc<AtomicBool>) -> Reads {
         std::thread::sleep(Duration::from_millis(20));
     }
     reads
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon runs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

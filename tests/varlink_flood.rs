@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::bus::*;
+use common::rss_kib;
 use serde_json::{Value, json};
 
 const SOCKET: &str = "/run/nftlbd/org.nftlbd1";
@@ -99,16 +100,6 @@ fn silent_and_open(s: &UnixStream) -> bool {
         MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
     );
     r == Err(nix::errno::Errno::EAGAIN)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon runs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// Sends `len` bytes of one message that never ends, then nothing, keeping the connection open

@@ -130,3 +130,14 @@ pub fn wait_within(child: &mut std::process::Child, limit: std::time::Duration) 
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A process's resident memory now (VmRSS), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the daemon runs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
