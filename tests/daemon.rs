@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -75,15 +75,7 @@ impl Drop for Daemon {
 
 /// Starts `nftlbd run` in the balancer and waits until it says READY.
 fn start(t: &Topo, dir: &Path) -> Daemon {
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.lb,
-            env!("CARGO_BIN_EXE_nftlbd"),
-            "--state-dir",
-        ])
-        .arg(dir)
+    let mut child = common::nftlbd_in(&t.lb, dir)
         .args(["--no-bus", "--no-varlink", "run"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

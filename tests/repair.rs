@@ -6,7 +6,7 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,15 +77,7 @@ struct Daemon {
 impl Daemon {
     /// Starts `nftlbd run` in the balancer and waits until it says READY.
     fn start(t: &Topo, dir: &Path) -> Daemon {
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &t.lb,
-                env!("CARGO_BIN_EXE_nftlbd"),
-                "--state-dir",
-            ])
-            .arg(dir)
+        let mut child = common::nftlbd_in(&t.lb, dir)
             .args(["--no-bus", "--no-varlink", "--no-checks", "run"])
             .env_remove("JOURNAL_STREAM")
             .env_remove("NFTLBD_LOG")

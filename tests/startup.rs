@@ -9,7 +9,7 @@ mod common;
 use std::io::Read;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -30,15 +30,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// `nftlbd run` in the balancer's namespace on the bus at `socket`, with `extra` options.
 fn start(t: &Topo, dir: &Path, socket: &Path, extra: &[&str]) -> Child {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.lb,
-            env!("CARGO_BIN_EXE_nftlbd"),
-            "--state-dir",
-        ])
-        .arg(dir.join("state"))
+    common::nftlbd_in(&t.lb, &dir.join("state"))
         .arg("--bus")
         .arg(format!("unix:path={}", socket.display()))
         .args(["--no-varlink", "--no-checks"])

@@ -141,3 +141,11 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// `nftlbd --state-dir STATE` in network namespace `ns`: options and the subcommand follow.
+pub fn nftlbd_in(ns: &str, state: &std::path::Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nftlbd"), "--state-dir"])
+        .arg(state);
+    c
+}
