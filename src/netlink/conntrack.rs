@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::attr::{AttrIter, Attrs};
-use super::consts::NLMSG_HDRLEN;
+use super::consts::{NLM_F_ACK, NLM_F_DUMP};
 use super::error::Result;
 use super::request::{self, Next};
 use super::socket::Socket;
@@ -13,9 +13,6 @@ use super::socket::Socket;
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLM_F_DUMP: u16 = 0x300;
 const CTA_PROTOINFO: u16 = 4;
 const CTA_MARK: u16 = 8;
 const CTA_MARK_MASK: u16 = 21;
@@ -43,15 +40,7 @@ fn masked(ty: u16, flags: u16, seq: u32, mark: u32, mask: u32) -> Vec<u8> {
         body.extend_from_slice(&t.to_ne_bytes());
         body.extend_from_slice(&v.to_be_bytes());
     }
-    let len = (NLMSG_HDRLEN + body.len()) as u32;
-    let mut m = Vec::with_capacity(len as usize);
-    m.extend_from_slice(&len.to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | ty).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&body);
-    m
+    request::message((NFNL_SUBSYS_CTNETLINK << 8) | ty, flags, seq, &body)
 }
 
 /// Whether a dumped connection counts as established: tcp in state established, any other
@@ -138,6 +127,7 @@ fn libc_enoent() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::consts::NLM_F_REQUEST;
 
     #[test]
     fn a_request_filters_on_the_whole_mark() {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::conn::{Msg, parse_msgs};
-use super::consts::{NLMSG_DONE, NLMSG_ERROR};
+use super::consts::{NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN};
 use super::error::{Error, Result};
 use super::socket::Socket;
 
@@ -60,4 +60,18 @@ pub(crate) fn exchange(
             return Ok(());
         }
     }
+}
+
+/// One request message: the netlink header (type `ty`, `NLM_F_REQUEST | flags`, `seq`, port 0)
+/// and its `body`, as the rtnetlink and ctnetlink clients send them.
+pub(crate) fn message(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let len = (NLMSG_HDRLEN + body.len()) as u32;
+    let mut m = Vec::with_capacity(len as usize);
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
 }

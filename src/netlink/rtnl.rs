@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::attr::AttrIter;
-use super::consts::NLMSG_HDRLEN;
+use super::consts::NLM_F_DUMP;
 use super::error::{Error, Result};
 use super::request::{self, Next};
 use super::socket::Socket;
@@ -16,8 +16,6 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_GETNEIGH: u16 = 30;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RTA_DST: u16 = 1;
@@ -36,18 +34,6 @@ pub struct RouteSocket {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
-}
-
-fn header(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-    let len = (NLMSG_HDRLEN + body.len()) as u32;
-    let mut m = Vec::with_capacity(len as usize);
-    m.extend_from_slice(&len.to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(body);
-    m
 }
 
 fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
@@ -101,7 +87,7 @@ impl RouteSocket {
         request::exchange(
             &mut self.sock,
             &mut self.buf,
-            &header(ty, flags, seq, body),
+            &request::message(ty, flags, seq, body),
             seq,
             &what,
             &[],
