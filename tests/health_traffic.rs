@@ -41,6 +41,21 @@ impl Switch {
 }
 
 /// Starts the greeting and HTTP servers of backend `name` in namespace `ns`.
+/// be0 and be1 of a two-backend topology as a farm's backends, on `port`.
+fn two_backends(port: u16) -> Vec<Value> {
+    (0..2)
+        .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": port}))
+        .collect()
+}
+
+/// Backends be0 and be1 of a two-backend topology, each serving until switched.
+fn both_switchable(t: &Topo) -> [Switch; 2] {
+    [
+        switchable(&t.backends[0], "be0"),
+        switchable(&t.backends[1], "be1"),
+    ]
+}
+
 fn switchable(ns: &str, name: &str) -> Switch {
     let mode = Switch(Arc::new(AtomicU8::new(SERVE)));
     for port in [TRAFFIC, HTTP] {
@@ -148,16 +163,11 @@ fn health_checks_take_failing_backends_out_of_traffic_and_back() {
         return;
     }
     let t = Topo::new(2);
-    let switches = [
-        switchable(&t.backends[0], "be0"),
-        switchable(&t.backends[1], "be1"),
-    ];
+    let switches = both_switchable(&t);
     let dir = tempdir();
     let _daemon = Daemon::start(&t, &dir, false);
     let vip = vip4(12);
-    let backends: Vec<Value> = (0..2)
-        .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": TRAFFIC}))
-        .collect();
+    let backends = two_backends(TRAFFIC);
     ok(
         "CreateFarm",
         json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
@@ -297,17 +307,12 @@ fn a_restart_keeps_the_saved_verdicts_until_the_checks_say_otherwise() {
         return;
     }
     let t = Topo::new(2);
-    let switches = [
-        switchable(&t.backends[0], "be0"),
-        switchable(&t.backends[1], "be1"),
-    ];
+    let switches = both_switchable(&t);
     switches[1].set(STOPPED);
     let dir = tempdir();
     let daemon = Daemon::start(&t, &dir, false);
     let vip = vip4(13);
-    let backends: Vec<Value> = (0..2)
-        .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": TRAFFIC}))
-        .collect();
+    let backends = two_backends(TRAFFIC);
     ok(
         "CreateFarm",
         json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
@@ -518,10 +523,7 @@ fn a_failing_backend_s_connections_are_cut_with_cut_and_kept_with_stop_new() {
         return;
     }
     let t = Topo::new(2);
-    let switches = [
-        switchable(&t.backends[0], "be0"),
-        switchable(&t.backends[1], "be1"),
-    ];
+    let switches = both_switchable(&t);
     hold(&t.backends[0], "be0");
     hold(&t.backends[1], "be1");
     let dir = tempdir();

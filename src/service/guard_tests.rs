@@ -13,9 +13,9 @@ async fn passes(svc: &Service) -> usize {
     svc.query(|_| Ok(whole_farm_passes())).await.unwrap()
 }
 
-#[tokio::test]
-async fn one_backend_changes_make_no_pass_over_the_farm() {
-    let dir = std::env::temp_dir().join(format!("nftlbd-guard-{}", std::process::id()));
+/// A service on the in-memory engine in a fresh state directory, allowing every caller.
+fn allowed_service(tag: &str) -> (std::path::PathBuf, Service) {
+    let dir = std::env::temp_dir().join(format!("nftlbd-guard-{tag}{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let options = Options {
@@ -27,6 +27,12 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
         .with_authority(std::sync::Arc::new(authority::Rule(
             |_: &Caller, _: &str, _: &_| crate::polkit::Answer::Yes,
         )));
+    (dir, svc)
+}
+
+#[tokio::test]
+async fn one_backend_changes_make_no_pass_over_the_farm() {
+    let (dir, svc) = allowed_service("");
     let backends: Vec<serde_json::Value> = (0..2_000)
         .map(|i| json!({"name": format!("b{i}"), "ip-addr": format!("10.0.{}.{}", i / 250, i % 250 + 1)}))
         .collect();
@@ -108,18 +114,7 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
 
 #[tokio::test]
 async fn a_batch_across_farms_makes_no_pass_over_the_farms() {
-    let dir = std::env::temp_dir().join(format!("nftlbd-guard-batch-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let options = Options {
-        state_dir: dir.clone(),
-        watch: false,
-    };
-    let svc = Service::start_with(Box::new(MemoryEngine::new()), options)
-        .unwrap()
-        .with_authority(std::sync::Arc::new(authority::Rule(
-            |_: &Caller, _: &str, _: &_| crate::polkit::Answer::Yes,
-        )));
+    let (dir, svc) = allowed_service("batch-");
     let farm = |name: &str, vip: &str, net: u32| {
         let backends: Vec<serde_json::Value> = (0..2_000)
             .map(|i| json!({"name": format!("b{i}"), "ip-addr": format!("10.{net}.{}.{}", i / 250, i % 250 + 1)}))
