@@ -67,19 +67,20 @@ pub(super) fn save_parts(
         config,
         allocation,
     };
-    let text = serde_json::to_vec_pretty(&state).map_err(|e| StateError::Format {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    // Streamed to the file: at 60,000 backends the text is about 10 MiB, which would otherwise be
+    // held whole in memory beside the configuration it describes.
     let written = (|| {
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        f.write_all(&text)?;
-        f.write_all(b"\n")?;
-        f.sync_all()
+        let mut out = io::BufWriter::with_capacity(256 << 10, f);
+        serde_json::to_writer_pretty(&mut out, &state)?;
+        out.write_all(b"\n")?;
+        out.into_inner()
+            .map_err(io::IntoInnerError::into_error)?
+            .sync_all()
     })();
     if let Err(e) = written {
         // A full disk would otherwise keep the partial copy's blocks.
