@@ -60,7 +60,7 @@ pub fn config_json(data: &[u8]) -> usize {
     let Ok(value) = serde_json::from_str::<Value>(text) else {
         return accepted;
     };
-    if let Ok(farm) = parse_farm_value(value.clone(), "farms[x]") {
+    if let Ok(farm) = parse_farm_value(&value, "farms[x]") {
         accepted += 1;
         let _ = apply(Operation::CreateFarm { farm: Box::new(farm) });
     }

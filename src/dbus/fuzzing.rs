@@ -75,7 +75,7 @@ fn decode<'d, T: serde::Deserialize<'d> + Type>(body: &'d Data<'d, 'd>) -> Optio
 fn create_farm(name: &str, s: &Settings) -> Result<Operation, ServiceError> {
     let at = format!("farms[{name}]");
     let obj = new_object(name, FARM, s, &at, true).map_err(to_service)?;
-    let farm = parse_farm_value(obj, &at)?;
+    let farm = parse_farm_value(&obj, &at)?;
     Ok(Operation::CreateFarm { farm: Box::new(farm) })
 }
 

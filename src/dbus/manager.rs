@@ -30,7 +30,7 @@ impl Manager {
         #[zbus(connection)] conn: &Connection,
     ) -> Result<OwnedObjectPath, Error> {
         let at = format!("farms[{name}]");
-        let farm = parse_farm_value(new_object(&name, props::FARM, &settings, &at, true)?, &at)?;
+        let farm = parse_farm_value(&new_object(&name, props::FARM, &settings, &at, true)?, &at)?;
         let op = Operation::CreateFarm { farm: Box::new(farm) };
         execute(&self.service, conn, &hdr, op).await?;
         Ok(farm_path(&name))

@@ -359,7 +359,7 @@ mod tests {
                 Some(j) => obj.insert(prop.key.into(), j),
                 None => obj.remove(prop.key),
             };
-            let back = crate::model::parse_farm_value(serde_json::Value::Object(obj), "farms[web]")
+            let back = crate::model::parse_farm_value(&serde_json::Value::Object(obj), "farms[web]")
                 .unwrap_or_else(|e| panic!("{}: {e}", prop.name));
             assert_eq!(back, f, "{}", prop.name);
         }

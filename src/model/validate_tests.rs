@@ -176,7 +176,7 @@ fn ports_weights_and_priorities_are_range_checked() {
     );
     assert_eq!(
         parse_farm_value(
-            web(json!({"virtual-ports": "80,,90"}))["farms"][0].clone(),
+            &web(json!({"virtual-ports": "80,,90"}))["farms"][0].clone(),
             "farms[web]"
         )
         .unwrap_err(),
@@ -320,7 +320,7 @@ fn static_sessions_follow_the_persistence_key() {
     );
     assert_eq!(
         parse_farm_value(
-            web(json!({"persistence": p, "sessions": s("198.51.100.7 . 0", "b1")}))["farms"][0].clone(),
+            &web(json!({"persistence": p, "sessions": s("198.51.100.7 . 0", "b1")}))["farms"][0].clone(),
             "farms[web]"
         )
         .unwrap_err(),

@@ -51,7 +51,7 @@ pub fn farm(
     let mut obj = to_obj(&c.farms[i])?;
     f(&mut obj)?;
     let at = format!("farms[{name}]");
-    let farm = parse_farm_value(Value::Object(obj), &at)?;
+    let farm = parse_farm_value(&Value::Object(obj), &at)?;
     let mut new = c.clone();
     new.farms[i] = farm;
     Ok(new)

@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn writes_the_bytes_a_value_of_the_whole_reply_gave() {
         let farm = parse_farm_value(
-            json!({"name": "web", "virtual-addresses": ["192.0.2.10"], "virtual-ports": "80,443",
+            &json!({"name": "web", "virtual-addresses": ["192.0.2.10"], "virtual-ports": "80,443",
                 "scheduler": "weight", "persistence": ["srcip"], "backends": [
                 {"name": "a", "ip-addr": "10.0.0.1", "weight": 3},
                 {"name": "b", "ip-addr": "10.0.0.2", "port": 8080, "state": "down"},
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn backends_carry_their_last_check() {
         let farm = parse_farm_value(
-            json!({"name": "web", "backends": [
+            &json!({"name": "web", "backends": [
                 {"name": "a", "ip-addr": "10.0.0.1"}, {"name": "b", "ip-addr": "10.0.0.2"}]}),
             "farm",
         )
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_farm_without_backends_has_an_empty_list() {
-        let farm = parse_farm_value(json!({"name": "web"}), "farm").unwrap();
+        let farm = parse_farm_value(&json!({"name": "web"}), "farm").unwrap();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
             "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "backends": [] } })
         .to_string();

@@ -96,8 +96,8 @@ impl From<crate::model::Invalid> for Reply {
 
 /// A parameter, typed; a missing or mistyped one is varlink's `InvalidParameter`.
 fn param<T: DeserializeOwned>(params: &Value, name: &str) -> Result<T> {
-    let v = params.get(name).cloned().unwrap_or(Value::Null);
-    serde_json::from_value(v).map_err(|_| {
+    // Read in place: a parameter can be a whole farm, and a copy of it would double the request.
+    T::deserialize(params.get(name).unwrap_or(&Value::Null)).map_err(|_| {
         Reply::Err(
             "org.varlink.service.InvalidParameter".into(),
             json!({ "parameter": name }),
@@ -130,6 +130,10 @@ fn object_name(obj: &Map<String, Value>, at: &str) -> Result<String> {
         .to_string();
     edit::check_name(&format!("{at}.name"), &name)?;
     Ok(name)
+}
+
+fn object_ref<'a>(v: &'a Value, at: &str) -> Result<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| invalid(at, "is not an object"))
 }
 
 fn object(v: Value, at: &str) -> Result<Map<String, Value>> {
@@ -201,9 +205,9 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
         "GetPolicyCounters" => Operation::GetPolicyCounters { policy: s("name")? },
         "GetPermissions" => Operation::GetPermissions,
         "CreateFarm" => {
-            let obj = object(param(p, "farm")?, "farm")?;
-            let name = object_name(&obj, "farm")?;
-            let farm = parse_farm_value(Value::Object(obj), &format!("farms[{name}]"))?;
+            let doc = p.get("farm").unwrap_or(&Value::Null);
+            let name = object_name(object_ref(doc, "farm")?, "farm")?;
+            let farm = parse_farm_value(doc, &format!("farms[{name}]"))?;
             Operation::CreateFarm { farm: Box::new(farm) }
         }
         "UpdateFarm" => {

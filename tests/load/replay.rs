@@ -16,7 +16,7 @@ use super::plan::Edit;
 fn operation(edit: &Edit) -> Operation {
     match edit.clone() {
         Edit::CreateFarm(f) => Operation::CreateFarm {
-            farm: Box::new(parse_farm_value(f, "farm").expect("a farm the daemon took")),
+            farm: Box::new(parse_farm_value(&f, "farm").expect("a farm the daemon took")),
         },
         Edit::DeleteFarm(farm) => Operation::DeleteFarm { farm },
         Edit::AddBackend { farm, backend } => Operation::AddBackend {
