@@ -4,7 +4,7 @@
 mod common;
 
 use common::{in_netns, nft, nft_stdin};
-use nftlbd::engine::{Allocation, EngineError, KernelEngine};
+use nftlbd::engine::{Allocation, Engine, EngineError, KernelEngine, MemoryEngine};
 use nftlbd::model::{Config, parse_config};
 use serde_json::{Value, json};
 
@@ -746,4 +746,71 @@ fn said_changes_commit_what_compared_changes_commit() {
     let sizes: Vec<usize> = said.iter().map(Vec::len).collect();
     assert!(sizes.iter().filter(|n| **n > 0).count() == 5, "{sizes:?}");
     assert_eq!(said_ruleset, compared_ruleset);
+}
+
+/// The member id each slot of farm `farm`'s IPv4 slot map names, as the kernel lists it.
+fn slot_members(e: &KernelEngine, farm: &str) -> Vec<u16> {
+    let fa = &e.allocation().farms[farm];
+    let listing = nft(&["list", "map", "ip", "nftlbd", "slots-0"]);
+    let elements = listing
+        .split_once("elements = {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or("", |(inside, _)| inside);
+    elements
+        .split(',')
+        .map(|pair| {
+            let word = pair.split_once(" : ").map_or("", |(_, v)| v.trim());
+            let mark = u32::from_str_radix(word.trim_start_matches("0x"), 16)
+                .unwrap_or_else(|_| panic!("{word:?} in {listing}"));
+            assert_eq!(mark >> 16, u32::from(fa.id), "{listing}");
+            (mark & 0xffff) as u16
+        })
+        .collect()
+}
+
+#[test]
+fn below_the_quorum_the_ruleset_sends_new_flows_only_to_the_sorry_backend() {
+    in_netns(|| {
+        let mut farms = json!([{"name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
+            "quorum": 2, "backends": [
+                {"name": "a", "ip-addr": "10.0.0.1"}, {"name": "b", "ip-addr": "10.0.0.2"},
+                {"name": "s", "ip-addr": "10.0.0.9", "weight": 3, "sorry": true,
+                 "health-check": {"enabled": false}}]}]);
+        let mut e = KernelEngine::open().unwrap();
+        e.reconcile(config(farms.clone()), Allocation::default()).unwrap();
+        // The in-memory engine of the service tests, fed the same: the same allocation each time.
+        let mut memory = MemoryEngine::new();
+        memory
+            .reconcile(config(farms.clone()), Allocation::default())
+            .unwrap();
+        let mut both = |e: &mut KernelEngine, farms: &Value| {
+            let outcome = e.apply(config(farms.clone())).unwrap();
+            memory.apply(config(farms.clone())).unwrap();
+            assert_eq!(memory.allocation(), e.allocation());
+            outcome
+        };
+        let m = |name: &str| e.allocation().farms["web"].members[name];
+        let (a, b, s) = (m("a"), m("b"), m("s"));
+        let mut got = slot_members(&e, "web");
+        got.sort();
+        assert_eq!(got, [a, b]);
+        // a fails: one regular backend left, below the quorum: the sorry backend's slots alone.
+        farms[0]["backends"][0]["health"] = json!("failing");
+        both(&mut e, &farms);
+        assert_eq!(slot_members(&e, "web"), [s, s, s]);
+        // A change below the quorum that does not cross it is the backend's own.
+        farms[0]["backends"][1]["weight"] = json!(4);
+        let quiet = both(&mut e, &farms);
+        assert!(quiet.messages <= 6, "{:#?}", quiet.changes);
+        assert_eq!(slot_members(&e, "web"), [s, s, s]);
+        // a passes again: the regular backends take new flows back.
+        farms[0]["backends"][0]["health"] = json!("healthy");
+        both(&mut e, &farms);
+        let mut got = slot_members(&e, "web");
+        got.sort();
+        assert_eq!(got, [a, b, b, b, b]);
+        let alloc = e.allocation().clone();
+        let cfg = e.config().clone();
+        assert_eq!(e.reconcile(cfg, alloc).unwrap().changes, Vec::<String>::new());
+    });
 }

@@ -1,7 +1,8 @@
 //! The daemon's own health checks against real traffic, in the testbed (tools/testbed.sh): a
 //! backend whose server stops is found failing and gets no new connections, comes back when it
 //! serves again, stays drained while an operator drains it whatever its health, and an http
-//! check turns a backend answering 503 failing. Health is read back over varlink (GetFarm).
+//! check turns a backend answering 503 failing, and below a farm's quorum its sorry backend takes
+//! every new connection until the failed one is back. Health is read back over varlink (GetFarm).
 
 mod common;
 
@@ -242,6 +243,74 @@ fn health_checks_take_failing_backends_out_of_traffic_and_back() {
     wait_health("be0", "failing", "http 503, 2 failures");
     let got = t.tcp_n(vip, 80, 10);
     assert_eq!(count(&got, "be1"), 10, "{got:?}");
+}
+
+/// (quorumMet, effectivePriority) of farm web, from GetFarm's status.
+fn quorum_status() -> (Value, Value) {
+    let status = &ok("GetFarm", json!({"name": "web"}))["status"];
+    (status["quorumMet"].clone(), status["effectivePriority"].clone())
+}
+
+#[test]
+fn below_the_quorum_the_sorry_backend_takes_every_connection_and_gives_them_back() {
+    if !in_testbed("below_the_quorum_the_sorry_backend_takes_every_connection_and_gives_them_back") {
+        return;
+    }
+    let t = Topo::new(3);
+    let switches = both_switchable(&t);
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(16);
+    let mut backends = two_backends(TRAFFIC);
+    // be2 answers on the topology's own port 80, unchecked: the sorry server.
+    backends.push(
+        json!({"name": "be2", "ip-addr": backend_ip(2, false), "port": 80, "sorry": true,
+        "health-check": {"enabled": false}}),
+    );
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+            "virtual-addresses": [vip], "virtual-ports": "80", "quorum": 2,
+            "health-check": {"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2},
+            "backends": backends}}),
+    );
+    wait_health("be0", "healthy", "tcp connected");
+    wait_health("be1", "healthy", "tcp connected");
+    assert_eq!(quorum_status(), (json!(true), json!(1)));
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!(
+        (count(&got, "be0"), count(&got, "be1"), count(&got, "be2")),
+        (5, 5, 0),
+        "{got:?}"
+    );
+
+    // be1's server stops: one regular backend left, below the quorum of two. The sorry backend
+    // takes every new connection, be0 (still healthy) none; QuorumMet flips on the bus.
+    let monitor = Monitor::start(&dir);
+    switches[1].set(STOPPED);
+    wait_health("be1", "failing", "connection refused, 2 failures");
+    assert_eq!(quorum_status(), (json!(false), json!(0)));
+    let got = t.tcp_n(vip, 80, 12);
+    assert_eq!(count(&got, "be2"), 12, "{got:?}");
+    let flipped = |m: &str| {
+        m.contains("Member=PropertiesChanged")
+            && m.contains("/org/nftlbd1/farm/web")
+            && m.contains("\"QuorumMet\"")
+    };
+    let seen = monitor.wait_signal(flipped);
+    assert!(signals(&seen).iter().any(|m| flipped(m)), "{seen}");
+
+    // Back after two successes: the regular backends take the traffic back, split exactly.
+    switches[1].set(SERVE);
+    wait_health("be1", "healthy", "tcp connected, 2 successes");
+    assert_eq!(quorum_status(), (json!(true), json!(1)));
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!(
+        (count(&got, "be0"), count(&got, "be1"), count(&got, "be2")),
+        (5, 5, 0),
+        "{got:?}"
+    );
+    assert!(alternates(&got), "{got:?}");
 }
 
 #[test]

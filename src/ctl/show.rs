@@ -280,6 +280,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         text(all.get("EffectivePriority"))
     );
     println!("  {:<18} {}", "health-ready", text(all.get("HealthReady")));
+    println!("  {:<18} {}", "quorum-met", text(all.get("QuorumMet")));
     println!(
         "  {:<18} {} packets, {} bytes",
         "traffic",
@@ -295,7 +296,12 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
                 text(b.get("IpAddr")),
                 if port == "0" { "-".into() } else { port },
                 text(b.get("Weight")),
-                text(b.get("Priority")),
+                // A sorry backend's priority is no tier: what it is, instead.
+                if text(b.get("Sorry")) == "true" {
+                    "sorry".into()
+                } else {
+                    text(b.get("Priority"))
+                },
                 text(b.get("State")),
                 if text(b.get("Active")) == "true" {
                     "yes"

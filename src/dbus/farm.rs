@@ -28,6 +28,7 @@ const READ_ONLY: &[super::Arg] = &[
     ("Backends", "ao"),
     ("EffectivePriority", "u"),
     ("HealthReady", "b"),
+    ("QuorumMet", "b"),
     ("Packets", "t"),
     ("Bytes", "t"),
 ];

@@ -88,6 +88,8 @@ pub fn farm_value(f: &Farm, name: &str) -> Option<Value<'static>> {
         "HealthStart" => word(&f.health_start).into(),
         "HealthReady" => f.health_ready().into(),
         "EffectivePriority" => crate::model::effective_priority(f).into(),
+        "Quorum" => f.quorum.into(),
+        "QuorumMet" => crate::model::quorum_met(f).into(),
         _ => return None,
     })
 }
@@ -108,6 +110,7 @@ pub fn backend_value(b: &Backend, name: &str) -> Option<Value<'static>> {
         "HealthCheck" => json_text(&b.health_check).into(),
         "Health" => b.health.as_str().into(),
         "HealthReason" => b.health_reason.clone().into(),
+        "Sorry" => b.sorry.into(),
         _ => return None,
     })
 }

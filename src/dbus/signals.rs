@@ -241,6 +241,9 @@ async fn farm_changed(
     if let Some(p) = change.effective_priority {
         changed.insert("EffectivePriority", Value::from(p));
     }
+    if let Some(met) = change.quorum_met {
+        changed.insert("QuorumMet", Value::from(met));
+    }
     if change.backend_list {
         let paths: Vec<OwnedObjectPath> = new
             .backends

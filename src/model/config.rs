@@ -139,6 +139,10 @@ pub struct Farm {
     /// Whether a checked backend serves before its first verdict (docs/health.md).
     #[serde(default, skip_serializing_if = "is_default")]
     pub health_start: HealthStart,
+    /// The fewest regular backends that must take new flows; below it the `sorry` backends
+    /// serve (docs/json.md). 0: off.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub quorum: u32,
     #[serde(default)]
     pub backends: List<Backend>,
     /// Static sessions: a client key (in the farm's persistence format) pinned to a backend.
@@ -178,6 +182,9 @@ pub struct Backend {
     /// Why, in the checker's words (`connect: connection refused`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub health_reason: String,
+    /// Serves only while its farm is below its `quorum` (keepalived's sorry server).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub sorry: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +269,7 @@ impl Farm {
             policies,
             health_check,
             health_start,
+            quorum,
             sessions,
             backends: _,
         } = self;
@@ -302,6 +310,7 @@ impl Farm {
             policies: policies.clone(),
             health_check: health_check.clone(),
             health_start: health_start.clone(),
+            quorum: quorum.clone(),
             sessions: sessions.clone(),
             backends: List::new(),
         }

@@ -37,8 +37,8 @@ pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_cli
 #[cfg(test)]
 pub use states::whole_farm_passes;
 pub use states::{
-    FarmRules, PriorityTiers, effective_priority, effective_state, is_active, keeps_clients, takes_new_flows,
-    uncounted, whole_farm_pass,
+    FarmRules, PriorityTiers, SORRY_TIER, effective_priority, effective_state, is_active, keeps_clients,
+    quorum_met, takes_new_flows, uncounted, whole_farm_pass,
 };
 pub use status_ranges::StatusRanges;
 pub use touched::Touched;

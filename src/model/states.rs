@@ -16,12 +16,25 @@
 //! Priority tiers as in nftlb: starting at 1, every backend of the active tiers that does not take
 //! new flows brings in one more tier, until that is stable. So with `a` (priority 1) and `b`
 //! (priority 2), `b` is a hot standby until `a` fails; two failures in tier 1 bring in tiers 2 and 3.
+//!
+//! Quorum and sorry backends (keepalived's `quorum` and `sorry_server`): the tiers are made of the
+//! regular backends only. When fewer regular backends than the farm's `quorum` take new flows
+//! (up, healthy, in an active tier) and a `sorry` backend can take them, the farm's effective
+//! priority is [`SORRY_TIER`]: the sorry backends take every new flow and the regular ones none.
+//! Established flows and persistent clients stay where they are (as with drain). Otherwise the
+//! sorry backends take no new flows. A farm below its quorum with no sorry backend able to serve
+//! (none, or all failing, drained or off) keeps serving with the regular backends it has: fewer
+//! backends are better than none, and `QuorumMet` false says so.
 
 use std::collections::BTreeMap;
 
 use super::config::{Backend, Farm};
 use super::health::{Health, HealthStart, is_checked};
 use super::values::{BackendState, FarmState};
+
+/// The effective priority of a farm below its quorum whose sorry backends serve: no regular
+/// backend has it (priorities start at 1), so the tiers' one comparison also shuts them out.
+pub const SORRY_TIER: u32 = 0;
 
 /// What of its farm a backend's scheduling depends on besides the backend itself. O(1) to take,
 /// so one backend's change stays O(1).
@@ -31,6 +44,8 @@ pub struct FarmRules {
     pub pessimistic: bool,
     /// The farm has a `health-check` (its backends are checked unless they opt out).
     pub farm_checked: bool,
+    /// `quorum` (0: off).
+    pub quorum: u32,
 }
 
 impl FarmRules {
@@ -38,19 +53,37 @@ impl FarmRules {
         FarmRules {
             pessimistic: farm.health_start == HealthStart::Pessimistic,
             farm_checked: farm.health_check.is_some(),
+            quorum: farm.quorum,
         }
     }
 }
 
-/// The highest backend priority currently in use by the farm.
+/// The highest backend priority currently in use by the farm, or [`SORRY_TIER`] when its sorry
+/// backends serve. Counted whole, apart from [`PriorityTiers`], which the tests compare with it.
 pub fn effective_priority(farm: &Farm) -> u32 {
     let rules = FarmRules::of(farm);
+    let p = regular_priority(farm, rules);
+    if sorry_serves(farm, rules, p) {
+        SORRY_TIER
+    } else {
+        p
+    }
+}
+
+/// Whether at least `quorum` regular backends take new flows (always, with no quorum). O(farm).
+pub fn quorum_met(farm: &Farm) -> bool {
+    let rules = FarmRules::of(farm);
+    rules.quorum == 0 || serving(farm, rules, regular_priority(farm, rules)) >= rules.quorum
+}
+
+/// The tiers of the regular backends, as nftlb counts them.
+fn regular_priority(farm: &Farm, rules: FarmRules) -> u32 {
     let mut p = 1u32;
     loop {
         let failed = farm
             .backends
             .iter()
-            .filter(|b| b.priority <= p && !counts_as_up(rules, b))
+            .filter(|b| !b.sorry && b.priority <= p && !counts_as_up(rules, b))
             .count() as u32;
         let next = 1u32.saturating_add(failed);
         if next <= p {
@@ -60,13 +93,35 @@ pub fn effective_priority(farm: &Farm) -> u32 {
     }
 }
 
-/// A farm's backends that are not `up`, counted per priority: [`effective_priority`] kept up to
-/// date one backend at a time. Add every backend of the farm (or use [`PriorityTiers::of`]), then
-/// `remove` a backend as it was and `add` it as it is on each change.
+/// The regular backends that take new flows at regular priority `p`.
+fn serving(farm: &Farm, rules: FarmRules, p: u32) -> u32 {
+    let n = farm
+        .backends
+        .iter()
+        .filter(|b| !b.sorry && b.priority <= p && counts_as_up(rules, b))
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn sorry_serves(farm: &Farm, rules: FarmRules, p: u32) -> bool {
+    rules.quorum > 0
+        && serving(farm, rules, p) < rules.quorum
+        && farm.backends.iter().any(|b| b.sorry && counts_as_up(rules, b))
+}
+
+/// A farm's regular backends, and those not `up`, counted per priority, and its sorry backends
+/// that are up: [`effective_priority`] kept up to date one backend at a time. Add every backend
+/// of the farm (or use [`PriorityTiers::of`]), then `remove` a backend as it was and `add` it as
+/// it is on each change. Whether the farm has its quorum follows from the same counts, so a
+/// change that does not cross it stays O(1) in backends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PriorityTiers {
     not_up: BTreeMap<u32, u32>,
-    /// The highest priority of any backend counted (a high-water mark: `remove` keeps it).
+    /// Every regular backend, per priority.
+    regular: BTreeMap<u32, u32>,
+    /// The sorry backends that are up (and not failing).
+    sorry_up: u32,
+    /// The highest priority of any regular backend counted (a high-water mark: `remove` keeps it).
     highest: u32,
     /// The weights of the backends counted, added up.
     weight: u64,
@@ -89,9 +144,16 @@ impl PriorityTiers {
     }
 
     pub fn add(&mut self, b: &Backend) {
-        self.highest = self.highest.max(b.priority);
         self.weight += u64::from(b.weight);
-        if !counts_as_up(self.rules, b) {
+        let up = counts_as_up(self.rules, b);
+        if b.sorry {
+            self.sorry_up += u32::from(up);
+            return;
+        }
+        self.highest = self.highest.max(b.priority);
+        let n = self.regular.entry(b.priority).or_default();
+        *n = n.saturating_add(1);
+        if !up {
             let n = self.not_up.entry(b.priority).or_default();
             *n = n.saturating_add(1);
         }
@@ -100,13 +162,22 @@ impl PriorityTiers {
     /// Forgets a backend that was added (as it was when added).
     pub fn remove(&mut self, b: &Backend) {
         self.weight = self.weight.saturating_sub(u64::from(b.weight));
-        if !counts_as_up(self.rules, b)
-            && let Some(n) = self.not_up.get_mut(&b.priority)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.not_up.remove(&b.priority);
+        let up = counts_as_up(self.rules, b);
+        if b.sorry {
+            self.sorry_up = self.sorry_up.saturating_sub(u32::from(up));
+            return;
+        }
+        let forget = |counts: &mut BTreeMap<u32, u32>| {
+            if let Some(n) = counts.get_mut(&b.priority) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&b.priority);
+                }
             }
+        };
+        forget(&mut self.regular);
+        if !up {
+            forget(&mut self.not_up);
         }
     }
 
@@ -121,8 +192,34 @@ impl PriorityTiers {
         self.weight
     }
 
-    /// What [`effective_priority`] gives for the farm, in O(distinct priorities of backends not up).
+    /// What [`effective_priority`] gives for the farm, in O(distinct priorities).
     pub fn effective(&self) -> u32 {
+        let p = self.regular_effective();
+        if self.rules.quorum > 0 && self.sorry_up > 0 && self.serving(p) < self.rules.quorum {
+            SORRY_TIER
+        } else {
+            p
+        }
+    }
+
+    /// What [`quorum_met`] gives for the farm, in O(distinct priorities).
+    pub fn quorum_met(&self) -> bool {
+        self.rules.quorum == 0 || self.serving(self.regular_effective()) >= self.rules.quorum
+    }
+
+    /// The regular backends that take new flows at priority `p`: those of the active tiers
+    /// less those of them not up.
+    fn serving(&self, p: u32) -> u32 {
+        let within = |counts: &BTreeMap<u32, u32>| {
+            counts
+                .range(..=p)
+                .fold(0u32, |sum, (_, n)| sum.saturating_add(*n))
+        };
+        within(&self.regular).saturating_sub(within(&self.not_up))
+    }
+
+    /// The tiers of the regular backends, in O(distinct priorities of backends not up).
+    fn regular_effective(&self) -> u32 {
         let mut p = 1u32;
         let mut failed = 0u32;
         let mut tiers = self.not_up.iter().peekable();
@@ -201,7 +298,12 @@ pub fn effective_state(backend: &Backend) -> BackendState {
 /// Whether the scheduler gives new connections to this backend of `farm` (at the farm's
 /// effective priority). Reads only the farm's own keys, not its other backends.
 pub fn takes_new_flows(farm: &Farm, backend: &Backend, effective_priority: u32) -> bool {
-    counts_as_up(FarmRules::of(farm), backend) && backend.priority <= effective_priority
+    counts_as_up(FarmRules::of(farm), backend)
+        && if backend.sorry {
+            effective_priority == SORRY_TIER
+        } else {
+            backend.priority <= effective_priority
+        }
 }
 
 /// `Backend.Active` of both front ends: the scheduler gives it new connections now (the farm is
@@ -268,8 +370,11 @@ mod tests {
         };
         let states = [Up, Drain, Down, Off];
         let mut moved = 0;
-        for _ in 0..200 {
+        let mut sorry_served = 0;
+        for round in 0..200 {
             let mut f = farm(&[]);
+            // Half the rounds with a quorum: the sorry tier comes and goes with the same counts.
+            f.quorum = if round % 2 == 0 { 0 } else { next(5) as u32 + 1 };
             let mut tiers = PriorityTiers::of(&f);
             for step in 0..100 {
                 let before = effective_priority(&f);
@@ -277,6 +382,7 @@ mod tests {
                 let mut b = Backend::new(&format!("s{step}"), "10.0.0.1".parse().unwrap());
                 b.priority = next(6) as u32 + 1;
                 b.state = states[next(4) as usize];
+                b.sorry = next(5) == 0;
                 match next(3) {
                     0 if n > 0 => tiers.remove(&f.backends.remove(next(n) as usize)),
                     1 if n > 0 => {
@@ -291,8 +397,13 @@ mod tests {
                     }
                 }
                 assert_eq!(tiers.effective(), effective_priority(&f), "{:?}", f.backends);
+                assert_eq!(tiers.quorum_met(), quorum_met(&f), "{:?}", f.backends);
                 let whole = PriorityTiers::of(&f);
-                assert_eq!((&tiers.not_up, tiers.weight()), (&whole.not_up, whole.weight()));
+                assert_eq!(
+                    (&tiers.not_up, &tiers.regular, tiers.sorry_up, tiers.weight()),
+                    (&whole.not_up, &whole.regular, whole.sorry_up, whole.weight())
+                );
+                sorry_served += usize::from(effective_priority(&f) == SORRY_TIER);
                 // A high-water mark: removed backends' priorities count.
                 assert!(tiers.highest() >= whole.highest());
                 moved += usize::from(before != effective_priority(&f));
@@ -302,6 +413,108 @@ mod tests {
             moved > 1000,
             "the effective priority changed in only {moved} steps"
         );
+        assert!(
+            sorry_served > 1000,
+            "the sorry backends served in only {sorry_served} steps"
+        );
+    }
+
+    /// Two regular backends (priority 1), quorum 2, and one sorry backend.
+    fn quorum_farm() -> Farm {
+        let mut f = farm(&[(1, Up), (1, Up), (1, Up)]);
+        f.quorum = 2;
+        f.backends.get_mut(2).unwrap().sorry = true;
+        f
+    }
+
+    fn new_flows(f: &Farm) -> Vec<bool> {
+        let p = effective_priority(f);
+        f.backends.iter().map(|b| takes_new_flows(f, b, p)).collect()
+    }
+
+    #[test]
+    fn the_sorry_backend_takes_no_new_flows_while_the_farm_has_its_quorum() {
+        let f = quorum_farm();
+        assert_eq!(effective_priority(&f), 1);
+        assert!(quorum_met(&f));
+        assert_eq!(new_flows(&f), [true, true, false]);
+        // The sorry backend keeps its established flows and clients whatever the quorum.
+        assert!(keeps_clients(&f.backends[2]));
+    }
+
+    #[test]
+    fn below_the_quorum_the_sorry_backend_takes_every_new_flow_and_gives_them_back() {
+        for out in [Down, Drain, Off] {
+            let mut f = quorum_farm();
+            f.backends.get_mut(0).unwrap().state = out;
+            assert_eq!(effective_priority(&f), SORRY_TIER, "{out:?}");
+            assert!(!quorum_met(&f), "{out:?}");
+            assert_eq!(new_flows(&f), [false, false, true], "{out:?}");
+            // The regular backend still up keeps its established flows and clients.
+            assert!(keeps_clients(&f.backends[1]), "{out:?}");
+            assert!(!is_active(&f, &f.backends[1], SORRY_TIER), "{out:?}");
+            f.backends.get_mut(0).unwrap().state = Up;
+            assert_eq!(new_flows(&f), [true, true, false], "{out:?}: given back");
+        }
+        // A failing check counts as down.
+        let f = failing(quorum_farm(), 1);
+        assert_eq!(new_flows(&f), [false, false, true]);
+    }
+
+    #[test]
+    fn standby_tiers_count_toward_the_quorum() {
+        // a, b in tier 1, c in tier 2: a down brings in c, and two still serve.
+        let mut f = farm(&[(1, Down), (1, Up), (2, Up), (1, Up)]);
+        f.quorum = 2;
+        f.backends.get_mut(3).unwrap().sorry = true;
+        assert_eq!(effective_priority(&f), 2);
+        assert!(quorum_met(&f));
+        assert_eq!(new_flows(&f), [false, true, true, false]);
+        f.backends.get_mut(2).unwrap().state = Off;
+        assert_eq!(new_flows(&f), [false, false, false, true]);
+        // A sorry backend's priority is no tier: it neither brings one in nor waits for one.
+        f.backends.get_mut(3).unwrap().priority = 9;
+        assert_eq!(new_flows(&f), [false, false, false, true]);
+        f.backends.get_mut(2).unwrap().state = Up;
+        assert_eq!(effective_priority(&f), 2);
+    }
+
+    #[test]
+    fn without_a_sorry_backend_able_to_serve_the_farm_keeps_what_it_has() {
+        // No sorry backend: the quorum is only reported.
+        let mut f = farm(&[(1, Down), (1, Up)]);
+        f.quorum = 2;
+        assert_eq!(effective_priority(&f), 2);
+        assert!(!quorum_met(&f));
+        assert_eq!(new_flows(&f), [false, true]);
+        // A failing sorry backend does not take flows either, so the regular ones keep them.
+        let mut f = failing(quorum_farm(), 2);
+        f.backends.get_mut(0).unwrap().state = Down;
+        assert!(!quorum_met(&f));
+        assert_eq!(new_flows(&f), [false, true, false]);
+        let f = {
+            let mut f = quorum_farm();
+            f.backends.get_mut(0).unwrap().state = Down;
+            f.backends.get_mut(2).unwrap().state = Drain;
+            f
+        };
+        assert_eq!(new_flows(&f), [false, true, false]);
+        // No quorum: sorry backends never serve, even with every regular one down.
+        let mut f = quorum_farm();
+        f.quorum = 0;
+        f.backends.get_mut(0).unwrap().state = Down;
+        f.backends.get_mut(1).unwrap().state = Down;
+        assert!(quorum_met(&f));
+        assert_eq!(new_flows(&f), [false, false, false]);
+    }
+
+    #[test]
+    fn a_quorum_above_the_regular_backends_sends_everything_to_the_sorry_backend() {
+        let mut f = quorum_farm();
+        f.quorum = 5;
+        assert_eq!(new_flows(&f), [false, false, true]);
+        let tiers = PriorityTiers::of(&f);
+        assert_eq!((tiers.effective(), tiers.quorum_met()), (SORRY_TIER, false));
     }
 
     fn failing(mut f: Farm, i: usize) -> Farm {

@@ -349,6 +349,17 @@ fn check_farm(c: &mut Checker, f: &Farm, policies: &HashSet<&str>) {
     if f.priority == 0 {
         c.err(format!("{at}.priority"), "must be at least 1");
     }
+    // Backends come and go, so a quorum above today's count is fine; past what a farm can
+    // hold it can never be met.
+    if f.quorum as usize > MAX_BACKENDS_PER_FARM {
+        c.err(
+            format!("{at}.quorum"),
+            format!(
+                "{} is past {MAX_BACKENDS_PER_FARM} (the most backends a farm can have)",
+                f.quorum
+            ),
+        );
+    }
     if f.queue < -1 || f.queue > 65535 {
         c.err(
             format!("{at}.queue"),

@@ -515,3 +515,32 @@ fn a_check_needs_a_port_to_probe() {
     // The farm's first virtual port serves too.
     check(web(json!({"health-check": {"type": "tcp"}}))).unwrap();
 }
+
+#[test]
+fn a_quorum_past_any_farm_is_refused_and_one_above_its_backends_is_not() {
+    assert_eq!(
+        check(web(json!({"quorum": 65_536}))).unwrap_err(),
+        Invalid::one(
+            "farms[web].quorum",
+            "65536 is past 65535 (the most backends a farm can have)"
+        )
+    );
+    refused(web(json!({"quorum": -1})), "farms[0].quorum", "invalid value");
+    // Backends come and go: two today, a quorum of 5 and one of 65,535 are kept as said.
+    let mut doc = web(json!({"quorum": 5}));
+    doc["farms"][0]["backends"][1]["sorry"] = json!(true);
+    let c = check(doc).unwrap();
+    assert_eq!((c.farms[0].quorum, c.farms[0].backends[1].sorry), (5, true));
+    let text = serde_json::to_string(&c).unwrap();
+    assert!(
+        text.contains("\"quorum\":5") && text.contains("\"sorry\":true"),
+        "{text}"
+    );
+    assert_eq!(
+        check(web(json!({"quorum": 65_535}))).unwrap().farms[0].quorum,
+        65_535
+    );
+    // Defaults are left out of the canonical text.
+    let text = serde_json::to_string(&check(web(json!({}))).unwrap()).unwrap();
+    assert!(!text.contains("quorum") && !text.contains("sorry"), "{text}");
+}

@@ -169,11 +169,12 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
 ];
 
 pub const EXAMPLE: &str = r#"{"farms": [{"name": "web", "virtual-addresses": ["192.0.2.10"], "virtual-ports": "80",
+  "quorum": 2,
   "health-check": {"type": "http", "path": "/health", "interval": 1, "timeout": 0.5, "fall": 2,
                    "expect-status": "200-299", "expect-body": "\"status\":\\s*\"ok\""},
   "backends": [{"name": "a", "ip-addr": "10.0.0.1"},
                {"name": "b", "ip-addr": "10.0.0.2", "health-check": {"path": "/ready"}},
-               {"name": "sorry", "ip-addr": "10.0.0.9", "health-check": {"enabled": false}}]}]}
+               {"name": "sorry", "ip-addr": "10.0.0.9", "sorry": true, "health-check": {"enabled": false}}]}]}
 "#;
 
 pub fn render() -> String {
@@ -212,7 +213,23 @@ pub fn render() -> String {
          The read-only `HealthReady` (D-Bus `Farm` property, varlink `FarmStatus.healthReady`, \
          `nftlbctl show`) is true once every checked backend has a verdict. Health is saved with \
          the configuration and kept on restart until a check says otherwise, so a restart neither \
-         makes the farm unready again nor flaps a failing backend to healthy.\n\n## Example\n\n",
+         makes the farm unready again nor flaps a failing backend to healthy.\n\n\
+         ## Quorum and sorry backends\n\n\
+         As keepalived's `quorum` and `sorry_server`: the farm key `quorum` (0, the default: off) is \
+         the fewest regular backends that must take new connections (up, not failing, in an active \
+         priority tier; standby tiers that came in count). A backend with `\"sorry\": true` takes no \
+         new connection while the farm has its quorum; below it the sorry backends take every new \
+         connection and the regular ones none, until enough pass their checks again (after `rise`) \
+         and take them back. Established connections and persistent clients stay where they are. \
+         A sorry backend is usually unchecked (`\"enabled\": false`); checked and failing, drained \
+         or off, it takes none either. A farm below its quorum without a sorry backend able to \
+         serve keeps serving with the regular backends it has (fewer are better than none): the \
+         quorum is then only reported. The read-only `QuorumMet` (D-Bus `Farm` property with \
+         PropertiesChanged, varlink `FarmStatus.quorumMet`, `nftlbctl show`) says whether the farm \
+         has its quorum; `EffectivePriority` is 0 while the sorry backends serve. A quorum larger \
+         than today's regular backends is accepted (backends come and go); past 65535, the most a \
+         farm can have, it is refused. Crossing the quorum reschedules the farm; a backend's \
+         change that does not cross it costs that backend alone.\n\n## Example\n\n",
     );
     out.push_str(&block("json", EXAMPLE));
     out.push_str(

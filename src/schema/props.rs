@@ -51,6 +51,7 @@ pub const FARM: &[Prop] = &[
     p("Policies", "policies", "as"),
     p("HealthCheck", "health-check", "s"),
     p("HealthStart", "health-start", "s"),
+    p("Quorum", "quorum", "u"),
 ];
 
 /// Writable backend keys (`Name` is read-only).
@@ -65,6 +66,7 @@ pub const BACKEND: &[Prop] = &[
     p("EtherAddr", "ether-addr", "s"),
     p("EstConnLimit", "est-connlimit", "u"),
     p("HealthCheck", "health-check", "s"),
+    p("Sorry", "sorry", "b"),
 ];
 
 /// Backend keys that are read-only on the bus (set by `SetHealth`), but canonical keys all the same.

@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 
 use super::index::Names;
 use crate::model::{
-    Backend, BackendState, Config, Farm, Policy, PriorityTiers, Touched, effective_state, is_active,
-    whole_farm_pass,
+    Backend, BackendState, Config, Farm, FarmRules, Policy, PriorityTiers, Touched, effective_state,
+    is_active, whole_farm_pass,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,6 +82,9 @@ pub struct FarmChange {
     /// The highest backend priority in use, when it changed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_priority: Option<u32>,
+    /// Whether the farm has its quorum, when that changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum_met: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -135,7 +138,9 @@ impl Diff {
             Touched::Backends(at) => at
                 .iter()
                 .map(|(i, bs)| farm(*i, Known::InPlace(bs.clone())))
-                .filter(|fc| !fc.backends.is_empty() || fc.effective_priority.is_some())
+                .filter(|fc| {
+                    !fc.backends.is_empty() || fc.effective_priority.is_some() || fc.quorum_met.is_some()
+                })
                 .collect(),
             Touched::Appended { farm: i } => vec![farm(*i, Known::InPlace(Vec::new()))],
             Touched::Removed { farm: i, at } => vec![farm(*i, Known::Removed(*at))],
@@ -278,6 +283,7 @@ impl FarmChange {
             in_order: false,
             at,
             effective_priority: None,
+            quorum_met: None,
         }
     }
 }
@@ -324,12 +330,15 @@ fn farm_change(
     // leaves the two lists do not share unless the edit said, and the priority tiers of the new
     // farm follow from the old one's by them.
     let own_keys_stayed = known.is_some();
+    // The farm's keys the tiers depend on (its quorum, its start mode) changed: counted anew.
+    let rules_changed = !own_keys_stayed && FarmRules::of(old) != FarmRules::of(new);
     let (at, gone) = match known {
         Some(Known::InPlace(at)) => (Some(at), None),
         Some(Known::Removed(i)) => (None, old.backends.get(i).map(|b| (i, b))),
         None => (in_place(old, new), removed_one(old, new)),
     };
     let tiers_new = match (&at, gone) {
+        _ if rules_changed => PriorityTiers::of(new),
         (Some(at), _) => {
             let mut t = tiers_old.clone();
             for i in at {
@@ -380,7 +389,7 @@ fn farm_change(
     // Above the highest priority a backend has, every tier is active alike: with the same tiers
     // active, the changed backends are all that differ.
     let top = tiers_old.highest().max(tiers_new.highest());
-    let same_tiers = prio_old.min(top) == prio_new.min(top) && new.state == old.state;
+    let same_tiers = prio_old.min(top) == prio_new.min(top) && new.state == old.state && !rules_changed;
     let (backends, backend_list, in_order) = match at.filter(|_| same_tiers) {
         _ if same_tiers && gone.is_some() => {
             let gone = gone.map(|(i, b)| BackendChange {
@@ -449,6 +458,7 @@ fn farm_change(
         in_order,
         at: 0,
         effective_priority: (prio_old != prio_new).then_some(prio_new),
+        quorum_met: (tiers_old.quorum_met() != tiers_new.quorum_met()).then_some(tiers_new.quorum_met()),
     }
 }
 
@@ -534,6 +544,35 @@ mod tests {
     fn nothing_changed_is_empty() {
         let c = config(base());
         assert!(Diff::between(&c, &c, "api").is_empty());
+    }
+
+    #[test]
+    fn a_quorum_set_on_the_farm_hands_new_connections_to_the_sorry_backend() {
+        let mut v = base();
+        v["farms"][0]["backends"][1] = serde_json::json!({"name": "s", "ip-addr": "10.0.0.9", "sorry": true});
+        let old = config(v.clone());
+        v["farms"][0]["quorum"] = 2.into();
+        let new = config(v.clone());
+        let d = Diff::between(&old, &new, "api");
+        let f = &d.farms[0];
+        assert_eq!(
+            f.keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+            ["quorum"]
+        );
+        assert_eq!((f.effective_priority, f.quorum_met), (Some(0), Some(false)));
+        let active: Vec<(&str, Option<bool>)> =
+            f.backends.iter().map(|b| (b.name.as_str(), b.active)).collect();
+        assert_eq!(active, [("a", Some(false)), ("s", Some(true))]);
+        // Followed one backend at a time: the sorry backend drained gives them back to a.
+        let names = Names::build(&new);
+        v["farms"][0]["backends"][1]["state"] = "drain".into();
+        let drained = config(v);
+        let d = Diff::between_touched(&new, &drained, "api", &names, &Touched::backend(0, 1));
+        let f = &d.farms[0];
+        assert_eq!((f.effective_priority, f.quorum_met), (Some(1), None));
+        let active: Vec<(&str, Option<bool>)> =
+            f.backends.iter().map(|b| (b.name.as_str(), b.active)).collect();
+        assert_eq!(active, [("a", Some(true)), ("s", Some(false))]);
     }
 
     #[test]

@@ -190,3 +190,54 @@ async fn a_batch_across_farms_makes_no_pass_over_the_farms() {
     assert_eq!(files(&dir), saved);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_health_change_that_does_not_cross_the_quorum_makes_no_pass_over_the_farm() {
+    let (dir, svc) = allowed_service("quorum-");
+    let mut backends: Vec<serde_json::Value> = (0..2_000)
+        .map(|i| json!({"name": format!("b{i}"), "ip-addr": format!("10.0.{}.{}", i / 250, i % 250 + 1)}))
+        .collect();
+    backends.push(json!({"name": "sorry", "ip-addr": "10.9.0.1", "sorry": true,
+        "health-check": {"enabled": false}}));
+    let doc = json!({"farms": [{"name": "big", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
+        "scheduler": "weight", "quorum": 1_999, "health-check": {"type": "tcp"}, "backends": backends}]});
+    let config = parse_config(&doc.to_string()).unwrap();
+    svc.change(Origin::api(), move |_| Ok(config)).await.unwrap();
+    let caller = Caller::nobody();
+    let health = |backend: &str, health: &str| Operation::SetBackendHealth {
+        farm: "big".into(),
+        backend: backend.into(),
+        health: health.into(),
+        reason: String::new(),
+    };
+    let quorum_met = |svc: &Service| {
+        let ix = svc.index();
+        ix.names().tiers("big").map(|t| t.quorum_met())
+    };
+    // 2,000 serve, 1,999 needed: one failing leaves the quorum met, and so does its return.
+    for (what, op) in [
+        ("failing", health("b700", "failing")),
+        ("healthy", health("b700", "healthy")),
+    ] {
+        let before = passes(&svc).await;
+        svc.execute(&caller, op).await.unwrap();
+        assert_eq!(passes(&svc).await - before, 0, "{what}: a pass over the farm");
+        assert_eq!(quorum_met(&svc), Some(true), "{what}");
+    }
+    // Two failing cross it: the farm-level switch may pass over the farm, and the sorry backend
+    // alone is active.
+    svc.execute(&caller, health("b1", "failing")).await.unwrap();
+    svc.execute(&caller, health("b2", "failing")).await.unwrap();
+    assert_eq!(quorum_met(&svc), Some(false));
+    let ix = svc.index();
+    assert_eq!(ix.effective_priority("big"), Some(crate::model::SORRY_TIER));
+    // Below it, a change that does not cross it back is O(1) again.
+    let before = passes(&svc).await;
+    svc.execute(&caller, health("b3", "failing")).await.unwrap();
+    assert_eq!(
+        passes(&svc).await - before,
+        0,
+        "below the quorum: a pass over the farm"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use imbl::HashMap as PMap;
 
 use super::diff::{Diff, FarmChange, What};
-use crate::model::{Backend, Config, Farm, PriorityTiers, whole_farm_pass};
+use crate::model::{Backend, Config, Farm, FarmRules, PriorityTiers, whole_farm_pass};
 
 /// A removal costs a binary search on every later lookup: past this many, the farm's positions
 /// are written again (O(farm) once per this many removals: amortized O(1)).
@@ -75,7 +75,10 @@ impl FarmNames {
     /// Follows one farm's change; false when it cannot be followed per backend (the caller
     /// rebuilds the farm's part).
     fn follow(&mut self, old: &Farm, new: &Farm, fc: &FarmChange) -> bool {
-        if !fc.in_order || (fc.backend_list && fc.backends.iter().all(|b| b.what == What::Changed)) {
+        if !fc.in_order
+            || (fc.backend_list && fc.backends.iter().all(|b| b.what == What::Changed))
+            || FarmRules::of(old) != FarmRules::of(new)
+        {
             return false;
         }
         // The backends as they were, found before anything moves.

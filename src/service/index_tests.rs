@@ -45,8 +45,8 @@ fn agrees(names: &Names, c: &Config) {
         }
         let (kept, built) = (names.tiers(&f.name).unwrap(), whole.tiers(&f.name).unwrap());
         assert_eq!(
-            (kept.effective(), kept.weight()),
-            (built.effective(), built.weight())
+            (kept.effective(), kept.weight(), kept.quorum_met()),
+            (built.effective(), built.weight(), built.quorum_met())
         );
     }
     assert_eq!(names.farms.len(), c.farms.len());
@@ -74,7 +74,13 @@ fn kept_one_commit_at_a_time_it_agrees_with_a_rebuilt_one() {
         let fi = next(2) as usize;
         let f = &mut new.farms[fi];
         let n = f.backends.len() as u64;
-        match next(5) {
+        match next(7) {
+            // The farm's quorum: a farm-level change the tiers are counted anew for.
+            4 if step % 10 == 0 => f.quorum = next(n + 2) as u32,
+            5 if n > 0 => {
+                let i = next(n) as usize;
+                f.backends[i].sorry = !f.backends[i].sorry;
+            }
             0 if n > 1 => {
                 f.backends.remove(next(n) as usize);
             }

@@ -9,7 +9,7 @@ use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 use crate::health::LastCheck;
-use crate::model::{Backend, Farm, List, effective_priority, is_active};
+use crate::model::{Backend, Farm, List, effective_priority, is_active, quorum_met};
 
 /// The farm without its backends, as its canonical JSON, and the backends, each made JSON only
 /// as it is written.
@@ -22,6 +22,7 @@ pub struct FarmReply {
 struct Status {
     effective_priority: u32,
     health_ready: bool,
+    quorum_met: bool,
     packets: u64,
     bytes: u64,
     backends: Vec<BackendStatus>,
@@ -62,6 +63,9 @@ impl FarmReply {
             })
             .collect();
         drop(active);
+        // Both read the backends, which leave the farm next.
+        let health_ready = farm.health_ready();
+        let quorum_met = quorum_met(&farm);
         let list = std::mem::take(&mut farm.backends);
         let mut shell = match serde_json::to_value(&farm) {
             Ok(Value::Object(m)) => m,
@@ -77,7 +81,8 @@ impl FarmReply {
             backends: list,
             status: Status {
                 effective_priority: prio,
-                health_ready: farm.health_ready(),
+                health_ready,
+                quorum_met,
                 packets: total.0,
                 bytes: total.1,
                 backends,
@@ -149,12 +154,13 @@ impl Serialize for Backends<'_> {
 
 impl Serialize for Status {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(5))?;
+        let mut m = s.serialize_map(Some(6))?;
         m.serialize_entry("backends", &self.backends)?;
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("effectivePriority", &self.effective_priority)?;
         m.serialize_entry("healthReady", &self.health_ready)?;
         m.serialize_entry("packets", &self.packets)?;
+        m.serialize_entry("quorumMet", &self.quorum_met)?;
         m.end()
     }
 }
@@ -209,7 +215,7 @@ mod tests {
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "backends": status } })
+            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "quorumMet": true, "backends": status } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, (9, 900), each)).unwrap();
         assert_eq!(got, want);
@@ -254,9 +260,53 @@ mod tests {
     fn a_farm_without_backends_has_an_empty_list() {
         let farm = parse_farm_value(&json!({"name": "web"}), "farm").unwrap();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "backends": [] } })
+            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "quorumMet": true, "backends": [] } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, (0, 0), Vec::new())).unwrap();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn below_the_quorum_the_status_says_so_and_the_sorry_backend_is_the_active_one() {
+        let farm = parse_farm_value(
+            json!({"name": "web", "quorum": 2, "health-check": {"type": "tcp"}, "backends": [
+                {"name": "a", "ip-addr": "10.0.0.1", "health": "failing"},
+                {"name": "b", "ip-addr": "10.0.0.2", "health": "healthy"},
+                {"name": "s", "ip-addr": "10.0.0.9", "sorry": true, "health-check": {"enabled": false}}]}),
+            "farm",
+        )
+        .unwrap();
+        let each = ["a", "b", "s"].map(|n| (n.to_string(), (0, 0))).to_vec();
+        let got = serde_json::to_value(FarmReply::new(farm, (0, 0), each)).unwrap();
+        let status = &got["status"];
+        assert_eq!(
+            (
+                &status["quorumMet"],
+                &status["effectivePriority"],
+                &status["healthReady"]
+            ),
+            (&json!(false), &json!(0), &json!(true))
+        );
+        let active: Vec<&Value> = status["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| &b["active"])
+            .collect();
+        assert_eq!(active, [&json!(false), &json!(false), &json!(true)]);
+        assert_eq!(got["farm"]["quorum"], json!(2));
+        assert_eq!(got["farm"]["backends"][2]["sorry"], json!(true));
+    }
+
+    #[test]
+    fn health_ready_is_read_before_the_backends_leave_the_farm() {
+        let farm = parse_farm_value(
+            json!({"name": "web", "health-check": {"type": "tcp"}, "backends": [
+                {"name": "a", "ip-addr": "10.0.0.1"}]}),
+            "farm",
+        )
+        .unwrap();
+        let got = serde_json::to_value(FarmReply::new(farm, (0, 0), Vec::new())).unwrap();
+        assert_eq!(got["status"]["healthReady"], json!(false));
     }
 }

@@ -152,7 +152,7 @@ async fn reads_answer_as_documented() {
     s.fx.service.observed().record([("web", "b")], last);
     let got = c.ok(&method("GetFarm"), json!({"name": "web"})).await;
     let status = json!({
-        "effectivePriority": 1, "healthReady": true, "packets": 9, "bytes": 900,
+        "effectivePriority": 1, "healthReady": true, "quorumMet": true, "packets": 9, "bytes": 900,
         "backends": [
             {"name": "a", "active": true, "packets": 7, "bytes": 700,
              "lastCheck": 0, "lastCheckDuration": 0, "connections": 0},

@@ -41,6 +41,8 @@ fn random_backend(r: &mut Rng, name: String) -> Backend {
     } else {
         BackendState::Up
     };
+    // A few sorry backends: with the farm's quorum they make the sorry tier come and go.
+    b.sorry = r.below(6) == 0;
     b
 }
 
@@ -73,10 +75,11 @@ fn random_change(r: &mut Rng, farm: &mut Farm, serial: &mut usize) -> (Option<Ba
             let i = r.below(n);
             let old = farm.backends[i].clone();
             let b = &mut farm.backends[i];
-            match r.below(4) {
+            match r.below(5) {
                 0 => b.weight = r.below(6) as u32 + 1,
                 1 => b.state = STATES[r.below(4)],
                 2 => b.priority = r.below(3) as u32 + 1,
+                3 => b.sorry = !b.sorry,
                 _ => {
                     b.ip_addr = if b.ip_addr.is_ipv6() {
                         "10.0.1.1".parse().unwrap()
@@ -97,6 +100,7 @@ fn random_change(r: &mut Rng, farm: &mut Farm, serial: &mut usize) -> (Option<Ba
 fn agree(seed: u64, steps: usize) -> usize {
     let mut r = Rng(seed);
     let mut farm = Farm::new("f");
+    farm.quorum = r.below(4) as u32;
     let mut serial = 0;
     for _ in 0..r.below(30) {
         serial += 1;
@@ -319,4 +323,34 @@ fn the_free_id_search_follows_the_cursor_and_wraps() {
         let mut free = FreeIds::new(fa.members.values().copied(), cursor);
         assert_eq!(ix.next_free(cursor), free.take(), "cursor {cursor}");
     }
+}
+
+#[test]
+fn crossing_the_quorum_gives_the_slots_to_the_sorry_backend_and_back() {
+    let mut farm = farm_of(&[("a", "10.0.0.1", 1), ("b", "10.0.0.2", 1), ("s", "10.0.0.9", 2)]);
+    farm.quorum = 2;
+    farm.backends[2].sorry = true;
+    let mut fa = FarmAlloc::default();
+    fa.update(&farm).unwrap();
+    let (a, b, s) = (fa.members["a"], fa.members["b"], fa.members["s"]);
+    assert_eq!(fa.slots4, [a, b]);
+    let up = farm.backends[0].clone();
+    farm.backends[0].state = BackendState::Down;
+    let p = effective_priority(&farm);
+    assert_eq!(p, crate::model::SORRY_TIER);
+    fa.change_backend(&farm, Some(&up), Some(&farm.backends[0]), 1, p)
+        .unwrap();
+    assert_eq!(fa.slots4, [s, s]);
+    // Below the quorum, a regular backend's change is its own alone: it takes no slot.
+    let old = farm.backends[1].clone();
+    farm.backends[1].weight = 3;
+    let d = fa
+        .change_backend(&farm, Some(&old), Some(&farm.backends[1]), p, p)
+        .unwrap();
+    assert!(d.is_empty(), "{d:?}");
+    let down = farm.backends[0].clone();
+    farm.backends[0].state = BackendState::Up;
+    fa.change_backend(&farm, Some(&down), Some(&farm.backends[0]), p, 1)
+        .unwrap();
+    assert_eq!(fa.slots4, [a, b, b, b]);
 }
