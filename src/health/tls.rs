@@ -207,18 +207,24 @@ fn describe(e: &io::Error) -> String {
     }
 }
 
+/// The most names of a certificate a reason lists.
+const SHOWN_NAMES: usize = 3;
+
 fn describe_certificate(c: &CertificateError) -> String {
     match c {
         CertificateError::NotValidForNameContext { expected, presented } => {
-            let names = if presented.is_empty() {
-                "no name".to_string()
-            } else {
-                presented
-                    .iter()
-                    .map(|n| unwrap_name(n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            // A few names tell the mistake; a reason stays one short line.
+            let mut names = presented
+                .iter()
+                .take(SHOWN_NAMES)
+                .map(|n| unwrap_name(n))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if presented.is_empty() {
+                names = "no name".into();
+            } else if presented.len() > SHOWN_NAMES {
+                names += &format!(" and {} more", presented.len() - SHOWN_NAMES);
+            }
             format!(
                 "certificate not valid for name {} (it names {names})",
                 expected.to_str()
@@ -283,6 +289,14 @@ mod tests {
                 presented: vec!["DnsName(\"other.example\")".into(), "IpAddress(10.0.0.1)".into()]
             }),
             "certificate not valid for name web.example (it names other.example, 10.0.0.1)"
+        );
+        let many = CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("web.example").unwrap().to_owned(),
+            presented: (1..=5).map(|i| format!("DnsName(\"n{i}.example\")")).collect(),
+        };
+        assert_eq!(
+            describe_certificate(&many),
+            "certificate not valid for name web.example (it names n1.example, n2.example, n3.example and 2 more)"
         );
         assert_eq!(
             describe_certificate(&CertificateError::UnknownIssuer),
