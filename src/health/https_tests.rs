@@ -206,7 +206,7 @@ async fn a_trusted_certificate_must_name_the_host() {
     let (port, mut seen) = tls_server(id, OK, true).await;
     let mut roots = RootCertStore::empty();
     roots.add(ca).unwrap();
-    let config = tls::config_with_roots(roots).unwrap();
+    let config = tls::config_with_roots(roots);
     let handshake = |c: serde_json::Value| {
         let config = config.clone();
         async move {

@@ -14,7 +14,8 @@ use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVe
 use tokio_rustls::rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{
-    self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    self, CertificateError, ClientConfig, ConfigBuilder, DigitallySignedStruct, RootCertStore,
+    SignatureScheme, WantsVerifier,
 };
 
 use super::probe::describe_io;
@@ -65,14 +66,17 @@ fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// A client trusting `roots`, checking chain and name.
-pub(super) fn config_with_roots(roots: RootCertStore) -> io::Result<Arc<ClientConfig>> {
-    let config = ClientConfig::builder_with_provider(provider())
+/// A client of TLS 1.2 and 1.3 with ring's cipher suites, its certificate check to be chosen.
+fn builder() -> ConfigBuilder<ClientConfig, WantsVerifier> {
+    ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| io::Error::other(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        // Refused only for a provider without suites for these versions; ring has them all.
+        .expect("ring's default provider supports TLS 1.2 and 1.3")
+}
+
+/// A client trusting `roots`, checking chain and name.
+pub(super) fn config_with_roots(roots: RootCertStore) -> Arc<ClientConfig> {
+    Arc::new(builder().with_root_certificates(roots).with_no_client_auth())
 }
 
 /// The client of `tls-verify: true`. The system's store is read once, off the runtime's threads,
@@ -81,13 +85,11 @@ async fn verified() -> Arc<ClientConfig> {
     static VERIFIED: OnceCell<Arc<ClientConfig>> = OnceCell::const_new();
     VERIFIED
         .get_or_init(|| async {
+            // A reader that panicked leaves no CA: every verified check fails, none passes unchecked.
             let roots = tokio::task::spawn_blocking(system_roots)
                 .await
                 .unwrap_or_else(|_| RootCertStore::empty());
-            config_with_roots(roots).unwrap_or_else(|e| {
-                tracing::error!("https checks: no TLS client: {e}");
-                unverified()
-            })
+            config_with_roots(roots)
         })
         .await
         .clone()
@@ -115,16 +117,11 @@ fn unverified() -> Arc<ClientConfig> {
     static UNVERIFIED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
     UNVERIFIED
         .get_or_init(|| {
-            let provider = provider();
             let verifier = Arc::new(AnyCertificate {
-                algorithms: provider.signature_verification_algorithms,
+                algorithms: provider().signature_verification_algorithms,
             });
-            let builder = ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                // The ring provider supports the default versions by construction.
-                .expect("ring supports TLS 1.2 and 1.3");
             Arc::new(
-                builder
+                builder()
                     .dangerous()
                     .with_custom_certificate_verifier(verifier)
                     .with_no_client_auth(),
