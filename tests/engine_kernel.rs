@@ -646,7 +646,7 @@ fn a_failing_backend_loses_its_slots_and_gets_them_back() {
 }
 
 #[test]
-fn a_backend_change_among_many_farms_touches_its_farm_alone_and_a_backend_https_check_is_refused() {
+fn a_backend_change_among_many_farms_touches_its_farm_alone_and_a_backend_slow_start_is_refused() {
     in_netns(|| {
         let farms: Vec<Value> = (0..200)
             .map(|i| {
@@ -680,17 +680,18 @@ fn a_backend_change_among_many_farms_touches_its_farm_alone_and_a_backend_https_
             Vec::<String>::new()
         );
 
-        // A backend's own check asking for https is refused on this path too, and changes nothing.
+        // A backend's own check asking for a slow start is refused on this path too, and changes
+        // nothing.
         let before = nft(&["list", "ruleset"]);
-        let mut https = c.clone();
+        let mut slow = c.clone();
         let b: nftlbd::model::HealthCheckOverride =
-            serde_json::from_value(json!({"type": "https", "path": "/"})).unwrap();
-        if let Some(f) = https.farms.get_mut(7) {
+            serde_json::from_value(json!({"type": "tcp", "slow-start": 30})).unwrap();
+        if let Some(f) = slow.farms.get_mut(7) {
             f.backends[0].health_check = Some(b);
         }
-        match e.apply(https) {
+        match e.apply(slow) {
             Err(EngineError::Unsupported { field, .. }) => {
-                assert_eq!(field, "farms[f7].backends[b0].health-check.type")
+                assert_eq!(field, "farms[f7].backends[b0].health-check.slow-start")
             }
             other => panic!("{other:?}"),
         }

@@ -1,26 +1,31 @@
 //! The daemon's own health checks against real traffic, in the testbed (tools/testbed.sh): a
 //! backend whose server stops is found failing and gets no new connections, comes back when it
 //! serves again, stays drained while an operator drains it whatever its health, and an http
-//! check turns a backend answering 503 failing, and below a farm's quorum its sorry backend takes
-//! every new connection until the failed one is back. Health is read back over varlink (GetFarm).
+//! check turns a backend answering 503 failing, as an https check does over TLS, and below a
+//! farm's quorum its sorry backend takes every new connection until the failed one is back.
+//! Health is read back over varlink (GetFarm).
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::bus::*;
 use common::clients::varlink;
 use common::topo::{Topo, backend_ip, count, in_ns, vip4, who};
 use serde_json::{Value, json};
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 /// Where the switchable servers listen in each backend's namespace: greetings for traffic and
-/// the tcp check, HTTP for the http check.
+/// the tcp check, HTTP for the http check, HTTP over TLS for the https check.
 const TRAFFIC: u16 = 9000;
 const HTTP: u16 = 9001;
+const HTTPS: u16 = 9002;
 
 /// The longest a verdict may take to show (a few intervals of 0.2 s, and the commit).
 const VERDICT: Duration = Duration::from_secs(5);
@@ -59,7 +64,7 @@ fn both_switchable(t: &Topo) -> [Switch; 2] {
 
 fn switchable(ns: &str, name: &str) -> Switch {
     let mode = Switch(Arc::new(AtomicU8::new(SERVE)));
-    for port in [TRAFFIC, HTTP] {
+    for port in [TRAFFIC, HTTP, HTTPS] {
         let (m, name) = (mode.clone(), name.to_string());
         // The loop never ends: the thread goes with the test process.
         drop(in_ns(ns, move || listen(port, &m, &name)));
@@ -85,10 +90,13 @@ fn listen(port: u16, mode: &Switch, name: &str) {
         match l.accept() {
             Ok((s, peer)) => {
                 let _ = s.set_nonblocking(false);
-                if port == TRAFFIC {
-                    let _ = writeln!(&s, "{name}@{port} {}", peer.ip());
-                } else {
-                    answer_http(s, now == UNAVAILABLE);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                match port {
+                    TRAFFIC => {
+                        let _ = writeln!(&s, "{name}@{port} {}", peer.ip());
+                    }
+                    HTTPS => answer_https(s, now == UNAVAILABLE),
+                    _ => answer_http(s, now == UNAVAILABLE),
                 }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -96,23 +104,70 @@ fn listen(port: u16, mode: &Switch, name: &str) {
     }
 }
 
-fn answer_http(s: TcpStream, unavailable: bool) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut r = BufReader::new(&s);
+fn answer_http<S: Read + Write>(mut s: S, unavailable: bool) {
+    let mut r = BufReader::new(&mut s);
     let mut line = String::new();
     // The request's head, up to the empty line.
     while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n" {
         line.clear();
     }
+    drop(r);
     let status = if unavailable {
         "503 Service Unavailable"
     } else {
         "200 OK"
     };
     let _ = write!(
-        &s,
+        s,
         "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
+    let _ = s.flush();
+}
+
+/// The backends' certificate, for web.example, and the CA that signed it.
+struct Pki {
+    ca_pem: String,
+    server: Arc<ServerConfig>,
+}
+
+/// Made once per test process, so every backend shows the same certificate.
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["web.example".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let server = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], key)
+            .unwrap();
+        Pki {
+            ca_pem: ca_cert.pem(),
+            server: Arc::new(server),
+        }
+    })
+}
+
+/// [`answer_http`] over TLS. A client refusing the certificate ends the exchange in the
+/// handshake: nothing is answered.
+fn answer_https(s: TcpStream, unavailable: bool) {
+    let Ok(conn) = ServerConnection::new(pki().server.clone()) else {
+        return;
+    };
+    let mut tls = StreamOwned::new(conn, s);
+    answer_http(&mut tls, unavailable);
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
 }
 
 fn ok(method: &str, params: Value) -> Value {
@@ -311,6 +366,56 @@ fn below_the_quorum_the_sorry_backend_takes_every_connection_and_gives_them_back
         "{got:?}"
     );
     assert!(alternates(&got), "{got:?}");
+}
+
+#[test]
+fn an_https_check_turns_a_backend_failing_and_healthy_again() {
+    if !in_testbed("an_https_check_turns_a_backend_failing_and_healthy_again") {
+        return;
+    }
+    let t = Topo::new(2);
+    let switches = both_switchable(&t);
+    let dir = tempdir();
+    // The daemon trusts the test's CA as the system's store (SSL_CERT_FILE is how an
+    // operator points it at another bundle, too).
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pki().ca_pem).unwrap();
+    let _daemon = Daemon::start_with(&t, &dir, false, &[("SSL_CERT_FILE", ca.to_str().unwrap())]);
+    let vip = vip4(16);
+    let https = |host: &str| {
+        json!({"type": "https", "port": HTTPS, "path": "/health", "host": host,
+            "interval": 0.4, "timeout": 0.3, "fall": 2, "rise": 2})
+    };
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+            "virtual-addresses": [vip], "virtual-ports": "80",
+            "health-check": https("web.example"), "backends": two_backends(TRAFFIC)}}),
+    );
+    wait_health("be0", "healthy", "http 200");
+    wait_health("be1", "healthy", "http 200");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+
+    // be0 answers 503 over TLS: failing, and be1 takes every connection; then back.
+    switches[0].set(UNAVAILABLE);
+    wait_health("be0", "failing", "http 503, 2 failures");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!(count(&got, "be1"), 10, "{got:?}");
+    switches[0].set(SERVE);
+    wait_health("be0", "healthy", "http 200, 2 successes");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+    assert!(alternates(&got), "{got:?}");
+
+    // A certificate that does not name the host fails the handshake, and says so.
+    ok(
+        "UpdateFarm",
+        json!({"name": "web", "changes": {"health-check": https("api.example")}}),
+    );
+    let wrong = "tls handshake: certificate not valid for name api.example (it names web.example)";
+    wait_health("be0", "failing", wrong);
+    wait_health("be1", "failing", wrong);
 }
 
 #[test]

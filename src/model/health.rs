@@ -329,6 +329,19 @@ impl HealthCheck {
             .expect("a type alone is a complete health check")
     }
 
+    /// The TLS server name of an https check: `host` without a port ("web.example:8443" →
+    /// "web.example", "[2001:db8::1]:443" → "2001:db8::1"); none without `host`.
+    pub fn server_name(&self) -> Option<&str> {
+        let host = self.host.as_deref()?;
+        if let Some(rest) = host.strip_prefix('[') {
+            return Some(rest.split_once(']').map_or(rest, |(name, _)| name));
+        }
+        Some(match host.rsplit_once(':') {
+            Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        })
+    }
+
     pub fn fast_interval(&self) -> Seconds {
         self.fast_interval.unwrap_or(self.interval)
     }

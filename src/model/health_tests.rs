@@ -167,6 +167,35 @@ fn each_type_requires_its_keys_and_refuses_the_others() {
 }
 
 #[test]
+fn an_https_host_is_a_tls_server_name_without_its_port() {
+    let name = |host: &str| {
+        let c: HealthCheck =
+            serde_json::from_value(json!({"type": "https", "path": "/", "host": host})).unwrap();
+        c.server_name().map(str::to_string)
+    };
+    assert_eq!(name("web.example").as_deref(), Some("web.example"));
+    assert_eq!(name("web.example:8443").as_deref(), Some("web.example"));
+    assert_eq!(name("[2001:db8::1]:443").as_deref(), Some("2001:db8::1"));
+    assert_eq!(name("2001:db8::1").as_deref(), Some("2001:db8::1"));
+    assert_eq!(name("10.0.0.1:443").as_deref(), Some("10.0.0.1"));
+    let none: HealthCheck = serde_json::from_value(json!({"type": "https", "path": "/"})).unwrap();
+    assert_eq!(none.server_name(), None);
+    assert_eq!(
+        errors(json!({"type": "https", "path": "/", "host": "web.example:8443", "tls-verify": false})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(json!({"type": "https", "path": "/", "host": "bad..name:443"})),
+        ["farms[web].health-check.host: \"bad..name\" is not a TLS server name (a DNS name or an address)"]
+    );
+    // An http check sends any Host it is given: there is no server name to check.
+    assert_eq!(
+        errors(json!({"type": "http", "path": "/", "host": "bad..name"})),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn http_headers_methods_and_body_patterns_are_checked() {
     assert_eq!(
         errors(

@@ -1,6 +1,8 @@
 //! Validation of `health-check` objects: every refused key named under the object's path
 //! (`farms[web].health-check.timeout`, `farms[web].backends[b].health-check.path`).
 
+use tokio_rustls::rustls::pki_types::ServerName;
+
 use super::health::{COMMON_KEYS, CheckType, HealthCheck, HealthCheckOverride, effective, to_map, type_keys};
 use super::pattern::Pattern;
 use super::seconds::Seconds;
@@ -200,6 +202,14 @@ fn http(errors: &mut Errors, check: &HealthCheck) {
     if let Some(host) = &check.host {
         if host.is_empty() || !host.bytes().all(|b| b.is_ascii_graphic()) {
             errors.add("host", format!("{host:?} is not a host name"));
+        } else if check.kind == CheckType::Https {
+            let name = check.server_name().unwrap_or(host);
+            if ServerName::try_from(name).is_err() {
+                errors.add(
+                    "host",
+                    format!("{name:?} is not a TLS server name (a DNS name or an address)"),
+                );
+            }
         }
     }
     for (name, value) in &check.headers {

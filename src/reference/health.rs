@@ -10,7 +10,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "type",
         "string",
         "(required)",
-        "tcp (a connection is accepted), http, https, udp, dns, exec or agent. https is refused as unsupported in this version (no TLS).",
+        "tcp (a connection is accepted), http, https (http over TLS), udp, dns, exec or agent.",
     ),
     (
         "port",
@@ -91,7 +91,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "host",
         "string",
         "the backend's address and port",
-        "http, https: the Host header and the TLS server name.",
+        "http, https: the Host header, and for https the name the certificate must hold and the SNI sent (without a port; an address is never sent as SNI). Default for https: the backend's address, which the certificate must then hold.",
     ),
     (
         "headers",
@@ -121,7 +121,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "tls-verify",
         "boolean",
         "true",
-        "https: verify the backend's certificate.",
+        "https: the certificate chain must lead to a CA of the system's store (/etc/ssl/certs, or SSL_CERT_FILE/SSL_CERT_DIR; read when the first https check runs) and name host. false: any certificate, still TLS. A failure says what failed: tls handshake: unknown issuer, tls handshake: certificate not valid for name web.example (it names ...).",
     ),
     ("send", "string", "(required)", "udp: the datagram sent."),
     (
