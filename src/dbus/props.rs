@@ -108,6 +108,11 @@ pub fn backend_value(b: &Backend, name: &str) -> Option<Value<'static>> {
         "HealthCheck" => json_text(&b.health_check).into(),
         "Health" => b.health.as_str().into(),
         "HealthReason" => b.health_reason.clone().into(),
+        "HealthDrain" => b.health_drain.into(),
+        // Percentages; 100 (all of the weight) when the key is not set.
+        "HealthWeight" => u32::from(b.health_weight.unwrap_or(100)).into(),
+        "HealthRamp" => u32::from(b.health_ramp.unwrap_or(100)).into(),
+        "EffectiveWeight" => crate::model::effective_weight(b).into(),
         _ => return None,
     })
 }

@@ -82,6 +82,7 @@ fn a_commit_moves_only_the_targets_it_changed() {
         backend: "a".into(),
         health: Health::Healthy,
         reason: "tcp connected".into(),
+        ..HealthUpdate::default()
     }])(&index::ConfigIndex::build(Arc::new(old.clone())))
     .unwrap();
     assert!(moves(&old, &healed, &Diff::between(&old, &healed, "health-check")).is_empty());

@@ -2,7 +2,7 @@
 //! daemon's own checker, whose verdicts arriving together are one commit. Health is a key of the
 //! backend beside its state; what it means for scheduling is the model's (`effective_state`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -11,18 +11,33 @@ use super::edit::{self, Edited};
 use super::index::ConfigIndex;
 use super::operation::Patch;
 use super::ops::IndexedChange;
-use crate::model::{Config, FieldError, Health, Invalid, Touched};
+use crate::health::Advice;
+use crate::model::{Backend, Config, FieldError, Health, Invalid, Ramp, Touched};
 
 /// Reasons longer than this are cut: they travel in every signal and the state file.
 pub const MAX_REASON: usize = 256;
 
 /// One backend's health, as the checker found it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HealthUpdate {
     pub farm: String,
     pub backend: String,
     pub health: Health,
     pub reason: String,
+    /// What an agent check asks for now; none (any other check, or a failing agent): nothing,
+    /// so an earlier drain or percentage is dropped. Each agent reply says all it asks for.
+    pub advice: Option<Advice>,
+    /// The backend recovered under this slow start: its ramp starts at its first share.
+    /// Otherwise a healthy backend's ramp goes on as it was, and any other's ends.
+    pub ramp: Option<Ramp>,
+}
+
+/// A slow start's next step for one backend: the share of its weight it has reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RampStep {
+    pub farm: String,
+    pub backend: String,
+    pub share: u8,
 }
 
 fn parse_health(health: &str, field: &str) -> Result<Health, ServiceError> {
@@ -49,7 +64,13 @@ fn clean_reason(reason: &str) -> String {
 
 /// The backend keys only `SetBackendHealth` (and the daemon's checks) set: a verdict, not a
 /// setting. A whole backend (AddBackend, CreateFarm, ImportConfig) may carry them, as saved.
-pub const HEALTH_KEYS: [&str; 2] = ["health", "health-reason"];
+pub const HEALTH_KEYS: [&str; 5] = [
+    "health",
+    "health-reason",
+    "health-drain",
+    "health-weight",
+    "health-ramp",
+];
 
 /// Refuses a backend update that sets or resets a health key: the one check for every front
 /// end, so none of them accepts what another refuses.
@@ -91,6 +112,10 @@ pub fn set_backend_health(
                 "health-reason",
                 (!reason.is_empty()).then_some(Value::String(reason)),
             );
+            // A slow start follows the daemon's own checks; a ramp under way ends with its health.
+            if health != Health::Healthy {
+                obj.remove("health-ramp");
+            }
             Ok(())
         })
     }
@@ -118,13 +143,51 @@ pub fn set_healths(updates: Vec<HealthUpdate>) -> impl IndexedChange {
                 });
                 continue;
             };
-            b.health = u.health;
-            b.health_reason = clean_reason(&u.reason);
+            apply(b, &u);
         }
         if !errors.is_empty() {
             return Err(ServiceError::Invalid(Invalid(errors)));
         }
         Ok(Edited { config: new, touched })
+    }
+}
+
+/// One verdict on its backend: health, the agent's advice, the slow start's ramp.
+fn apply(b: &mut Backend, u: &HealthUpdate) {
+    b.health = u.health;
+    b.health_reason = clean_reason(&u.reason);
+    let advice = u.advice.unwrap_or_default();
+    b.health_drain = advice.drain;
+    b.health_weight = advice.weight_percent.filter(|p| *p < 100);
+    b.health_ramp = match (u.health, u.ramp) {
+        (Health::Healthy, Some(ramp)) => Some(ramp.first()),
+        (Health::Healthy, None) => b.health_ramp,
+        _ => None,
+    };
+}
+
+/// A tick of the slow starts under way, as one change. A backend gone, no longer healthy or
+/// whose ramp ended meanwhile is skipped: only a recovery starts a ramp.
+pub fn step_ramps(steps: Vec<RampStep>) -> impl IndexedChange {
+    move |ix: &ConfigIndex| {
+        let mut new: Config = (*ix.config).clone();
+        let mut at: HashSet<(usize, usize)> = HashSet::with_capacity(steps.len());
+        for s in steps {
+            let Some((i, j)) = ix.names().backend_position(&s.farm, &s.backend) else {
+                continue;
+            };
+            let Some(b) = new.farms.get_mut(i).and_then(|f| f.backends.get_mut(j)) else {
+                continue;
+            };
+            if b.health != Health::Healthy || b.health_ramp.is_none() || !at.insert((i, j)) {
+                continue;
+            }
+            b.health_ramp = (s.share < 100).then_some(s.share.max(1));
+        }
+        Ok(Edited {
+            config: new,
+            touched: Touched::backends(at.into_iter().collect()),
+        })
     }
 }
 
@@ -196,7 +259,7 @@ mod tests {
             farm: "web".into(),
             backend: b.into(),
             health: h,
-            reason: String::new(),
+            ..HealthUpdate::default()
         };
         let new = set_healths(vec![
             u("a", Health::Failing),
