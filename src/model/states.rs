@@ -254,6 +254,33 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_s_drain_or_zero_is_a_drain_that_an_operator_s_state_and_a_failure_outrank() {
+        let f = farm(&[(1, Up), (1, Up), (2, Up)]);
+        let mut f2 = f.clone();
+        f2.backends[0].health_drain = true;
+        assert_eq!(effective_state(&f2.backends[0]), Drain);
+        assert!(!takes_new_flows(&f2, &f2.backends[0], 2));
+        assert!(keeps_clients(&f2.backends[0]));
+        // It brings in the next tier, as an operator's drain does.
+        assert_eq!(effective_priority(&f2), 2);
+        let mut zero = f.clone();
+        zero.backends[1].health_weight = Some(0);
+        assert_eq!(effective_state(&zero.backends[1]), Up);
+        assert!(!takes_new_flows(&zero, &zero.backends[1], 2));
+        assert_eq!(effective_priority(&zero), 2);
+        // A share above 0 keeps it in.
+        zero.backends[1].health_weight = Some(1);
+        assert!(takes_new_flows(&zero, &zero.backends[1], 1));
+        // Off stays off, failing is down.
+        f2.backends[0].state = Off;
+        assert_eq!(effective_state(&f2.backends[0]), Off);
+        f2.backends[0].state = Up;
+        f2.backends[0].health = Health::Failing;
+        assert_eq!(effective_state(&f2.backends[0]), Down);
+        assert!(!keeps_clients(&f2.backends[0]));
+    }
+
+    #[test]
     fn each_failure_brings_in_one_more_tier() {
         let f = farm(&[(1, Down), (1, Drain), (2, Up), (3, Up), (4, Up)]);
         assert_eq!(effective_priority(&f), 3);

@@ -167,7 +167,8 @@ fn apply(b: &mut Backend, u: &HealthUpdate) {
 }
 
 /// A tick of the slow starts under way, as one change. A backend gone, no longer healthy or
-/// whose ramp ended meanwhile is skipped: only a recovery starts a ramp.
+/// whose ramp ended meanwhile is skipped: only a recovery starts a ramp. Several steps of one
+/// backend: the last wins.
 pub fn step_ramps(steps: Vec<RampStep>) -> impl IndexedChange {
     move |ix: &ConfigIndex| {
         let mut new: Config = (*ix.config).clone();
@@ -179,10 +180,12 @@ pub fn step_ramps(steps: Vec<RampStep>) -> impl IndexedChange {
             let Some(b) = new.farms.get_mut(i).and_then(|f| f.backends.get_mut(j)) else {
                 continue;
             };
-            if b.health != Health::Healthy || b.health_ramp.is_none() || !at.insert((i, j)) {
+            if b.health != Health::Healthy || b.health_ramp.is_none() {
                 continue;
             }
+            // The last step of a backend wins (an ended ramp takes no later one).
             b.health_ramp = (s.share < 100).then_some(s.share.max(1));
+            at.insert((i, j));
         }
         Ok(Edited {
             config: new,
@@ -270,6 +273,71 @@ mod tests {
         .unwrap();
         let h: Vec<Health> = new.farms[0].backends.iter().map(|b| b.health).collect();
         assert_eq!(h, [Health::Healthy, Health::Failing]);
+    }
+
+    #[test]
+    fn a_verdict_sets_the_agent_s_advice_and_a_recovery_starts_the_ramp() {
+        let ix = web();
+        let ramp = Ramp::of(crate::model::Seconds::from_millis(30_000)).unwrap();
+        let u = |h: Health, advice: Option<Advice>, ramp: Option<Ramp>| HealthUpdate {
+            farm: "web".into(),
+            backend: "a".into(),
+            health: h,
+            advice,
+            ramp,
+            ..HealthUpdate::default()
+        };
+        let shares = |c: &Config| {
+            let a = c.farms[0].backend("a").unwrap();
+            (a.health_drain, a.health_weight, a.health_ramp)
+        };
+        let half = Some(Advice {
+            drain: false,
+            weight_percent: Some(50),
+        });
+        let new = set_healths(vec![u(Health::Healthy, half, Some(ramp))])(&ix).unwrap();
+        assert_eq!(shares(&new), (false, Some(50), Some(9)));
+        let ix = ConfigIndex::build(Arc::new(new.config));
+        // Another healthy verdict keeps the ramp; each agent reply says all it asks for.
+        let drain = Some(Advice {
+            drain: true,
+            weight_percent: Some(100),
+        });
+        let new = set_healths(vec![u(Health::Healthy, drain, None)])(&ix).unwrap();
+        assert_eq!(shares(&new), (true, None, Some(9)));
+        // Steps: 100 % ends the ramp.
+        let ix = ConfigIndex::build(Arc::new(new.config));
+        let step = |share: u8| RampStep {
+            farm: "web".into(),
+            backend: "a".into(),
+            share,
+        };
+        let stepped = step_ramps(vec![step(18), step(27), step(40)])(&ix).unwrap();
+        assert_eq!(shares(&stepped), (true, None, Some(40)));
+        assert_eq!(stepped.touched, Touched::backend(0, 0));
+        let ended = step_ramps(vec![step(100)])(&ix).unwrap();
+        assert_eq!(shares(&ended), (true, None, None));
+        // Failing: no advice, no ramp; a step then changes nothing.
+        let failed = set_healths(vec![u(Health::Failing, None, None)])(&ix).unwrap();
+        assert_eq!(shares(&failed), (false, None, None));
+        let ix = ConfigIndex::build(Arc::new(failed.config));
+        let stepped = step_ramps(vec![step(50)])(&ix).unwrap();
+        assert_eq!(shares(&stepped), (false, None, None));
+        assert_eq!(stepped.touched, Touched::Backends(Vec::new()));
+        // The keys are the checks': an update may not set them.
+        let patch = Patch {
+            set: serde_json::json!({"health-ramp": 50, "weight": 2})
+                .as_object()
+                .unwrap()
+                .clone(),
+            removed: vec!["health-drain".into()],
+        };
+        let e = refuse_health_keys("web", "a", &patch).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "farms[web].backends[a].health-drain: is not changed by an update: use SetBackendHealth; \
+             farms[web].backends[a].health-ramp: is not changed by an update: use SetBackendHealth"
+        );
     }
 
     #[test]
