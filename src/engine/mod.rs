@@ -74,35 +74,24 @@ pub fn check_supported(config: &Config, features: &KernelFeatures) -> Result<()>
     check_supported_farms(config, None, features)
 }
 
-/// What this version cannot check yet: an https check (no TLS) and a slow start (nothing ramps
-/// a weight yet). Refused rather than accepted and ignored.
-const UNCHECKABLE: [(&str, &str); 2] = [
-    (
-        "type",
-        "https checks are not implemented yet in this version of nftlbd (no TLS)",
-    ),
-    (
-        "slow-start",
-        "slow start is not implemented yet in this version of nftlbd",
-    ),
-];
+/// What this version cannot check yet: an https check (no TLS). Refused rather than accepted and
+/// ignored.
+const UNCHECKABLE: (&str, &str) = (
+    "type",
+    "https checks are not implemented yet in this version of nftlbd (no TLS)",
+);
 
-/// The first key of the farm's check, or of a backend's own, that [`UNCHECKABLE`] names.
+/// The farm's check, or a backend's own, that [`UNCHECKABLE`] refuses.
 fn uncheckable(f: &model::Farm) -> Option<EngineError> {
-    if let Some(c) = &f.health_check {
-        let key = if c.kind == model::CheckType::Https {
-            Some(UNCHECKABLE[0])
-        } else if c.slow_start != model::Seconds::ZERO {
-            Some(UNCHECKABLE[1])
-        } else {
-            None
-        };
-        if let Some((key, reason)) = key {
-            return Some(EngineError::Unsupported {
-                field: format!("farms[{}].health-check.{key}", f.name),
-                reason: reason.into(),
-            });
-        }
+    if f.health_check
+        .as_ref()
+        .is_some_and(|c| c.kind == model::CheckType::Https)
+    {
+        let (key, reason) = UNCHECKABLE;
+        return Some(EngineError::Unsupported {
+            field: format!("farms[{}].health-check.{key}", f.name),
+            reason: reason.into(),
+        });
     }
     f.backends.iter().find_map(|b| uncheckable_override(f, b))
 }
@@ -111,16 +100,10 @@ fn uncheckable(f: &model::Farm) -> Option<EngineError> {
 fn uncheckable_override(f: &model::Farm, b: &model::Backend) -> Option<EngineError> {
     let keys = &b.health_check.as_ref()?.keys;
     let https = serde_json::Value::from(model::CheckType::Https.as_str());
-    let slow = keys
-        .get("slow-start")
-        .is_some_and(|v| v.as_f64().is_some_and(|s| s > 0.0));
-    let (key, reason) = if keys.get("type") == Some(&https) {
-        UNCHECKABLE[0]
-    } else if slow {
-        UNCHECKABLE[1]
-    } else {
+    if keys.get("type") != Some(&https) {
         return None;
-    };
+    }
+    let (key, reason) = UNCHECKABLE;
     Some(EngineError::Unsupported {
         field: format!("farms[{}].backends[{}].health-check.{key}", f.name, b.name),
         reason: reason.into(),
