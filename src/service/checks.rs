@@ -161,7 +161,7 @@ fn follow_ramps(ramps: &mut Ramps, batch: &[HealthUpdate]) {
 
 /// The ramps the configuration holds (a restart during a slow start): each goes on from its
 /// share, over its check's `slow-start` (a check that no longer has one ends it in a second).
-fn resumed(config: &Config) -> Ramps {
+pub(super) fn resumed(config: &Config) -> Ramps {
     let now = Instant::now();
     let mut ramps = Ramps::default();
     for f in &config.farms {
