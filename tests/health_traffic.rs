@@ -1,8 +1,9 @@
 //! The daemon's own health checks against real traffic, in the testbed (tools/testbed.sh): a
 //! backend whose server stops is found failing and gets no new connections, comes back when it
 //! serves again, stays drained while an operator drains it whatever its health, and an http
-//! check turns a backend answering 503 failing, as an https check does over TLS, and below a
-//! farm's quorum its sorry backend takes every new connection until the failed one is back.
+//! check turns a backend answering 503 failing, as an https check does over TLS; an agent's drain
+//! and percentage move new connections, and a recovering backend ramps up over slow-start; below
+//! a farm's quorum its sorry backend takes every new connection until the failed one is back.
 //! Health is read back over varlink (GetFarm).
 
 mod common;
@@ -739,4 +740,232 @@ fn a_failing_backend_s_connections_are_cut_with_cut_and_kept_with_stop_new() {
         switches[i].set(SERVE);
         ok("DeleteFarm", json!({"name": "web"}));
     }
+}
+
+/// Where the agents listen: one line (what the test last told it to say) per connection.
+const AGENT: u16 = 9003;
+
+#[derive(Clone)]
+struct Agent(Arc<std::sync::Mutex<String>>);
+
+impl Agent {
+    fn say(&self, line: &str) {
+        *self.0.lock().unwrap() = line.to_string();
+    }
+}
+
+/// An agent in namespace `ns`, saying `up` until told otherwise.
+fn agent(ns: &str) -> Agent {
+    let said = Agent(Arc::new(std::sync::Mutex::new("up".into())));
+    let s = said.clone();
+    // The loop never ends: the thread goes with the test process.
+    drop(in_ns(ns, move || {
+        let l = TcpListener::bind(("0.0.0.0", AGENT)).expect("bind the agent");
+        for c in l.incoming().flatten() {
+            let line = s.0.lock().map(|l| l.clone()).unwrap_or_default();
+            let _ = writeln!(&c, "{line}");
+        }
+    }));
+    said
+}
+
+/// Backend `b` of farm web: its canonical JSON and its status, from one GetFarm.
+fn backend_now(b: &str) -> (Value, Value) {
+    let farm = ok("GetFarm", json!({"name": "web"}));
+    let find = |list: &Value| {
+        list.as_array()
+            .and_then(|bs| bs.iter().find(|x| x["name"] == b))
+            .cloned()
+            .unwrap_or_else(|| panic!("no backend {b} in {farm}"))
+    };
+    (find(&farm["farm"]["backends"]), find(&farm["status"]["backends"]))
+}
+
+/// The weight the scheduler uses for `b`, from varlink's status.
+fn effective_weight(b: &str) -> u64 {
+    let (_, st) = backend_now(b);
+    st["effectiveWeight"].as_u64().unwrap_or_else(|| panic!("{st}"))
+}
+
+/// A backend property over D-Bus as busctl prints it ("u 2", "b true").
+fn dbus_prop(b: &str, name: &str) -> String {
+    let path = format!("/org/nftlbd1/farm/web/backend/{b}");
+    let (good, out) = busctl(None, &["get-property", DEST, &path, "org.nftlbd1.Backend", name]);
+    assert!(good, "{name} of {b}: {out}");
+    out.trim().to_string()
+}
+
+#[test]
+fn an_agent_s_drain_and_percentage_move_new_connections_and_an_operator_s_state_wins() {
+    if !in_testbed("an_agent_s_drain_and_percentage_move_new_connections_and_an_operator_s_state_wins") {
+        return;
+    }
+    let t = Topo::new(2);
+    let _switches = both_switchable(&t);
+    let agents = [agent(&t.backends[0]), agent(&t.backends[1])];
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(16);
+    let backends: Vec<Value> = (0..2)
+        .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": TRAFFIC, "weight": 4}))
+        .collect();
+    // rr with weights: a strict rotation over the slots (each backend's weight of them), so
+    // any run of connections as long as a turn of the slots splits exactly.
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+            "virtual-addresses": [vip], "virtual-ports": "80",
+            "health-check": {"type": "agent", "agent-port": AGENT, "interval": 0.2, "timeout": 0.1,
+                "fall": 2, "rise": 2},
+            "backends": backends}}),
+    );
+    wait_health("be0", "healthy", "agent up");
+    wait_health("be1", "healthy", "agent up");
+    let got = t.tcp_n(vip, 80, 16);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (8, 8), "{got:?}");
+
+    // Drain: every new connection goes to be0; be1's state stays the operator's.
+    agents[1].say("drain");
+    assert_eq!(wait_health("be1", "healthy", "agent drain"), "up");
+    let (b, st) = backend_now("be1");
+    assert_eq!(
+        (&b["health-drain"], &st["active"]),
+        (&json!(true), &json!(false)),
+        "{b} {st}"
+    );
+    let got = t.tcp_n(vip, 80, 12);
+    assert_eq!(count(&got, "be0"), 12, "{got:?}");
+
+    // 50 %: be1's 4 is 2 to be0's 4, exactly a third of the connections.
+    agents[1].say("up 50%");
+    wait_health("be1", "healthy", "agent up 50%");
+    let (b, st) = backend_now("be1");
+    assert_eq!(
+        (
+            b.get("health-drain"),
+            &b["health-weight"],
+            &b["weight"],
+            &st["effectiveWeight"]
+        ),
+        (None, &json!(50), &json!(4), &json!(2)),
+        "{b} {st}"
+    );
+    assert_eq!(dbus_prop("be1", "EffectiveWeight"), "u 2");
+    assert_eq!(dbus_prop("be1", "Weight"), "u 4");
+    let got = t.tcp_n(vip, 80, 12);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (8, 4), "{got:?}");
+    // The saved configuration keeps the operator's weight.
+    let saved = ok("GetConfig", json!({}));
+    assert_eq!(saved["config"]["farms"][0]["backends"][1]["weight"], 4, "{saved}");
+
+    // 0 %: no new connections.
+    agents[1].say("up 0%");
+    wait_health("be1", "healthy", "agent up 0%");
+    assert_eq!(effective_weight("be1"), 0);
+    assert_eq!(count(&t.tcp_n(vip, 80, 12), "be0"), 12);
+
+    // The operator's drain wins over an agent saying up.
+    ok(
+        "SetBackendState",
+        json!({"farm": "web", "backend": "be1", "state": "drain"}),
+    );
+    agents[1].say("up");
+    assert_eq!(wait_health("be1", "healthy", "agent up"), "drain");
+    assert_eq!(count(&t.tcp_n(vip, 80, 12), "be0"), 12);
+    ok(
+        "SetBackendState",
+        json!({"farm": "web", "backend": "be1", "state": "up"}),
+    );
+    let got = t.tcp_n(vip, 80, 16);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (8, 8), "{got:?}");
+
+    // Down is failing.
+    agents[0].say("down");
+    wait_health("be0", "failing", "agent down, 2 failures");
+    assert_eq!(count(&t.tcp_n(vip, 80, 12), "be1"), 12);
+}
+
+#[test]
+fn a_recovering_backend_ramps_up_over_slow_start() {
+    if !in_testbed("a_recovering_backend_ramps_up_over_slow_start") {
+        return;
+    }
+    let t = Topo::new(2);
+    let switches = both_switchable(&t);
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(17);
+    let backends: Vec<Value> = (0..2)
+        .map(|i| json!({"name": format!("be{i}"), "ip-addr": backend_ip(i, false), "port": TRAFFIC, "weight": 10}))
+        .collect();
+    // slow-start 4 s: steps of 1 s, 20 % at recovery, then 40, 60, 80, 100 %.
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+            "virtual-addresses": [vip], "virtual-ports": "80",
+            "health-check": {"type": "tcp", "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2,
+                "slow-start": 4},
+            "backends": backends}}),
+    );
+    // Unknown to healthy is no recovery: the whole weight at once.
+    wait_health("be0", "healthy", "tcp connected");
+    wait_health("be1", "healthy", "tcp connected");
+    assert_eq!(backend_now("be1").0.get("health-ramp"), None);
+    let got = t.tcp_n(vip, 80, 20);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (10, 10), "{got:?}");
+
+    switches[1].set(STOPPED);
+    wait_health("be1", "failing", "connection refused, 2 failures");
+    switches[1].set(SERVE);
+    wait_health("be1", "healthy", "tcp connected, 2 successes");
+    let recovered = Instant::now();
+    // Right after recovery: below its full share, and exact for the weight it has. A round
+    // of 10 + w connections is one turn of the slots (be1 has w of them).
+    let mut measured = false;
+    for _ in 0..3 {
+        let w = effective_weight("be1");
+        let n = 10 + usize::try_from(w).unwrap();
+        let got = t.tcp_n(vip, 80, n);
+        if effective_weight("be1") != w {
+            continue; // a step came in between: measure again
+        }
+        assert!(w < 10, "be1 at its whole weight {w} right after recovery");
+        assert_eq!(
+            count(&got, "be1"),
+            usize::try_from(w).unwrap(),
+            "weight {w}: {got:?}"
+        );
+        measured = true;
+        break;
+    }
+    assert!(measured, "the ramp stepped during every measure");
+    // Each step is one commit: the weights seen go up through 2, 4, 6, 8 to 10.
+    let mut seen: Vec<u64> = Vec::new();
+    loop {
+        let w = effective_weight("be1");
+        if seen.last() != Some(&w) {
+            seen.push(w);
+        }
+        if w == 10 {
+            break;
+        }
+        assert!(
+            recovered.elapsed() < Duration::from_secs(8),
+            "no whole weight 8 s after recovery: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = recovered.elapsed();
+    assert!(
+        took >= Duration::from_millis(3500),
+        "whole weight after {took:?}, slow-start is 4 s: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]) && seen.iter().all(|w| [2, 4, 6, 8, 10].contains(w)),
+        "{seen:?}"
+    );
+    assert!(seen.len() >= 4, "steps missed: {seen:?}");
+    assert_eq!(backend_now("be1").0.get("health-ramp"), None);
+    let got = t.tcp_n(vip, 80, 20);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (10, 10), "{got:?}");
 }

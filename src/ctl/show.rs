@@ -245,7 +245,16 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
     }
     if json_out {
         let mut farm = as_json(props::FARM, &all);
-        farm["backends"] = serde_json::Value::Array(bs.iter().map(|b| as_json(props::BACKEND, b)).collect());
+        farm["backends"] = serde_json::Value::Array(
+            bs.iter()
+                .map(|b| {
+                    let mut j = as_json(props::BACKEND, b);
+                    // The runtime weight beside the configured one (what the checks made of it).
+                    j["effective-weight"] = b.get("EffectiveWeight").map(|v| to_json(v)).unwrap_or_default();
+                    j
+                })
+                .collect(),
+        );
         println!("{farm}");
         return Ok(());
     }
@@ -295,7 +304,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
                 text(b.get("Name")),
                 text(b.get("IpAddr")),
                 if port == "0" { "-".into() } else { port },
-                text(b.get("Weight")),
+                weight(&text(b.get("Weight")), &text(b.get("EffectiveWeight"))),
                 // A sorry backend's priority is no tier: what it is, instead.
                 if text(b.get("Sorry")) == "true" {
                     "sorry".into()
@@ -427,6 +436,16 @@ pub async fn policy(c: &Client, name: &str, json_out: bool) -> Result<(), CtlErr
         .collect();
     print!("{}", table(&["ELEMENT", "PACKETS", "BYTES"], &rows));
     Ok(())
+}
+
+/// The configured weight, and the effective one when the checks (an agent, a slow start) make it
+/// another: `4 (now 2)`.
+fn weight(configured: &str, effective: &str) -> String {
+    if effective.is_empty() || effective == configured {
+        configured.to_string()
+    } else {
+        format!("{configured} (now {effective})")
+    }
 }
 
 #[cfg(test)]

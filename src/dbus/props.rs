@@ -111,6 +111,11 @@ pub fn backend_value(b: &Backend, name: &str) -> Option<Value<'static>> {
         "Health" => b.health.as_str().into(),
         "HealthReason" => b.health_reason.clone().into(),
         "Sorry" => b.sorry.into(),
+        "HealthDrain" => b.health_drain.into(),
+        // Percentages; 100 (all of the weight) when the key is not set.
+        "HealthWeight" => u32::from(b.health_weight.unwrap_or(100)).into(),
+        "HealthRamp" => u32::from(b.health_ramp.unwrap_or(100)).into(),
+        "EffectiveWeight" => crate::model::effective_weight(b).into(),
         _ => return None,
     })
 }

@@ -291,6 +291,14 @@ async fn farm_changed(
                 changed.insert(prop.name, v);
             }
         }
+        if bc
+            .keys
+            .iter()
+            .any(|k| crate::schema::props::EFFECTIVE_WEIGHT_KEYS.contains(&k.key.as_str()))
+            && let Some(v) = props::backend_value(b, "EffectiveWeight")
+        {
+            changed.insert("EffectiveWeight", v);
+        }
         properties_changed(&emitter, backend::IFACE, changed).await?;
         if let Some(t) = &bc.state {
             let word = |s: &crate::model::BackendState| {

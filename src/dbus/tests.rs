@@ -355,7 +355,11 @@ async fn a_backend_property_set_signals_once() {
 
     let changed_b = on(&b, "PropertiesChanged");
     assert_eq!(changed_b.len(), 1, "{signals:?}");
-    let want = HashMap::from([("Weight".to_string(), owned(Value::from(3u32)))]);
+    // The weight the scheduler uses follows (no check scales it here).
+    let want = HashMap::from([
+        ("Weight".to_string(), owned(Value::from(3u32))),
+        ("EffectiveWeight".to_string(), owned(Value::from(3u32))),
+    ]);
     assert_eq!(changed_b[0].changed(), (BACKEND.to_string(), want));
     assert!(on(&b, "StateChanged").is_empty(), "{signals:?}");
 

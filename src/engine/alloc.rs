@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Config, Farm, effective_priority, takes_new_flows};
+use crate::model::{Config, Farm, effective_priority, effective_weight, takes_new_flows};
 
 mod change;
 mod slot_index;
@@ -303,7 +303,7 @@ impl FarmAlloc {
                     && takes_new_flows(farm, b, p)
                     && let Some(m) = self.members.get(&b.name)
                 {
-                    want[usize::from(*m)] = b.weight;
+                    want[usize::from(*m)] = effective_weight(b);
                     order.push(*m);
                 }
             }

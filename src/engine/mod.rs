@@ -74,35 +74,6 @@ pub fn check_supported(config: &Config, features: &KernelFeatures) -> Result<()>
     check_supported_farms(config, None, features)
 }
 
-/// What this version cannot check yet: a slow start (nothing ramps a weight yet). Refused rather
-/// than accepted and ignored.
-const SLOW_START: &str = "slow start is not implemented yet in this version of nftlbd";
-
-/// The farm's check, or a backend's own, when it asks for a slow start.
-fn uncheckable(f: &model::Farm) -> Option<EngineError> {
-    if let Some(c) = &f.health_check {
-        if c.slow_start != model::Seconds::ZERO {
-            return Some(EngineError::Unsupported {
-                field: format!("farms[{}].health-check.slow-start", f.name),
-                reason: SLOW_START.into(),
-            });
-        }
-    }
-    f.backends.iter().find_map(|b| uncheckable_override(f, b))
-}
-
-/// [`uncheckable`] for one backend's own check.
-fn uncheckable_override(f: &model::Farm, b: &model::Backend) -> Option<EngineError> {
-    let keys = &b.health_check.as_ref()?.keys;
-    let slow = keys
-        .get("slow-start")
-        .is_some_and(|v| v.as_f64().is_some_and(|s| s > 0.0));
-    slow.then(|| EngineError::Unsupported {
-        field: format!("farms[{}].backends[{}].health-check.slow-start", f.name, b.name),
-        reason: SLOW_START.into(),
-    })
-}
-
 /// [`check_supported`] for the farms in `only` (all when `None`) and the policies.
 fn check_supported_farms(
     config: &Config,
@@ -152,9 +123,6 @@ fn check_supported_farms(
             if let Some((key, _)) = nat_only.iter().find(|(_, set)| *set) {
                 return Err(unsupported(at(key), "not available in layer-2 modes yet"));
             }
-        }
-        if let Some(e) = uncheckable(f) {
-            return Err(e);
         }
         if f.queue >= 0 && !features.queue {
             return Err(unsupported(
@@ -702,17 +670,6 @@ impl KernelEngine {
         farms: Vec<(&Farm, &Farm, Vec<backend_change::Pair>)>,
         policies: &List<Policy>,
     ) -> Result<Outcome> {
-        // The farm's own check did not change (or the farm would be worked out whole); a
-        // backend's may have.
-        for (_, new, pairs) in &farms {
-            if let Some(e) = pairs
-                .iter()
-                .filter_map(|p| p.1)
-                .find_map(|b| uncheckable_override(new, b))
-            {
-                return Err(e);
-            }
-        }
         let mut done: Vec<Allocated> = Vec::with_capacity(farms.len());
         for (old, new, pairs) in farms {
             match self.allocate_backends(old, new, pairs) {

@@ -24,7 +24,7 @@ use super::counter::Counter;
 use super::observed::{LastCheck, Observed};
 use super::probe::{self, Outcome};
 use super::random;
-use crate::model::{CheckType, Health, HealthCheck};
+use crate::model::{CheckType, Health, HealthCheck, Seconds};
 
 /// Runs in flight at once by default: far below the usual file limit, far above what checks
 /// answering in milliseconds need.
@@ -54,6 +54,11 @@ pub struct Transition {
     pub reason: String,
     /// What the agent asks for (agent checks only).
     pub advice: Option<Advice>,
+    /// The probe turned from failing to healthy (not its first verdict, not a target joining a
+    /// probe that was healthy already): what starts a slow start.
+    pub recovered: bool,
+    /// The check's `slow-start`.
+    pub slow_start: Seconds,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -266,6 +271,8 @@ impl Scheduler {
                     health: probe.counter.health(),
                     reason: probe.reason.clone(),
                     advice: probe.advice,
+                    recovered: false,
+                    slow_start: probe.key.2.slow_start,
                 });
             }
             probe.targets.push(name.clone());
@@ -383,7 +390,8 @@ impl Scheduler {
             LastCheck::new(started, took, outcome.ok),
         );
         let check = &probe.key.2;
-        let first = probe.counter.health() == Health::Unknown;
+        let was = probe.counter.health();
+        let first = was == Health::Unknown;
         let turned = probe.counter.record(outcome.ok, check.rise, check.fall);
         let advice = if outcome.ok { outcome.advice } else { None };
         let advice_changed = probe.counter.health() == Health::Healthy && advice != probe.advice;
@@ -407,6 +415,8 @@ impl Scheduler {
                 health: probe.counter.health(),
                 reason: reason.clone(),
                 advice: probe.advice,
+                recovered: was == Health::Failing && turned == Some(Health::Healthy),
+                slow_start: check.slow_start,
             })
             .collect();
         for t in reports {

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::model::{CheckType, Health, HealthCheck};
+use crate::model::{CheckType, Health, HealthCheck, Seconds};
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -360,6 +360,8 @@ async fn the_checker_reports_turns_after_fall_and_rise_for_every_target_of_a_sha
         health: Health::Healthy,
         reason: reason.into(),
         advice: None,
+        recovered: false,
+        slow_start: Seconds::ZERO,
     };
     assert_eq!(
         first,
@@ -391,15 +393,19 @@ async fn the_checker_reports_turns_after_fall_and_rise_for_every_target_of_a_sha
         ])
         .unwrap();
     let joined = next(&mut rx, 1).await;
-    assert_eq!((joined.farm.as_str(), joined.health), ("db", Health::Failing));
+    assert_eq!(
+        (joined.farm.as_str(), joined.health, joined.recovered),
+        ("db", Health::Failing, false)
+    );
     assert_eq!(joined.reason, "connection refused, 3 failures");
 
     // Back: after two successes.
     let _listener = std::net::TcpListener::bind((LO, port)).unwrap();
     let up = next(&mut rx, 3).await;
+    // From failing: a recovery (what starts a slow start).
     assert_eq!(
-        (up.health, up.reason.as_str()),
-        (Health::Healthy, "tcp connected, 2 successes")
+        (up.health, up.reason.as_str(), up.recovered),
+        (Health::Healthy, "tcp connected, 2 successes", true)
     );
 }
 

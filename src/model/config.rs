@@ -185,6 +185,17 @@ pub struct Backend {
     /// Serves only while its farm is below its `quorum` (keepalived's sorry server).
     #[serde(default, skip_serializing_if = "is_default")]
     pub sorry: bool,
+    /// An agent check asks that the backend take no new flows (its health advice, not the
+    /// administrative `state`, which always wins).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health_drain: bool,
+    /// The share of `weight` an agent check asks for, 0-100; none: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_weight: Option<u8>,
+    /// The share of its weight a backend recovering under `slow-start` has reached, 1-100;
+    /// none: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_ramp: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! types, `validate` the whole-document checks that run before anything reaches the kernel.
 
 mod config;
+mod effective_weight;
 mod health;
 #[cfg(test)]
 mod health_tests;
@@ -15,6 +16,7 @@ mod policy_element;
 mod ports;
 mod seconds;
 mod session_client;
+mod slow_start;
 mod states;
 mod status_ranges;
 mod touched;
@@ -22,6 +24,7 @@ mod validate;
 mod values;
 
 pub use config::{Backend, Config, Farm, Policy, Session};
+pub use effective_weight::{effective_weight, scaled};
 pub use health::{
     ALL_TYPES, COMMON_KEYS, CheckType, Health, HealthCheck, HealthCheckOverride, HealthStart, KeyError,
     OnFailure, QueryType, Rcode, effective, is_checked, type_keys,
@@ -34,6 +37,7 @@ pub use policy_element::{PolicyElement, PolicyElementError};
 pub use ports::{PortError, PortRange, Ports};
 pub use seconds::Seconds;
 pub use session_client::{ClientError, KeyValue, SessionClient, parse_session_client};
+pub use slow_start::Ramp;
 #[cfg(test)]
 pub use states::whole_farm_passes;
 pub use states::{

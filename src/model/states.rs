@@ -6,7 +6,10 @@
 //!
 //! Health (`health`, set by checks) is a separate field: a `failing` backend that is `up` schedules
 //! as `down` does (no new flows, persistent clients move away, it brings in the next tier); a
-//! `drain` or `off` backend stays what it is whatever its health.
+//! `drain` or `off` backend stays what it is whatever its health. An agent check's advice is health
+//! too: its `drain` (`health-drain`) makes an `up` backend schedule as `drain`, and its
+//! percentage (`health-weight`) with a slow start's ramp (`health-ramp`) scale the weight the
+//! slots are given (`effective_weight`).
 //!
 //! A farm's `health-start` decides what `unknown` means for a checked backend: `optimistic` (the
 //! default) schedules it as healthy; `pessimistic` as failing (no new flows, the next tier in)
@@ -274,9 +277,13 @@ pub fn whole_farm_passes() -> usize {
 }
 
 /// Whether the backend is `up` and not failing its checks (nor, in a pessimistic farm, waiting
-/// for its first one): what the priority tiers count.
+/// for its first one), and no agent asks it to drain or to take 0 % of its weight: what the
+/// priority tiers count. An agent's drain or 0 % brings in the next tier as an operator's drain
+/// does, so a tier whose agents all say 0 % does not leave the farm without backends.
 fn counts_as_up(rules: FarmRules, backend: &Backend) -> bool {
     backend.state == BackendState::Up
+        && !backend.health_drain
+        && backend.health_weight != Some(0)
         && match backend.health {
             Health::Healthy => true,
             Health::Failing => false,
@@ -286,11 +293,13 @@ fn counts_as_up(rules: FarmRules, backend: &Backend) -> bool {
         }
 }
 
-/// The state the scheduler acts on: `up` with a failing check is `down`; any other state is its
-/// own (a check never overrides drain or off). The words of `StateChanged`.
+/// The state the scheduler acts on: `up` with a failing check is `down`, `up` with an agent's
+/// `drain` advice is `drain`; any other state is its own (a check never overrides drain or off).
+/// The words of `StateChanged`.
 pub fn effective_state(backend: &Backend) -> BackendState {
     match (backend.state, backend.health) {
         (BackendState::Up, Health::Failing) => BackendState::Down,
+        (BackendState::Up, _) if backend.health_drain => BackendState::Drain,
         (state, _) => state,
     }
 }
@@ -344,6 +353,33 @@ mod tests {
         let f = farm(&[(1, Off), (2, Up)]);
         assert_eq!(effective_priority(&f), 2);
         assert!(takes_new_flows(&f, &f.backends[1], 2));
+    }
+
+    #[test]
+    fn an_agent_s_drain_or_zero_is_a_drain_that_an_operator_s_state_and_a_failure_outrank() {
+        let f = farm(&[(1, Up), (1, Up), (2, Up)]);
+        let mut f2 = f.clone();
+        f2.backends[0].health_drain = true;
+        assert_eq!(effective_state(&f2.backends[0]), Drain);
+        assert!(!takes_new_flows(&f2, &f2.backends[0], 2));
+        assert!(keeps_clients(&f2.backends[0]));
+        // It brings in the next tier, as an operator's drain does.
+        assert_eq!(effective_priority(&f2), 2);
+        let mut zero = f.clone();
+        zero.backends[1].health_weight = Some(0);
+        assert_eq!(effective_state(&zero.backends[1]), Up);
+        assert!(!takes_new_flows(&zero, &zero.backends[1], 2));
+        assert_eq!(effective_priority(&zero), 2);
+        // A share above 0 keeps it in.
+        zero.backends[1].health_weight = Some(1);
+        assert!(takes_new_flows(&zero, &zero.backends[1], 1));
+        // Off stays off, failing is down.
+        f2.backends[0].state = Off;
+        assert_eq!(effective_state(&f2.backends[0]), Off);
+        f2.backends[0].state = Up;
+        f2.backends[0].health = Health::Failing;
+        assert_eq!(effective_state(&f2.backends[0]), Down);
+        assert!(!keeps_clients(&f2.backends[0]));
     }
 
     #[test]

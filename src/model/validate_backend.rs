@@ -92,6 +92,12 @@ pub(super) fn check_backend(c: &mut Checker, at: &str, f: &Farm, b: &Backend, du
     if b.priority == 0 {
         c.err(bat("priority"), "must be at least 1");
     }
+    if let Some(w) = b.health_weight.filter(|w| *w > 100) {
+        c.err(bat("health-weight"), format!("{w} is not 0-100"));
+    }
+    if let Some(r) = b.health_ramp.filter(|r| *r == 0 || *r > 100) {
+        c.err(bat("health-ramp"), format!("{r} is not 1-100"));
+    }
     check_health(c, f, b);
     if let Some(src) = &b.source_addr {
         if f.mode == Mode::Dnat {

@@ -64,7 +64,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "slow-start",
         "seconds",
         "0",
-        "After recovery the backend's weight is to ramp up over this long; not implemented yet: a value above 0 is refused as unsupported.",
+        "After a recovery (failing to healthy; not a first verdict, so neither at start nor for unknown to healthy) the backend's weight ramps up over this long, in steps (see Weights below); 0: its whole weight at once.",
     ),
     (
         "on-failure",
@@ -164,7 +164,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "agent-port",
         "number",
         "port",
-        "agent: the port the agent answers on with one line: up, down, drain and/or a weight such as 50%. Up and down set the health; drain and weights are reported, not acted on yet.",
+        "agent: the port the agent answers on with one line: up, ready, down, fail, stopped, maint, drain and/or a weight such as 50% (see Weights below).",
     ),
 ];
 
@@ -229,7 +229,32 @@ pub fn render() -> String {
          has its quorum; `EffectivePriority` is 0 while the sorry backends serve. A quorum larger \
          than today's regular backends is accepted (backends come and go); past 65535, the most a \
          farm can have, it is refused. Crossing the quorum reschedules the farm; a backend's \
-         change that does not cross it costs that backend alone.\n\n## Example\n\n",
+         change that does not cross it costs that backend alone.\n\n## Weights: agents and slow start\n\n\
+         The scheduler gives a backend its effective weight in slots: `weight` × the agent's \
+         percentage × the slow start's share, to the nearest whole (halves up), and never below 1 \
+         while both shares are above 0 (a weight of 1 at 50 % stays 1: only 0 % takes a backend \
+         out). `weight` stays what the operator set, in `GetConfig` and the state file; what the \
+         checks make of it is the read-only `EffectiveWeight` (D-Bus `Backend` property, varlink \
+         `BackendStatus.effectiveWeight`, `nftlbctl show` as `4 (now 2)`). Every scheduler uses \
+         the slots, so every one follows it: `rr` exactly (a strict rotation over the slots), \
+         `weight` at random by it, `hash` and `symhash` by it as they spread keys over the slots \
+         (a change of weights moves some keys).\n\n\
+         An agent check's reply is health and advice at once, each reply saying all it asks for: \
+         `down`, `fail`, `stopped` and `maint` are failing; `up` and `ready` are healthy; `drain` \
+         takes no new connections (the backend schedules as `drain` does and `StateChanged` says \
+         up to drain, its established connections and persistent clients stay, the next priority \
+         tier comes in), kept in `health-drain`; a percentage scales the weight (`health-weight`; \
+         `0%` takes no new connections and brings in the next tier as a drain does). An \
+         operator's `state` always wins: a drained or off backend stays so whatever its agent says. \
+         Failing drops the advice.\n\n\
+         With `slow-start`, a backend that recovers gets a share of its weight that goes up every \
+         max(slow-start / 10, 1 s), from a small share to all of it after slow-start (30 s: 9 %, \
+         18 %, … 90 %, then 100 % after 30 s; 4 s: 20 %, 40 %, 60 %, 80 %, 100 %), kept in \
+         `health-ramp`. The share at recovery is committed with the verdict; each step of every \
+         backend ramping is one transaction per tick. A restart goes on from the saved share; a \
+         backend failing again ends its ramp. Outside checkers (`SetBackendHealth`) start none.\n\n\
+         `health-drain`, `health-weight` and `health-ramp` are the checks' keys, as `health` is: \
+         saved, shown by `GetConfig`, refused by `UpdateBackend`.\n\n## Example\n\n",
     );
     out.push_str(&block("json", EXAMPLE));
     out.push_str(

@@ -39,6 +39,9 @@ pub fn render() -> String {
                 Extra::prop("name", "Name"),
                 Extra::prop("health", "Health"),
                 Extra::prop("health-reason", "HealthReason"),
+                Extra::prop("health-drain", "HealthDrain").typed("boolean"),
+                Extra::prop("health-weight", "HealthWeight").typed("number"),
+                Extra::prop("health-ramp", "HealthRamp").typed("number"),
             ],
         ),
         (

@@ -101,7 +101,8 @@ fn every_key_of_the_tables_has_its_property_and_its_json_type() {
         "backends": [{"name": "b", "ip-addr": "2001:db8::3", "port": 81, "weight": 2, "priority": 2,
             "mark": 3, "state": "drain", "source-addr": "2001:db8::4",
             "ether-addr": "02:00:00:00:00:03", "est-connlimit": 4,
-            "health-check": {"port": 82}, "health": "failing", "health-reason": "x", "sorry": true}]}"#;
+            "health-check": {"port": 82}, "health": "failing", "health-reason": "x", "sorry": true,
+            "health-drain": true, "health-weight": 50, "health-ramp": 9}]}"#;
     let policy = json!({"name": "p", "type": "whitelist", "family": "ipv6", "timeout": 5,
         "log-prefix": "x", "elements": ["2001:db8::5"]});
     let farm: crate::model::Farm = serde_json::from_str(farm).unwrap();

@@ -73,7 +73,13 @@ pub const BACKEND: &[Prop] = &[
 pub const BACKEND_HEALTH: &[Prop] = &[
     p("Health", "health", "s"),
     p("HealthReason", "health-reason", "s"),
+    p("HealthDrain", "health-drain", "b"),
+    p("HealthWeight", "health-weight", "u"),
+    p("HealthRamp", "health-ramp", "u"),
 ];
+
+/// Backend keys whose change changes `EffectiveWeight`.
+pub const EFFECTIVE_WEIGHT_KEYS: &[&str] = &["weight", "health-weight", "health-ramp"];
 
 /// Keys whose D-Bus value is the JSON text of an object (`""`: not set).
 pub fn is_json_object(key: &str) -> bool {

@@ -11,11 +11,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
-use super::ops_health::{HealthUpdate, set_healths};
+use super::ops_health::{HealthUpdate, RampStep, set_healths, step_ramps};
+use super::ramps::Ramps;
 use super::{Origin, Service};
 use super::{check_targets, conntrack};
 use crate::health::{Checker, DEFAULT_IN_FLIGHT, Transition};
-use crate::model::Health;
+use crate::model::{Config, Health, Ramp, Seconds};
 
 /// How long the first verdict of a batch waits for others.
 pub const BATCH: Duration = Duration::from_millis(20);
@@ -50,17 +51,21 @@ async fn run(service: Service, window: Duration) {
     {
         return;
     }
+    let mut ramps = resumed(&service.config());
     let mut stale: Vec<HealthUpdate> = Vec::new();
     loop {
+        let next_step = ramps.next_due();
         tokio::select! {
             event = events.recv() => match event {
                 Ok(event) => {
                     let m = check_targets::moves(&event.old, &event.new, &event.diff);
+                    for name in &m.stale {
+                        ramps.stop(name);
+                    }
                     stale.extend(m.stale.into_iter().map(|(farm, backend)| HealthUpdate {
                         farm,
                         backend,
-                        health: Health::Unknown,
-                        reason: String::new(),
+                        ..HealthUpdate::default()
                     }));
                     if checker.update(m.added, m.removed).is_err() {
                         return;
@@ -77,9 +82,14 @@ async fn run(service: Service, window: Duration) {
             Some(first) = verdicts.recv() => {
                 let mut batch = std::mem::take(&mut stale);
                 batch.extend(gather(first, &mut verdicts, window).await);
+                follow_ramps(&mut ramps, &batch);
                 let cut = conntrack::to_cut(&service, &batch);
                 commit(&service, batch).await;
                 conntrack::cut(&service, cut).await;
+            }
+            _ = sleep_until(next_step.unwrap_or_else(Instant::now)), if next_step.is_some() => {
+                let steps = ramps.tick(Instant::now());
+                commit_steps(&service, steps).await;
             }
         }
         if !stale.is_empty() {
@@ -116,11 +126,69 @@ fn verdict(t: Transition) -> HealthUpdate {
         reason = t.reason,
         "backend health changed"
     );
+    let ramp = recovery_ramp(&t);
     HealthUpdate {
         farm: t.farm,
         backend: t.backend,
         health: t.health,
         reason: t.reason,
+        advice: t.advice,
+        ramp,
+    }
+}
+
+/// The slow start a verdict begins: a recovery under a check with `slow-start`.
+fn recovery_ramp(t: &Transition) -> Option<Ramp> {
+    if t.recovered && t.health == Health::Healthy {
+        Ramp::of(t.slow_start)
+    } else {
+        None
+    }
+}
+
+/// Starts the ramps a batch of verdicts begins and stops those of backends no longer healthy.
+fn follow_ramps(ramps: &mut Ramps, batch: &[HealthUpdate]) {
+    let now = Instant::now();
+    for u in batch {
+        let name = (u.farm.clone(), u.backend.clone());
+        match (u.health, u.ramp) {
+            (Health::Healthy, Some(r)) => ramps.start(name, r, now),
+            (Health::Healthy, None) => {}
+            _ => ramps.stop(&name),
+        }
+    }
+}
+
+/// The ramps the configuration holds (a restart during a slow start): each goes on from its
+/// share, over its check's `slow-start` (a check that no longer has one ends it in a second).
+pub(super) fn resumed(config: &Config) -> Ramps {
+    let now = Instant::now();
+    let mut ramps = Ramps::default();
+    for f in &config.farms {
+        for b in f.backends.iter().filter(|b| b.health_ramp.is_some()) {
+            let (Some(share), Health::Healthy) = (b.health_ramp, b.health) else {
+                continue;
+            };
+            let slow_start = check_targets::target(f, b).map_or(Seconds::ZERO, |t| t.check.slow_start);
+            let ramp = Ramp::of(slow_start).or_else(|| Ramp::of(Seconds::from_millis(1)));
+            if let Some(r) = ramp {
+                ramps.resume((f.name.clone(), b.name.clone()), r, share, now);
+            }
+        }
+    }
+    ramps
+}
+
+async fn commit_steps(service: &Service, steps: Vec<RampStep>) {
+    if steps.is_empty() {
+        return;
+    }
+    let n = steps.len();
+    let origin = Origin {
+        reason: ORIGIN.into(),
+    };
+    if let Err(e) = service.change_indexed(origin, step_ramps(steps)).await {
+        tracing::error!(steps = n, "slow start: cannot commit: {e}");
     }
 }
 

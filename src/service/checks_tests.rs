@@ -82,6 +82,7 @@ fn a_commit_moves_only_the_targets_it_changed() {
         backend: "a".into(),
         health: Health::Healthy,
         reason: "tcp connected".into(),
+        ..HealthUpdate::default()
     }])(&index::ConfigIndex::build(Arc::new(old.clone())))
     .unwrap();
     assert!(moves(&old, &healed, &Diff::between(&old, &healed, "health-check")).is_empty());
@@ -310,4 +311,35 @@ async fn the_daemon_s_checks_follow_the_configuration_and_commit_verdicts_togeth
     while let Ok(e) = events.try_recv() {
         assert_ne!(e.origin.reason, checks::ORIGIN, "{:?}", healths(&e.new));
     }
+}
+
+#[test]
+fn a_restart_resumes_the_saved_ramps_and_ends_those_whose_check_lost_its_slow_start() {
+    let config = parse_config(
+        &json!({"farms": [{
+            "name": "web", "virtual-addresses": ["192.0.2.1"], "virtual-ports": "80",
+            "health-check": {"type": "tcp", "slow-start": 4},
+            "backends": [
+                {"name": "a", "ip-addr": "10.0.0.1", "health": "healthy", "health-ramp": 40},
+                {"name": "b", "ip-addr": "10.0.0.2", "health": "healthy"},
+                {"name": "c", "ip-addr": "10.0.0.3", "health": "failing", "health-ramp": 40},
+                {"name": "d", "ip-addr": "10.0.0.4", "health": "healthy", "health-ramp": 40,
+                 "health-check": {"slow-start": 0}}]
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut ramps = checks::resumed(&config);
+    let due = ramps.next_due().expect("ramps under way");
+    assert!(due <= start + std::time::Duration::from_secs(1) + std::time::Duration::from_millis(200));
+    // A second on: a goes on from 40 % to 60 % of slow-start 4 s; d, whose check no longer
+    // has a slow start, ends; c (failing) and b (not ramping) are not there.
+    let mut steps: Vec<(String, u8)> = ramps
+        .tick(start + std::time::Duration::from_millis(1_300))
+        .into_iter()
+        .map(|s| (s.backend, s.share))
+        .collect();
+    steps.sort();
+    assert_eq!(steps, [("a".to_string(), 60), ("d".to_string(), 100)]);
 }

@@ -241,3 +241,81 @@ async fn a_health_change_that_does_not_cross_the_quorum_makes_no_pass_over_the_f
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn agent_advice_and_slow_start_steps_make_no_pass_over_the_farms() {
+    use crate::health::Advice;
+    use crate::model::{Health, Ramp, Seconds, effective_weight};
+    use ops_health::{HealthUpdate, RampStep, set_healths, step_ramps};
+
+    let (dir, svc) = allowed_service("ramp-");
+    let farm = |name: &str, vip: &str, net: u32| {
+        let backends: Vec<serde_json::Value> = (0..2_000)
+            .map(|i| {
+                json!({"name": format!("b{i}"), "ip-addr": format!("10.{net}.{}.{}", i / 250, i % 250 + 1),
+                "weight": 10, "health": "failing"})
+            })
+            .collect();
+        json!({"name": name, "virtual-addresses": [vip], "virtual-ports": "80",
+            "scheduler": "weight", "backends": backends})
+    };
+    let doc = json!({"farms": [farm("a", "192.0.2.1", 1), farm("b", "192.0.2.2", 2)]});
+    let config = parse_config(&doc.to_string()).unwrap();
+    svc.change(Origin::api(), move |_| Ok(config)).await.unwrap();
+    let ramp = Ramp::of(Seconds::from_millis(10_000)).unwrap();
+    let names: Vec<(&str, String)> = (0..100)
+        .map(|i| ("a", format!("b{}", i * 13)))
+        .chain((0..100).map(|i| ("b", format!("b{}", i * 17 + 1))))
+        .collect();
+    // Recoveries under slow start, and an agent's 50 % on one of them: one commit.
+    let verdicts: Vec<HealthUpdate> = names
+        .iter()
+        .map(|(f, b)| HealthUpdate {
+            farm: f.to_string(),
+            backend: b.clone(),
+            health: Health::Healthy,
+            advice: (b == "b13").then_some(Advice {
+                drain: false,
+                weight_percent: Some(50),
+            }),
+            ramp: Some(ramp),
+            ..HealthUpdate::default()
+        })
+        .collect();
+    let steps: Vec<RampStep> = names
+        .iter()
+        .map(|(f, b)| RampStep {
+            farm: f.to_string(),
+            backend: b.clone(),
+            share: 54,
+        })
+        .collect();
+    for what in ["verdicts", "steps"] {
+        let before = passes(&svc).await;
+        let generation = svc.generation();
+        let done = if what == "verdicts" {
+            svc.change_indexed(Origin::api(), set_healths(verdicts.clone()))
+                .await
+        } else {
+            svc.change_indexed(Origin::api(), step_ramps(steps.clone())).await
+        };
+        done.unwrap();
+        assert_eq!(svc.generation(), generation + 1, "{what}: one commit");
+        assert_eq!(passes(&svc).await - before, 0, "{what}: a pass over a farm");
+    }
+    let ix = svc.index();
+    let (_, b) = ix.backend("a", "b13").unwrap();
+    assert_eq!(
+        (b.weight, b.health_weight, b.health_ramp, effective_weight(b)),
+        (10, Some(50), Some(54), 3)
+    );
+    let (_, b) = ix.backend("b", "b18").unwrap();
+    assert_eq!((b.health_ramp, effective_weight(b)), (Some(54), 5));
+    // Not among them: still failing, no ramp.
+    let (_, b) = ix.backend("b", "b19").unwrap();
+    assert_eq!(
+        (b.health, b.health_ramp, effective_weight(b)),
+        (Health::Failing, None, 10)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

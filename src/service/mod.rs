@@ -30,6 +30,7 @@ pub mod ops;
 pub mod ops_health;
 #[cfg(test)]
 mod parity_tests;
+mod ramps;
 mod record;
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 use crate::health::LastCheck;
-use crate::model::{Backend, Farm, List, effective_priority, is_active, quorum_met};
+use crate::model::{Backend, Farm, List, effective_priority, effective_weight, is_active, quorum_met};
 
 /// The farm without its backends, as its canonical JSON, and the backends, each made JSON only
 /// as it is written.
@@ -31,6 +31,8 @@ struct Status {
 struct BackendStatus {
     name: String,
     active: bool,
+    /// The weight the scheduler uses (the configured one scaled by the checks' shares).
+    effective_weight: u32,
     packets: u64,
     bytes: u64,
     /// The checker's last run (zeros: never checked).
@@ -46,20 +48,24 @@ impl FarmReply {
     /// `farm` with what the kernel counted: `(packets, bytes)` for the farm and per backend.
     pub fn new(mut farm: Farm, total: (u64, u64), each: Vec<(String, (u64, u64))>) -> Self {
         let prio = effective_priority(&farm);
-        let active: HashMap<&str, bool> = farm
+        let active: HashMap<&str, (bool, u32)> = farm
             .backends
             .iter()
-            .map(|b| (b.name.as_str(), is_active(&farm, b, prio)))
+            .map(|b| (b.name.as_str(), (is_active(&farm, b, prio), effective_weight(b))))
             .collect();
         let backends = each
             .into_iter()
-            .map(|(name, (packets, bytes))| BackendStatus {
-                active: active.get(name.as_str()).copied().unwrap_or(false),
-                name,
-                packets,
-                bytes,
-                last_check: LastCheck::default(),
-                connections: 0,
+            .map(|(name, (packets, bytes))| {
+                let (active, effective_weight) = active.get(name.as_str()).copied().unwrap_or((false, 0));
+                BackendStatus {
+                    active,
+                    effective_weight,
+                    name,
+                    packets,
+                    bytes,
+                    last_check: LastCheck::default(),
+                    connections: 0,
+                }
             })
             .collect();
         drop(active);
@@ -167,10 +173,11 @@ impl Serialize for Status {
 
 impl Serialize for BackendStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(7))?;
+        let mut m = s.serialize_map(Some(8))?;
         m.serialize_entry("active", &self.active)?;
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("connections", &self.connections)?;
+        m.serialize_entry("effectiveWeight", &self.effective_weight)?;
         m.serialize_entry("lastCheck", &self.last_check.at_us)?;
         m.serialize_entry("lastCheckDuration", &self.last_check.duration_us)?;
         m.serialize_entry("name", &self.name)?;
@@ -205,12 +212,10 @@ mod tests {
         let status: Vec<Value> = each
             .iter()
             .map(|(n, (p, b))| {
-                let a = farm
-                    .backends
-                    .iter()
-                    .find(|x| &x.name == n)
-                    .is_some_and(|x| is_active(&farm, x, prio));
-                json!({ "name": n, "active": a, "packets": p, "bytes": b,
+                let x = farm.backends.iter().find(|x| &x.name == n);
+                let a = x.is_some_and(|x| is_active(&farm, x, prio));
+                let w = x.map_or(0, effective_weight);
+                json!({ "name": n, "active": a, "effectiveWeight": w, "packets": p, "bytes": b,
                     "lastCheck": 0, "lastCheckDuration": 0, "connections": 0 })
             })
             .collect();
@@ -221,13 +226,13 @@ mod tests {
         assert_eq!(got, want);
         assert!(
             got.contains(
-                r#""active":true,"bytes":500,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"a""#
+                r#""active":true,"bytes":500,"connections":0,"effectiveWeight":3,"lastCheck":0,"lastCheckDuration":0,"name":"a""#
             ),
             "{got}"
         );
         assert!(
             got.contains(
-                r#""active":false,"bytes":0,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"b""#
+                r#""active":false,"bytes":0,"connections":0,"effectiveWeight":1,"lastCheck":0,"lastCheckDuration":0,"name":"b""#
             ),
             "{got}"
         );
@@ -269,7 +274,7 @@ mod tests {
     #[test]
     fn below_the_quorum_the_status_says_so_and_the_sorry_backend_is_the_active_one() {
         let farm = parse_farm_value(
-            json!({"name": "web", "quorum": 2, "health-check": {"type": "tcp"}, "backends": [
+            &json!({"name": "web", "quorum": 2, "health-check": {"type": "tcp"}, "backends": [
                 {"name": "a", "ip-addr": "10.0.0.1", "health": "failing"},
                 {"name": "b", "ip-addr": "10.0.0.2", "health": "healthy"},
                 {"name": "s", "ip-addr": "10.0.0.9", "sorry": true, "health-check": {"enabled": false}}]}),
@@ -301,7 +306,7 @@ mod tests {
     #[test]
     fn health_ready_is_read_before_the_backends_leave_the_farm() {
         let farm = parse_farm_value(
-            json!({"name": "web", "health-check": {"type": "tcp"}, "backends": [
+            &json!({"name": "web", "health-check": {"type": "tcp"}, "backends": [
                 {"name": "a", "ip-addr": "10.0.0.1"}]}),
             "farm",
         )

@@ -154,9 +154,9 @@ async fn reads_answer_as_documented() {
     let status = json!({
         "effectivePriority": 1, "healthReady": true, "quorumMet": true, "packets": 9, "bytes": 900,
         "backends": [
-            {"name": "a", "active": true, "packets": 7, "bytes": 700,
+            {"name": "a", "active": true, "effectiveWeight": 1, "packets": 7, "bytes": 700,
              "lastCheck": 0, "lastCheckDuration": 0, "connections": 0},
-            {"name": "b", "active": true, "packets": 0, "bytes": 0,
+            {"name": "b", "active": true, "effectiveWeight": 1, "packets": 0, "bytes": 0,
              "lastCheck": 1_700_000_000_000_042u64, "lastCheckDuration": 1234, "connections": 0}
         ]
     });

@@ -3,7 +3,7 @@
 
 use super::slot_index::{FamilyDelta, IndexCell, SlotIndex};
 use super::{AllocError, FarmAlloc};
-use crate::model::{Backend, Farm, takes_new_flows};
+use crate::model::{Backend, Farm, effective_weight, takes_new_flows};
 
 /// The slot edits of one change, per family (see [`FamilyDelta`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,10 +48,11 @@ impl SlotDelta {
     }
 }
 
-/// The slots a backend owns at effective priority `p`: its weight in its family, none in the other.
+/// The slots a backend owns at effective priority `p`: its effective weight in its family, none
+/// in the other.
 fn wants(farm: &Farm, b: &Backend, p: u32, v6: bool) -> u32 {
     if b.ip_addr.is_ipv6() == v6 && takes_new_flows(farm, b, p) {
-        b.weight
+        effective_weight(b)
     } else {
         0
     }
