@@ -646,7 +646,7 @@ fn a_failing_backend_loses_its_slots_and_gets_them_back() {
 }
 
 #[test]
-fn a_backend_change_among_many_farms_touches_its_farm_alone_and_a_backend_slow_start_is_refused() {
+fn a_backend_change_among_many_farms_touches_its_farm_alone() {
     in_netns(|| {
         let farms: Vec<Value> = (0..200)
             .map(|i| {
@@ -679,25 +679,6 @@ fn a_backend_change_among_many_farms_touches_its_farm_alone_and_a_backend_slow_s
             e.reconcile(c.clone(), alloc.clone()).unwrap().changes,
             Vec::<String>::new()
         );
-
-        // A backend's own check asking for a slow start is refused on this path too, and changes
-        // nothing.
-        let before = nft(&["list", "ruleset"]);
-        let mut slow = c.clone();
-        let b: nftlbd::model::HealthCheckOverride =
-            serde_json::from_value(json!({"type": "tcp", "slow-start": 30})).unwrap();
-        if let Some(f) = slow.farms.get_mut(7) {
-            f.backends[0].health_check = Some(b);
-        }
-        match e.apply(slow) {
-            Err(EngineError::Unsupported { field, .. }) => {
-                assert_eq!(field, "farms[f7].backends[b0].health-check.slow-start")
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(nft(&["list", "ruleset"]), before);
-        assert_eq!(e.config(), &c);
-        assert_eq!(e.allocation(), &alloc);
     });
 }
 
