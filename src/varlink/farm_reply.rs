@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
+use crate::engine::Traffic;
 use crate::health::LastCheck;
 use crate::model::{Backend, Farm, List, effective_priority, is_active};
 
@@ -24,6 +25,7 @@ struct Status {
     health_ready: bool,
     packets: u64,
     bytes: u64,
+    new_connections: u64,
     backends: Vec<BackendStatus>,
 }
 
@@ -32,6 +34,8 @@ struct BackendStatus {
     active: bool,
     packets: u64,
     bytes: u64,
+    /// Connections given to it since it was created.
+    new_connections: u64,
     /// The checker's last run (zeros: never checked).
     last_check: LastCheck,
     /// Established connections in conntrack now.
@@ -42,8 +46,8 @@ struct BackendStatus {
 const BACKENDS: &str = "backends";
 
 impl FarmReply {
-    /// `farm` with what the kernel counted: `(packets, bytes)` for the farm and per backend.
-    pub fn new(mut farm: Farm, total: (u64, u64), each: Vec<(String, (u64, u64))>) -> Self {
+    /// `farm` with what the kernel counted for the farm and per backend.
+    pub fn new(mut farm: Farm, total: Traffic, each: Vec<(String, Traffic)>) -> Self {
         let prio = effective_priority(&farm);
         let active: HashMap<&str, bool> = farm
             .backends
@@ -52,11 +56,12 @@ impl FarmReply {
             .collect();
         let backends = each
             .into_iter()
-            .map(|(name, (packets, bytes))| BackendStatus {
+            .map(|(name, t)| BackendStatus {
                 active: active.get(name.as_str()).copied().unwrap_or(false),
                 name,
-                packets,
-                bytes,
+                packets: t.packets,
+                bytes: t.bytes,
+                new_connections: t.new_connections,
                 last_check: LastCheck::default(),
                 connections: 0,
             })
@@ -78,8 +83,9 @@ impl FarmReply {
             status: Status {
                 effective_priority: prio,
                 health_ready: farm.health_ready(),
-                packets: total.0,
-                bytes: total.1,
+                packets: total.packets,
+                bytes: total.bytes,
+                new_connections: total.new_connections,
                 backends,
             },
         }
@@ -149,11 +155,12 @@ impl Serialize for Backends<'_> {
 
 impl Serialize for Status {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(5))?;
+        let mut m = s.serialize_map(Some(6))?;
         m.serialize_entry("backends", &self.backends)?;
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("effectivePriority", &self.effective_priority)?;
         m.serialize_entry("healthReady", &self.health_ready)?;
+        m.serialize_entry("newConnections", &self.new_connections)?;
         m.serialize_entry("packets", &self.packets)?;
         m.end()
     }
@@ -161,13 +168,14 @@ impl Serialize for Status {
 
 impl Serialize for BackendStatus {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(7))?;
+        let mut m = s.serialize_map(Some(8))?;
         m.serialize_entry("active", &self.active)?;
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("connections", &self.connections)?;
         m.serialize_entry("lastCheck", &self.last_check.at_us)?;
         m.serialize_entry("lastCheckDuration", &self.last_check.duration_us)?;
         m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("newConnections", &self.new_connections)?;
         m.serialize_entry("packets", &self.packets)?;
         m.end()
     }
@@ -191,31 +199,33 @@ mod tests {
         )
         .unwrap();
         let each = vec![
-            ("a".to_string(), (5, 500)),
-            ("b".to_string(), (0, 0)),
-            ("c".to_string(), (u64::MAX, 7)),
+            ("a".to_string(), Traffic::new(5, 500, 3)),
+            ("b".to_string(), Traffic::new(0, 0, 0)),
+            ("c".to_string(), Traffic::new(u64::MAX, 7, u64::MAX)),
         ];
         let prio = effective_priority(&farm);
         let status: Vec<Value> = each
             .iter()
-            .map(|(n, (p, b))| {
+            .map(|(n, t)| {
                 let a = farm
                     .backends
                     .iter()
                     .find(|x| &x.name == n)
                     .is_some_and(|x| is_active(&farm, x, prio));
-                json!({ "name": n, "active": a, "packets": p, "bytes": b,
+                json!({ "name": n, "active": a, "packets": t.packets, "bytes": t.bytes,
+                    "newConnections": t.new_connections,
                     "lastCheck": 0, "lastCheckDuration": 0, "connections": 0 })
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "backends": status } })
+            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900,
+            "newConnections": 4, "backends": status } })
         .to_string();
-        let got = serde_json::to_string(&FarmReply::new(farm, (9, 900), each)).unwrap();
+        let got = serde_json::to_string(&FarmReply::new(farm, Traffic::new(9, 900, 4), each)).unwrap();
         assert_eq!(got, want);
         assert!(
             got.contains(
-                r#""active":true,"bytes":500,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"a""#
+                r#""active":true,"bytes":500,"connections":0,"lastCheck":0,"lastCheckDuration":0,"name":"a","newConnections":3,"packets":5}"#
             ),
             "{got}"
         );
@@ -235,14 +245,19 @@ mod tests {
             "farm",
         )
         .unwrap();
-        let each = vec![("a".to_string(), (1, 2)), ("b".to_string(), (3, 4))];
+        let each = vec![
+            ("a".to_string(), Traffic::new(1, 2, 0)),
+            ("b".to_string(), Traffic::new(3, 4, 1)),
+        ];
         let last = LastCheck {
             at_us: 1_700_000_000_000_001,
             duration_us: 250,
             ok: true,
         };
         let checks = HashMap::from([("b".to_string(), last)]);
-        let got = serde_json::to_value(FarmReply::new(farm, (4, 6), each).with_checks(&checks)).unwrap();
+        let got =
+            serde_json::to_value(FarmReply::new(farm, Traffic::new(4, 6, 1), each).with_checks(&checks))
+                .unwrap();
         let backends = &got["status"]["backends"];
         assert_eq!(backends[0]["lastCheck"], json!(0));
         assert_eq!(backends[0]["lastCheckDuration"], json!(0));
@@ -254,9 +269,10 @@ mod tests {
     fn a_farm_without_backends_has_an_empty_list() {
         let farm = parse_farm_value(json!({"name": "web"}), "farm").unwrap();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "backends": [] } })
+            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0,
+            "newConnections": 0, "backends": [] } })
         .to_string();
-        let got = serde_json::to_string(&FarmReply::new(farm, (0, 0), Vec::new())).unwrap();
+        let got = serde_json::to_string(&FarmReply::new(farm, Traffic::default(), Vec::new())).unwrap();
         assert_eq!(got, want);
     }
 }
