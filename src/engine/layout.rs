@@ -12,7 +12,7 @@
 //!                            ct mark set <numgen|jhash|symhash> mod N offset <base> jump pick-<shard>
 //!                            [persistence: remember the client] goto to-backend
 //! pick-<shard>               ct mark set ct mark map @slots-<shard> return; drop
-//! to-backend                 [ct mark map @backend-limits]; ct mark @new-conns; ct mark & 0xffff0000 @new-conns
+//! to-backend                 [ct mark vmap @backend-limits]; ct mark @new-conns; ct mark & 0xffff0000 @new-conns
 //!                            meta mark set ct mark map @user-marks
 //!                            dnat to ct mark map @targets-ap / @targets-a
 //! postrouting (nat, srcnat)  ct status dnat: ct mark @masq masquerade / snat to ct mark map @snat-src
