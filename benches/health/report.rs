@@ -42,14 +42,29 @@ fn buckets(r: &Run) -> [f64; BUCKETS] {
     b.map(|c| c as f64 / r.wall.as_secs_f64())
 }
 
-/// The gaps between two checks of one backend, sorted, in seconds; and the backends the window
-/// saw no check of.
-fn gaps(r: &Run) -> (Vec<f64>, usize) {
+/// Checks in each whole second of the window: (fewest, most).
+fn per_second(r: &Run) -> (u64, u64) {
+    let whole = r.wall.as_secs() as usize;
+    let mut n = vec![0u64; whole.max(1)];
+    for (_, at) in &r.arrivals {
+        if let Some(c) = n.get_mut(at.duration_since(r.from).as_secs() as usize) {
+            *c += 1;
+        }
+    }
+    let lo = n.iter().copied().min().unwrap_or(0);
+    (lo, n.iter().copied().max().unwrap_or(0))
+}
+
+/// The gaps between two checks of one backend, sorted, in seconds; the checks each backend had,
+/// sorted; and the backends the window saw no check of.
+fn gaps(r: &Run) -> (Vec<f64>, Vec<f64>, usize) {
     let mut by: Vec<Vec<Instant>> = vec![Vec::new(); r.backends];
     for (i, at) in &r.arrivals {
         by[*i].push(*at);
     }
     let unseen = by.iter().filter(|v| v.is_empty()).count();
+    let mut counts: Vec<f64> = by.iter().map(|v| v.len() as f64).collect();
+    counts.sort_by(f64::total_cmp);
     let mut gaps: Vec<f64> = by
         .iter_mut()
         .flat_map(|v| {
@@ -60,12 +75,13 @@ fn gaps(r: &Run) -> (Vec<f64>, usize) {
         })
         .collect();
     gaps.sort_by(f64::total_cmp);
-    (gaps, unseen)
+    (gaps, counts, unseen)
 }
 
 pub fn render(r: &Run) -> String {
     let secs = r.wall.as_secs_f64();
-    let (gaps, unseen) = gaps(r);
+    let (gaps, counts, unseen) = gaps(r);
+    let (fewest, most) = per_second(r);
     let b = buckets(r);
     let even = r.arrivals.len() as f64 / secs / BUCKETS as f64;
     let (lo, hi) = b
@@ -99,6 +115,19 @@ pub fn render(r: &Run) -> String {
         format!("{:.0}", r.arrivals.len() as f64 / secs),
     );
     row(
+        "checks in one second of the window: fewest / most",
+        format!("{fewest} / {most}"),
+    );
+    row(
+        "checks of one backend in the window: min / p50 / max",
+        format!(
+            "{:.0} / {:.0} / {:.0}",
+            counts.first().copied().unwrap_or(0.0),
+            percentile(&counts, 0.5),
+            counts.last().copied().unwrap_or(0.0)
+        ),
+    );
+    row(
         "checks per 100 ms of the second, per second (0-100 ms … 900-1000 ms)",
         b.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" "),
     );
@@ -107,11 +136,12 @@ pub fn render(r: &Run) -> String {
         format!("{:.2} / {:.2}", hi / even, lo / even),
     );
     row(
-        "gap between two checks of a backend: p50 / p99 / max",
+        "gap between two checks of a backend: p50 / p99 / p99.9 / max",
         format!(
-            "{:.3} / {:.3} / {:.3} s",
+            "{:.3} / {:.3} / {:.3} / {:.3} s",
             percentile(&gaps, 0.5),
             percentile(&gaps, 0.99),
+            percentile(&gaps, 0.999),
             gaps.last().copied().unwrap_or(f64::NAN)
         ),
     );
