@@ -10,7 +10,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "type",
         "string",
         "(required)",
-        "tcp (a connection is accepted), http, https, udp, dns, exec or agent. https is refused as unsupported in this version (no TLS).",
+        "tcp (a connection is accepted; it is closed with a reset, so it leaves no TIME_WAIT behind), http, https, udp, dns, exec or agent. https is refused as unsupported in this version (no TLS).",
     ),
     (
         "port",
