@@ -214,9 +214,11 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
         "org.nftlbd1.Farm",
         "GetBackendCounters",
     ]);
+    // Six connections round robin: three given to each backend, counted once each.
+    assert_eq!((backend("be0", "NewConnections"), farm("NewConnections")), (3, 6));
     assert_eq!(
         counters.trim(),
-        format!("a(stt) 2 \"be0\" {p0} {y0} \"be1\" {p1} {y1}")
+        format!("a(sttt) 2 \"be0\" {p0} {y0} 3 \"be1\" {p1} {y1} 3")
     );
     let all = ok(&[
         "call",
@@ -228,7 +230,9 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
         "org.nftlbd1.Farm",
     ]);
     assert!(
-        all.contains("\"Packets\" t ") && all.contains("\"Bytes\" t "),
+        all.contains("\"Packets\" t ")
+            && all.contains("\"Bytes\" t ")
+            && all.contains("\"NewConnections\" t 6"),
         "{all}"
     );
     let tree = ok(&["tree", DEST]);

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
 use common::topo::{run_in, serve, tcp_hello, who};
-use nftlbd::engine::{Allocation, EngineError, KernelEngine};
+use nftlbd::engine::{Allocation, EngineError, KernelEngine, Traffic};
 use nftlbd::model::parse_config;
 use serde_json::json;
 
@@ -195,11 +195,24 @@ fn dsr_delivers_to_backends_that_answer_the_client_directly() {
     let ct = conntrack_table(&ns[1]);
     assert!(!ct.contains("10.9.7.100"), "no conntrack entry for the VIP: {ct}");
     // Counted: the farm, and each backend under its MAC (replies go straight to the client).
-    let (packets, bytes) = e.traffic("dsr", None).unwrap();
-    let (p0, y0) = e.traffic("dsr", Some("be0")).unwrap();
-    let (p1, y1) = e.traffic("dsr", Some("be1")).unwrap();
+    let Traffic { packets, bytes, .. } = e.traffic("dsr", None).unwrap();
+    let Traffic {
+        packets: p0,
+        bytes: y0,
+        ..
+    } = e.traffic("dsr", Some("be0")).unwrap();
+    let Traffic {
+        packets: p1,
+        bytes: y1,
+        ..
+    } = e.traffic("dsr", Some("be1")).unwrap();
     assert!(packets >= 20 * 3 && p0 > 0 && p1 > 0, "{packets} {p0} {p1}");
     assert_eq!((p0 + p1, y0 + y1), (packets, bytes));
+    assert_eq!(
+        e.traffic("dsr", None).unwrap().new_connections,
+        0,
+        "no connection tracking"
+    );
     let listing = sh(&[
         "ip", "netns", "exec", &ns[1], "nft", "list", "table", "netdev", "nftlbd",
     ]);
@@ -470,11 +483,19 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
     // The farm counts both ways: 24 connections of at least 3 packets from the client
     // (SYN, ACK, FIN) and 3 from the backend (SYN-ACK, greeting, FIN).
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let (packets, bytes) = e.traffic("stl", None).unwrap();
+    let Traffic { packets, bytes, .. } = e.traffic("stl", None).unwrap();
     assert!(packets >= 24 * 6 && bytes >= 40 * packets, "{packets} {bytes}");
     // Each backend counts what it was sent and what it answered: together, the farm.
-    let (p0, y0) = e.traffic("stl", Some("be0")).unwrap();
-    let (p1, y1) = e.traffic("stl", Some("be1")).unwrap();
+    let Traffic {
+        packets: p0,
+        bytes: y0,
+        ..
+    } = e.traffic("stl", Some("be0")).unwrap();
+    let Traffic {
+        packets: p1,
+        bytes: y1,
+        ..
+    } = e.traffic("stl", Some("be1")).unwrap();
     assert!(p0 > 0 && p1 > 0, "{p0} {p1}");
     assert_eq!((p0 + p1, y0 + y1), (packets, bytes));
     // Round robin chooses per flow (stl-flows), so multi-packet connections stay whole.
@@ -505,7 +526,7 @@ fn stateless_dnat_works_both_ways_without_connection_tracking() {
         "round robin: {got:?}"
     );
     // Changing the farm does not reset its counter.
-    let (more, _) = e.traffic("stl", None).unwrap();
+    let Traffic { packets: more, .. } = e.traffic("stl", None).unwrap();
     assert!(more >= packets + 10 * 8, "{packets} then {more}");
     // Persistence: one client, one backend.
     e.apply(farm(json!({"persistence": ["srcip"]}))).unwrap();

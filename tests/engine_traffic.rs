@@ -130,6 +130,50 @@ fn weights_give_three_to_one() {
 }
 
 #[test]
+fn new_connections_are_counted_once_per_connection_per_backend() {
+    let t = Topo::new(2);
+    let farm = |weight: u32| {
+        let mut b = backends(2, false);
+        b[1]["weight"] = json!(weight);
+        json!([{"name": "web", "virtual-addresses": [vip4(35)], "virtual-ports": "80", "backends": b}])
+    };
+    let mut e = engine(&t, farm(1));
+    let n = 10;
+    let got = count(&t.tcp_n(vip4(35), 80, n));
+    assert_eq!((got["be0"], got["be1"]), (n / 2, n / 2), "{got:?}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let read = |e: &mut KernelEngine| {
+        let (farm, each) = e.farm_traffic("web").unwrap();
+        let each: Vec<(String, u64, u64)> = each
+            .into_iter()
+            .map(|(b, x)| (b, x.new_connections, x.packets))
+            .collect();
+        (farm, each)
+    };
+    let (total, each) = read(&mut e);
+    assert_eq!(total.new_connections, n as u64, "{total:?}");
+    for (b, new, packets) in &each {
+        assert_eq!(*new, (n / 2) as u64, "{b}: {each:?}");
+        // Once per connection, not per packet (each has at least SYN, ACK, FIN from the client).
+        assert!(*packets >= 3 * new, "{b}: {each:?}");
+    }
+    // One lookup per key reads what the dump read.
+    assert_eq!(
+        e.traffic("web", Some("be1")).unwrap().new_connections,
+        (n / 2) as u64
+    );
+    assert_eq!(e.traffic("web", None).unwrap(), total);
+    // Changing the farm keeps the counts; new connections add to them (weight 3 to 1: 6 and 2).
+    apply(&mut e, farm(3));
+    let more = count(&t.tcp_n(vip4(35), 80, 8));
+    assert_eq!((more["be0"], more["be1"]), (2, 6), "{more:?}");
+    let (total, each) = read(&mut e);
+    assert_eq!(total.new_connections, 18);
+    let new: Vec<u64> = each.iter().map(|(_, k, _)| *k).collect();
+    assert_eq!(new, [7, 11], "{each:?}");
+}
+
+#[test]
 fn hash_sends_a_client_to_the_same_backend() {
     let t = Topo::new(3);
     let _e = engine(

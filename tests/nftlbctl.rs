@@ -118,13 +118,31 @@ fn nftlbctl_manages_farms_with_traffic() {
         .collect();
     assert_eq!(be0_row[..7], ["be0", &b0, "-", "1", "1", "up", "yes"], "{show}");
     assert!(be0_row[7].parse::<u64>().unwrap() >= 2 * 6, "{show}");
-    // The connections were closed: none is established (GetBackendConnections).
-    assert!(show.contains(" PACKETS  BYTES  CONNS  CHECKED"), "{show}");
-    assert_eq!(be0_row[9], "0", "{show}");
+    // Four connections round robin: two given to each (NEW); they were closed: none is
+    // established (CONNS, GetBackendConnections).
+    assert!(show.contains(" PACKETS  BYTES  NEW  CONNS  CHECKED"), "{show}");
+    assert!(show.contains("4 new connections"), "{show}");
+    let be1_row: Vec<&str> = show
+        .lines()
+        .find(|l| l.starts_with("be1 "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!((be0_row[9], be1_row[9]), ("2", "2"), "{show}");
+    assert_eq!(be0_row[10], "0", "{show}");
     let json: serde_json::Value = serde_json::from_str(&done(&["--json", "show", "web"])).unwrap();
     let backends = json["backends"].as_array().unwrap();
     assert_eq!(backends.len(), 2, "{json}");
     assert_eq!(backends[1]["ip-addr"], b1.as_str());
+    let new: Vec<u64> = backends
+        .iter()
+        .map(|b| b["new-connections"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        (new, &json["new-connections"]),
+        (vec![2, 2], &serde_json::json!(4)),
+        "{json}"
+    );
     let sum: u64 = backends.iter().map(|b| b["packets"].as_u64().unwrap()).sum();
     assert!(json["packets"].as_u64().unwrap() >= sum && sum >= 4 * 6, "{json}");
     let listed: serde_json::Value = serde_json::from_str(&done(&["--json", "list"])).unwrap();

@@ -220,9 +220,12 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
     // thousands of backends: not a call each).
     let backends: Vec<OwnedObjectPath> = c.property(path.as_str(), FARM, "Backends").await?;
     let objects = c.objects().await?;
-    let counters: Vec<(String, u64, u64)> = c.read(path.as_str(), FARM, "GetBackendCounters", &()).await?;
-    let counted: HashMap<&str, (u64, u64)> =
-        counters.iter().map(|(n, p, b)| (n.as_str(), (*p, *b))).collect();
+    let counters: Vec<(String, u64, u64, u64)> =
+        c.read(path.as_str(), FARM, "GetBackendCounters", &()).await?;
+    let counted: HashMap<&str, (u64, u64, u64)> = counters
+        .iter()
+        .map(|(n, p, b, k)| (n.as_str(), (*p, *b, *k)))
+        .collect();
     let connections: Vec<(String, u64)> = c.read(path.as_str(), FARM, "GetBackendConnections", &()).await?;
     let established: HashMap<&str, u64> = connections.iter().map(|(n, k)| (n.as_str(), *k)).collect();
     let by_path: HashMap<&str, &HashMap<String, OwnedValue>> = objects
@@ -236,9 +239,10 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
     for b in &backends {
         let mut props = by_path.get(b.as_str()).map(|p| (*p).clone()).unwrap_or_default();
         let name = text(props.get("Name"));
-        let (packets, bytes) = counted.get(name.as_str()).copied().unwrap_or((0, 0));
+        let (packets, bytes, new) = counted.get(name.as_str()).copied().unwrap_or((0, 0, 0));
         props.insert("Packets".into(), OwnedValue::from(packets));
         props.insert("Bytes".into(), OwnedValue::from(bytes));
+        props.insert("NewConnections".into(), OwnedValue::from(new));
         let conns = established.get(name.as_str()).copied().unwrap_or(0);
         props.insert("Connections".into(), OwnedValue::from(conns));
         bs.push(props);
@@ -291,10 +295,11 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
     println!("  {:<18} {}", "health-ready", text(all.get("HealthReady")));
     println!("  {:<18} {}", "quorum-met", text(all.get("QuorumMet")));
     println!(
-        "  {:<18} {} packets, {} bytes",
+        "  {:<18} {} packets, {} bytes, {} new connections",
         "traffic",
         text(all.get("Packets")),
-        text(all.get("Bytes"))
+        text(all.get("Bytes")),
+        text(all.get("NewConnections"))
     );
     let rows: Vec<Vec<String>> = bs
         .iter()
@@ -320,6 +325,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
                 .into(),
                 text(b.get("Packets")),
                 text(b.get("Bytes")),
+                text(b.get("NewConnections")),
                 text(b.get("Connections")),
                 checked_ago(micros(b.get("LastCheck")), now_us()),
                 took(micros(b.get("LastCheck")), micros(b.get("LastCheckDuration"))),
@@ -331,7 +337,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         table(
             &[
                 "BACKEND", "ADDRESS", "PORT", "WEIGHT", "PRIORITY", "STATE", "ACTIVE", "PACKETS", "BYTES",
-                "CONNS", "CHECKED", "TOOK"
+                "NEW", "CONNS", "CHECKED", "TOOK"
             ],
             &rows
         )

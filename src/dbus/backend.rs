@@ -34,6 +34,7 @@ const READ_ONLY: &[super::Arg] = &[
     ("LastCheckDuration", "t"),
     ("Packets", "t"),
     ("Bytes", "t"),
+    ("NewConnections", "t"),
 ];
 
 const METHODS: &[super::Method] = &[

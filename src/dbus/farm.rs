@@ -31,6 +31,7 @@ const READ_ONLY: &[super::Arg] = &[
     ("QuorumMet", "b"),
     ("Packets", "t"),
     ("Bytes", "t"),
+    ("NewConnections", "t"),
 ];
 
 /// (name, in-arguments, out-arguments) of each method, for introspection.
@@ -48,7 +49,7 @@ const METHODS: &[super::Method] = &[
     ("AddSession", &[("client", "s"), ("backend", "s")], &[]),
     ("DeleteSession", &[("client", "s")], &[]),
     ("FlushSessions", &[], &[]),
-    ("GetBackendCounters", &[], &[("counters", "a(stt)")]),
+    ("GetBackendCounters", &[], &[("counters", "a(sttt)")]),
     ("GetBackendConnections", &[], &[("connections", "a(st)")]),
 ];
 
@@ -112,18 +113,20 @@ impl FarmObject {
         Ok(())
     }
 
-    /// (backend, packets, bytes) for every backend in one read (one dump of the counters, where
-    /// reading `Packets` and `Bytes` of each backend object would be a call each). Anyone may.
+    /// (backend, packets, bytes, new connections) for every backend in one read (one dump of the
+    /// counters, where reading `Packets`, `Bytes` and `NewConnections` of each backend object
+    /// would be a call each). Anyone may.
     async fn get_backend_counters(
         &self,
         conn: &Connection,
         msg: &Message,
-    ) -> Result<Vec<(String, u64, u64)>, Error> {
+    ) -> Result<Vec<(String, u64, u64, u64)>, Error> {
         let farm = self.farm.clone();
         match self.run(conn, msg, Operation::GetFarmCounters { farm }).await? {
-            Output::FarmCounters { backends, .. } => {
-                Ok(backends.into_iter().map(|(n, (p, b))| (n, p, b)).collect())
-            }
+            Output::FarmCounters { backends, .. } => Ok(backends
+                .into_iter()
+                .map(|(n, t)| (n, t.packets, t.bytes, t.new_connections))
+                .collect()),
             other => Err(unexpected(other)),
         }
     }

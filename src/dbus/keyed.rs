@@ -14,6 +14,7 @@ use super::auth;
 use super::error::{Error, to_fdo};
 use super::props::{self, Prop};
 use super::{Arg, Method, Signal, owned};
+use crate::engine::Traffic;
 use crate::service::{Caller, Operation, Output, Service};
 
 pub trait Keyed: Send + Sync + 'static {
@@ -29,7 +30,7 @@ pub trait Keyed: Send + Sync + 'static {
     fn value(&self, name: &str) -> Option<Value<'static>>;
     /// `farm "web"`, for errors.
     fn what(&self) -> String;
-    /// The farm, and the backend, whose traffic `Packets` and `Bytes` count.
+    /// The farm, and the backend, whose traffic `Packets`, `Bytes` and `NewConnections` count.
     fn counted(&self) -> (String, Option<String>);
     /// The operation that sets `prop`'s key (`None`: back to its default).
     fn set_op(&self, prop: &'static Prop, json: Option<serde_json::Value>) -> Operation;
@@ -42,9 +43,9 @@ fn is_property<K: Keyed>(name: &str) -> bool {
 /// Counters: read from the kernel when asked (they change with every packet, so they never emit
 /// `PropertiesChanged`). Anyone may read them: totals reveal no client (per-client data, sessions
 /// and policy counters, needs `org.nftlbd1.info`).
-const TRAFFIC: [&str; 2] = ["Packets", "Bytes"];
+const TRAFFIC: [&str; 3] = ["Packets", "Bytes", "NewConnections"];
 
-async fn traffic<K: Keyed>(k: &K) -> fdo::Result<(u64, u64)> {
+async fn traffic<K: Keyed>(k: &K) -> fdo::Result<Traffic> {
     let (farm, backend) = k.counted();
     let op = Operation::GetTraffic { farm, backend };
     match k.service().execute(&Caller::nobody(), op).await {
@@ -60,7 +61,8 @@ pub async fn get<K: Keyed>(k: &K, name: &str) -> Option<fdo::Result<OwnedValue>>
     }
     if let Some(i) = TRAFFIC.iter().position(|n| *n == name) {
         let t = traffic(k).await;
-        return Some(t.and_then(|(p, b)| owned(Value::from(if i == 0 { p } else { b }))));
+        let pick = |t: Traffic| [t.packets, t.bytes, t.new_connections][i];
+        return Some(t.and_then(|t| owned(Value::from(pick(t)))));
     }
     Some(
         k.value(name)
@@ -82,9 +84,10 @@ pub async fn get_all<K: Keyed>(k: &K, caller: bool) -> fdo::Result<HashMap<Strin
             out.insert(n.to_string(), owned(v)?);
         }
     }
-    if caller && let Ok((packets, bytes)) = traffic(k).await {
-        out.insert("Packets".into(), owned(Value::from(packets))?);
-        out.insert("Bytes".into(), owned(Value::from(bytes))?);
+    if caller && let Ok(t) = traffic(k).await {
+        for (name, n) in TRAFFIC.iter().zip([t.packets, t.bytes, t.new_connections]) {
+            out.insert(name.to_string(), owned(Value::from(n))?);
+        }
     }
     Ok(out)
 }

@@ -7,11 +7,41 @@ use crate::model::{Policy, PolicyFamily};
 use crate::netlink::sys::NFT_OBJECT_COUNTER;
 use crate::netlink::{Connection, DataType, Expr, Family, Obj, ObjKind, Result, Set, TypeSpec};
 
-use super::layout::{SET_TRAFFIC, TABLE, policy_set};
+use super::layout::{SET_NEW_CONNS, SET_TRAFFIC, TABLE, policy_set};
+
+/// What the kernel counted for a farm or a backend since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Packets of its connections, both directions.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Connections given to it (for a farm: to any of its backends).
+    pub new_connections: u64,
+}
+
+impl Traffic {
+    pub const fn new(packets: u64, bytes: u64, new_connections: u64) -> Self {
+        Traffic {
+            packets,
+            bytes,
+            new_connections,
+        }
+    }
+}
 
 /// The set whose elements count traffic: farm tags and backend ids, each with a counter.
 pub fn traffic_set(family: Family) -> Set {
-    let mut s = Set::new(family, TABLE, SET_TRAFFIC, TypeSpec::of(DataType::Mark));
+    counting_set(family, SET_TRAFFIC)
+}
+
+/// The set whose elements count the connections given to a farm or a backend: the same keys as
+/// [`traffic_set`], looked up only where a new connection has got its backend.
+pub fn new_conns_set(family: Family) -> Set {
+    counting_set(family, SET_NEW_CONNS)
+}
+
+fn counting_set(family: Family, name: &str) -> Set {
+    let mut s = Set::new(family, TABLE, name, TypeSpec::of(DataType::Mark));
     s.exprs = vec![Expr::counter()];
     s
 }
@@ -30,23 +60,31 @@ pub fn l2_traffic(conn: &mut Connection, farm_id: u16) -> Result<(u64, u64)> {
     )
 }
 
-/// Every element of `@traffic` in the IPv4 and IPv6 tables (farm tags and backend ids), summed:
-/// one dump per family, for reading a whole farm at once.
-pub fn traffic_all(conn: &mut Connection) -> Result<std::collections::HashMap<u32, (u64, u64)>> {
+/// Every element of `@traffic` and `@new-conns` in the IPv4 and IPv6 tables (farm tags and
+/// backend ids), summed: one dump per set and family, for reading a whole farm at once.
+pub fn traffic_all(conn: &mut Connection) -> Result<std::collections::HashMap<u32, Traffic>> {
     let mut all = std::collections::HashMap::new();
     for family in [Family::Ip, Family::Ip6] {
-        if !conn.list_tables(Some(family))?.iter().any(|t| t.name == TABLE) {
+        let tables = conn.list_tables(Some(family))?;
+        if !tables.iter().any(|t| t.name == TABLE) {
             continue;
         }
-        for e in conn.list_elems(family, TABLE, SET_TRAFFIC)? {
-            let Ok(key) = <[u8; 4]>::try_from(e.key.as_slice()) else {
-                continue;
-            };
-            let sum: &mut (u64, u64) = all.entry(u32::from_ne_bytes(key)).or_default();
-            for x in e.exprs() {
-                if let Expr::Counter { packets, bytes } = x {
-                    sum.0 += packets;
-                    sum.1 += bytes;
+        for (set, new) in [(SET_TRAFFIC, false), (SET_NEW_CONNS, true)] {
+            for e in conn.list_elems(family, TABLE, set)? {
+                let Ok(key) = <[u8; 4]>::try_from(e.key.as_slice()) else {
+                    continue;
+                };
+                let sum: &mut Traffic = all.entry(u32::from_ne_bytes(key)).or_default();
+                for x in e.exprs() {
+                    if let Expr::Counter { packets, bytes } = x {
+                        if new {
+                            // Counted once per connection: its packets are its connections.
+                            sum.new_connections += packets;
+                        } else {
+                            sum.packets += packets;
+                            sum.bytes += bytes;
+                        }
+                    }
                 }
             }
         }
@@ -68,13 +106,16 @@ pub fn element_traffic(conn: &mut Connection, family: Family, set: &str, key: &[
     Ok(sum)
 }
 
-/// (packets, bytes) of the connections of one farm (`key` is its tag) or backend (its id), summed
-/// over the IPv4 and IPv6 tables: two lookups by key, whatever the number of farms.
-pub fn traffic(conn: &mut Connection, key: u32) -> Result<(u64, u64)> {
-    let mut sum = (0, 0);
+/// What was counted for one farm (`key` is its tag) or backend (its id), summed over the IPv4 and
+/// IPv6 tables: four lookups by key, whatever the number of farms.
+pub fn traffic(conn: &mut Connection, key: u32) -> Result<Traffic> {
+    let mut sum = Traffic::default();
     for family in [Family::Ip, Family::Ip6] {
         let (p, b) = element_traffic(conn, family, SET_TRAFFIC, &key.to_ne_bytes())?;
-        sum = (sum.0 + p, sum.1 + b);
+        let (n, _) = element_traffic(conn, family, SET_NEW_CONNS, &key.to_ne_bytes())?;
+        sum.packets += p;
+        sum.bytes += b;
+        sum.new_connections += n;
     }
     Ok(sum)
 }

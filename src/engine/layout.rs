@@ -12,7 +12,8 @@
 //!                            ct mark set <numgen|jhash|symhash> mod N offset <base> jump pick-<shard>
 //!                            [persistence: remember the client] goto to-backend
 //! pick-<shard>               ct mark set ct mark map @slots-<shard> return; drop
-//! to-backend                 meta mark set ct mark map @user-marks
+//! to-backend                 [ct mark vmap @backend-limits]; ct mark @new-conns; ct mark & 0xffff0000 @new-conns
+//!                            meta mark set ct mark map @user-marks
 //!                            dnat to ct mark map @targets-ap / @targets-a
 //! postrouting (nat, srcnat)  ct status dnat: ct mark @masq masquerade / snat to ct mark map @snat-src
 //! mangle (filter, mangle)    ct status dnat meta mark set ct mark map @user-marks
@@ -25,8 +26,11 @@
 //! chains run after the NAT chains, so the first packet of a connection is counted too, in both
 //! directions (prerouting: clients and backends; output: local farms' replies).
 //!
-//! Per new connection this is one dispatch lookup and one slot lookup, and per packet two counter
-//! lookups, whatever the number of farms and backends. Rules in nat chains see only the first
+//! `@new-conns` holds the same keys, each counting the connections given to it (a packet counter
+//! of a nat chain, which sees only a connection's first packet): `NewConnections`.
+//!
+//! Per new connection this is one dispatch lookup, one slot lookup and two counter lookups, and per
+//! packet two counter lookups, whatever the number of farms and backends. Rules in nat chains see only the first
 //! packet of a connection. Single ports are dispatched by a hash map. Port ranges are not put in an interval map: the kernel's concatenated
 //! interval sets (pipapo) cost more per lookup as they grow (measured: 10,000 ranges added 40-60 µs
 //! to every new connection, 3.5 times the cost of plain forwarding). Instead a hash map on
@@ -127,6 +131,10 @@ pub const SET_USER_MARKS: &str = "user-marks";
 pub const SET_LIVE: &str = "live";
 /// Farm tags and backend ids, each element with a counter of its connections' packets.
 pub const SET_TRAFFIC: &str = "traffic";
+/// Farm tags and backend ids again, each element with a counter of the connections given to it:
+/// `to-backend` (a nat chain: the first packet of a connection only) looks the chosen backend and
+/// its farm up here once, after the backend's connection limit let it through.
+pub const SET_NEW_CONNS: &str = "new-conns";
 pub const CHAIN_COUNT: &str = "count";
 pub const CHAIN_COUNT_OUT: &str = "count-out";
 /// Per farm and client, one set per limit value: the new-connection rate (`new-rtlimit`). A set

@@ -43,7 +43,7 @@ struct Controls {
     fail_next: usize,
     fail_when: Option<Matcher>,
     traffic: HashMap<(String, Option<String>), Traffic>,
-    policy_counters: HashMap<(String, String), Traffic>,
+    policy_counters: HashMap<(String, String), (u64, u64)>,
     learnt: Vec<Learnt>,
 }
 
@@ -266,7 +266,7 @@ impl MemoryControl {
     }
 
     /// What one element of a policy has matched.
-    pub fn set_policy_counter(&self, policy: &str, element: &str, traffic: Traffic) {
+    pub fn set_policy_counter(&self, policy: &str, element: &str, traffic: (u64, u64)) {
         self.lock()
             .policy_counters
             .insert((policy.to_string(), element.to_string()), traffic);

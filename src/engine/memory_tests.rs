@@ -159,11 +159,11 @@ fn refusals_name_the_object_and_change_nothing() {
 #[test]
 fn counters_are_what_the_test_set() {
     let (mut e, control) = loaded();
-    control.set_traffic("web", None, (10, 1000));
-    control.set_traffic("web", Some("b"), (4, 400));
+    control.set_traffic("web", None, Traffic::new(10, 1000, 2));
+    control.set_traffic("web", Some("b"), Traffic::new(4, 400, 2));
     control.set_policy_counter("bad", "10.8.0.2", (3, 180));
-    assert_eq!(e.traffic("web", None).unwrap(), (10, 1000));
-    assert_eq!(e.traffic("web", Some("a")).unwrap(), (0, 0));
+    assert_eq!(e.traffic("web", None).unwrap(), Traffic::new(10, 1000, 2));
+    assert_eq!(e.traffic("web", Some("a")).unwrap(), Traffic::default());
     assert!(matches!(
         e.traffic("web", Some("z")),
         Err(EngineError::NotFound(_))
@@ -171,7 +171,13 @@ fn counters_are_what_the_test_set() {
     assert!(matches!(e.traffic("nope", None), Err(EngineError::NotFound(_))));
     assert_eq!(
         e.farm_traffic("web").unwrap(),
-        ((10, 1000), vec![("a".into(), (0, 0)), ("b".into(), (4, 400))])
+        (
+            Traffic::new(10, 1000, 2),
+            vec![
+                ("a".into(), Traffic::default()),
+                ("b".into(), Traffic::new(4, 400, 2))
+            ]
+        )
     );
     assert_eq!(
         e.policy_counters("bad").unwrap(),

@@ -166,8 +166,7 @@ type FarmsByName<'a> = HashMap<&'a str, &'a Farm>;
 /// Above this many elements, a committed part's elements are freed on a thread of their own.
 const FREE_ASIDE: usize = 10_000;
 
-/// (packets, bytes) counted for a farm or a backend.
-pub type Traffic = (u64, u64);
+pub use counters::Traffic;
 
 /// One farm's backend changes, allocated and not yet committed.
 struct Allocated<'a> {
@@ -857,14 +856,16 @@ impl KernelEngine {
         Ok(counters::read(&mut self.conn, &p)?)
     }
 
-    /// (packets, bytes) of a farm's connections, or of one backend's, since it was created.
-    /// Layer-2 backends are counted under their MAC (dsr) or address (stlsdnat).
-    pub fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<(u64, u64)> {
+    /// What was counted for a farm's connections, or for one backend's, since it was created.
+    /// Layer-2 backends are counted under their MAC (dsr) or address (stlsdnat); without
+    /// connection tracking, layer-2 farms count no new connections.
+    pub fn traffic(&mut self, farm: &str, backend: Option<&str>) -> Result<Traffic> {
         let (f, fa) = self.farm_and_alloc(farm)?;
         if layout::is_l2(f) {
             let id = fa.id;
             let Some(b) = backend else {
-                return Ok(counters::l2_traffic(&mut self.conn, id)?);
+                let (packets, bytes) = counters::l2_traffic(&mut self.conn, id)?;
+                return Ok(Traffic::new(packets, bytes, 0));
             };
             let b = f
                 .backend(b)
@@ -879,15 +880,16 @@ impl KernelEngine {
                 // The MAC the committed table uses (reading must not resolve, nor probe, again).
                 match self.l2_macs.get(&(farm.to_string(), b.name.clone())) {
                     Some(mac) => mac.to_vec(),
-                    None => return Ok((0, 0)),
+                    None => return Ok(Traffic::default()),
                 }
             };
-            return Ok(counters::element_traffic(
+            let (packets, bytes) = counters::element_traffic(
                 &mut self.conn,
                 crate::netlink::Family::Netdev,
                 &layout::backend_traffic_set(id),
                 &key,
-            )?);
+            )?;
+            return Ok(Traffic::new(packets, bytes, 0));
         }
         let key = match backend {
             None => layout::farm_tag(fa.id),
@@ -925,7 +927,7 @@ impl KernelEngine {
             .collect();
         let tag = layout::farm_tag(fa.id);
         let all = counters::traffic_all(&mut self.conn)?;
-        let get = |k: Option<u32>| k.and_then(|k| all.get(&k).copied()).unwrap_or((0, 0));
+        let get = |k: Option<u32>| k.and_then(|k| all.get(&k).copied()).unwrap_or_default();
         Ok((
             get(Some(tag)),
             ids.into_iter().map(|(n, id)| (n, get(id))).collect(),

@@ -99,8 +99,8 @@ fn nothing_changed_means_an_empty_transaction() {
 #[test]
 fn one_backend_more_is_its_elements_and_the_farm_rules() {
     let m = change(&config(100, json!({})), &config(101, json!({})));
-    // slots, targets, masquerade, traffic counter: one element each; the scheduling rule gets
-    // its new modulus. The shard's `pick-0`, which binds the slot map, is left alone.
+    // slots, targets, masquerade, traffic and new-connection counters: one element each; the
+    // scheduling rule gets its new modulus. The shard's `pick-0`, which binds the slot map, is left alone.
     assert_eq!(
         m,
         [
@@ -110,6 +110,7 @@ fn one_backend_more_is_its_elements_and_the_farm_rules() {
             "add rule ip nftlbd farm-web",
             "add rule ip nftlbd farm-web",
             "add elements 0..1 of ip nftlbd masq",
+            "add elements 0..1 of ip nftlbd new-conns",
             "add elements 0..1 of ip nftlbd slots-0",
             "add elements 0..1 of ip nftlbd targets-a",
             "add elements 0..1 of ip nftlbd traffic",

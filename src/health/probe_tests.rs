@@ -87,6 +87,16 @@ async fn tcp_connects_or_is_refused() {
         probe(json!({"type": "tcp"}), closed_port()).await,
         Outcome::fail("connection refused")
     );
+    // The check closes with a reset (no TIME_WAIT): the backend's read fails instead of
+    // seeing the end of the stream.
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let read = std::io::Read::read(&mut conn, &mut [0u8; 1]);
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
     let v6 = json!({"type": "tcp", "source-addr": "::1"});
     assert_eq!(
         probe(v6, open).await,

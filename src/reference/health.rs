@@ -10,7 +10,7 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "type",
         "string",
         "(required)",
-        "tcp (a connection is accepted), http, https (http over TLS), udp, dns, exec or agent.",
+        "tcp (a connection is accepted; it is closed with a reset, so it leaves no TIME_WAIT behind), http, https (http over TLS), udp, dns, exec or agent.",
     ),
     (
         "port",

@@ -113,12 +113,12 @@ pub enum Operation {
     GetPolicy {
         policy: String,
     },
-    /// Packets and bytes of a farm, or of one of its backends.
+    /// Packets, bytes and new connections of a farm, or of one of its backends.
     GetTraffic {
         farm: String,
         backend: Option<String>,
     },
-    /// The farm's and every backend's packets and bytes, in one read.
+    /// The farm's and every backend's packets, bytes and new connections, in one read.
     GetFarmCounters {
         farm: String,
     },
@@ -378,10 +378,17 @@ pub const OPERATIONS: &[Spec] = &[
         K::GetTraffic,
         "GetTraffic",
         None,
-        &["Farm.Packets", "Farm.Bytes", "Backend.Packets", "Backend.Bytes"],
+        &[
+            "Farm.Packets",
+            "Farm.Bytes",
+            "Farm.NewConnections",
+            "Backend.Packets",
+            "Backend.Bytes",
+            "Backend.NewConnections",
+        ],
         &["GetFarm"],
         &[],
-        "Packets and bytes of a farm or a backend, counted in the kernel (totals reveal no client).",
+        "Packets, bytes and new connections of a farm or a backend, counted in the kernel (totals reveal no client).",
     ),
     read(
         K::GetFarmCounters,
@@ -390,7 +397,7 @@ pub const OPERATIONS: &[Spec] = &[
         &["Farm.GetBackendCounters"],
         &["GetFarm"],
         &[],
-        "Every backend's packets and bytes in one read.",
+        "Every backend's packets, bytes and new connections in one read.",
     ),
     read(
         K::GetFarmConnections,

@@ -9,7 +9,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 
 use super::*;
 use crate::engine::Allocation;
-use crate::engine::{MemoryControl, MemoryEngine, SessionInfo};
+use crate::engine::{MemoryControl, MemoryEngine, SessionInfo, Traffic};
 use crate::state::State;
 
 /// A fresh state directory, removed at the end of the test.
@@ -370,16 +370,22 @@ async fn sessions_are_deleted_and_flushed_through_operate() {
 async fn queries_read_the_engine() {
     let dir = StateDir::new();
     let (svc, control) = start_loaded(&dir);
-    control.set_traffic("web", None, (9, 900));
-    control.set_traffic("web", Some("a"), (7, 700));
+    control.set_traffic("web", None, Traffic::new(9, 900, 3));
+    control.set_traffic("web", Some("a"), Traffic::new(7, 700, 3));
     control.set_policy_counter("bad", "10.8.0.2", (2, 120));
     assert_eq!(
         svc.query(|e| e.traffic("web", Some("a"))).await.unwrap(),
-        (7, 700)
+        Traffic::new(7, 700, 3)
     );
     assert_eq!(
         svc.query(|e| e.farm_traffic("web")).await.unwrap(),
-        ((9, 900), vec![("a".into(), (7, 700)), ("b".into(), (0, 0))])
+        (
+            Traffic::new(9, 900, 3),
+            vec![
+                ("a".into(), Traffic::new(7, 700, 3)),
+                ("b".into(), Traffic::default())
+            ]
+        )
     );
     assert_eq!(
         svc.query(|e| e.policy_counters("bad")).await.unwrap(),

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::ser::{Error as _, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
+use crate::engine::Traffic;
 use crate::health::LastCheck;
 use crate::model::{Backend, Farm, List, effective_priority, effective_weight, is_active, quorum_met};
 
@@ -25,6 +26,7 @@ struct Status {
     quorum_met: bool,
     packets: u64,
     bytes: u64,
+    new_connections: u64,
     backends: Vec<BackendStatus>,
 }
 
@@ -35,6 +37,8 @@ struct BackendStatus {
     effective_weight: u32,
     packets: u64,
     bytes: u64,
+    /// Connections given to it since it was created.
+    new_connections: u64,
     /// The checker's last run (zeros: never checked).
     last_check: LastCheck,
     /// Established connections in conntrack now.
@@ -45,8 +49,8 @@ struct BackendStatus {
 const BACKENDS: &str = "backends";
 
 impl FarmReply {
-    /// `farm` with what the kernel counted: `(packets, bytes)` for the farm and per backend.
-    pub fn new(mut farm: Farm, total: (u64, u64), each: Vec<(String, (u64, u64))>) -> Self {
+    /// `farm` with what the kernel counted for the farm and per backend.
+    pub fn new(mut farm: Farm, total: Traffic, each: Vec<(String, Traffic)>) -> Self {
         let prio = effective_priority(&farm);
         let active: HashMap<&str, (bool, u32)> = farm
             .backends
@@ -55,14 +59,15 @@ impl FarmReply {
             .collect();
         let backends = each
             .into_iter()
-            .map(|(name, (packets, bytes))| {
+            .map(|(name, t)| {
                 let (active, effective_weight) = active.get(name.as_str()).copied().unwrap_or((false, 0));
                 BackendStatus {
                     active,
                     effective_weight,
                     name,
-                    packets,
-                    bytes,
+                    packets: t.packets,
+                    bytes: t.bytes,
+                    new_connections: t.new_connections,
                     last_check: LastCheck::default(),
                     connections: 0,
                 }
@@ -89,8 +94,9 @@ impl FarmReply {
                 effective_priority: prio,
                 health_ready,
                 quorum_met,
-                packets: total.0,
-                bytes: total.1,
+                packets: total.packets,
+                bytes: total.bytes,
+                new_connections: total.new_connections,
                 backends,
             },
         }
@@ -165,6 +171,7 @@ impl Serialize for Status {
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("effectivePriority", &self.effective_priority)?;
         m.serialize_entry("healthReady", &self.health_ready)?;
+        m.serialize_entry("newConnections", &self.new_connections)?;
         m.serialize_entry("packets", &self.packets)?;
         m.serialize_entry("quorumMet", &self.quorum_met)?;
         m.end()
@@ -181,6 +188,7 @@ impl Serialize for BackendStatus {
         m.serialize_entry("lastCheck", &self.last_check.at_us)?;
         m.serialize_entry("lastCheckDuration", &self.last_check.duration_us)?;
         m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("newConnections", &self.new_connections)?;
         m.serialize_entry("packets", &self.packets)?;
         m.end()
     }
@@ -204,29 +212,31 @@ mod tests {
         )
         .unwrap();
         let each = vec![
-            ("a".to_string(), (5, 500)),
-            ("b".to_string(), (0, 0)),
-            ("c".to_string(), (u64::MAX, 7)),
+            ("a".to_string(), Traffic::new(5, 500, 3)),
+            ("b".to_string(), Traffic::new(0, 0, 0)),
+            ("c".to_string(), Traffic::new(u64::MAX, 7, u64::MAX)),
         ];
         let prio = effective_priority(&farm);
         let status: Vec<Value> = each
             .iter()
-            .map(|(n, (p, b))| {
+            .map(|(n, t)| {
                 let x = farm.backends.iter().find(|x| &x.name == n);
                 let a = x.is_some_and(|x| is_active(&farm, x, prio));
                 let w = x.map_or(0, effective_weight);
-                json!({ "name": n, "active": a, "effectiveWeight": w, "packets": p, "bytes": b,
+                json!({ "name": n, "active": a, "effectiveWeight": w, "packets": t.packets, "bytes": t.bytes,
+                    "newConnections": t.new_connections,
                     "lastCheck": 0, "lastCheckDuration": 0, "connections": 0 })
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "quorumMet": true, "backends": status } })
+            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "quorumMet": true,
+            "newConnections": 4, "backends": status } })
         .to_string();
-        let got = serde_json::to_string(&FarmReply::new(farm, (9, 900), each)).unwrap();
+        let got = serde_json::to_string(&FarmReply::new(farm, Traffic::new(9, 900, 4), each)).unwrap();
         assert_eq!(got, want);
         assert!(
             got.contains(
-                r#""active":true,"bytes":500,"connections":0,"effectiveWeight":3,"lastCheck":0,"lastCheckDuration":0,"name":"a""#
+                r#""active":true,"bytes":500,"connections":0,"effectiveWeight":3,"lastCheck":0,"lastCheckDuration":0,"name":"a","newConnections":3,"packets":5}"#
             ),
             "{got}"
         );
@@ -246,14 +256,19 @@ mod tests {
             "farm",
         )
         .unwrap();
-        let each = vec![("a".to_string(), (1, 2)), ("b".to_string(), (3, 4))];
+        let each = vec![
+            ("a".to_string(), Traffic::new(1, 2, 0)),
+            ("b".to_string(), Traffic::new(3, 4, 1)),
+        ];
         let last = LastCheck {
             at_us: 1_700_000_000_000_001,
             duration_us: 250,
             ok: true,
         };
         let checks = HashMap::from([("b".to_string(), last)]);
-        let got = serde_json::to_value(FarmReply::new(farm, (4, 6), each).with_checks(&checks)).unwrap();
+        let got =
+            serde_json::to_value(FarmReply::new(farm, Traffic::new(4, 6, 1), each).with_checks(&checks))
+                .unwrap();
         let backends = &got["status"]["backends"];
         assert_eq!(backends[0]["lastCheck"], json!(0));
         assert_eq!(backends[0]["lastCheckDuration"], json!(0));
@@ -265,9 +280,10 @@ mod tests {
     fn a_farm_without_backends_has_an_empty_list() {
         let farm = parse_farm_value(&json!({"name": "web"}), "farm").unwrap();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "quorumMet": true, "backends": [] } })
+            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "quorumMet": true,
+            "newConnections": 0, "backends": [] } })
         .to_string();
-        let got = serde_json::to_string(&FarmReply::new(farm, (0, 0), Vec::new())).unwrap();
+        let got = serde_json::to_string(&FarmReply::new(farm, Traffic::default(), Vec::new())).unwrap();
         assert_eq!(got, want);
     }
 
@@ -281,8 +297,10 @@ mod tests {
             "farm",
         )
         .unwrap();
-        let each = ["a", "b", "s"].map(|n| (n.to_string(), (0, 0))).to_vec();
-        let got = serde_json::to_value(FarmReply::new(farm, (0, 0), each)).unwrap();
+        let each = ["a", "b", "s"]
+            .map(|n| (n.to_string(), Traffic::new(0, 0, 0)))
+            .to_vec();
+        let got = serde_json::to_value(FarmReply::new(farm, Traffic::new(0, 0, 0), each)).unwrap();
         let status = &got["status"];
         assert_eq!(
             (
@@ -311,7 +329,7 @@ mod tests {
             "farm",
         )
         .unwrap();
-        let got = serde_json::to_value(FarmReply::new(farm, (0, 0), Vec::new())).unwrap();
+        let got = serde_json::to_value(FarmReply::new(farm, Traffic::new(0, 0, 0), Vec::new())).unwrap();
         assert_eq!(got["status"]["healthReady"], json!(false));
     }
 }

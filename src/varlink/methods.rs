@@ -362,13 +362,19 @@ fn reply(kind: Kind, out: Output) -> Value {
         Output::Names(names) => json!({ "farms": names }),
         Output::Farm(f) => json!({ "farm": to_json(&*f) }),
         Output::Policy(p) => json!({ "policy": to_json(&*p) }),
-        Output::Traffic((packets, bytes)) => json!({ "packets": packets, "bytes": bytes }),
+        Output::Traffic(t) => {
+            json!({ "packets": t.packets, "bytes": t.bytes, "newConnections": t.new_connections })
+        }
         Output::FarmCounters { farm, backends } => {
             let backends: Vec<Value> = backends
                 .into_iter()
-                .map(|(n, (p, b))| json!({ "name": n, "packets": p, "bytes": b }))
+                .map(|(n, t)| {
+                    json!({ "name": n, "packets": t.packets, "bytes": t.bytes,
+                            "newConnections": t.new_connections })
+                })
                 .collect();
-            json!({ "packets": farm.0, "bytes": farm.1, "backends": backends })
+            json!({ "packets": farm.packets, "bytes": farm.bytes,
+                    "newConnections": farm.new_connections, "backends": backends })
         }
         Output::Sessions(list) => {
             let sessions: Vec<Value> = list

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
+use crate::engine::Traffic;
 use crate::polkit::{self, Details};
 use crate::testkit::{Fixture, TempDir, is_this_process, within};
 
@@ -141,8 +142,8 @@ async fn reads_answer_as_documented() {
     let got = c.ok(&method("ListFarms"), json!({})).await;
     assert_eq!(got, json!({ "farms": ["web"] }));
 
-    control.set_traffic("web", None, (9, 900));
-    control.set_traffic("web", Some("a"), (7, 700));
+    control.set_traffic("web", None, Traffic::new(9, 900, 5));
+    control.set_traffic("web", Some("a"), Traffic::new(7, 700, 5));
     // What the checker last saw of b (a runtime fact, beside the counters).
     let last = crate::health::LastCheck {
         at_us: 1_700_000_000_000_042,
@@ -153,10 +154,11 @@ async fn reads_answer_as_documented() {
     let got = c.ok(&method("GetFarm"), json!({"name": "web"})).await;
     let status = json!({
         "effectivePriority": 1, "healthReady": true, "quorumMet": true, "packets": 9, "bytes": 900,
+        "newConnections": 5,
         "backends": [
-            {"name": "a", "active": true, "effectiveWeight": 1, "packets": 7, "bytes": 700,
+            {"name": "a", "active": true, "effectiveWeight": 1, "packets": 7, "bytes": 700, "newConnections": 5,
              "lastCheck": 0, "lastCheckDuration": 0, "connections": 0},
-            {"name": "b", "active": true, "effectiveWeight": 1, "packets": 0, "bytes": 0,
+            {"name": "b", "active": true, "effectiveWeight": 1, "packets": 0, "bytes": 0, "newConnections": 0,
              "lastCheck": 1_700_000_000_000_042u64, "lastCheckDuration": 1234, "connections": 0}
         ]
     });

@@ -60,6 +60,14 @@ pub(super) fn base_chains(fam: IpFamily, needs: Needs) -> Vec<ChainDef> {
     e.ct_mark(reg::R1)
         .push(Expr::map(SET_BACKEND_LIMITS, reg::R1, reg::VERDICT));
     rules.push(rule(fam, CHAIN_TO_BACKEND, &mut e));
+    // The connection is the backend's now: counted once (a nat chain sees its first packet only),
+    // by backend and by farm.
+    e.ct_mark(reg::R1).push(Expr::lookup(SET_NEW_CONNS, reg::R1));
+    rules.push(rule(fam, CHAIN_TO_BACKEND, &mut e));
+    e.ct_mark(reg::R1)
+        .mask(reg::R1, FARM_MASK)
+        .push(Expr::lookup(SET_NEW_CONNS, reg::R1));
+    rules.push(rule(fam, CHAIN_TO_BACKEND, &mut e));
     e.ct_mark(reg::R1)
         .push(Expr::map(SET_USER_MARKS, reg::R1, reg::R1))
         .push(Expr::MetaSet {

@@ -199,6 +199,7 @@ pub fn farm_own_part(
         );
     }
     push(&mut part, SET_TRAFFIC, SetElem::key(mark(farm_tag(fa.id))));
+    push(&mut part, SET_NEW_CONNS, SetElem::key(mark(farm_tag(fa.id))));
     part
 }
 
@@ -287,6 +288,7 @@ pub fn member_elems(
     }
     let id = mark(backend_id(farm_id, member));
     out(SET_TRAFFIC, SetElem::key(id.clone()));
+    out(SET_NEW_CONNS, SetElem::key(id.clone()));
     let addr = octets(&b.ip_addr);
     match b.port {
         Some(p) => out(

@@ -18,6 +18,7 @@ pub(super) fn shared_sets(fam: IpFamily) -> Vec<Set> {
     let verdict = TypeSpec::of(DataType::Verdict);
     // Every element counts the packets of its farm's or backend's connections.
     let traffic = crate::engine::counters::traffic_set(f);
+    let new_conns = crate::engine::counters::new_conns_set(f);
     vec![
         Set::map(f, TABLE, SET_SERVICES, service.clone(), verdict.clone()),
         Set::map(f, TABLE, SET_SERVICES_LOCAL, service.clone(), verdict.clone()),
@@ -69,6 +70,7 @@ pub(super) fn shared_sets(fam: IpFamily) -> Vec<Set> {
         Set::map(f, TABLE, SET_USER_MARKS, m.clone(), m.clone()),
         Set::new(f, TABLE, SET_LIVE, m.clone()),
         traffic,
+        new_conns,
         Set::map(f, TABLE, SET_BACKEND_LIMITS, m, TypeSpec::of(DataType::Verdict)),
     ]
 }
