@@ -618,7 +618,7 @@ fn the_last_check_and_its_duration_show_on_varlink_and_dbus_and_nowhere_in_the_c
 
 /// Where the holding servers listen: a greeting, then every line echoed, for as long as the
 /// client keeps the connection.
-const HOLD: u16 = 9002;
+const HOLD: u16 = 9004;
 
 fn hold(ns: &str, name: &str) {
     let name = name.to_string();
