@@ -115,7 +115,8 @@ async fn tcp_connect(check: &HealthCheck, addr: IpAddr, port: u16) -> io::Result
 /// no TIME_WAIT, in the socket table nor in conntrack, where the balancer's own tables keep a
 /// closed connection's entry 120 s (10 s after a reset). 10,000 backends checked every second
 /// filled conntrack's 262,144 entries within 30 s and its drops stalled the checks
-/// (benches/health). The backend has nothing more to say to a check that only connects.
+/// (benches/health). Set before the exchange: http, https and agent checks close once they have
+/// their answer (or on timeout), and the backend has nothing more to say to them.
 fn abort(stream: &TcpStream) {
     let linger = libc::linger {
         l_onoff: 1,
@@ -127,11 +128,13 @@ fn abort(stream: &TcpStream) {
 
 async fn http_probe(check: &HealthCheck, addr: IpAddr, port: u16) -> io::Result<Outcome> {
     let stream = tcp_connect(check, addr, port).await?;
+    abort(&stream);
     http_exchange(check, stream, addr, port).await
 }
 
 async fn https_probe(check: &HealthCheck, addr: IpAddr, port: u16) -> io::Result<Outcome> {
     let stream = tcp_connect(check, addr, port).await?;
+    abort(&stream);
     let stream = tls::connect(check, stream, addr).await?;
     http_exchange(check, stream, addr, port).await
 }
@@ -230,6 +233,7 @@ async fn dns_probe(check: &HealthCheck, addr: IpAddr, port: u16) -> io::Result<O
 
 async fn agent_probe(check: &HealthCheck, addr: IpAddr, port: u16) -> io::Result<Outcome> {
     let mut stream = tcp_connect(check, addr, port).await?;
+    abort(&stream);
     let mut line = Vec::with_capacity(64);
     let mut chunk = [0u8; 64];
     while !line.contains(&b'\n') && line.len() < MAX_AGENT_LINE {
