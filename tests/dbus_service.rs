@@ -120,10 +120,11 @@ fn farms_over_the_bus_with_polkit_and_traffic() {
         ready.starts_with("READY=1\nSTATUS=0 farm(s), generation 1, serving org.nftlbd1"),
         "{ready}"
     );
-    // Started as root, it keeps CAP_NET_ADMIN (bit 12) and nothing else.
+    // Started as root, it keeps CAP_NET_ADMIN (bit 12) effective and nothing else; CAP_SETGID
+    // and CAP_SETUID (bits 6 and 7) stay permitted, for exec checks to run as their user.
     assert_eq!(
         daemon.credentials(),
-        ("0".into(), "0000000000001000".into(), "0000000000001000".into())
+        ("0".into(), "0000000000001000".into(), "00000000000010c0".into())
     );
     let vip = vip4(1);
     let (b0, b1) = (backend_ip(0, false).to_string(), backend_ip(1, false).to_string());
@@ -716,7 +717,8 @@ fn the_first_call_starts_the_daemon_through_the_bus() {
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for want in [
         "CapEff:\t0000000000001000",
-        "CapBnd:\t0000000000001000",
+        "CapPrm:\t00000000000010c0",
+        "CapBnd:\t00000000000010c0",
         "NoNewPrivs:\t1",
     ] {
         assert!(proc_status.contains(want), "{want} in\n{proc_status}");

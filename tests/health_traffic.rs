@@ -36,6 +36,8 @@ const SERVE: u8 = 0;
 const STOPPED: u8 = 1;
 /// Serving, but the HTTP server answers 503.
 const UNAVAILABLE: u8 = 2;
+/// Serving, the HTTP server answers 200 with a maintenance page.
+const MAINTENANCE: u8 = 3;
 
 /// A backend's servers, switched by the test.
 #[derive(Clone)]
@@ -97,7 +99,7 @@ fn listen(port: u16, mode: &Switch, name: &str) {
                         let _ = writeln!(&s, "{name}@{port} {}", peer.ip());
                     }
                     HTTPS => answer_https(s, now == UNAVAILABLE),
-                    _ => answer_http(s, now == UNAVAILABLE),
+                    _ => answer_http(s, now),
                 }
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -105,7 +107,7 @@ fn listen(port: u16, mode: &Switch, name: &str) {
     }
 }
 
-fn answer_http<S: Read + Write>(mut s: S, unavailable: bool) {
+fn answer_http<S: Read + Write>(mut s: S, mode: u8) {
     let mut r = BufReader::new(&mut s);
     let mut line = String::new();
     // The request's head, up to the empty line.
@@ -113,14 +115,15 @@ fn answer_http<S: Read + Write>(mut s: S, unavailable: bool) {
         line.clear();
     }
     drop(r);
-    let status = if unavailable {
-        "503 Service Unavailable"
-    } else {
-        "200 OK"
+    let (status, body) = match mode {
+        UNAVAILABLE => ("503 Service Unavailable", ""),
+        MAINTENANCE => ("200 OK", "down for maintenance\n"),
+        _ => ("200 OK", "all good\n"),
     };
     let _ = write!(
         s,
-        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     let _ = s.flush();
 }
@@ -166,7 +169,7 @@ fn answer_https(s: TcpStream, unavailable: bool) {
         return;
     };
     let mut tls = StreamOwned::new(conn, s);
-    answer_http(&mut tls, unavailable);
+    answer_http(&mut tls, if unavailable { UNAVAILABLE } else { SERVE });
     tls.conn.send_close_notify();
     let _ = tls.flush();
 }
@@ -968,4 +971,75 @@ fn a_recovering_backend_ramps_up_over_slow_start() {
     assert_eq!(backend_now("be1").0.get("health-ramp"), None);
     let got = t.tcp_n(vip, 80, 20);
     assert_eq!((count(&got, "be0"), count(&got, "be1")), (10, 10), "{got:?}");
+}
+
+#[test]
+fn an_http_check_reads_the_body_and_an_exec_check_runs_its_command() {
+    if !in_testbed("an_http_check_reads_the_body_and_an_exec_check_runs_its_command") {
+        return;
+    }
+    let t = Topo::new(2);
+    let switches = both_switchable(&t);
+    let dir = tempdir();
+    let _daemon = Daemon::start(&t, &dir, false);
+    let vip = vip4(19);
+    ok(
+        "CreateFarm",
+        json!({"farm": {"name": "web", "mode": "snat", "scheduler": "rr",
+            "virtual-addresses": [vip], "virtual-ports": "80",
+            "health-check": {"type": "http", "port": HTTP, "path": "/health", "expect-body": "good",
+                "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2},
+            "backends": two_backends(TRAFFIC)}}),
+    );
+    wait_health("be0", "healthy", "http 200");
+    wait_health("be1", "healthy", "http 200");
+
+    // A 200 whose page lacks the word fails, and its traffic moves.
+    switches[1].set(MAINTENANCE);
+    wait_health("be1", "failing", "http 200, body lacks \"good\", 2 failures");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!(count(&got, "be0"), 10, "{got:?}");
+    // Its absence asked for instead: the maintenance page is what fails, not the good one.
+    ok(
+        "UpdateFarm",
+        json!({"name": "web", "changes": {"health-check": {"type": "http", "port": HTTP, "path": "/health",
+            "expect-body": "maintenance", "expect-body-absent": true,
+            "interval": 0.2, "timeout": 0.1, "fall": 2, "rise": 2}}}),
+    );
+    wait_health("be0", "healthy", "http 200");
+    // Failing already: the new check's reason, without a count of turns.
+    wait_health("be1", "failing", "http 200, body has \"maintenance\"");
+    switches[1].set(SERVE);
+    wait_health("be1", "healthy", "http 200, 2 successes");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+
+    // An exec check, as Nagios plugins are run, as an unprivileged user: healthy while the file
+    // named after the backend's address (given in NFTLBD_HOST) exists. Its first line of output
+    // joins the reason: the user id it ran as, nobody's.
+    let flags = std::env::temp_dir().join(format!("nftlbd-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&flags).unwrap();
+    std::fs::set_permissions(&flags, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let flag = |i: usize| flags.join(format!("{}.up", backend_ip(i, false)));
+    for i in 0..2 {
+        std::fs::write(flag(i), "").unwrap();
+    }
+    let probe = format!("id -u; test -e {}/$NFTLBD_HOST.up", flags.display());
+    ok(
+        "UpdateFarm",
+        json!({"name": "web", "changes": {"health-check": {"type": "exec",
+            "command": ["/bin/sh", "-c", probe],
+            "interval": 0.2, "timeout": 0.15, "fall": 2, "rise": 2}}}),
+    );
+    wait_health("be0", "healthy", "exec exit 0: 65534");
+    wait_health("be1", "healthy", "exec exit 0: 65534");
+    std::fs::remove_file(flag(0)).unwrap();
+    wait_health("be0", "failing", "exec exit 1: 65534, 2 failures");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!(count(&got, "be1"), 10, "{got:?}");
+    std::fs::write(flag(0), "").unwrap();
+    wait_health("be0", "healthy", "exec exit 0: 65534, 2 successes");
+    let got = t.tcp_n(vip, 80, 10);
+    assert_eq!((count(&got, "be0"), count(&got, "be1")), (5, 5), "{got:?}");
+    let _ = std::fs::remove_dir_all(&flags);
 }

@@ -79,7 +79,16 @@ pub async fn run(check: &HealthCheck, addr: IpAddr, port: u16) -> Outcome {
             Err(e) => return Outcome::fail(format!("exec: user {name}: {e}")),
         }
     }
-    let child = match cmd.spawn() {
+    let spawned = if geteuid().is_root() {
+        // The uid and gid are set in the child: it needs them effective when it is forked.
+        match crate::privileges::SwitchUser::raise() {
+            Ok(_raised) => cmd.spawn(),
+            Err(e) => return Outcome::fail(format!("exec {program}: {e}")),
+        }
+    } else {
+        cmd.spawn()
+    };
+    let child = match spawned {
         Ok(child) => child,
         Err(e) => return Outcome::fail(format!("exec {program}: {}", describe_io(&e))),
     };
