@@ -13,6 +13,7 @@ pub const BACKEND_MANAGE: &str = "org.nftlbd1.backend.manage";
 pub const BACKEND_SET_STATE: &str = "org.nftlbd1.backend.set-state";
 pub const POLICY_MANAGE: &str = "org.nftlbd1.policy.manage";
 pub const CONFIG: &str = "org.nftlbd1.config";
+pub const CHECKPOINT: &str = "org.nftlbd1.checkpoint";
 pub const ALL: &[&str] = &[
     INFO,
     FARM_MANAGE,
@@ -20,6 +21,7 @@ pub const ALL: &[&str] = &[
     BACKEND_SET_STATE,
     POLICY_MANAGE,
     CONFIG,
+    CHECKPOINT,
 ];
 
 /// What a check is about: the details polkit rules see (`action.lookup("farm")`). Empty ones

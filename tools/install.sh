@@ -34,7 +34,7 @@ put() { install -D -m 0644 /dev/stdin "$DESTDIR$1"; }
 
 install -D -m 0644 dbus/org.nftlbd1.conf "$DESTDIR/usr/share/dbus-1/system.d/org.nftlbd1.conf"
 subst dbus/org.nftlbd1.service.in | put /usr/share/dbus-1/system-services/org.nftlbd1.service
-for i in Manager Farm Backend Policy; do   # the interfaces, documented (what D-Bus tools read)
+for i in Manager Farm Backend Policy Checkpoint; do   # the interfaces, documented (what D-Bus tools read)
   install -D -m 0644 "dbus/org.nftlbd1.$i.xml" "$DESTDIR/usr/share/dbus-1/interfaces/org.nftlbd1.$i.xml"
 done
 install -D -m 0644 polkit/org.nftlbd1.policy "$DESTDIR/usr/share/polkit-1/actions/org.nftlbd1.policy"

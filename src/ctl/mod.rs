@@ -5,6 +5,7 @@
 
 mod agent;
 mod batch;
+mod checkpoint;
 mod client;
 mod monitor;
 mod settings;
@@ -31,6 +32,12 @@ pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   export                               the whole configuration (canonical JSON)
   import FILE|- [--replace]            merge a JSON document in (or replace everything with it)
   reload                               make the daemon re-read its state file
+  apply FILE --confirm SECONDS         merge FILE in under a checkpoint; kept only when confirmed on
+                                       the terminal (y) or by checkpoint confirm within SECONDS,
+                                       rolled back otherwise
+  checkpoint create [--timeout S] [--delete-new-farms] [--allow-overlapping] [FARM...]
+                                       keep farms (none: all) as they are; prints its number
+  checkpoint confirm ID | rollback ID | list
   create FARM KEY=VALUE... [--backend NAME KEY=VALUE...]...
                                        a farm with its backends, in one transaction
   set FARM KEY=VALUE...                change farm keys (one transaction)
@@ -223,6 +230,20 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
                 .await
         }
         "reload" => c.change::<_, ()>(ROOT, MANAGER, "Reload", &()).await,
+        "checkpoint" => checkpoint::run(&mut c, &w[1..], args.json).await,
+        "apply" => {
+            let file = arg(1, "a file")?;
+            let seconds = match (w.get(2).map(String::as_str), w.get(3)) {
+                (Some("--confirm"), Some(s)) => s
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| usage("--confirm needs seconds (more than 0)"))?,
+                _ => return Err(usage("apply needs FILE --confirm SECONDS")),
+            };
+            let text = std::fs::read_to_string(file).map_err(|e| CtlError::Failed(format!("{file}: {e}")))?;
+            checkpoint::apply(&mut c, text, seconds, args.json).await
+        }
         "create" => {
             let name = arg(1, "a farm name")?;
             let settings = create_settings(&w[2..])?;

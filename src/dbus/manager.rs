@@ -9,6 +9,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 use zbus::{Connection, interface};
 
 use super::auth::{execute, unexpected};
+use super::checkpoint::{checkpoint_id, checkpoint_path, paths as checkpoint_paths};
 use super::error::Error;
 use super::{farm_path, policy_path, props};
 use crate::model::{Invalid, parse_config, parse_farm_value, parse_policy_value};
@@ -199,6 +200,91 @@ impl Manager {
         }
     }
 
+    /// Keeps farms (none: every farm) as they are, to roll back to unless destroyed within
+    /// `rollback_timeout` seconds (0: never by itself). Flags as NetworkManager's.
+    #[zbus(out_args("checkpoint"))]
+    async fn checkpoint_create(
+        &self,
+        farms: Vec<OwnedObjectPath>,
+        rollback_timeout: u32,
+        flags: u32,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<OwnedObjectPath, Error> {
+        let mut names = Vec::with_capacity(farms.len());
+        for (i, p) in farms.iter().enumerate() {
+            let name = p
+                .as_str()
+                .strip_prefix(crate::schema::ROOT)
+                .and_then(|rest| rest.strip_prefix("/farm/"))
+                .filter(|rest| !rest.contains('/'))
+                .and_then(crate::model::bus_path_unescape)
+                .ok_or_else(|| Invalid::one(format!("farms[{i}]"), format!("{p} is not a farm's path")))?;
+            names.push(name);
+        }
+        let op = Operation::CheckpointCreate {
+            farms: names,
+            rollback_timeout,
+            flags,
+        };
+        match execute(&self.service, conn, &hdr, op).await? {
+            Output::Checkpoint(id) => Ok(checkpoint_path(id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Restores the checkpoint's farms in one transaction: farm → 0 restored, 1 invalid, 2 the
+    /// kernel refused, 3 the state could not be saved.
+    #[zbus(out_args("results"))]
+    async fn checkpoint_rollback(
+        &self,
+        checkpoint: OwnedObjectPath,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<HashMap<String, u32>, Error> {
+        let op = Operation::CheckpointRollback {
+            checkpoint: id(&checkpoint)?,
+        };
+        match execute(&self.service, conn, &hdr, op).await? {
+            Output::RolledBack(results) => Ok(results.into_iter().collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Confirms: the changes stay.
+    async fn checkpoint_destroy(
+        &self,
+        checkpoint: OwnedObjectPath,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let op = Operation::CheckpointDestroy {
+            checkpoint: id(&checkpoint)?,
+        };
+        execute(&self.service, conn, &hdr, op).await?;
+        Ok(())
+    }
+
+    async fn checkpoint_adjust_rollback_timeout(
+        &self,
+        checkpoint: OwnedObjectPath,
+        add_timeout: u32,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let op = Operation::CheckpointAdjustRollbackTimeout {
+            checkpoint: id(&checkpoint)?,
+            add_timeout,
+        };
+        execute(&self.service, conn, &hdr, op).await?;
+        Ok(())
+    }
+
+    #[zbus(property)]
+    fn checkpoints(&self) -> Vec<OwnedObjectPath> {
+        checkpoint_paths(&self.service.checkpoints())
+    }
+
     #[zbus(property)]
     fn version(&self) -> String {
         env!("CARGO_PKG_VERSION").to_string()
@@ -250,6 +336,11 @@ impl From<ServiceError> for zbus::fdo::Error {
     fn from(e: ServiceError) -> Self {
         super::error::to_fdo(e.into())
     }
+}
+
+/// The id of a checkpoint's path; another path is an unknown checkpoint.
+fn id(p: &OwnedObjectPath) -> Result<u32, Error> {
+    checkpoint_id(p.as_str()).ok_or_else(|| Error::NotFound(format!("{p} is no checkpoint")))
 }
 
 /// The canonical JSON of a new farm or policy: its name (checked) and its `a{sv}` settings.

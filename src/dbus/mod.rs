@@ -6,6 +6,7 @@
 
 mod auth;
 mod backend;
+mod checkpoint;
 mod error;
 mod farm;
 #[doc(hidden)]
@@ -101,6 +102,15 @@ pub async fn publish(conn: &Connection, service: Service) -> zbus::Result<()> {
     for p in &shown.policies {
         signals::add_policy(conn, &service, &p.name).await?;
     }
+    let checkpoints = service.checkpoints();
+    for c in checkpoints.iter() {
+        let object = checkpoint::CheckpointObject {
+            id: c.id,
+            service: service.clone(),
+        };
+        server.at(checkpoint::checkpoint_path(c.id), object).await?;
+    }
+    tokio::spawn(checkpoint::follow(conn.clone(), service.clone(), checkpoints));
     let sync_conn = conn.clone();
     tokio::spawn(async move { signals::follow(sync_conn, service, shown, events).await });
     Ok(())

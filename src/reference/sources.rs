@@ -9,6 +9,7 @@ pub const DBUS: &[&str] = &[
     include_str!("../../dbus/org.nftlbd1.Farm.xml"),
     include_str!("../../dbus/org.nftlbd1.Backend.xml"),
     include_str!("../../dbus/org.nftlbd1.Policy.xml"),
+    include_str!("../../dbus/org.nftlbd1.Checkpoint.xml"),
 ];
 pub const VARLINK: &str = include_str!("../../varlink/org.nftlbd1.varlink");
 pub const POLKIT_POLICY: &str = include_str!("../../polkit/org.nftlbd1.policy");

@@ -50,7 +50,8 @@ fn every_member_of_the_interface_files_is_documented() {
             "org.nftlbd1.Manager",
             "org.nftlbd1.Farm",
             "org.nftlbd1.Backend",
-            "org.nftlbd1.Policy"
+            "org.nftlbd1.Policy",
+            "org.nftlbd1.Checkpoint"
         ]
     );
     for i in &ifaces {

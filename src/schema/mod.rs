@@ -14,6 +14,7 @@ pub const MANAGER: &str = "org.nftlbd1.Manager";
 pub const FARM: &str = "org.nftlbd1.Farm";
 pub const BACKEND: &str = "org.nftlbd1.Backend";
 pub const POLICY: &str = "org.nftlbd1.Policy";
+pub const CHECKPOINT: &str = "org.nftlbd1.Checkpoint";
 /// Where the daemon serves varlink unless told otherwise.
 pub const VARLINK_SOCKET: &str = "/run/nftlbd/org.nftlbd1";
 
@@ -24,6 +25,10 @@ pub fn farm_path(farm: &str) -> String {
 
 pub fn backend_path(farm: &str, backend: &str) -> String {
     format!("{}/backend/{}", farm_path(farm), bus_path_escape(backend))
+}
+
+pub fn checkpoint_path(id: u32) -> String {
+    format!("{ROOT}/checkpoint/{id}")
 }
 
 pub fn policy_path(policy: &str) -> String {

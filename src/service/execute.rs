@@ -3,6 +3,7 @@
 //! else that changes anything.
 
 use super::authority::{Caller, refusal};
+use super::checkpoint_writer::{Answer, Request};
 use super::operation::{Operation, Output};
 use super::{Origin, Service, ServiceError, ops};
 use crate::polkit::{self, Details};
@@ -162,9 +163,51 @@ impl Service {
             }
             Operation::ImportConfig { config, mode } => self.change(o(), ops::import(*config, mode)).await?,
             Operation::Reload => self.reload().await?,
+            Operation::CheckpointCreate {
+                farms,
+                rollback_timeout,
+                flags,
+            } => {
+                let request = Request::Create {
+                    farms,
+                    rollback_timeout,
+                    flags,
+                };
+                return match self.checkpoint(request).await? {
+                    Answer::Created(id) => Ok(Output::Checkpoint(id)),
+                    other => Err(unexpected(other)),
+                };
+            }
+            Operation::CheckpointRollback { checkpoint } => {
+                return match self.checkpoint(Request::Rollback(checkpoint)).await? {
+                    Answer::RolledBack(results) => Ok(Output::RolledBack(results)),
+                    other => Err(unexpected(other)),
+                };
+            }
+            Operation::CheckpointDestroy { checkpoint } => {
+                self.checkpoint(Request::Destroy(checkpoint)).await?;
+                self.generation()
+            }
+            Operation::CheckpointAdjustRollbackTimeout {
+                checkpoint,
+                add_timeout,
+            } => {
+                let request = Request::Adjust {
+                    id: checkpoint,
+                    add_timeout,
+                };
+                self.checkpoint(request).await?;
+                self.generation()
+            }
+            Operation::ListCheckpoints => return Ok(Output::Checkpoints(self.checkpoints())),
         };
         Ok(Output::Done { generation })
     }
+}
+
+/// An answer of another shape than the request promises: a defect, said as such.
+fn unexpected(answer: Answer) -> ServiceError {
+    ServiceError::Kernel(format!("internal error: unexpected answer {answer:?}"))
 }
 
 fn no_farm(name: &str) -> ServiceError {

@@ -13,6 +13,10 @@
 
 pub mod authority;
 pub mod check_targets;
+pub mod checkpoint;
+#[cfg(test)]
+mod checkpoint_tests;
+mod checkpoint_writer;
 pub mod checks;
 #[cfg(test)]
 mod checks_tests;
@@ -131,6 +135,10 @@ enum Job {
         reply: oneshot::Sender<Result<u64, ServiceError>>,
     },
     Reload(oneshot::Sender<Result<u64, ServiceError>>),
+    Checkpoint(
+        checkpoint_writer::Request,
+        oneshot::Sender<Result<checkpoint_writer::Answer, ServiceError>>,
+    ),
 }
 
 /// What front ends read without asking the writer.
@@ -141,6 +149,8 @@ struct Shared {
     generation: AtomicU64,
     features: KernelFeatures,
     events: broadcast::Sender<Arc<Event>>,
+    /// The checkpoints as published by the writer, and a wake-up for those who show them.
+    checkpoints: tokio::sync::watch::Sender<Arc<Vec<checkpoint::Info>>>,
 }
 
 /// A handle on the running service (cheap to clone).
@@ -344,6 +354,7 @@ struct Writer {
     dirty: std::collections::BTreeSet<String>,
     monitor: Option<Monitor>,
     host: Option<crate::netlink::rtnl::RouteSocket>,
+    checkpoints: checkpoint::Saved,
 }
 
 impl Writer {
@@ -392,6 +403,7 @@ impl Writer {
         } else {
             (None, None)
         };
+        let checkpoints = checkpoint::load(dir).map_err(|e| e.to_string())?;
         let (events, _) = broadcast::channel(1024);
         let config = Arc::new(engine.config().clone());
         let shared = Arc::new(Shared {
@@ -400,6 +412,9 @@ impl Writer {
             generation: AtomicU64::new(1),
             features: engine.features().clone(),
             events,
+            checkpoints: tokio::sync::watch::Sender::new(Arc::new(
+                checkpoints.checkpoints.iter().map(|c| c.info()).collect(),
+            )),
         });
         Ok(Writer {
             engine,
@@ -410,6 +425,7 @@ impl Writer {
             dirty: Default::default(),
             monitor,
             host,
+            checkpoints,
         })
     }
 
@@ -453,6 +469,9 @@ impl Writer {
                     (large, settled) = settle(started);
                     let _ = reply.send(done);
                 }
+                Ok(Job::Checkpoint(request, reply)) => {
+                    let _ = reply.send(self.checkpoint(request));
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if trim {
                         trim::release_free_memory();
@@ -468,6 +487,7 @@ impl Writer {
                 }
             }
             trim = (trim || large) && !settled;
+            self.expire_checkpoints();
             self.finish_compaction();
             self.watch();
             watched = std::time::Instant::now();

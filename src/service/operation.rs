@@ -208,6 +208,28 @@ pub enum Operation {
         config: Box<Config>,
         mode: ImportMode,
     },
+    /// Keeps the farms (`farms`, empty: every farm) as they are now, to roll back to unless
+    /// destroyed (confirmed) within `rollback_timeout` seconds (0: never rolls back by itself).
+    /// `flags`: checkpoint::DESTROY_ALL, DELETE_NEW_FARMS, ALLOW_OVERLAPPING (NetworkManager's).
+    CheckpointCreate {
+        farms: Vec<String>,
+        rollback_timeout: u32,
+        flags: u32,
+    },
+    /// Restores the checkpoint's farms in one commit; the checkpoint is gone.
+    CheckpointRollback {
+        checkpoint: u32,
+    },
+    /// Confirms: the changes stay, the checkpoint is gone.
+    CheckpointDestroy {
+        checkpoint: u32,
+    },
+    /// Rolls back `add_timeout` seconds from now (0: never by itself).
+    CheckpointAdjustRollbackTimeout {
+        checkpoint: u32,
+        add_timeout: u32,
+    },
+    ListCheckpoints,
     /// Re-reads the state file and makes the kernel match it.
     Reload,
 }
@@ -238,6 +260,11 @@ pub enum Output {
     Connections(Vec<(String, u64)>),
     /// (action, answer) for every action.
     Permissions(Vec<(&'static str, Answer)>),
+    /// A checkpoint's id.
+    Checkpoint(u32),
+    /// (farm, result code) of a rollback: checkpoint::RESTORED or a refusal's code.
+    RolledBack(Vec<(String, u32)>),
+    Checkpoints(Arc<Vec<crate::service::checkpoint::Info>>),
 }
 
 /// The operations as a closed list, for tables, tests and the reference.
@@ -270,6 +297,11 @@ pub enum Kind {
     DeletePolicy,
     EditPolicyElements,
     ImportConfig,
+    CheckpointCreate,
+    CheckpointRollback,
+    CheckpointDestroy,
+    CheckpointAdjustRollbackTimeout,
+    ListCheckpoints,
     /// Stays last: the table's length is checked against it.
     Reload,
 }
@@ -578,6 +610,55 @@ pub const OPERATIONS: &[Spec] = &[
         "Merges a document into the configuration, or replaces it; all or nothing.",
     ),
     change(
+        K::CheckpointCreate,
+        "CheckpointCreate",
+        polkit::CHECKPOINT,
+        &["Manager.CheckpointCreate"],
+        &[],
+        "Keeps farms (none named: every farm) as they are, to roll back to unless destroyed \
+         within the rollback timeout; overlapping checkpoints are refused unless allowed.",
+    ),
+    change(
+        K::CheckpointRollback,
+        "CheckpointRollback",
+        polkit::CHECKPOINT,
+        &["Manager.CheckpointRollback"],
+        &[],
+        "Restores a checkpoint's farms (configuration, states, weights) in one transaction; a \
+         result per farm.",
+    ),
+    change(
+        K::CheckpointDestroy,
+        "CheckpointDestroy",
+        polkit::CHECKPOINT,
+        &["Manager.CheckpointDestroy"],
+        &[],
+        "Confirms: the changes since the checkpoint stay, and it is gone.",
+    ),
+    change(
+        K::CheckpointAdjustRollbackTimeout,
+        "CheckpointAdjustRollbackTimeout",
+        polkit::CHECKPOINT,
+        &["Manager.CheckpointAdjustRollbackTimeout"],
+        &[],
+        "Moves a checkpoint's automatic rollback to seconds from now (0: never).",
+    ),
+    read(
+        K::ListCheckpoints,
+        "ListCheckpoints",
+        None,
+        &[
+            "Manager.Checkpoints",
+            "Checkpoint.Farms",
+            "Checkpoint.Created",
+            "Checkpoint.RollbackTimeout",
+            "Checkpoint.Deadline",
+        ],
+        &["ListCheckpoints"],
+        &[],
+        "The checkpoints: the farms each covers, when it was created, its rollback deadline.",
+    ),
+    change(
         K::Reload,
         "Reload",
         polkit::CONFIG,
@@ -660,6 +741,11 @@ impl Operation {
             Operation::DeletePolicy { .. } => K::DeletePolicy,
             Operation::EditPolicyElements { .. } => K::EditPolicyElements,
             Operation::ImportConfig { .. } => K::ImportConfig,
+            Operation::CheckpointCreate { .. } => K::CheckpointCreate,
+            Operation::CheckpointRollback { .. } => K::CheckpointRollback,
+            Operation::CheckpointDestroy { .. } => K::CheckpointDestroy,
+            Operation::CheckpointAdjustRollbackTimeout { .. } => K::CheckpointAdjustRollbackTimeout,
+            Operation::ListCheckpoints => K::ListCheckpoints,
             Operation::Reload => K::Reload,
         }
     }
@@ -689,6 +775,11 @@ impl Operation {
             | Operation::GetFarmConnections { .. }
             | Operation::GetPermissions
             | Operation::SetBackends { .. }
+            | Operation::CheckpointCreate { .. }
+            | Operation::CheckpointRollback { .. }
+            | Operation::CheckpointDestroy { .. }
+            | Operation::CheckpointAdjustRollbackTimeout { .. }
+            | Operation::ListCheckpoints
             | Operation::Reload => {}
             Operation::CreateFarm { farm } => d.farm = farm.name.clone(),
             Operation::ListSessions { farm }
@@ -801,6 +892,11 @@ mod tests {
         K::DeletePolicy,
         K::EditPolicyElements,
         K::ImportConfig,
+        K::CheckpointCreate,
+        K::CheckpointRollback,
+        K::CheckpointDestroy,
+        K::CheckpointAdjustRollbackTimeout,
+        K::ListCheckpoints,
         K::Reload,
     ];
 
@@ -985,6 +1081,17 @@ mod tests {
             Operation::ImportConfig {
                 config: Box::default(),
                 mode: ImportMode::Merge,
+            },
+            Operation::CheckpointCreate {
+                farms: vec![s()],
+                rollback_timeout: 1,
+                flags: 0,
+            },
+            Operation::CheckpointRollback { checkpoint: 1 },
+            Operation::CheckpointDestroy { checkpoint: 1 },
+            Operation::CheckpointAdjustRollbackTimeout {
+                checkpoint: 1,
+                add_timeout: 1,
             },
             Operation::Reload,
         ];

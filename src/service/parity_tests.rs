@@ -10,6 +10,10 @@ const DBUS: &[(&str, &str)] = &[
     ("Farm", include_str!("../../dbus/org.nftlbd1.Farm.xml")),
     ("Backend", include_str!("../../dbus/org.nftlbd1.Backend.xml")),
     ("Policy", include_str!("../../dbus/org.nftlbd1.Policy.xml")),
+    (
+        "Checkpoint",
+        include_str!("../../dbus/org.nftlbd1.Checkpoint.xml"),
+    ),
 ];
 const VARLINK: &str = include_str!("../../varlink/org.nftlbd1.varlink");
 

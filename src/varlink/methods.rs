@@ -301,6 +301,22 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
             }
         }
         "Reload" => Operation::Reload,
+        "CheckpointCreate" => Operation::CheckpointCreate {
+            farms: param::<Option<Vec<String>>>(p, "farms")?.unwrap_or_default(),
+            rollback_timeout: param::<Option<u32>>(p, "rollbackTimeout")?.unwrap_or(0),
+            flags: param::<Option<u32>>(p, "flags")?.unwrap_or(0),
+        },
+        "CheckpointRollback" => Operation::CheckpointRollback {
+            checkpoint: param(p, "checkpoint")?,
+        },
+        "CheckpointDestroy" => Operation::CheckpointDestroy {
+            checkpoint: param(p, "checkpoint")?,
+        },
+        "CheckpointAdjustRollbackTimeout" => Operation::CheckpointAdjustRollbackTimeout {
+            checkpoint: param(p, "checkpoint")?,
+            add_timeout: param(p, "addTimeout")?,
+        },
+        "ListCheckpoints" => Operation::ListCheckpoints,
         _ => return Ok(None),
     }))
 }
@@ -408,6 +424,24 @@ fn reply(kind: Kind, out: Output) -> Value {
                 .collect();
             debug_assert_eq!(kind, Kind::GetPermissions);
             json!({ "permissions": words })
+        }
+        Output::Checkpoint(id) => json!({ "checkpoint": id }),
+        Output::RolledBack(results) => {
+            let results: Map<String, Value> = results
+                .into_iter()
+                .map(|(farm, code)| (farm, Value::from(code)))
+                .collect();
+            json!({ "results": results })
+        }
+        Output::Checkpoints(list) => {
+            let list: Vec<Value> = list
+                .iter()
+                .map(|c| {
+                    json!({ "id": c.id, "farms": c.farms, "created": c.created,
+                            "rollbackTimeout": c.rollback_timeout, "deadline": c.deadline })
+                })
+                .collect();
+            json!({ "checkpoints": list })
         }
     }
 }

@@ -538,9 +538,41 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The checkpoint methods (they commit nothing of their own but a rollback): method,
+/// parameters, verb.
+fn checkpoint_cases() -> Vec<(&'static str, Value, &'static str)> {
+    vec![
+        (
+            "CheckpointCreate",
+            json!({"farms": ["web"], "rollbackTimeout": 60}),
+            "checkpoint-create",
+        ),
+        (
+            "CheckpointRollback",
+            json!({"checkpoint": 1}),
+            "checkpoint-rollback",
+        ),
+        (
+            "CheckpointDestroy",
+            json!({"checkpoint": 1}),
+            "checkpoint-destroy",
+        ),
+        (
+            "CheckpointAdjustRollbackTimeout",
+            json!({"checkpoint": 1, "addTimeout": 5}),
+            "checkpoint-adjust-rollback-timeout",
+        ),
+    ]
+}
+
 #[test]
 fn the_cases_cover_every_change_of_the_table() {
-    let mut covered: Vec<&str> = cases().iter().map(|c| c.method).collect();
+    let checkpoints = checkpoint_cases();
+    let mut covered: Vec<&str> = cases()
+        .iter()
+        .map(|c| c.method)
+        .chain(checkpoints.iter().map(|c| c.0))
+        .collect();
     let mut changes: Vec<&str> = crate::service::operation::OPERATIONS
         .iter()
         .filter(|s| s.changes)
@@ -577,6 +609,20 @@ async fn refused_changes_answer_not_authorized_and_change_nothing() {
         );
         assert!(is_this_process(&asked[0]), "{:?}", asked[0]);
     }
+    for (name, params, verb) in checkpoint_cases() {
+        let (e, p) = c.err(&method(name), params).await;
+        assert_eq!(e, "org.nftlbd1.NotAuthorized", "{name}: {p}");
+        let asked = s.fx.gate.take();
+        assert_eq!(asked.len(), 1, "{name}: {asked:?}");
+        assert_eq!(
+            (asked[0].action.as_str(), &asked[0].details),
+            (polkit::CHECKPOINT, &details(&[("verb", verb)])),
+        );
+    }
+    assert_eq!(
+        c.ok(&method("ListCheckpoints"), json!({})).await,
+        json!({"checkpoints": []})
+    );
     assert_eq!(c.ok(&method("GetConfig"), json!({})).await, before);
     assert_eq!(s.fx.control.transactions(), 1, "only the start committed");
     assert_eq!(s.fx.saved(), saved);
@@ -625,6 +671,79 @@ async fn each_allowed_change_commits_one_transaction() {
         "the flush forgot the learnt session"
     );
     assert_eq!(serde_json::to_value(s.fx.saved()).expect("JSON"), want);
+}
+
+#[tokio::test]
+async fn checkpoints_roll_back_confirm_and_refuse_overlaps() {
+    let s = Served::start();
+    let mut c = s.client().await;
+    let created = c
+        .ok(
+            &method("CheckpointCreate"),
+            json!({"farms": ["web"], "rollbackTimeout": 60}),
+        )
+        .await;
+    assert_eq!(created, json!({"checkpoint": 1}));
+    let list = c.ok(&method("ListCheckpoints"), json!({})).await;
+    let one = &list["checkpoints"][0];
+    let (at, deadline) = (
+        one["created"].as_u64().unwrap(),
+        one["deadline"].as_u64().unwrap(),
+    );
+    assert!(deadline == at + 60 || deadline == at + 61, "{list}");
+    assert_eq!(
+        list,
+        json!({"checkpoints": [{"id": 1, "farms": ["web"], "created": at, "rollbackTimeout": 60,
+                                "deadline": deadline}]})
+    );
+    c.ok(
+        &method("UpdateFarm"),
+        json!({"name": "web", "changes": {"scheduler": "hash"}}),
+    )
+    .await;
+    let rolled = c
+        .ok(&method("CheckpointRollback"), json!({"checkpoint": 1}))
+        .await;
+    assert_eq!(rolled, json!({"results": {"web": 0}}));
+    assert_eq!(
+        c.ok(&method("GetConfig"), json!({})).await,
+        json!({"config": initial(), "generation": 3})
+    );
+    assert_eq!(s.fx.control.transactions(), 3, "start, update, rollback");
+    let again = c.ok(&method("CheckpointCreate"), json!({})).await;
+    assert_eq!(again, json!({"checkpoint": 2}));
+    let (name, p) = c
+        .err(&method("CheckpointCreate"), json!({"farms": ["web"]}))
+        .await;
+    assert_eq!(name, "org.nftlbd1.Exists", "{p}");
+    let with_flag = c
+        .ok(&method("CheckpointCreate"), json!({"farms": ["web"], "flags": 8}))
+        .await;
+    assert_eq!(with_flag, json!({"checkpoint": 3}));
+    let adjusted = json!({"checkpoint": 2, "addTimeout": 0});
+    assert_eq!(
+        c.ok(&method("CheckpointAdjustRollbackTimeout"), adjusted).await,
+        json!({})
+    );
+    for id in [2, 3] {
+        let destroyed = c
+            .ok(&method("CheckpointDestroy"), json!({"checkpoint": id}))
+            .await;
+        assert_eq!(destroyed, json!({}));
+    }
+    let (name, _) = c
+        .err(&method("CheckpointDestroy"), json!({"checkpoint": 2}))
+        .await;
+    assert_eq!(name, "org.nftlbd1.NotFound");
+    assert_eq!(
+        c.ok(&method("ListCheckpoints"), json!({})).await,
+        json!({"checkpoints": []})
+    );
+    let asked: Vec<String> = s.fx.gate.take().into_iter().map(|a| a.details.verb).collect();
+    assert!(
+        asked.iter().filter(|v| v.starts_with("checkpoint-")).count() == 9,
+        "{asked:?}"
+    );
 }
 
 #[tokio::test]
