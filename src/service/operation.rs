@@ -208,7 +208,11 @@ pub enum Operation {
         config: Box<Config>,
         mode: ImportMode,
     },
-    /// Re-reads the state file and makes the kernel match it.
+    /// Writes a farm as it runs into the file that declares it.
+    RuntimeToPersistent {
+        farm: String,
+    },
+    /// Re-reads the state file and the farm files and makes the kernel match them.
     Reload,
 }
 
@@ -238,6 +242,11 @@ pub enum Output {
     Connections(Vec<(String, u64)>),
     /// (action, answer) for every action.
     Permissions(Vec<(&'static str, Answer)>),
+    /// A Reload: the generation it committed, and the farm files it refused (`PATH: field`).
+    Reloaded {
+        generation: u64,
+        refused: Vec<crate::model::FieldError>,
+    },
 }
 
 /// The operations as a closed list, for tables, tests and the reference.
@@ -270,6 +279,7 @@ pub enum Kind {
     DeletePolicy,
     EditPolicyElements,
     ImportConfig,
+    RuntimeToPersistent,
     /// Stays last: the table's length is checked against it.
     Reload,
 }
@@ -571,12 +581,22 @@ pub const OPERATIONS: &[Spec] = &[
         "Merges a document into the configuration, or replaces it; all or nothing.",
     ),
     change(
+        K::RuntimeToPersistent,
+        "RuntimeToPersistent",
+        polkit::CONFIG,
+        &["Manager.RuntimeToPersistent"],
+        &["farm"],
+        "Writes a farm as it runs into the farm file that declares it (replaced atomically); \
+         without it, runtime changes of a file's farm last until the next Reload.",
+    ),
+    change(
         K::Reload,
         "Reload",
         polkit::CONFIG,
         &["Manager.Reload"],
         &[],
-        "Re-reads the state file and makes the kernel match it.",
+        "Re-reads the state file and the farm files and makes the kernel match them, in one \
+         transaction; a farm file that is refused is named with its field, and the others load.",
     ),
 ];
 
@@ -653,6 +673,7 @@ impl Operation {
             Operation::DeletePolicy { .. } => K::DeletePolicy,
             Operation::EditPolicyElements { .. } => K::EditPolicyElements,
             Operation::ImportConfig { .. } => K::ImportConfig,
+            Operation::RuntimeToPersistent { .. } => K::RuntimeToPersistent,
             Operation::Reload => K::Reload,
         }
     }
@@ -688,7 +709,8 @@ impl Operation {
             | Operation::RenameFarm { farm, .. }
             | Operation::DeleteFarm { farm }
             | Operation::DeleteSession { farm, .. }
-            | Operation::FlushSessions { farm } => d.farm = own(farm),
+            | Operation::FlushSessions { farm }
+            | Operation::RuntimeToPersistent { farm } => d.farm = own(farm),
             Operation::UpdateFarm { farm, patch } => {
                 d.farm = own(farm);
                 d.keys = patch.keys().join(",");
@@ -794,6 +816,7 @@ mod tests {
         K::DeletePolicy,
         K::EditPolicyElements,
         K::ImportConfig,
+        K::RuntimeToPersistent,
         K::Reload,
     ];
 
@@ -979,6 +1002,7 @@ mod tests {
                 config: Box::default(),
                 mode: ImportMode::Merge,
             },
+            Operation::RuntimeToPersistent { farm: s() },
             Operation::Reload,
         ];
         for op in ops {

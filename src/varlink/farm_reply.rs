@@ -20,6 +20,8 @@ pub struct FarmReply {
 }
 
 struct Status {
+    /// The farm file that declares it, or `runtime`.
+    origin: String,
     effective_priority: u32,
     health_ready: bool,
     quorum_met: bool,
@@ -87,6 +89,7 @@ impl FarmReply {
             backends: list,
             status: Status {
                 effective_priority: prio,
+                origin: crate::farms_dir::RUNTIME.to_string(),
                 health_ready,
                 quorum_met,
                 packets: total.0,
@@ -105,6 +108,12 @@ impl FarmReply {
                 b.last_check = *last;
             }
         }
+        self
+    }
+
+    /// Where the farm comes from: its file's path, or `runtime`.
+    pub fn with_origin(mut self, origin: String) -> Self {
+        self.status.origin = origin;
         self
     }
 
@@ -160,11 +169,12 @@ impl Serialize for Backends<'_> {
 
 impl Serialize for Status {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(6))?;
+        let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("backends", &self.backends)?;
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("effectivePriority", &self.effective_priority)?;
         m.serialize_entry("healthReady", &self.health_ready)?;
+        m.serialize_entry("origin", &self.origin)?;
         m.serialize_entry("packets", &self.packets)?;
         m.serialize_entry("quorumMet", &self.quorum_met)?;
         m.end()
@@ -220,7 +230,7 @@ mod tests {
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "quorumMet": true, "backends": status } })
+            "effectivePriority": prio, "healthReady": true, "origin": "runtime", "packets": 9, "bytes": 900, "quorumMet": true, "backends": status } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, (9, 900), each)).unwrap();
         assert_eq!(got, want);
@@ -265,7 +275,7 @@ mod tests {
     fn a_farm_without_backends_has_an_empty_list() {
         let farm = parse_farm_value(&json!({"name": "web"}), "farm").unwrap();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "quorumMet": true, "backends": [] } })
+            "effectivePriority": effective_priority(&farm), "healthReady": true, "origin": "runtime", "packets": 0, "bytes": 0, "quorumMet": true, "backends": [] } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, (0, 0), Vec::new())).unwrap();
         assert_eq!(got, want);
