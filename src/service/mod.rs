@@ -22,6 +22,8 @@ pub mod edit;
 mod execute;
 mod files;
 #[cfg(test)]
+mod files_tests;
+#[cfg(test)]
 mod guard_tests;
 pub mod index;
 #[cfg(test)]
