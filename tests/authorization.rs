@@ -169,6 +169,15 @@ const ROWS: &[Row] = &[
         "org.nftlbd1.Manager.Reload",
         &[],
     ),
+    // Its details name the farm, but the fixture's farms are runtime ones (no file to write
+    // them to): only the refusals are checked, as for the configuration's rows.
+    dbus(
+        "RuntimeToPersistent",
+        Scope::Config,
+        MANAGER_PATH,
+        "org.nftlbd1.Manager.RuntimeToPersistent",
+        &["'{farm}'"],
+    ),
     // D-Bus: Farm.
     dbus(
         "UpdateFarm",
@@ -376,6 +385,7 @@ const ROWS: &[Row] = &[
             "mode": "merge"}"#,
     ),
     varlink("Reload", Scope::Config, "{}"),
+    varlink("RuntimeToPersistent", Scope::Config, r#"{"name": "{farm}"}"#),
 ];
 
 /// A valid new value (GVariant text) for every writable farm property, on the fixture's farms.
@@ -712,7 +722,7 @@ fn rows_cover_the_same_operations_on_each_front_end() {
             .collect()
     };
     assert_eq!(ops(false), ops(true));
-    assert_eq!(ops(true).len(), 18);
+    assert_eq!(ops(true).len(), 19);
     let names: BTreeSet<&str> = ROWS
         .iter()
         .filter_map(|r| match r.call {
