@@ -81,6 +81,7 @@ fn main() {
     let service = Service::start(Options {
         state_dir: dir.clone(),
         watch: false,
+        farms_dir: None,
     })
     .expect("start");
     report("service started (empty)", base);

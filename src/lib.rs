@@ -8,6 +8,7 @@
 pub mod ctl;
 pub mod dbus;
 pub mod engine;
+pub mod farms_dir;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

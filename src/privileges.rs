@@ -55,7 +55,9 @@ pub fn keep_only_net_admin() -> Result<&'static str, PrivilegeError> {
     caps::set(None, CapSet::Effective, &effective).map_err(caps_err("set the effective set"))?;
     caps::set(None, CapSet::Permitted, &permitted).map_err(caps_err("set the permitted set"))?;
     nix::sys::prctl::set_no_new_privs().map_err(PrivilegeError::NoNewPrivs)?;
-    Ok("running as root with CAP_NET_ADMIN only (CAP_SETUID and CAP_SETGID permitted, raised to start exec checks as their user)")
+    Ok(
+        "running as root with CAP_NET_ADMIN only (CAP_SETUID and CAP_SETGID permitted, raised to start exec checks as their user)",
+    )
 }
 
 const SETUID: Capability = Capability::CAP_SETUID;

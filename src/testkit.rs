@@ -137,6 +137,7 @@ impl Fixture {
         let options = Options {
             state_dir: dir.path().to_path_buf(),
             watch: false,
+            farms_dir: None,
         };
         let gate = Gate::default();
         let g = gate.clone();

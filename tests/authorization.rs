@@ -172,6 +172,15 @@ const ROWS: &[Row] = &[
         "org.nftlbd1.Manager.Reload",
         &[],
     ),
+    // Its details name the farm, but the fixture's farms are runtime ones (no file to write
+    // them to): only the refusals are checked, as for the configuration's rows.
+    dbus(
+        "RuntimeToPersistent",
+        Scope::Config,
+        MANAGER_PATH,
+        "org.nftlbd1.Manager.RuntimeToPersistent",
+        &["'{farm}'"],
+    ),
     // D-Bus: Farm.
     dbus(
         "UpdateFarm",
@@ -416,6 +425,7 @@ const ROWS: &[Row] = &[
         Scope::Checkpoint,
         r#"{"checkpoint": 999, "addTimeout": 5}"#,
     ),
+    varlink("RuntimeToPersistent", Scope::Config, r#"{"name": "{farm}"}"#),
 ];
 
 /// A valid new value (GVariant text) for every writable farm property, on the fixture's farms.
@@ -774,7 +784,7 @@ fn rows_cover_the_same_operations_on_each_front_end() {
             .collect()
     };
     assert_eq!(ops(false), ops(true));
-    assert_eq!(ops(true).len(), 22);
+    assert_eq!(ops(true).len(), 23);
     let names: BTreeSet<&str> = ROWS
         .iter()
         .filter_map(|r| match r.call {

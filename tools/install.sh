@@ -13,6 +13,7 @@
 #   /usr/lib/sysusers.d/nftlbd.conf                      the service user (created now when
 #                                                        installing for real and systemd-sysusers exists)
 #   /usr/share/doc/nftlbd/                               README and a delegation rules file to adapt
+#   /etc/nftlbd/farms.d/                                 farm files (owned by the service user)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DESTDIR=${DESTDIR:-}
@@ -44,7 +45,10 @@ install -D -m 0644 varlink/org.nftlbd1.varlink "$DESTDIR$DOCDIR/org.nftlbd1.varl
 install -D -m 0644 systemd/nftlbd.sysusers "$DESTDIR/usr/lib/sysusers.d/nftlbd.conf"
 install -D -m 0644 README.md "$DESTDIR$DOCDIR/README.md"
 install -D -m 0644 polkit/50-nftlbd-delegate.rules.example "$DESTDIR$DOCDIR/examples/50-nftlbd-delegate.rules"
+# Farm files: the daemon reads them and writes a farm back (RuntimeToPersistent).
+install -d -m 0750 "$DESTDIR/etc/nftlbd/farms.d"
 if [ -z "$DESTDIR" ] && command -v systemd-sysusers >/dev/null; then
   systemd-sysusers /usr/lib/sysusers.d/nftlbd.conf
+  chown nftlbd:nftlbd /etc/nftlbd/farms.d
 fi
 echo "installed into ${DESTDIR:-/}"

@@ -16,8 +16,9 @@ const USAGE: &str = "usage: nftlbd [--state-dir DIR] COMMAND
   apply FILE.json   validate FILE, make the kernel match it in one transaction, save it as the state
   check FILE.json   validate FILE only (same errors as apply)
   run               reconcile the kernel with the saved state, serve org.nftlbd1 on the system bus,
-                    repair foreign changes until SIGTERM (SIGHUP re-reads the state file); tables
-                    stay in place when it exits, and SIGTERM ends it at any step of its start
+                    repair foreign changes until SIGTERM (SIGHUP re-reads the state file and the
+                    farm files); tables stay in place when it exits, and SIGTERM ends it at any
+                    step of its start
     --no-bus        run without D-Bus
     --bus ADDRESS   serve on this bus instead of the system bus
     --bus-timeout SECONDS
@@ -25,6 +26,8 @@ const USAGE: &str = "usage: nftlbd [--state-dir DIR] COMMAND
     --varlink PATH  serve varlink at PATH (default /run/nftlbd/org.nftlbd1, or the socket systemd
                     passes)
     --no-varlink    run without varlink
+    --farms-dir DIR read farm files DIR/*.json at start and at each reload (default
+                    /etc/nftlbd/farms.d)
     --no-checks     run no health checks of its own: backends' health is then set only through
                     SetBackendHealth (an outside checker)";
 
@@ -46,6 +49,8 @@ struct Args {
     checks: bool,
     /// How long joining the bus may take.
     bus_timeout: Duration,
+    /// Where the farm files are.
+    farms_dir: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
     let mut varlink = Some((PathBuf::from(nftlbd::varlink::DEFAULT_SOCKET), false));
     let mut checks = true;
     let mut bus_timeout = BUS_TIMEOUT;
+    let mut farms_dir = PathBuf::from(nftlbd::farms_dir::DEFAULT_FARMS_DIR);
     let mut rest = Vec::new();
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -77,6 +83,8 @@ fn parse_args() -> Result<Args, String> {
             bus_timeout = Duration::from_secs_f64(secs);
         } else if a == "--no-varlink" {
             varlink = None;
+        } else if a == "--farms-dir" {
+            farms_dir = it.next().ok_or("--farms-dir needs a directory")?.into();
         } else if a == "--no-checks" {
             checks = false;
         } else if a == "--varlink" {
@@ -106,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         varlink,
         checks,
         bus_timeout,
+        farms_dir,
     })
 }
 
@@ -274,6 +283,7 @@ async fn serve(args: &Args) -> Result<(), CliError> {
     let options = Options {
         state_dir: args.state_dir.clone(),
         watch: true,
+        farms_dir: Some(args.farms_dir.clone()),
     };
     let start = tokio::task::spawn_blocking(move || Service::start(options));
     let Some(started) = signals
@@ -362,7 +372,8 @@ async fn serve(args: &Args) -> Result<(), CliError> {
     Ok(())
 }
 
-/// SIGHUP: re-reads the state file, telling systemd.
+/// SIGHUP: re-reads the state file and the farm files, telling systemd (refused files are
+/// logged by the service).
 async fn reload(service: &Service, status: &impl Fn(&Service) -> String) {
     nftlbd::notify::notify("RELOADING=1");
     if let Err(e) = service.reload().await {

@@ -31,7 +31,9 @@ pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   permissions                          what you may do (polkit's answer per action)
   export                               the whole configuration (canonical JSON)
   import FILE|- [--replace]            merge a JSON document in (or replace everything with it)
-  reload                               make the daemon re-read its state file
+  reload                               make the daemon re-read its state file and farm files;
+                                       refused files are printed (exit 65), the others load
+  persist FARM                         write FARM as it runs into the farm file that declares it
   apply FILE --confirm SECONDS         merge FILE in under a checkpoint; kept only when confirmed on
                                        the terminal (y) or by checkpoint confirm within SECONDS,
                                        rolled back otherwise
@@ -229,7 +231,29 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
             c.change::<_, ()>(ROOT, MANAGER, "ImportConfig", &(text, mode))
                 .await
         }
-        "reload" => c.change::<_, ()>(ROOT, MANAGER, "Reload", &()).await,
+        "reload" => {
+            let refused: Vec<(String, String)> = c.change(ROOT, MANAGER, "Reload", &()).await?;
+            if args.json {
+                let list: Vec<serde_json::Value> = refused
+                    .iter()
+                    .map(|(f, r)| serde_json::json!({ "field": f, "reason": r }))
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            }
+            if refused.is_empty() {
+                return Ok(());
+            }
+            let lines: Vec<String> = refused.iter().map(|(f, r)| format!("{f}: {r}")).collect();
+            Err(CtlError::Invalid(format!(
+                "farm files refused (the others loaded):\n{}",
+                lines.join("\n")
+            )))
+        }
+        "persist" => {
+            let farm = arg(1, "a farm")?;
+            c.change::<_, ()>(ROOT, MANAGER, "RuntimeToPersistent", &(farm,))
+                .await
+        }
         "checkpoint" => checkpoint::run(&mut c, &w[1..], args.json).await,
         "apply" => {
             let file = arg(1, "a file")?;

@@ -249,6 +249,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
     }
     if json_out {
         let mut farm = as_json(props::FARM, &all);
+        farm["origin"] = all.get("Origin").map(|v| to_json(v)).unwrap_or_default();
         farm["backends"] = serde_json::Value::Array(
             bs.iter()
                 .map(|b| {
@@ -292,6 +293,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
         "effective-priority",
         text(all.get("EffectivePriority"))
     );
+    println!("  {:<18} {}", "origin", text(all.get("Origin")));
     println!("  {:<18} {}", "health-ready", text(all.get("HealthReady")));
     println!("  {:<18} {}", "quorum-met", text(all.get("QuorumMet")));
     println!(

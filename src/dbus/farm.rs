@@ -29,6 +29,7 @@ const READ_ONLY: &[super::Arg] = &[
     ("EffectivePriority", "u"),
     ("HealthReady", "b"),
     ("QuorumMet", "b"),
+    ("Origin", "s"),
     ("Packets", "t"),
     ("Bytes", "t"),
     ("NewConnections", "t"),
@@ -225,6 +226,9 @@ impl Keyed for FarmObject {
     fn value(&self, name: &str) -> Option<Value<'static>> {
         let index = self.service.index();
         let f = index.farm(&self.farm)?;
+        if name == "Origin" {
+            return Some(Value::from(self.service.origins().farm_origin(&f.name)));
+        }
         if name == "Backends" {
             let paths: Vec<OwnedObjectPath> = f
                 .backends

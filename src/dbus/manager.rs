@@ -174,13 +174,30 @@ impl Manager {
         Ok(())
     }
 
-    /// Re-reads the state file and makes the kernel match it.
+    /// Re-reads the state file and the farm files and makes the kernel match them; answers
+    /// the refused farm files as (`PATH: field`, reason).
+    #[zbus(out_args("refused"))]
     async fn reload(
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<(String, String)>, Error> {
+        match execute(&self.service, conn, &hdr, Operation::Reload).await? {
+            Output::Reloaded { refused, .. } => {
+                Ok(refused.into_iter().map(|f| (f.field, f.reason)).collect())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes a farm as it runs into the farm file that declares it.
+    async fn runtime_to_persistent(
+        &self,
+        farm: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
     ) -> Result<(), Error> {
-        execute(&self.service, conn, &hdr, Operation::Reload).await?;
+        execute(&self.service, conn, &hdr, Operation::RuntimeToPersistent { farm }).await?;
         Ok(())
     }
 

@@ -48,7 +48,7 @@ pub use status_ranges::StatusRanges;
 pub use touched::Touched;
 pub use validate::{
     FieldError, Invalid, MAX_BACKENDS_PER_FARM, MAX_FARM_WEIGHT, MAX_FARMS, ServiceIndex,
-    parse_backend_value, parse_config, parse_farm_value, parse_policy_value, validate,
+    parse_backend_value, parse_config, parse_document, parse_farm_value, parse_policy_value, validate,
     validate_backend_change, validate_changes,
 };
 pub use values::*;

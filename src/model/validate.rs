@@ -60,17 +60,23 @@ pub const MAX_TTL: u32 = 365 * 24 * 3600;
 
 /// Parses and validates a canonical JSON document.
 pub fn parse_config(json: &str) -> Result<Config, Invalid> {
+    let config = parse_document(json)?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// Parses a canonical JSON document without validating it: its shape only (a farm file whose
+/// farms attach policies of another file is validated once the files are put together).
+pub fn parse_document(json: &str) -> Result<Config, Invalid> {
     let de = &mut serde_json::Deserializer::from_str(json);
-    let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         if let Some(named) = typed_value_error(&e, json) {
             return named;
         }
         let path = e.path().to_string();
         let field = if path == "." { "document".to_string() } else { path };
         Invalid::one(field, e.into_inner().to_string())
-    })?;
-    validate(&config)?;
-    Ok(config)
+    })
 }
 
 /// Typed values (a farm's `virtual-ports`, a session's `client`, a policy's elements) are parsed

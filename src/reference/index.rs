@@ -3,6 +3,7 @@
 use super::GENERATED;
 use super::markdown::{code, table};
 use crate::engine::layout::TABLE;
+use crate::farms_dir::DEFAULT_FARMS_DIR;
 use crate::polkit::ALL;
 use crate::schema::{self, BACKEND, BUS_NAME, FARM, MANAGER, POLICY, ROOT, VARLINK_SOCKET};
 use crate::state::{DEFAULT_STATE_DIR, JOURNAL_FILE, STATE_FILE};
@@ -69,6 +70,13 @@ pub fn render() -> String {
                 code(&format!("{DEFAULT_STATE_DIR}/{JOURNAL_FILE}"))
             ),
         ],
+        vec![
+            "farm files".into(),
+            format!(
+                "{} (`nftlbd run --farms-dir DIR`), loaded at start and at each Reload: [farm-files.md](farm-files.md)",
+                code(&format!("{DEFAULT_FARMS_DIR}/*.json"))
+            ),
+        ],
         vec!["polkit".into(), format!("actions `{prefix}.*`")],
     ];
     let escaped = [
@@ -92,7 +100,8 @@ pub fn render() -> String {
          - [varlink.md](varlink.md): the methods and the interface description.\n\
          - [json.md](json.md): the canonical JSON, every key with its D-Bus property.\n\
          - [polkit.md](polkit.md): actions, defaults, details, an example of delegation.\n\
-         - [errors.md](errors.md): the errors of both transports.\n",
+         - [errors.md](errors.md): the errors of both transports.\n\
+         - [farm-files.md](farm-files.md): declarative farm files, what Reload makes of them.\n",
         table(&["what", "name"], &rows),
         code(escaped[0].0),
         code(&escaped[0].1),

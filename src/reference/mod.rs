@@ -5,6 +5,7 @@
 
 mod dbus;
 mod errors;
+mod farm_files;
 mod health;
 mod index;
 mod json;
@@ -30,6 +31,7 @@ pub fn render() -> Vec<(&'static str, String)> {
         ("polkit.md", polkit::render()),
         ("errors.md", errors::render()),
         ("health.md", health::render()),
+        ("farm-files.md", farm_files::render()),
     ]
 }
 

@@ -19,6 +19,7 @@ fn start(dir: &TempDir) -> (Service, MemoryControl) {
         let options = Options {
             state_dir: dir.path().to_path_buf(),
             watch: false,
+            farms_dir: None,
         };
         match Service::start_with(Box::new(engine), options) {
             // A dropped service's writer lets the lock go on its own thread, a moment later.

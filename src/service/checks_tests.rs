@@ -222,6 +222,7 @@ async fn the_daemon_s_checks_follow_the_configuration_and_commit_verdicts_togeth
     let options = Options {
         state_dir: dir.path().to_path_buf(),
         watch: false,
+        farms_dir: None,
     };
     let service = Service::start_with(Box::new(MemoryEngine::new()), options).unwrap();
     let up = TcpListener::bind("127.0.0.1:0").unwrap();

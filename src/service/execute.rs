@@ -112,6 +112,7 @@ impl Service {
                 self.change_indexed(o(), ops::update_farm(farm, patch)).await?
             }
             Operation::RenameFarm { farm, new_name } => {
+                super::files::refuse_rename(&self.origins(), &farm)?;
                 self.change_indexed(o(), ops::rename_farm(farm, new_name)).await?
             }
             Operation::DeleteFarm { farm } => self.change(o(), ops::delete_farm(farm)).await?,
@@ -162,7 +163,14 @@ impl Service {
                 self.change(o(), ops::edit_policy_elements(policy, edit)).await?
             }
             Operation::ImportConfig { config, mode } => self.change(o(), ops::import(*config, mode)).await?,
-            Operation::Reload => self.reload().await?,
+            Operation::RuntimeToPersistent { farm } => self.persist(farm).await?,
+            Operation::Reload => {
+                let r = self.reload_report().await?;
+                return Ok(Output::Reloaded {
+                    generation: r.generation,
+                    refused: r.refused,
+                });
+            }
             Operation::CheckpointCreate {
                 farms,
                 rollback_timeout,

@@ -21,6 +21,7 @@ fn allowed_service(tag: &str) -> (std::path::PathBuf, Service) {
     let options = Options {
         state_dir: dir.clone(),
         watch: false,
+        farms_dir: None,
     };
     let svc = Service::start_with(Box::new(MemoryEngine::new()), options)
         .unwrap()

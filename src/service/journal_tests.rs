@@ -51,6 +51,7 @@ fn options(dir: &Dir) -> Options {
     Options {
         state_dir: dir.0.clone(),
         watch: false,
+        farms_dir: None,
     }
 }
 

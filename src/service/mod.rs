@@ -24,6 +24,9 @@ pub mod conntrack;
 pub mod diff;
 pub mod edit;
 mod execute;
+mod files;
+#[cfg(test)]
+mod files_tests;
 #[cfg(test)]
 mod guard_tests;
 pub mod index;
@@ -42,6 +45,7 @@ pub mod trim;
 mod watch;
 
 pub use authority::{Authority, Caller};
+pub use files::Reloaded;
 pub use operation::{BackendUpdate, ElementEdit, ImportMode, Operation, Output, Patch};
 
 use std::path::PathBuf;
@@ -134,7 +138,7 @@ enum Job {
         origin: Origin,
         reply: oneshot::Sender<Result<u64, ServiceError>>,
     },
-    Reload(oneshot::Sender<Result<u64, ServiceError>>),
+    Reload(oneshot::Sender<Result<Reloaded, ServiceError>>),
     Checkpoint(
         checkpoint_writer::Request,
         oneshot::Sender<Result<checkpoint_writer::Answer, ServiceError>>,
@@ -151,6 +155,10 @@ struct Shared {
     events: broadcast::Sender<Arc<Event>>,
     /// The checkpoints as published by the writer, and a wake-up for those who show them.
     checkpoints: tokio::sync::watch::Sender<Arc<Vec<checkpoint::Info>>>,
+    /// Which farm file owns each name (the writer replaces it at each load).
+    origins: RwLock<Arc<crate::farms_dir::Origins>>,
+    /// Held while a farm is written back to its file.
+    writing: std::sync::Mutex<()>,
 }
 
 /// A handle on the running service (cheap to clone).
@@ -170,6 +178,8 @@ pub struct Options {
     /// Repairs foreign changes to its tables and follows the host (off for one-shot tools, and
     /// for engines that write no kernel tables).
     pub watch: bool,
+    /// The directory of farm files read at start and at each Reload; none: no files.
+    pub farms_dir: Option<PathBuf>,
 }
 
 type Opener = Box<dyn FnOnce() -> Result<Box<dyn Engine>, String> + Send>;
@@ -332,8 +342,13 @@ impl Service {
         rx.await.map_err(|_| ServiceError::Stopped)?
     }
 
-    /// Re-reads the state file and makes the kernel match it.
+    /// Re-reads the state file and the farm files and makes the kernel match them.
     pub async fn reload(&self) -> Result<u64, ServiceError> {
+        Ok(self.reload_report().await?.generation)
+    }
+
+    /// [`Service::reload`], saying which farm files were refused.
+    pub async fn reload_report(&self) -> Result<Reloaded, ServiceError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job::Reload(reply))
@@ -372,12 +387,26 @@ impl Writer {
         }
         let mut journal = Journal::open(dir, &recovery, limits);
         let snapshot = dir.join(state::STATE_FILE).exists();
-        let (config, alloc) = recovery
+        let (saved, alloc) = recovery
             .state
             .map(|s| (s.config, s.allocation))
             .unwrap_or_default();
+        // The farm files go over the saved configuration in the same first transaction.
+        let (config, origins) = match &options.farms_dir {
+            Some(farms) => {
+                let owned = crate::farms_dir::Origins::load(dir).map_err(|e| e.to_string())?;
+                match files::load(farms, &saved, &owned, engine.features()) {
+                    Ok(l) => (l.config, l.origins),
+                    Err(e) => {
+                        tracing::error!("farm files not read: {e}");
+                        (saved.clone(), owned)
+                    }
+                }
+            }
+            None => (saved.clone(), Default::default()),
+        };
         let o = engine
-            .reconcile(config.clone(), alloc.clone())
+            .reconcile(config, alloc.clone())
             .map_err(|e| e.to_string())?;
         match o.generation {
             Some(g) => tracing::info!("reconciled: {} message(s), generation {g}", o.messages),
@@ -385,10 +414,13 @@ impl Writer {
         }
         // A fresh snapshot when the journal has records (starts stay fast), when there is none,
         // or when the engine completed the allocation it was given.
-        if !journal.is_empty() || !snapshot || *engine.config() != config || *engine.allocation() != alloc {
+        if !journal.is_empty() || !snapshot || *engine.config() != saved || *engine.allocation() != alloc {
             journal
                 .compact(engine.config(), engine.allocation())
                 .map_err(|e| e.to_string())?;
+        }
+        if options.farms_dir.is_some() {
+            origins.save(dir).map_err(|e| e.to_string())?;
         }
         let (monitor, host) = if options.watch && engine.portid().is_some() {
             let monitor = Monitor::new().map_err(|e| e.to_string())?;
@@ -415,6 +447,8 @@ impl Writer {
             checkpoints: tokio::sync::watch::Sender::new(Arc::new(
                 checkpoints.checkpoints.iter().map(|c| c.info()).collect(),
             )),
+            origins: RwLock::new(Arc::new(origins)),
+            writing: Default::default(),
         });
         Ok(Writer {
             engine,
@@ -497,6 +531,13 @@ impl Writer {
     fn published(&self) -> Arc<Config> {
         match self.shared.config.read() {
             Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn origins(&self) -> Arc<crate::farms_dir::Origins> {
+        match self.shared.origins.read() {
+            Ok(o) => o.clone(),
             Err(p) => p.into_inner().clone(),
         }
     }
@@ -636,7 +677,7 @@ impl Writer {
         Ok(self.publish(old, new, origin, diff))
     }
 
-    fn reload(&mut self) -> Result<u64, ServiceError> {
+    fn reload(&mut self) -> Result<Reloaded, ServiceError> {
         // A file edited by hand that does not parse or validate is the caller's invalid input:
         // say where, and change nothing.
         let saved = state::load(&self.options.state_dir).map_err(|e| match e {
@@ -656,8 +697,26 @@ impl Writer {
             other => ServiceError::State(other.to_string()),
         })?;
         let (config, alloc) = saved.map(|s| (s.config, s.allocation)).unwrap_or_default();
+        let owned = self.origins();
+        let (config, origins, refused) = match &self.options.farms_dir {
+            Some(dir) => {
+                let l = files::load(dir, &config, &owned, self.engine.features())?;
+                (l.config, l.origins, l.refused)
+            }
+            None => (config, (*owned).clone(), Vec::new()),
+        };
         let old = self.published();
         self.engine.reconcile(config.clone(), alloc)?;
+        if origins != *owned {
+            // Before the reply: a farm whose file was removed is known as that file's until then.
+            if let Err(e) = origins.save(&self.options.state_dir) {
+                tracing::error!("cannot save the farms' origins: {e}");
+            }
+            match self.shared.origins.write() {
+                Ok(mut o) => *o = Arc::new(origins),
+                Err(p) => *p.into_inner() = Arc::new(origins),
+            }
+        }
         // The files now say what the engine has: one snapshot, so that later records follow
         // it (the snapshot may have been edited by hand under the journal).
         match self
@@ -667,11 +726,13 @@ impl Writer {
             Ok(()) => self.dirty.clear(),
             Err(e) => tracing::warn!("cannot compact the journal after reloading: {e}"),
         }
-        if config == *old {
-            return Ok(self.shared.generation.load(Ordering::SeqCst));
-        }
-        let diff = diff::Diff::between(&old, &config, "api");
-        Ok(self.publish(old, config, Origin::api(), diff))
+        let generation = if config == *old {
+            self.shared.generation.load(Ordering::SeqCst)
+        } else {
+            let diff = diff::Diff::between(&old, &config, "api");
+            self.publish(old, config, Origin::api(), diff)
+        };
+        Ok(Reloaded { generation, refused })
     }
 }
 

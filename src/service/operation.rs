@@ -230,7 +230,11 @@ pub enum Operation {
         add_timeout: u32,
     },
     ListCheckpoints,
-    /// Re-reads the state file and makes the kernel match it.
+    /// Writes a farm as it runs into the file that declares it.
+    RuntimeToPersistent {
+        farm: String,
+    },
+    /// Re-reads the state file and the farm files and makes the kernel match them.
     Reload,
 }
 
@@ -265,6 +269,11 @@ pub enum Output {
     /// (farm, result code) of a rollback: checkpoint::RESTORED or a refusal's code.
     RolledBack(Vec<(String, u32)>),
     Checkpoints(Arc<Vec<crate::service::checkpoint::Info>>),
+    /// A Reload: the generation it committed, and the farm files it refused (`PATH: field`).
+    Reloaded {
+        generation: u64,
+        refused: Vec<crate::model::FieldError>,
+    },
 }
 
 /// The operations as a closed list, for tables, tests and the reference.
@@ -302,6 +311,7 @@ pub enum Kind {
     CheckpointDestroy,
     CheckpointAdjustRollbackTimeout,
     ListCheckpoints,
+    RuntimeToPersistent,
     /// Stays last: the table's length is checked against it.
     Reload,
 }
@@ -659,12 +669,22 @@ pub const OPERATIONS: &[Spec] = &[
         "The checkpoints: the farms each covers, when it was created, its rollback deadline.",
     ),
     change(
+        K::RuntimeToPersistent,
+        "RuntimeToPersistent",
+        polkit::CONFIG,
+        &["Manager.RuntimeToPersistent"],
+        &["farm"],
+        "Writes a farm as it runs into the farm file that declares it (replaced atomically); \
+         without it, runtime changes of a file's farm last until the next Reload.",
+    ),
+    change(
         K::Reload,
         "Reload",
         polkit::CONFIG,
         &["Manager.Reload"],
         &[],
-        "Re-reads the state file and makes the kernel match it.",
+        "Re-reads the state file and the farm files and makes the kernel match them, in one \
+         transaction; a farm file that is refused is named with its field, and the others load.",
     ),
 ];
 
@@ -746,6 +766,7 @@ impl Operation {
             Operation::CheckpointDestroy { .. } => K::CheckpointDestroy,
             Operation::CheckpointAdjustRollbackTimeout { .. } => K::CheckpointAdjustRollbackTimeout,
             Operation::ListCheckpoints => K::ListCheckpoints,
+            Operation::RuntimeToPersistent { .. } => K::RuntimeToPersistent,
             Operation::Reload => K::Reload,
         }
     }
@@ -786,7 +807,8 @@ impl Operation {
             | Operation::RenameFarm { farm, .. }
             | Operation::DeleteFarm { farm }
             | Operation::DeleteSession { farm, .. }
-            | Operation::FlushSessions { farm } => d.farm = own(farm),
+            | Operation::FlushSessions { farm }
+            | Operation::RuntimeToPersistent { farm } => d.farm = own(farm),
             Operation::UpdateFarm { farm, patch } => {
                 d.farm = own(farm);
                 d.keys = patch.keys().join(",");
@@ -897,6 +919,7 @@ mod tests {
         K::CheckpointDestroy,
         K::CheckpointAdjustRollbackTimeout,
         K::ListCheckpoints,
+        K::RuntimeToPersistent,
         K::Reload,
     ];
 
@@ -1093,6 +1116,7 @@ mod tests {
                 checkpoint: 1,
                 add_timeout: 1,
             },
+            Operation::RuntimeToPersistent { farm: s() },
             Operation::Reload,
         ];
         for op in ops {

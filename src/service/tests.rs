@@ -52,6 +52,7 @@ fn start(dir: &StateDir) -> (Service, MemoryControl) {
     let options = Options {
         state_dir: dir.0.clone(),
         watch: true,
+        farms_dir: None,
     };
     (Service::start_with(Box::new(engine), options).unwrap(), control)
 }
@@ -406,6 +407,7 @@ async fn one_writer_per_state_directory() {
         Options {
             state_dir: dir.0.clone(),
             watch: false,
+            farms_dir: None,
         },
     );
     let e = second.err().expect("the directory is locked");

@@ -21,6 +21,8 @@ pub struct FarmReply {
 }
 
 struct Status {
+    /// The farm file that declares it, or `runtime`.
+    origin: String,
     effective_priority: u32,
     health_ready: bool,
     quorum_met: bool,
@@ -92,6 +94,7 @@ impl FarmReply {
             backends: list,
             status: Status {
                 effective_priority: prio,
+                origin: crate::farms_dir::RUNTIME.to_string(),
                 health_ready,
                 quorum_met,
                 packets: total.packets,
@@ -111,6 +114,12 @@ impl FarmReply {
                 b.last_check = *last;
             }
         }
+        self
+    }
+
+    /// Where the farm comes from: its file's path, or `runtime`.
+    pub fn with_origin(mut self, origin: String) -> Self {
+        self.status.origin = origin;
         self
     }
 
@@ -166,12 +175,13 @@ impl Serialize for Backends<'_> {
 
 impl Serialize for Status {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(6))?;
+        let mut m = s.serialize_map(Some(7))?;
         m.serialize_entry("backends", &self.backends)?;
         m.serialize_entry("bytes", &self.bytes)?;
         m.serialize_entry("effectivePriority", &self.effective_priority)?;
         m.serialize_entry("healthReady", &self.health_ready)?;
         m.serialize_entry("newConnections", &self.new_connections)?;
+        m.serialize_entry("origin", &self.origin)?;
         m.serialize_entry("packets", &self.packets)?;
         m.serialize_entry("quorumMet", &self.quorum_met)?;
         m.end()
@@ -229,7 +239,7 @@ mod tests {
             })
             .collect();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": prio, "healthReady": true, "packets": 9, "bytes": 900, "quorumMet": true,
+            "effectivePriority": prio, "healthReady": true, "origin": "runtime", "packets": 9, "bytes": 900, "quorumMet": true,
             "newConnections": 4, "backends": status } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, Traffic::new(9, 900, 4), each)).unwrap();
@@ -280,7 +290,7 @@ mod tests {
     fn a_farm_without_backends_has_an_empty_list() {
         let farm = parse_farm_value(&json!({"name": "web"}), "farm").unwrap();
         let want = json!({ "farm": serde_json::to_value(&farm).unwrap(), "status": {
-            "effectivePriority": effective_priority(&farm), "healthReady": true, "packets": 0, "bytes": 0, "quorumMet": true,
+            "effectivePriority": effective_priority(&farm), "healthReady": true, "origin": "runtime", "packets": 0, "bytes": 0, "quorumMet": true,
             "newConnections": 0, "backends": [] } })
         .to_string();
         let got = serde_json::to_string(&FarmReply::new(farm, Traffic::default(), Vec::new())).unwrap();

@@ -178,7 +178,9 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
                 .await?;
             let checks = ctx.service.observed().farm(&f.name);
             let conns = crate::service::conntrack::established(&ctx.service, &f.name).await;
+            let origin = ctx.service.origins().farm_origin(&f.name);
             let reply = farm_reply(*f, counters)?
+                .with_origin(origin)
                 .with_checks(&checks)
                 .with_connections(&conns);
             Ok(Reply::Farm(Box::new(reply)))
@@ -300,6 +302,7 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
                 mode,
             }
         }
+        "RuntimeToPersistent" => Operation::RuntimeToPersistent { farm: s("name")? },
         "Reload" => Operation::Reload,
         "CheckpointCreate" => Operation::CheckpointCreate {
             farms: param::<Option<Vec<String>>>(p, "farms")?.unwrap_or_default(),
@@ -372,6 +375,13 @@ fn backend_update(c: &Value, at: &str) -> Result<BackendUpdate> {
 fn reply(kind: Kind, out: Output) -> Value {
     match out {
         Output::Done { .. } => json!({}),
+        Output::Reloaded { refused, .. } => {
+            let refused: Vec<Value> = refused
+                .iter()
+                .map(|f| json!({ "field": f.field, "reason": f.reason }))
+                .collect();
+            json!({ "refused": refused })
+        }
         Output::Config { config, generation } => {
             json!({ "config": to_json(&*config), "generation": generation })
         }

@@ -155,6 +155,7 @@ async fn reads_answer_as_documented() {
     let status = json!({
         "effectivePriority": 1, "healthReady": true, "quorumMet": true, "packets": 9, "bytes": 900,
         "newConnections": 5,
+        "origin": "runtime",
         "backends": [
             {"name": "a", "active": true, "effectiveWeight": 1, "packets": 7, "bytes": 700, "newConnections": 5,
              "lastCheck": 0, "lastCheckDuration": 0, "connections": 0},
@@ -535,6 +536,16 @@ fn cases() -> Vec<Case> {
             expect: |c| c["farms"][0]["backends"][1]["weight"] = json!(4),
             changes_config: true,
         },
+        // Allowed, it is refused: no file declares web (the fixture reads no farm files).
+        Case {
+            method: "RuntimeToPersistent",
+            params: json!({"name": "web"}),
+            action: polkit::CONFIG,
+            details: details(&[("farm", "web"), ("verb", "runtime-to-persistent")]),
+            prepare: nothing,
+            expect: |_| {},
+            changes_config: false,
+        },
     ]
 }
 
@@ -636,8 +647,20 @@ async fn each_allowed_change_commits_one_transaction() {
     let mut generation = 1;
     for (i, case) in cases().into_iter().enumerate() {
         (case.prepare)(&s.fx);
+        if case.method == "RuntimeToPersistent" {
+            let (name, p) = c.err(&method(case.method), case.params.clone()).await;
+            assert_eq!(name, "org.nftlbd1.InvalidArgument", "{p}");
+            assert_eq!(p["errors"][0]["field"], json!("farms[web]"), "{p}");
+            assert_eq!(s.fx.gate.take().len(), 1);
+            assert_eq!(s.fx.control.transactions(), 1 + i, "nothing committed");
+            continue;
+        }
         let got = c.ok(&method(case.method), case.params.clone()).await;
-        assert_eq!(got, json!({}), "{}", case.method);
+        let reply = match case.method {
+            "Reload" => json!({"refused": []}),
+            _ => json!({}),
+        };
+        assert_eq!(got, reply, "{}", case.method);
         let asked = s.fx.gate.take();
         assert_eq!(asked.len(), 1, "{}: {asked:?}", case.method);
         assert_eq!(

@@ -68,6 +68,7 @@ pub fn replay(clients: &[&[Edit]]) -> Value {
     let options = Options {
         state_dir: dir.clone(),
         watch: false,
+        farms_dir: None,
     };
     let service = Service::start_with(Box::new(MemoryEngine::new()), options)
         .expect("the replay's service starts")
