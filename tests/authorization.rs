@@ -106,6 +106,11 @@ const fn after(row: Row, prep: (&'static str, &'static str)) -> Row {
 
 const DELETE_FARM: (&str, &str) = ("DeleteFarm", r#"{"name": "{farm}"}"#);
 const DELETE_POLICY: (&str, &str) = ("DeletePolicy", r#"{"name": "{policy}"}"#);
+/// A pending timed change for a cancel to end.
+const TIMED_DRAIN: (&str, &str) = (
+    "SetBackendState",
+    r#"{"farm": "{farm}", "backend": "a", "state": "drain", "for": 600}"#,
+);
 
 /// Every mutating method of both front ends. (The property sets are rows made from the crate's
 /// tables, [`property_rows`]: UpdateFarm, UpdateBackend and SetBackendState.)
@@ -242,6 +247,30 @@ const ROWS: &[Row] = &[
         &["'drain'"],
     ),
     dbus(
+        "SetBackendState",
+        Scope::Farm,
+        BACKEND_PATH,
+        "org.nftlbd1.Backend.SetStateFor",
+        &["'drain'", "uint32 600"],
+    ),
+    dbus(
+        "UpdateBackend",
+        Scope::Farm,
+        BACKEND_PATH,
+        "org.nftlbd1.Backend.UpdateFor",
+        &["{'Weight': <uint32 2>}", "uint32 600"],
+    ),
+    after(
+        dbus(
+            "CancelTimedChange",
+            Scope::Farm,
+            MANAGER_PATH,
+            "org.nftlbd1.Manager.CancelTimedChange",
+            &["'{farm}'", "'a'", "'state'"],
+        ),
+        TIMED_DRAIN,
+    ),
+    dbus(
         "SetBackendHealth",
         Scope::Farm,
         BACKEND_PATH,
@@ -332,6 +361,14 @@ const ROWS: &[Row] = &[
         "SetBackendState",
         Scope::Farm,
         r#"{"farm": "{farm}", "backend": "a", "state": "drain"}"#,
+    ),
+    after(
+        varlink(
+            "CancelTimedChange",
+            Scope::Farm,
+            r#"{"farm": "{farm}", "backend": "a", "key": "state"}"#,
+        ),
+        TIMED_DRAIN,
     ),
     varlink(
         "SetBackendHealth",
@@ -712,7 +749,7 @@ fn rows_cover_the_same_operations_on_each_front_end() {
             .collect()
     };
     assert_eq!(ops(false), ops(true));
-    assert_eq!(ops(true).len(), 18);
+    assert_eq!(ops(true).len(), 19);
     let names: BTreeSet<&str> = ROWS
         .iter()
         .filter_map(|r| match r.call {

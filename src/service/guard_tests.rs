@@ -51,6 +51,7 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
                 farm: "big".into(),
                 backend: "b700".into(),
                 state: "drain".into(),
+                for_secs: None,
             },
         ),
         (
@@ -59,6 +60,7 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
                 farm: "big".into(),
                 backend: "b701".into(),
                 patch: patch("weight", json!(5)),
+                for_secs: None,
             },
         ),
         (
@@ -84,6 +86,7 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
                 farm: "big".into(),
                 backend: "b700".into(),
                 state: "up".into(),
+                for_secs: None,
             },
         ),
     ];

@@ -233,7 +233,12 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
                 param(p, "changes")?,
                 &format!("farms[{farm}].backends[{backend}]"),
             )?;
-            Operation::UpdateBackend { farm, backend, patch }
+            Operation::UpdateBackend {
+                farm,
+                backend,
+                patch,
+                for_secs: param(p, "for")?,
+            }
         }
         "RemoveBackend" => Operation::RemoveBackend {
             farm: s("farm")?,
@@ -243,6 +248,13 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
             farm: s("farm")?,
             backend: s("backend")?,
             state: s("state")?,
+            for_secs: param(p, "for")?,
+        },
+        "ListTimedChanges" => Operation::ListTimedChanges,
+        "CancelTimedChange" => Operation::CancelTimedChange {
+            farm: s("farm")?,
+            backend: s("backend")?,
+            key: s("key")?,
         },
         "SetBackendHealth" => Operation::SetBackendHealth {
             farm: s("farm")?,
@@ -403,6 +415,7 @@ fn reply(kind: Kind, out: Output) -> Value {
             debug_assert_eq!(kind, Kind::GetPermissions);
             json!({ "permissions": words })
         }
+        Output::TimedChanges(list) => json!({ "changes": to_json(&*list) }),
     }
 }
 
