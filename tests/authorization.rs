@@ -426,6 +426,7 @@ const FARM_VALUES: &[(&str, &str)] = &[
     ("SchedParam", "['srcip', 'srcport']"),
     ("Persistence", "['srcip']"),
     ("PersistTtl", "uint32 120"),
+    ("Quorum", "uint32 1"),
     ("Helper", "'ftp'"),
     ("Log", "['input']"),
     ("LogPrefix", "'{farm}-'"),
@@ -479,6 +480,7 @@ const BACKEND_VALUES: &[(&str, &str)] = &[
     ("SourceAddr", "'10.0.0.254'"),
     ("EtherAddr", "'02:00:00:00:00:03'"),
     ("EstConnLimit", "uint32 10"),
+    ("Sorry", "true"),
     ("HealthCheck", r#"'{"type": "tcp", "port": 81}'"#),
 ];
 
