@@ -7,7 +7,8 @@
 //! - A later change of that key by anyone else wins: the pending restore is dropped (also when the
 //!   later change sets the same value explicitly, so `state drain` after `state drain --for 600`
 //!   makes the drain permanent). A second timed change of the same key replaces the first and
-//!   keeps the first one's value to restore.
+//!   keeps the first one's value to restore. A timed change to the value the key already has,
+//!   with nothing pending, has nothing to put back and starts nothing.
 //! - Deleting the backend or its farm (renaming the farm too) drops its pending changes.
 //! - Cancelling one restores its value now (an explicit change of the key keeps the new value
 //!   instead).

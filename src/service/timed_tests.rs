@@ -286,6 +286,16 @@ async fn a_cancel_restores_now_and_is_checked_as_the_untimed_change() {
 }
 
 #[tokio::test]
+async fn plain_changes_write_no_timer_file_and_a_timed_no_change_starts_nothing() {
+    let f = Fixture::start("timed-plain");
+    run(&f, set_state("a", "drain", None)).await.unwrap();
+    assert!(!f.dir.path().join(TIMED_FILE).exists());
+    run(&f, set_state("a", "drain", Some(600))).await.unwrap();
+    assert!(f.service.timed_changes().is_empty());
+    assert!(!f.dir.path().join(TIMED_FILE).exists());
+}
+
+#[tokio::test]
 async fn bad_times_and_keys_are_refused_and_change_nothing() {
     let f = Fixture::start("timed-invalid");
     let g = f.service.generation();

@@ -33,16 +33,27 @@ impl Writer {
         &mut self,
         edit: Edit,
         origin: Origin,
-        t: TimedEdit,
+        mut t: TimedEdit,
     ) -> Result<u64, ServiceError> {
-        let before = self.timers.clone();
         let ix = self.published_index();
+        // An explicit change of keys with nothing pending is a plain change (no file written);
+        // so is a timed one to the value the key has, with nothing pending: nothing to put back.
+        // A backend that is not there: the edit refuses the change and says so.
+        t.disarm.retain(|target| self.timers.get(target).is_some());
+        t.arm.retain(|a| {
+            let pending = self.timers.get(&(a.farm.clone(), a.backend.clone(), a.key));
+            ix.backend(&a.farm, &a.backend)
+                .is_some_and(|(_, b)| pending.is_some() || a.key.value(b) != a.set)
+        });
+        if t.is_empty() {
+            return self.change(edit, origin);
+        }
+        let before = self.timers.clone();
         let started = SystemTime::now();
         for target in &t.disarm {
             self.timers.remove(target);
         }
         for a in t.arm {
-            // A backend that is not there: the edit refuses the change and says so.
             let Some((_, b)) = ix.backend(&a.farm, &a.backend) else {
                 continue;
             };
