@@ -96,13 +96,15 @@ pub fn apply(op: Operation) -> Result<Option<Config>, ServiceError> {
         Operation::RenameFarm { farm, new_name } => ops::rename_farm(farm, new_name)(&ix)?.config,
         Operation::DeleteFarm { farm } => ops::delete_farm(farm)(base)?,
         Operation::AddBackend { farm, backend } => ops::add_backend(farm, backend)(&ix)?.config,
-        Operation::UpdateBackend { farm, backend, patch } => {
+        Operation::UpdateBackend {
+            farm, backend, patch, ..
+        } => {
             ops_health::refuse_health_keys(&farm, &backend, &patch)?;
             ops::update_backend(farm, backend, patch)(&ix)?.config
         }
-        Operation::SetBackendState { farm, backend, state } => {
-            ops::set_backend_state(farm, backend, state)(&ix)?.config
-        }
+        Operation::SetBackendState {
+            farm, backend, state, ..
+        } => ops::set_backend_state(farm, backend, state)(&ix)?.config,
         Operation::SetBackendHealth {
             farm,
             backend,

@@ -109,6 +109,11 @@ const fn after(row: Row, prep: (&'static str, &'static str)) -> Row {
 
 const DELETE_FARM: (&str, &str) = ("DeleteFarm", r#"{"name": "{farm}"}"#);
 const DELETE_POLICY: (&str, &str) = ("DeletePolicy", r#"{"name": "{policy}"}"#);
+/// A pending timed change for a cancel to end.
+const TIMED_DRAIN: (&str, &str) = (
+    "SetBackendState",
+    r#"{"farm": "{farm}", "backend": "a", "state": "drain", "for": 600}"#,
+);
 
 /// Every mutating method of both front ends. (The property sets are rows made from the crate's
 /// tables, [`property_rows`]: UpdateFarm, UpdateBackend and SetBackendState.)
@@ -254,6 +259,30 @@ const ROWS: &[Row] = &[
         &["'drain'"],
     ),
     dbus(
+        "SetBackendState",
+        Scope::Farm,
+        BACKEND_PATH,
+        "org.nftlbd1.Backend.SetStateFor",
+        &["'drain'", "uint32 600"],
+    ),
+    dbus(
+        "UpdateBackend",
+        Scope::Farm,
+        BACKEND_PATH,
+        "org.nftlbd1.Backend.UpdateFor",
+        &["{'Weight': <uint32 2>}", "uint32 600"],
+    ),
+    after(
+        dbus(
+            "CancelTimedChange",
+            Scope::Farm,
+            MANAGER_PATH,
+            "org.nftlbd1.Manager.CancelTimedChange",
+            &["'{farm}'", "'a'", "'state'"],
+        ),
+        TIMED_DRAIN,
+    ),
+    dbus(
         "SetBackendHealth",
         Scope::Farm,
         BACKEND_PATH,
@@ -344,6 +373,14 @@ const ROWS: &[Row] = &[
         "SetBackendState",
         Scope::Farm,
         r#"{"farm": "{farm}", "backend": "a", "state": "drain"}"#,
+    ),
+    after(
+        varlink(
+            "CancelTimedChange",
+            Scope::Farm,
+            r#"{"farm": "{farm}", "backend": "a", "key": "state"}"#,
+        ),
+        TIMED_DRAIN,
     ),
     varlink(
         "SetBackendHealth",
@@ -439,6 +476,7 @@ const FARM_VALUES: &[(&str, &str)] = &[
     ("SchedParam", "['srcip', 'srcport']"),
     ("Persistence", "['srcip']"),
     ("PersistTtl", "uint32 120"),
+    ("Quorum", "uint32 1"),
     ("Helper", "'ftp'"),
     ("Log", "['input']"),
     ("LogPrefix", "'{farm}-'"),
@@ -493,6 +531,7 @@ const BACKEND_VALUES: &[(&str, &str)] = &[
     ("SourceAddr", "'10.0.0.254'"),
     ("EtherAddr", "'02:00:00:00:00:03'"),
     ("EstConnLimit", "uint32 10"),
+    ("Sorry", "true"),
     ("HealthCheck", r#"'{"type": "tcp", "port": 81}'"#),
     ("Sorry", "true"),
 ];
@@ -784,7 +823,7 @@ fn rows_cover_the_same_operations_on_each_front_end() {
             .collect()
     };
     assert_eq!(ops(false), ops(true));
-    assert_eq!(ops(true).len(), 23);
+    assert_eq!(ops(true).len(), 24);
     let names: BTreeSet<&str> = ROWS
         .iter()
         .filter_map(|r| match r.call {

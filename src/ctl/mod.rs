@@ -10,6 +10,7 @@ mod client;
 mod monitor;
 mod settings;
 mod show;
+mod timed;
 mod varlink;
 
 use std::collections::HashMap;
@@ -46,8 +47,13 @@ pub const USAGE: &str = "usage: nftlbctl [--json] [--no-ask-password] COMMAND
   rename FARM NEW-NAME
   delete FARM
   add-backend FARM NAME KEY=VALUE...
-  set-backend FARM NAME KEY=VALUE...   change backend keys (one transaction)
-  state FARM BACKEND up|down|off|drain
+  set-backend FARM NAME KEY=VALUE... [--for SECONDS]
+                                       change backend keys (one transaction); with --for, weight
+                                       and priority only, put back by themselves after SECONDS
+  state FARM BACKEND up|down|off|drain [--for SECONDS]
+                                       with --for: the state before comes back after SECONDS
+  timed                                pending timed changes: what comes back, and in how long
+  cancel-timed FARM BACKEND KEY        end a timed change now (its value before comes back)
   set-health FARM BACKEND unknown|healthy|failing [REASON]   a checker's verdict (SetHealth)
   remove-backend FARM NAME
   set-backends KEY=VALUE... FARM/BACKEND...
@@ -201,8 +207,23 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
             std::env::var("NFTLBD_VARLINK").unwrap_or_else(|_| crate::schema::VARLINK_SOCKET.to_string());
         return varlink::call(&socket, method, params, more, args.ask);
     }
+    let (words, for_secs) = timed::split_for(&args.words)?;
+    if for_secs.is_some() && !["state", "set-backend"].contains(&w[0].as_str()) {
+        return Err(usage("--for goes with state and set-backend"));
+    }
+    let w = &words;
+    let arg = |i: usize, what: &str| -> Result<&String, CtlError> {
+        w.get(i).ok_or_else(|| usage(&format!("{} needs {what}", w[0])))
+    };
     let mut c = Client::system(args.ask).await?;
     match w[0].as_str() {
+        "timed" => timed::list(&c, args.json).await,
+        "cancel-timed" => {
+            let (farm, backend) = (arg(1, "a farm")?, arg(2, "a backend")?);
+            let key = arg(3, "a key (state, weight, priority)")?;
+            c.change::<_, ()>(ROOT, MANAGER, "CancelTimedChange", &(farm, backend, key))
+                .await
+        }
         "status" => show::status(&c, args.json).await,
         "list" => show::list(&c, args.json).await,
         "show" => show::farm(&c, arg(1, "a farm")?, args.json).await,
@@ -329,11 +350,23 @@ pub async fn run(args: Args) -> Result<(), CtlError> {
                     if changes.is_empty() {
                         return Err(usage("set-backend needs KEY=VALUE"));
                     }
-                    c.change::<_, ()>(&path, BACKEND, "Update", &(changes,)).await
+                    match for_secs {
+                        Some(s) => {
+                            c.change::<_, ()>(&path, BACKEND, "UpdateFor", &(changes, s))
+                                .await
+                        }
+                        None => c.change::<_, ()>(&path, BACKEND, "Update", &(changes,)).await,
+                    }
                 }
                 "state" => {
                     let state = arg(3, "a state (up, down, off, drain)")?;
-                    c.change::<_, ()>(&path, BACKEND, "SetState", &(state,)).await
+                    match for_secs {
+                        Some(s) => {
+                            c.change::<_, ()>(&path, BACKEND, "SetStateFor", &(state, s))
+                                .await
+                        }
+                        None => c.change::<_, ()>(&path, BACKEND, "SetState", &(state,)).await,
+                    }
                 }
                 "set-health" => {
                     let health = arg(3, "a health (unknown, healthy, failing)")?;

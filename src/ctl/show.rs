@@ -61,7 +61,7 @@ fn micros(v: Option<&OwnedValue>) -> u64 {
     v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)
 }
 
-fn now_us() -> u64 {
+pub(super) fn now_us() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     since.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
@@ -83,7 +83,7 @@ fn took(at_us: u64, us: u64) -> String {
 }
 
 /// Rows under a header, columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -260,6 +260,7 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
                 })
                 .collect(),
         );
+        farm["timed"] = super::timed::as_json(&super::timed::fetch(c).await?, Some(name));
         println!("{farm}");
         return Ok(());
     }
@@ -344,6 +345,12 @@ pub async fn farm(c: &Client, name: &str, json_out: bool) -> Result<(), CtlError
             &rows
         )
     );
+    // What will change back by itself, and when.
+    let timed = super::timed::rows(&super::timed::fetch(c).await?, Some(name), now_us());
+    if !timed.is_empty() {
+        println!("timed changes");
+        print!("{}", table(&["BACKEND", "KEY", "RESTORES", "IN"], &timed));
+    }
     Ok(())
 }
 

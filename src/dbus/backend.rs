@@ -39,7 +39,9 @@ const READ_ONLY: &[super::Arg] = &[
 
 const METHODS: &[super::Method] = &[
     ("Update", &[("changes", "a{sv}")], &[]),
+    ("UpdateFor", &[("changes", "a{sv}"), ("seconds", "u")], &[]),
     ("SetState", &[("state", "s")], &[]),
+    ("SetStateFor", &[("state", "s"), ("seconds", "u")], &[]),
     ("SetHealth", &[("health", "s"), ("reason", "s")], &[]),
     ("Remove", &[], &[]),
 ];
@@ -59,18 +61,60 @@ impl BackendObject {
 
     async fn update(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let changes: HashMap<String, OwnedValue> = msg.body().deserialize()?;
+        self.update_timed(conn, msg, changes, None).await
+    }
+
+    /// `Update` of Weight and Priority for `seconds`, then put back by themselves.
+    async fn update_for(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let (changes, seconds): (HashMap<String, OwnedValue>, u32) = msg.body().deserialize()?;
+        self.update_timed(conn, msg, changes, Some(seconds)).await
+    }
+
+    async fn update_timed(
+        &self,
+        conn: &Connection,
+        msg: &Message,
+        changes: HashMap<String, OwnedValue>,
+        for_secs: Option<u32>,
+    ) -> Result<(), Error> {
         let at = format!("farms[{}].backends[{}]", self.farm, self.backend);
         let patch = props::patch(props::BACKEND, &changes, &at, false)?;
         let (farm, backend) = self.names();
-        self.run(conn, msg, Operation::UpdateBackend { farm, backend, patch })
-            .await
+        let op = Operation::UpdateBackend {
+            farm,
+            backend,
+            patch,
+            for_secs,
+        };
+        self.run(conn, msg, op).await
     }
 
     async fn set_state(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
         let state: String = msg.body().deserialize()?;
+        self.set_state_timed(conn, msg, state, None).await
+    }
+
+    /// `SetState` for `seconds`, then the state before is put back by itself.
+    async fn set_state_for(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
+        let (state, seconds): (String, u32) = msg.body().deserialize()?;
+        self.set_state_timed(conn, msg, state, Some(seconds)).await
+    }
+
+    async fn set_state_timed(
+        &self,
+        conn: &Connection,
+        msg: &Message,
+        state: String,
+        for_secs: Option<u32>,
+    ) -> Result<(), Error> {
         let (farm, backend) = self.names();
-        self.run(conn, msg, Operation::SetBackendState { farm, backend, state })
-            .await
+        let op = Operation::SetBackendState {
+            farm,
+            backend,
+            state,
+            for_secs,
+        };
+        self.run(conn, msg, op).await
     }
 
     async fn set_health(&self, conn: &Connection, msg: &Message) -> Result<(), Error> {
@@ -144,19 +188,27 @@ impl Keyed for BackendObject {
                 Some(serde_json::Value::String(s)) => s,
                 _ => "up".to_string(),
             };
-            return Operation::SetBackendState { farm, backend, state };
+            return Operation::SetBackendState {
+                farm,
+                backend,
+                state,
+                for_secs: None,
+            };
         }
         Operation::UpdateBackend {
             farm,
             backend,
             patch: Patch::one(prop.key, json),
+            for_secs: None,
         }
     }
 }
 
 keyed_interface!(BackendObject, {
     "Update" => update,
+    "UpdateFor" => update_for,
     "SetState" => set_state,
+    "SetStateFor" => set_state_for,
     "SetHealth" => set_health,
     "Remove" => remove,
 });

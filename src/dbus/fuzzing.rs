@@ -42,6 +42,7 @@ pub fn settings(data: &[u8]) -> bool {
                 farm: "web".into(),
                 backend: "a".into(),
                 patch,
+                for_secs: None,
             })
         }),
         5 => decode::<Vec<(String, String, Settings)>>(&body).map(|changes| {
@@ -115,6 +116,7 @@ fn set_property(farm: bool, name: &str, value: &OwnedValue) -> Option<Result<Ope
             farm: "web".into(),
             backend: "a".into(),
             patch,
+            for_secs: None,
         }
     }))
 }

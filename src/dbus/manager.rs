@@ -201,6 +201,49 @@ impl Manager {
         Ok(())
     }
 
+    /// The pending timed changes: (farm, backend, key, value to restore, deadline in
+    /// microseconds since the Unix epoch).
+    #[zbus(out_args("changes"))]
+    async fn list_timed_changes(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<Vec<(String, String, String, String, u64)>, Error> {
+        match execute(&self.service, conn, &hdr, Operation::ListTimedChanges).await? {
+            Output::TimedChanges(list) => Ok(list
+                .iter()
+                .map(|p| {
+                    let restore = match &p.restore {
+                        serde_json::Value::String(s) => s.clone(),
+                        v => v.to_string(),
+                    };
+                    (
+                        p.farm.clone(),
+                        p.backend.clone(),
+                        p.key.word().to_string(),
+                        restore,
+                        p.deadline,
+                    )
+                })
+                .collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Ends a pending timed change now: the key gets back the value it replaced.
+    async fn cancel_timed_change(
+        &self,
+        farm: String,
+        backend: String,
+        key: String,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> Result<(), Error> {
+        let op = Operation::CancelTimedChange { farm, backend, key };
+        execute(&self.service, conn, &hdr, op).await?;
+        Ok(())
+    }
+
     /// action id → `yes`, `no` or `auth` for the caller (no details: the general answer).
     #[zbus(out_args("permissions"))]
     async fn get_permissions(

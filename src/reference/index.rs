@@ -65,9 +65,14 @@ pub fn render() -> String {
             "state".into(),
             format!(
                 "{} (the snapshot) and {} (one fsynced record per change since; folded into the \
-                 snapshot from time to time, in the background, and by `Reload`); `nftlbd --state-dir DIR` puts them in DIR",
+                 snapshot from time to time, in the background, and by `Reload`); the pending timed \
+                 changes in {}; `nftlbd --state-dir DIR` puts them in DIR",
                 code(&format!("{DEFAULT_STATE_DIR}/{STATE_FILE}")),
-                code(&format!("{DEFAULT_STATE_DIR}/{JOURNAL_FILE}"))
+                code(&format!("{DEFAULT_STATE_DIR}/{JOURNAL_FILE}")),
+                code(&format!(
+                    "{DEFAULT_STATE_DIR}/{}",
+                    crate::service::timed::TIMED_FILE
+                ))
             ),
         ],
         vec![

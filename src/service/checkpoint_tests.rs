@@ -83,12 +83,14 @@ async fn break_web(s: &Service) {
         farm: "web".into(),
         backend: "a".into(),
         patch: Patch::one("weight", Some(json!(7))),
+        for_secs: None,
     };
     run(s, weight).await.expect("weight");
     let state = Operation::SetBackendState {
         farm: "web".into(),
         backend: "b".into(),
         state: "drain".into(),
+        for_secs: None,
     };
     run(s, state).await.expect("state");
     run(s, Operation::DeleteFarm { farm: "web".into() })

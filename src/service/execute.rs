@@ -5,7 +5,7 @@
 use super::authority::{Caller, refusal};
 use super::checkpoint_writer::{Answer, Request};
 use super::operation::{Operation, Output};
-use super::{Origin, Service, ServiceError, ops};
+use super::{Origin, Service, ServiceError, ops, timed};
 use crate::polkit::{self, Details};
 
 impl Service {
@@ -119,14 +119,30 @@ impl Service {
             Operation::AddBackend { farm, backend } => {
                 self.change_indexed(o(), ops::add_backend(farm, backend)).await?
             }
-            Operation::UpdateBackend { farm, backend, patch } => {
+            Operation::UpdateBackend {
+                farm,
+                backend,
+                patch,
+                for_secs,
+            } => {
                 super::ops_health::refuse_health_keys(&farm, &backend, &patch)?;
-                self.change_indexed(o(), ops::update_backend(farm, backend, patch))
+                let t = timed::update_edit(&farm, &backend, &patch, for_secs)?;
+                self.change_timed(o(), t, ops::update_backend(farm, backend, patch))
                     .await?
             }
-            Operation::SetBackendState { farm, backend, state } => {
-                self.change_indexed(o(), ops::set_backend_state(farm, backend, state))
+            Operation::SetBackendState {
+                farm,
+                backend,
+                state,
+                for_secs,
+            } => {
+                let t = timed::state_edit(&farm, &backend, &state, for_secs)?;
+                self.change_timed(o(), t, ops::set_backend_state(farm, backend, state))
                     .await?
+            }
+            Operation::ListTimedChanges => return Ok(Output::TimedChanges(self.timed_changes())),
+            Operation::CancelTimedChange { farm, backend, key } => {
+                self.cancel_timed(timed::target(farm, backend, &key)?).await?
             }
             Operation::SetBackendHealth {
                 farm,
@@ -142,7 +158,8 @@ impl Service {
                     .await?
             }
             Operation::SetBackends { changes } => {
-                self.change_indexed(o(), ops::set_backends(changes)).await?
+                let t = timed::batch_edit(&changes);
+                self.change_timed(o(), t, ops::set_backends(changes)).await?
             }
             Operation::AddSession {
                 farm,

@@ -52,6 +52,7 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
                 farm: "big".into(),
                 backend: "b700".into(),
                 state: "drain".into(),
+                for_secs: None,
             },
         ),
         (
@@ -60,6 +61,7 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
                 farm: "big".into(),
                 backend: "b701".into(),
                 patch: patch("weight", json!(5)),
+                for_secs: None,
             },
         ),
         (
@@ -85,6 +87,7 @@ async fn one_backend_changes_make_no_pass_over_the_farm() {
                 farm: "big".into(),
                 backend: "b700".into(),
                 state: "up".into(),
+                for_secs: None,
             },
         ),
     ];

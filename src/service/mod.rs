@@ -41,6 +41,10 @@ mod ramps;
 mod record;
 #[cfg(test)]
 mod tests;
+pub mod timed;
+#[cfg(test)]
+mod timed_tests;
+mod timed_writer;
 pub mod trim;
 mod watch;
 
@@ -129,6 +133,13 @@ enum Job {
     Change {
         edit: Edit,
         origin: Origin,
+        /// What the change does to the pending timed changes.
+        timed: timed::TimedEdit,
+        reply: oneshot::Sender<Result<u64, ServiceError>>,
+    },
+    /// Ends a pending timed change now: its value is restored.
+    CancelTimed {
+        target: timed::Target,
         reply: oneshot::Sender<Result<u64, ServiceError>>,
     },
     Query(Query),
@@ -159,6 +170,8 @@ struct Shared {
     origins: RwLock<Arc<crate::farms_dir::Origins>>,
     /// Held while a farm is written back to its file.
     writing: std::sync::Mutex<()>,
+    /// The pending timed changes, as the writer last saved them.
+    timed: RwLock<Arc<Vec<timed::Pending>>>,
 }
 
 /// A handle on the running service (cheap to clone).
@@ -299,11 +312,23 @@ impl Service {
         origin: Origin,
         edit: impl FnOnce(&index::ConfigIndex) -> Result<R, ServiceError> + Send + 'static,
     ) -> Result<u64, ServiceError> {
+        self.change_timed(origin, timed::TimedEdit::default(), edit).await
+    }
+
+    /// [`Service::change_indexed`] that also starts timed changes of the keys it sets, or ends
+    /// the pending ones of keys it sets explicitly (saved before the reply, with the commit).
+    pub async fn change_timed<R: Into<edit::Edited>>(
+        &self,
+        origin: Origin,
+        timed: timed::TimedEdit,
+        edit: impl FnOnce(&index::ConfigIndex) -> Result<R, ServiceError> + Send + 'static,
+    ) -> Result<u64, ServiceError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job::Change {
                 edit: Box::new(move |ix| edit(ix).map(Into::into)),
                 origin,
+                timed,
                 reply,
             })
             .map_err(|_| ServiceError::Stopped)?;
@@ -342,6 +367,23 @@ impl Service {
         rx.await.map_err(|_| ServiceError::Stopped)?
     }
 
+    /// Ends a pending timed change now, restoring its value (one commit, reason `timed`).
+    pub async fn cancel_timed(&self, target: timed::Target) -> Result<u64, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::CancelTimed { target, reply })
+            .map_err(|_| ServiceError::Stopped)?;
+        rx.await.map_err(|_| ServiceError::Stopped)?
+    }
+
+    /// The pending timed changes, by farm, backend and key.
+    pub fn timed_changes(&self) -> Arc<Vec<timed::Pending>> {
+        match self.shared.timed.read() {
+            Ok(t) => t.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// Re-reads the state file and the farm files and makes the kernel match them.
     pub async fn reload(&self) -> Result<u64, ServiceError> {
         Ok(self.reload_report().await?.generation)
@@ -370,6 +412,10 @@ struct Writer {
     monitor: Option<Monitor>,
     host: Option<crate::netlink::rtnl::RouteSocket>,
     checkpoints: checkpoint::Saved,
+    /// The pending timed changes: the writer's one deadline queue.
+    timers: timed::Timers,
+    /// Timers taken out for a restore: saved with its commit, before it is published.
+    timers_unsaved: bool,
 }
 
 impl Writer {
@@ -436,6 +482,7 @@ impl Writer {
             (None, None)
         };
         let checkpoints = checkpoint::load(dir).map_err(|e| e.to_string())?;
+        let timers = timed::Timers::load(dir).map_err(|e| e.to_string())?;
         let (events, _) = broadcast::channel(1024);
         let config = Arc::new(engine.config().clone());
         let shared = Arc::new(Shared {
@@ -449,8 +496,9 @@ impl Writer {
             )),
             origins: RwLock::new(Arc::new(origins)),
             writing: Default::default(),
+            timed: RwLock::default(),
         });
-        Ok(Writer {
+        let mut writer = Writer {
             engine,
             options,
             shared,
@@ -460,7 +508,13 @@ impl Writer {
             monitor,
             host,
             checkpoints,
-        })
+            timers,
+            timers_unsaved: false,
+        };
+        // Those whose key was changed meanwhile (by hand in the files) are dropped; those due
+        // are restored by the first turn of the loop.
+        writer.follow_timers_all();
+        Ok(writer)
     }
 
     fn serve(&mut self, jobs: mpsc::Receiver<Job>) {
@@ -472,19 +526,32 @@ impl Writer {
         // reconciliation counts as a large one.
         let mut trim = true;
         loop {
+            self.fire_due_timers();
             let wait = if trim {
                 Duration::ZERO
             } else {
-                Duration::from_millis(100)
+                self.until_next_timer(Duration::from_millis(100))
             };
             let mut settled = false;
             let mut large = false;
             match jobs.recv_timeout(wait) {
-                Ok(Job::Change { edit, origin, reply }) => {
+                Ok(Job::Change {
+                    edit,
+                    origin,
+                    timed,
+                    reply,
+                }) => {
                     let started = std::time::Instant::now();
-                    let done = self.change(edit, origin);
+                    let done = if timed.is_empty() {
+                        self.change(edit, origin)
+                    } else {
+                        self.change_with_timers(edit, origin, timed)
+                    };
                     (large, settled) = settle(started);
                     let _ = reply.send(done);
+                }
+                Ok(Job::CancelTimed { target, reply }) => {
+                    let _ = reply.send(self.cancel_timer(&target));
                 }
                 Ok(Job::Query(q)) => {
                     q(self.engine.as_mut());
@@ -634,6 +701,7 @@ impl Writer {
         let mut names = self.published_index().names().clone();
         names.follow(&old, &new, &diff);
         let ix = Arc::new(index::ConfigIndex::with(new.clone(), names));
+        self.follow_timers(&diff, &ix);
         match self.shared.config.write() {
             Ok(mut c) => *c = new.clone(),
             Err(p) => *p.into_inner() = new.clone(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::timed::Pending;
 use crate::engine::{SessionInfo, Traffic};
 use crate::model::{Config, Farm, Policy};
 use crate::polkit::{self, Answer, Details};
@@ -134,6 +135,8 @@ pub enum Operation {
     },
     /// What polkit answers the caller for each action.
     GetPermissions,
+    /// The pending timed changes.
+    ListTimedChanges,
     CreateFarm {
         farm: Box<Farm>,
     },
@@ -153,15 +156,20 @@ pub enum Operation {
         farm: String,
         backend: Map<String, Value>,
     },
+    /// With `for_secs`, a timed change: the keys (weight and priority only) go back to their
+    /// values after that many seconds (see `service::timed`).
     UpdateBackend {
         farm: String,
         backend: String,
         patch: Patch,
+        for_secs: Option<u32>,
     },
+    /// With `for_secs`, a timed change: the state goes back after that many seconds.
     SetBackendState {
         farm: String,
         backend: String,
         state: String,
+        for_secs: Option<u32>,
     },
     /// A backend's health as a checker sees it (`unknown`, `healthy`, `failing`), and why.
     SetBackendHealth {
@@ -178,6 +186,12 @@ pub enum Operation {
     /// nothing (a rack failure, a health-check sweep).
     SetBackends {
         changes: Vec<BackendUpdate>,
+    },
+    /// Ends a pending timed change now: the key gets back the value it had before.
+    CancelTimedChange {
+        farm: String,
+        backend: String,
+        key: String,
     },
     /// Pins a client (in the farm's persistence format) to a backend.
     AddSession {
@@ -274,6 +288,8 @@ pub enum Output {
         generation: u64,
         refused: Vec<crate::model::FieldError>,
     },
+    /// The pending timed changes, by farm, backend and key.
+    TimedChanges(Arc<Vec<Pending>>),
 }
 
 /// The operations as a closed list, for tables, tests and the reference.
@@ -289,6 +305,7 @@ pub enum Kind {
     ListSessions,
     GetPolicyCounters,
     GetPermissions,
+    ListTimedChanges,
     CreateFarm,
     UpdateFarm,
     RenameFarm,
@@ -299,6 +316,7 @@ pub enum Kind {
     SetBackendHealth,
     RemoveBackend,
     SetBackends,
+    CancelTimedChange,
     AddSession,
     DeleteSession,
     FlushSessions,
@@ -477,6 +495,16 @@ pub const OPERATIONS: &[Spec] = &[
         &[],
         "For each action, yes, no or auth for the caller.",
     ),
+    read(
+        K::ListTimedChanges,
+        "ListTimedChanges",
+        None,
+        &["Manager.ListTimedChanges"],
+        &["ListTimedChanges"],
+        &[],
+        "The pending timed changes: farm, backend, key, the value it goes back to, and when \
+         (microseconds since the Unix epoch).",
+    ),
     change(
         K::CreateFarm,
         "CreateFarm",
@@ -521,7 +549,7 @@ pub const OPERATIONS: &[Spec] = &[
         K::UpdateBackend,
         "UpdateBackend",
         polkit::BACKEND_MANAGE,
-        &["Backend.Update", "Backend.*="],
+        &["Backend.Update", "Backend.UpdateFor", "Backend.*="],
         &["farm", "backend", "keys"],
         "Sets (or resets) keys of a backend (its state: SetBackendState).",
     ),
@@ -529,7 +557,7 @@ pub const OPERATIONS: &[Spec] = &[
         K::SetBackendState,
         "SetBackendState",
         polkit::BACKEND_SET_STATE,
-        &["Backend.SetState", "Backend.State="],
+        &["Backend.SetState", "Backend.SetStateFor", "Backend.State="],
         &["farm", "backend", "state"],
         "Sets a backend's state: up, down, off or drain (delegable on its own).",
     ),
@@ -558,6 +586,15 @@ pub const OPERATIONS: &[Spec] = &[
         "Sets the state, weight or priority of many backends across farms, in one transaction; all or \
          nothing. Checked once per farm: backend.set-state when only states change there, \
          backend.manage otherwise.",
+    ),
+    change(
+        K::CancelTimedChange,
+        "CancelTimedChange",
+        polkit::BACKEND_SET_STATE,
+        &["Manager.CancelTimedChange"],
+        &["farm", "backend", "keys"],
+        "Ends a pending timed change now, restoring the value it replaced. Checked as the \
+         untimed change of its key: backend.set-state for state, backend.manage otherwise.",
     ),
     change(
         K::AddSession,
@@ -744,6 +781,7 @@ impl Operation {
             Operation::ListSessions { .. } => K::ListSessions,
             Operation::GetPolicyCounters { .. } => K::GetPolicyCounters,
             Operation::GetPermissions => K::GetPermissions,
+            Operation::ListTimedChanges => K::ListTimedChanges,
             Operation::CreateFarm { .. } => K::CreateFarm,
             Operation::UpdateFarm { .. } => K::UpdateFarm,
             Operation::RenameFarm { .. } => K::RenameFarm,
@@ -754,6 +792,7 @@ impl Operation {
             Operation::SetBackendHealth { .. } => K::SetBackendHealth,
             Operation::RemoveBackend { .. } => K::RemoveBackend,
             Operation::SetBackends { .. } => K::SetBackends,
+            Operation::CancelTimedChange { .. } => K::CancelTimedChange,
             Operation::AddSession { .. } => K::AddSession,
             Operation::DeleteSession { .. } => K::DeleteSession,
             Operation::FlushSessions { .. } => K::FlushSessions,
@@ -778,7 +817,7 @@ impl Operation {
     /// The polkit checks to pass before running it, all of them; none: anyone may.
     pub fn authorizations(&self) -> Vec<(&'static str, Details)> {
         let spec = self.spec();
-        let Some(action) = spec.action else {
+        let Some(mut action) = spec.action else {
             return Vec::new();
         };
         if let Operation::SetBackends { changes } = self {
@@ -795,6 +834,7 @@ impl Operation {
             | Operation::GetFarmCounters { .. }
             | Operation::GetFarmConnections { .. }
             | Operation::GetPermissions
+            | Operation::ListTimedChanges
             | Operation::SetBackends { .. }
             | Operation::CheckpointCreate { .. }
             | Operation::CheckpointRollback { .. }
@@ -821,15 +861,28 @@ impl Operation {
                     .unwrap_or_default()
                     .to_string();
             }
-            Operation::UpdateBackend { farm, backend, patch } => {
+            Operation::UpdateBackend {
+                farm, backend, patch, ..
+            } => {
                 d.farm = own(farm);
                 d.backend = own(backend);
                 d.keys = patch.keys().join(",");
             }
-            Operation::SetBackendState { farm, backend, state } => {
+            Operation::SetBackendState {
+                farm, backend, state, ..
+            } => {
                 d.farm = own(farm);
                 d.backend = own(backend);
                 d.state = own(state);
+            }
+            // Checked as the untimed change of that key would be.
+            Operation::CancelTimedChange { farm, backend, key } => {
+                if key != "state" {
+                    action = polkit::BACKEND_MANAGE;
+                }
+                d.farm = own(farm);
+                d.backend = own(backend);
+                d.keys = own(key);
             }
             Operation::RemoveBackend { farm, backend }
             | Operation::SetBackendHealth { farm, backend, .. }
@@ -897,6 +950,7 @@ mod tests {
         K::ListSessions,
         K::GetPolicyCounters,
         K::GetPermissions,
+        K::ListTimedChanges,
         K::CreateFarm,
         K::UpdateFarm,
         K::RenameFarm,
@@ -907,6 +961,7 @@ mod tests {
         K::SetBackendHealth,
         K::RemoveBackend,
         K::SetBackends,
+        K::CancelTimedChange,
         K::AddSession,
         K::DeleteSession,
         K::FlushSessions,
@@ -952,6 +1007,7 @@ mod tests {
                 farm: farm(),
                 backend: "a".into(),
                 state: "drain".into(),
+                for_secs: None,
             },
             Operation::UpdateFarm {
                 farm: farm(),
@@ -1060,11 +1116,18 @@ mod tests {
                 farm: s(),
                 backend: s(),
                 patch: p,
+                for_secs: Some(5),
             },
             Operation::SetBackendState {
                 farm: s(),
                 backend: s(),
                 state: s(),
+                for_secs: Some(5),
+            },
+            Operation::CancelTimedChange {
+                farm: s(),
+                backend: s(),
+                key: s(),
             },
             Operation::RemoveBackend {
                 farm: s(),

@@ -235,7 +235,12 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
                 param(p, "changes")?,
                 &format!("farms[{farm}].backends[{backend}]"),
             )?;
-            Operation::UpdateBackend { farm, backend, patch }
+            Operation::UpdateBackend {
+                farm,
+                backend,
+                patch,
+                for_secs: param(p, "for")?,
+            }
         }
         "RemoveBackend" => Operation::RemoveBackend {
             farm: s("farm")?,
@@ -245,6 +250,13 @@ pub(crate) fn translate(name: &str, p: &Value) -> Result<Option<Operation>> {
             farm: s("farm")?,
             backend: s("backend")?,
             state: s("state")?,
+            for_secs: param(p, "for")?,
+        },
+        "ListTimedChanges" => Operation::ListTimedChanges,
+        "CancelTimedChange" => Operation::CancelTimedChange {
+            farm: s("farm")?,
+            backend: s("backend")?,
+            key: s("key")?,
         },
         "SetBackendHealth" => Operation::SetBackendHealth {
             farm: s("farm")?,
@@ -453,6 +465,7 @@ fn reply(kind: Kind, out: Output) -> Value {
                 .collect();
             json!({ "checkpoints": list })
         }
+        Output::TimedChanges(list) => json!({ "changes": to_json(&*list) }),
     }
 }
 

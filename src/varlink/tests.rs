@@ -367,7 +367,8 @@ fn cases() -> Vec<Case> {
         },
         Case {
             method: "SetBackendState",
-            params: json!({"farm": "web", "backend": "a", "state": "drain"}),
+            // For a while: the next case ends it early.
+            params: json!({"farm": "web", "backend": "a", "state": "drain", "for": 600}),
             action: polkit::BACKEND_SET_STATE,
             details: details(&[
                 ("farm", "web"),
@@ -377,6 +378,20 @@ fn cases() -> Vec<Case> {
             ]),
             prepare: nothing,
             expect: |c| c["farms"][0]["backends"][0]["state"] = json!("drain"),
+            changes_config: true,
+        },
+        Case {
+            method: "CancelTimedChange",
+            params: json!({"farm": "web", "backend": "a", "key": "state"}),
+            action: polkit::BACKEND_SET_STATE,
+            details: details(&[
+                ("farm", "web"),
+                ("backend", "a"),
+                ("keys", "state"),
+                ("verb", "cancel-timed-change"),
+            ]),
+            prepare: nothing,
+            expect: |c| c["farms"][0]["backends"][0]["state"] = json!("up"),
             changes_config: true,
         },
         Case {

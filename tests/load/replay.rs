@@ -27,7 +27,12 @@ fn operation(edit: &Edit) -> Operation {
             },
         },
         Edit::RemoveBackend { farm, backend } => Operation::RemoveBackend { farm, backend },
-        Edit::SetState { farm, backend, state } => Operation::SetBackendState { farm, backend, state },
+        Edit::SetState { farm, backend, state } => Operation::SetBackendState {
+            farm,
+            backend,
+            state,
+            for_secs: None,
+        },
         Edit::SetWeight {
             farm,
             backend,
@@ -42,6 +47,7 @@ fn operation(edit: &Edit) -> Operation {
                     set,
                     removed: Vec::new(),
                 },
+                for_secs: None,
             }
         }
         Edit::SetBackends(changes) => Operation::SetBackends {
