@@ -45,8 +45,10 @@ install -D -m 0644 varlink/org.nftlbd1.varlink "$DESTDIR$DOCDIR/org.nftlbd1.varl
 install -D -m 0644 systemd/nftlbd.sysusers "$DESTDIR/usr/lib/sysusers.d/nftlbd.conf"
 install -D -m 0644 README.md "$DESTDIR$DOCDIR/README.md"
 install -D -m 0644 polkit/50-nftlbd-delegate.rules.example "$DESTDIR$DOCDIR/examples/50-nftlbd-delegate.rules"
-# Farm files: the daemon reads them and writes a farm back (RuntimeToPersistent).
-install -d -m 0750 "$DESTDIR/etc/nftlbd/farms.d"
+# Farm files: the daemon reads them and writes a farm back (RuntimeToPersistent). Readable by
+# all, as /etc is: a daemon started as root by hand keeps no CAP_DAC_OVERRIDE, and must read
+# them too (a file holding secrets, a health check's header, can be made 0640 on its own).
+install -d -m 0755 "$DESTDIR/etc/nftlbd/farms.d"
 if [ -z "$DESTDIR" ] && command -v systemd-sysusers >/dev/null; then
   systemd-sysusers /usr/lib/sysusers.d/nftlbd.conf
   chown nftlbd:nftlbd /etc/nftlbd/farms.d

@@ -4,10 +4,10 @@
 # Output is read whole before it is searched: `grep -q` leaving a pipe early would kill its
 # writer with SIGPIPE, and a failing lister must fail the check.
 actions() { local out; out=$(pkaction) && grep -c '^org\.nftlbd1\.' <<<"$out"; }
-check "polkitd knows the six actions" test "$(actions)" = 6
+check "polkitd knows the seven actions" test "$(actions)" = 7
 # has ACTION PATTERN: pkaction's description of org.nftlbd1.ACTION has a line matching PATTERN.
 has() { local out; out=$(pkaction --verbose --action-id "org.nftlbd1.$1") && grep -q "$2" <<<"$out"; }
-for a in info farm.manage backend.manage backend.set-state policy.manage config; do
+for a in info farm.manage backend.manage backend.set-state policy.manage config checkpoint; do
   check "org.nftlbd1.$a lets the service user ask about callers" \
     has "$a" 'org.freedesktop.policykit.owner -> unix-user:nftlbd'
 done
@@ -36,7 +36,7 @@ for a in backend.set-state backend.manage farm.manage policy.manage config; do
   check "bob may not $a" refused "$BOB" "$a" web
 done
 check "bob may read (info)" allowed "$BOB" info web
-for a in info farm.manage backend.manage backend.set-state policy.manage config; do
+for a in info farm.manage backend.manage backend.set-state policy.manage config checkpoint; do
   check "root may $a" allowed "$ROOT" "$a" web
 done
 
