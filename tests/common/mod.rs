@@ -94,6 +94,7 @@ pub fn port(p: u16) -> Vec<u8> {
 }
 pub mod bus;
 pub mod clients;
+pub mod introspect;
 pub mod topo;
 
 /// How long a started child may take to say READY: generous for a loaded CI machine, yet a
