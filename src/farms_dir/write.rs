@@ -2,7 +2,7 @@
 //! rest of the document kept as it was, and the file replaced atomically (a temporary file,
 //! fsync, rename, fsync of the directory), so a reader sees the old file or the new, never half.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::path::Path;
 
@@ -69,29 +69,5 @@ fn forget_health(b: &mut Backend) {
 /// Replaces `path` with `bytes` atomically. The temporary file is hidden (a leading dot), so a
 /// load of the directory meanwhile does not take it for a farm file.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // The rename is durable once the directory is.
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written.map_err(io_err(path))
+    crate::state::replace_with(path, |f| f.write_all(bytes)).map_err(|e| io_err(&e.path)(e.source))
 }

@@ -4,7 +4,7 @@
 //! state directory, fsynced before a caller hears of a change); the writer runs them
 //! (`checkpoint_writer.rs`), so a rollback is one commit like any other.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -244,27 +244,12 @@ pub fn load(dir: &Path) -> Result<Saved, FileError> {
 /// Replaces `dir/checkpoints.json` atomically (temporary file, fsync, rename, fsync the
 /// directory): on disk before the caller is answered.
 pub fn save(dir: &Path, saved: &Saved) -> Result<(), FileError> {
-    let path = dir.join(CHECKPOINTS_FILE);
-    let tmp = dir.join(format!(".{CHECKPOINTS_FILE}.tmp"));
-    let io_err = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| FileError::Io { path: p, source }
-    };
-    let written = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        serde_json::to_writer(&mut f, saved)?;
-        f.write_all(b"\n")?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp)(e));
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    Ok(())
+    crate::state::replace_with(&dir.join(CHECKPOINTS_FILE), |f| {
+        serde_json::to_writer(&mut *f, saved)?;
+        f.write_all(b"\n")
+    })
+    .map_err(|e| FileError::Io {
+        path: e.path.display().to_string(),
+        source: e.source,
+    })
 }

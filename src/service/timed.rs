@@ -17,7 +17,7 @@
 //!   wall-clock times, so they survive a restart; a clock step moves them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -250,34 +250,20 @@ impl Timers {
     /// directory): a crash leaves the old list or the new one.
     pub fn save(&self, dir: &Path) -> Result<(), TimedFileError> {
         let path = dir.join(TIMED_FILE);
-        let tmp = dir.join(format!(".{TIMED_FILE}.tmp"));
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| TimedFileError::Io { path, source }
-        };
         let text = serde_json::to_vec_pretty(&TimedDoc { timed: self.list() }).map_err(|e| {
             TimedFileError::Format {
                 path: path.clone(),
                 reason: e.to_string(),
             }
         })?;
-        let written = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
+        crate::state::replace_with(&path, |f| {
             f.write_all(&text)?;
-            f.write_all(b"\n")?;
-            f.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io(&tmp)(e));
-        }
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        Ok(())
+            f.write_all(b"\n")
+        })
+        .map_err(|e| TimedFileError::Io {
+            path: e.path,
+            source: e.source,
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod journal;
 pub mod records;
+mod replace;
 mod snapshot;
 
 use std::fs::{self, File, OpenOptions};
@@ -24,6 +25,7 @@ use crate::engine::Allocation;
 use crate::model::{Config, Invalid};
 
 pub use journal::{Journal, Limits, Recovery, Torn, recover};
+pub use replace::{ReplaceError, replace_with};
 pub use snapshot::save;
 
 pub const STATE_FILE: &str = "state.json";

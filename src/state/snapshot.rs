@@ -2,7 +2,7 @@
 //! fsync, rename, fsync the directory) so a crash at any point leaves the old or the new file,
 //! never a torn one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -59,8 +59,6 @@ pub(super) fn save_parts(
     allocation: &Allocation,
 ) -> Result<(), StateError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
     let state = StateRef {
         version: FORMAT_VERSION,
         sequence,
@@ -69,25 +67,14 @@ pub(super) fn save_parts(
     };
     // Streamed to the file: at 60,000 backends the text is about 10 MiB, which would otherwise be
     // held whole in memory beside the configuration it describes.
-    let written = (|| {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+    super::replace_with(&dir.join(STATE_FILE), |f| {
         let mut out = io::BufWriter::with_capacity(256 << 10, f);
         serde_json::to_writer_pretty(&mut out, &state)?;
         out.write_all(b"\n")?;
-        out.into_inner()
-            .map_err(io::IntoInnerError::into_error)?
-            .sync_all()
-    })();
-    if let Err(e) = written {
-        // A full disk would otherwise keep the partial copy's blocks.
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err(&tmp)(e));
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    Ok(())
+        out.flush()
+    })
+    .map_err(|e| StateError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
