@@ -1,4 +1,5 @@
-//! Checkpoints (NetworkManager's model): the covered farms as they were, kept until the operator
+//! Checkpoints (NetworkManager's model): the covered farms as they were, with the policies they
+//! refer to (every policy for a checkpoint of every farm), kept until the operator
 //! confirms (destroys the checkpoint) or rolls back; an unconfirmed one rolls back by itself at
 //! its deadline. This file holds the values and the file they live in (`checkpoints.json` in the
 //! state directory, fsynced before a caller hears of a change); the writer runs them
@@ -12,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::ServiceError;
-use crate::model::{Config, Farm, Invalid};
+use crate::model::{Config, Farm, Invalid, Policy};
 
 pub const CHECKPOINTS_FILE: &str = "checkpoints.json";
 
@@ -45,6 +46,14 @@ pub struct Checkpoint {
     pub farms: Vec<Farm>,
     /// Every farm's name at creation: the others are new when it rolls back.
     pub existing: Vec<String>,
+    /// The policies as they were: every one when `all`, else those the covered farms refer to.
+    /// Files written before checkpoints kept policies have none.
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+    /// Every policy's name at creation; `None` in files written before checkpoints kept
+    /// policies, whose rollback then deletes no policy.
+    #[serde(default)]
+    pub existing_policies: Option<Vec<String>>,
     pub flags: u32,
     /// Unix seconds.
     pub created: u64,
@@ -98,11 +107,19 @@ impl Checkpoint {
         self.deadline_ms != 0 && self.deadline_ms <= now_ms
     }
 
-    /// `config` with the covered farms put back as they were (in place, or appended when deleted
-    /// since) and, with delete-new-farms, the farms created since removed; and the farms it
-    /// touched, each once, sorted.
+    /// `config` with the kept policies and the covered farms put back as they were (in place, or
+    /// appended when deleted since) and, with delete-new-farms, the farms created since removed
+    /// (and, when it covers every farm, the policies created since that no farm uses); and the
+    /// farms it touched, each once, sorted. Policies and farms change in the one commit, so a
+    /// restored farm never names a policy missing at that moment.
     pub fn restore(&self, config: &Config) -> (Config, Vec<String>) {
         let mut new = config.clone();
+        for saved in &self.policies {
+            match new.policies.iter().position(|p| p.name == saved.name) {
+                Some(i) => new.policies[i] = saved.clone(),
+                None => new.policies.push(saved.clone()),
+            }
+        }
         let mut touched: Vec<String> = self.farms.iter().map(|f| f.name.clone()).collect();
         if self.flags & DELETE_NEW_FARMS != 0 {
             new.farms.retain(|f| {
@@ -118,6 +135,21 @@ impl Checkpoint {
                 Some(i) => new.farms[i] = saved.clone(),
                 None => new.farms.push(saved.clone()),
             }
+        }
+        if self.all
+            && self.flags & DELETE_NEW_FARMS != 0
+            && let Some(existing) = &self.existing_policies
+        {
+            // A checkpoint of some farms cannot tell a new policy from one that other farms
+            // or a later change rely on, so only a checkpoint of everything deletes them.
+            let used = |name: &str| new.farms.iter().any(|f| f.policies.iter().any(|p| p == name));
+            let gone: Vec<String> = new
+                .policies
+                .iter()
+                .filter(|p| !existing.contains(&p.name) && !used(&p.name))
+                .map(|p| p.name.clone())
+                .collect();
+            new.policies.retain(|p| !gone.contains(&p.name));
         }
         touched.sort_unstable();
         touched.dedup();
@@ -158,12 +190,21 @@ pub fn create(
         .iter()
         .filter(|f| names.is_empty() || names.contains(&f.name))
         .cloned()
+        .collect::<Vec<Farm>>();
+    let referred = |name: &str| farms.iter().any(|f| f.policies.iter().any(|p| p == name));
+    let policies = config
+        .policies
+        .iter()
+        .filter(|p| names.is_empty() || referred(&p.name))
+        .cloned()
         .collect();
     let mut c = Checkpoint {
         id,
         all: names.is_empty(),
         farms,
         existing: config.farms.iter().map(|f| f.name.clone()).collect(),
+        policies,
+        existing_policies: Some(config.policies.iter().map(|p| p.name.clone()).collect()),
         flags,
         created: now_ms / 1000,
         rollback_timeout: 0,

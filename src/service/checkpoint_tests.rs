@@ -11,7 +11,7 @@ use crate::engine::{Allocation, MemoryControl, MemoryEngine};
 use crate::model::{Farm, parse_farm_value};
 use crate::testkit::{TempDir, config};
 
-fn start(dir: &TempDir) -> (Service, MemoryControl) {
+pub(super) fn start(dir: &TempDir) -> (Service, MemoryControl) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let engine = MemoryEngine::new();
@@ -31,7 +31,7 @@ fn start(dir: &TempDir) -> (Service, MemoryControl) {
     }
 }
 
-fn fresh(what: &str) -> (TempDir, Service, MemoryControl) {
+pub(super) fn fresh(what: &str) -> (TempDir, Service, MemoryControl) {
     let dir = TempDir::new(what);
     let mut alloc = Allocation::default();
     alloc.update(&config()).expect("ids");
@@ -47,11 +47,16 @@ fn root() -> Caller {
     }
 }
 
-async fn run(s: &Service, op: Operation) -> Result<Output, ServiceError> {
+pub(super) async fn run(s: &Service, op: Operation) -> Result<Output, ServiceError> {
     s.execute(&root(), op).await
 }
 
-async fn create(s: &Service, farms: &[&str], timeout: u32, flags: u32) -> Result<u32, ServiceError> {
+pub(super) async fn create(
+    s: &Service,
+    farms: &[&str],
+    timeout: u32,
+    flags: u32,
+) -> Result<u32, ServiceError> {
     let op = Operation::CheckpointCreate {
         farms: farms.iter().map(|f| f.to_string()).collect(),
         rollback_timeout: timeout,
@@ -63,14 +68,14 @@ async fn create(s: &Service, farms: &[&str], timeout: u32, flags: u32) -> Result
     }
 }
 
-async fn rollback(s: &Service, id: u32) -> Result<Vec<(String, u32)>, ServiceError> {
+pub(super) async fn rollback(s: &Service, id: u32) -> Result<Vec<(String, u32)>, ServiceError> {
     match run(s, Operation::CheckpointRollback { checkpoint: id }).await? {
         Output::RolledBack(r) => Ok(r),
         other => panic!("{other:?}"),
     }
 }
 
-fn farm(name: &str, addr: &str) -> Farm {
+pub(super) fn farm(name: &str, addr: &str) -> Farm {
     let v = json!({"name": name, "virtual-addresses": [addr], "virtual-ports": "80",
                    "backends": [{"name": "x", "ip-addr": "10.0.9.1"}]});
     parse_farm_value(&v, "farm").expect("a valid farm")
@@ -102,7 +107,7 @@ async fn break_web(s: &Service) {
     run(s, new).await.expect("created");
 }
 
-fn names(s: &Service) -> Vec<String> {
+pub(super) fn names(s: &Service) -> Vec<String> {
     s.config().farms.iter().map(|f| f.name.clone()).collect()
 }
 

@@ -15,6 +15,8 @@ pub mod authority;
 pub mod check_targets;
 pub mod checkpoint;
 #[cfg(test)]
+mod checkpoint_policy_tests;
+#[cfg(test)]
 mod checkpoint_tests;
 mod checkpoint_writer;
 pub mod checks;

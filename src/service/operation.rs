@@ -662,8 +662,9 @@ pub const OPERATIONS: &[Spec] = &[
         polkit::CHECKPOINT,
         &["Manager.CheckpointCreate"],
         &[],
-        "Keeps farms (none named: every farm) as they are, to roll back to unless destroyed \
-         within the rollback timeout; overlapping checkpoints are refused unless allowed.",
+        "Keeps farms (none named: every farm) and the policies they refer to (none named: every \
+         policy) as they are, to roll back to unless destroyed within the rollback timeout; \
+         overlapping checkpoints are refused unless allowed.",
     ),
     change(
         K::CheckpointRollback,
@@ -671,8 +672,8 @@ pub const OPERATIONS: &[Spec] = &[
         polkit::CHECKPOINT,
         &["Manager.CheckpointRollback"],
         &[],
-        "Restores a checkpoint's farms (configuration, states, weights) in one transaction; a \
-         result per farm.",
+        "Restores a checkpoint's policies and farms (configuration, states, weights) in one \
+         transaction; a result per farm.",
     ),
     change(
         K::CheckpointDestroy,
