@@ -1,5 +1,5 @@
 //! Farm files with the real daemon: `nftlbd run --farms-dir` loads them at start, SIGHUP
-//! reloads the directory, and a farm's origin is its file's path. Needs root.
+//! reloads the directory, and a farm's or policy's origin is its file's path. Needs root.
 
 mod common;
 
@@ -57,6 +57,11 @@ fn origin(socket: &Path, farm: &str) -> Result<String, String> {
     Ok(reply["status"]["origin"].as_str().unwrap_or_default().to_string())
 }
 
+fn policy_origin(socket: &Path, policy: &str) -> Result<String, String> {
+    let reply = call(socket, "GetPolicy", json!({"name": policy}))?;
+    Ok(reply["origin"].as_str().unwrap_or_default().to_string())
+}
+
 #[test]
 fn sighup_reloads_the_farms_directory_and_origin_shows_the_file() {
     let t = Topo::new(2);
@@ -64,7 +69,8 @@ fn sighup_reloads_the_farms_directory_and_origin_shows_the_file() {
     let farms = temp_dir("files-farms");
     let socket = state.join("varlink.sock");
     let web = farms.join("web.json");
-    write(&web, json!({"farms": [farm("web", 10, 1)]}));
+    let fw = json!({"name": "fw", "elements": ["10.8.0.2"]});
+    write(&web, json!({"farms": [farm("web", 10, 1)], "policies": [fw]}));
     let mut child = common::nftlbd_in(&t.lb, &state)
         .arg("--farms-dir")
         .arg(&farms)
@@ -86,6 +92,10 @@ fn sighup_reloads_the_farms_directory_and_origin_shows_the_file() {
     let rt = farm("rt", 12, 1);
     call(&socket, "CreateFarm", json!({"farm": rt})).unwrap();
     assert_eq!(origin(&socket, "rt"), Ok("runtime".to_string()));
+    assert_eq!(policy_origin(&socket, "fw"), Ok(web.display().to_string()));
+    let rtp = json!({"name": "rtp", "elements": ["10.8.0.3"]});
+    call(&socket, "CreatePolicy", json!({"policy": rtp})).unwrap();
+    assert_eq!(policy_origin(&socket, "rtp"), Ok("runtime".to_string()));
 
     // A second file, web's file edited to its second backend only, and a bad file.
     let api = farms.join("api.json");

@@ -139,6 +139,13 @@ impl PolicyObject {
         self.string("LogPrefix")
     }
 
+    /// Read when asked, as a farm's: a reload that moves the policy to another file emits nothing.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn origin(&self) -> zbus::fdo::Result<String> {
+        let name = self.string("Name")?;
+        Ok(self.service.origins().policy_origin(&name))
+    }
+
     #[zbus(property)]
     fn elements(&self) -> zbus::fdo::Result<Vec<String>> {
         Vec::<String>::try_from(self.value("Elements")?).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))

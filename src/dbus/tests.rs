@@ -503,6 +503,11 @@ async fn renaming_a_farm_moves_its_objects() {
 async fn removing_policy_elements_is_all_or_nothing() {
     let mut p = Peer::start().await;
     let bad = policy_path("bad");
+    assert_eq!(
+        p.get(&bad, POLICY, "Origin").await,
+        owned(Value::from("runtime")),
+        "in the state, declared by no farm file"
+    );
     let r = p
         .call(&bad, POLICY, "RemoveElements", &(vec!["10.8.0.2", "10.9.9.9"],))
         .await;

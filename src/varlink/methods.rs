@@ -185,6 +185,11 @@ async fn dispatch(ctx: &Ctx, caller: &Caller, method: &str, p: Value) -> Result<
                 .with_connections(&conns);
             Ok(Reply::Farm(Box::new(reply)))
         }
+        // A policy comes with where it is declared, as a farm does.
+        (Output::Policy(p), _) => {
+            let origin = ctx.service.origins().policy_origin(&p.name);
+            Ok(Reply::Ok(json!({ "policy": to_json(&*p), "origin": origin })))
+        }
         (out, _) => Ok(Reply::Ok(reply(kind, out))),
     }
 }

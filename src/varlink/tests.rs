@@ -166,7 +166,7 @@ async fn reads_answer_as_documented() {
     assert_eq!(got, json!({ "farm": web(), "status": status }));
 
     let got = c.ok(&method("GetPolicy"), json!({"name": "bad"})).await;
-    assert_eq!(got, json!({ "policy": bad() }));
+    assert_eq!(got, json!({ "policy": bad(), "origin": "runtime" }));
 
     control.learn_session("web", "198.51.100.8", "a", 5000);
     let got = c.ok(&method("ListSessions"), json!({"farm": "web"})).await;
@@ -886,7 +886,7 @@ async fn removing_elements_is_all_or_nothing() {
     );
     assert_eq!(s.fx.control.transactions(), 1);
     let got = c.ok(&method("GetPolicy"), json!({"name": "bad"})).await;
-    assert_eq!(got, json!({"policy": bad()}));
+    assert_eq!(got, json!({"policy": bad(), "origin": "runtime"}));
 
     // The same element twice is removed once.
     let twice = json!({"name": "bad", "remove": ["10.8.0.2", "10.8.0.2"]});
