@@ -294,6 +294,31 @@ async fn a_refused_rollback_keeps_the_checkpoint_disarmed() {
     assert_eq!(*s.config(), config());
 }
 
+/// A rollback whose checkpoint cannot leave checkpoints.json is refused whole: committed first, a
+/// restart would find the checkpoint armed and restore its farms over every later change.
+#[tokio::test]
+async fn a_rollback_that_cannot_save_the_checkpoints_changes_nothing() {
+    let (dir, s, control) = fresh("checkpoint-unsaved-rollback");
+    let id = create(&s, &["web"], 30, 0).await.expect("created");
+    run(&s, Operation::DeleteFarm { farm: "web".into() })
+        .await
+        .expect("deleted");
+    let (broken, transactions) = (s.config(), control.transactions());
+    // The temporary file's path taken by a directory: the save fails, even for root.
+    let blocker = dir.path().join(".checkpoints.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let results = rollback(&s, id).await.expect("answered");
+    assert_eq!(results, [("web".to_string(), checkpoint::REFUSED_STATE)]);
+    assert_eq!((s.config(), control.transactions()), (broken, transactions));
+    assert_eq!(saved_ids(&dir), [id]);
+    let info = s.checkpoints()[0].clone();
+    assert_eq!((info.id, info.deadline), (id, 0));
+    std::fs::remove_dir(&blocker).unwrap();
+    assert_eq!(rollback(&s, id).await.expect("again"), [("web".to_string(), 0)]);
+    assert_eq!(*s.config(), config());
+    assert_eq!(saved_ids(&dir), Vec::<u32>::new());
+}
+
 #[tokio::test]
 async fn a_restart_keeps_the_deadline_and_an_expired_checkpoint_rolls_back_at_start() {
     let (dir, s, _) = fresh("checkpoint-restart");

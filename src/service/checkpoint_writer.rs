@@ -141,28 +141,32 @@ impl Writer {
         let origin = Origin {
             reason: ROLLBACK_REASON.into(),
         };
-        let committed = crate::model::validate(&config)
-            .map_err(ServiceError::from)
+        // The checkpoint leaves its file before the rollback is committed: saved after, a failed
+        // save would leave it armed on disk, and a restart would restore the same farms again over
+        // every change made since. A save that fails refuses the rollback, changing nothing.
+        let before = self.checkpoints.clone();
+        self.checkpoints.checkpoints.remove(i);
+        let committed = self
+            .save_checkpoints(before.clone())
+            .and_then(|()| crate::model::validate(&config).map_err(ServiceError::from))
             .and_then(|()| self.commit(edit::Edited::from(config), origin));
         let code = match committed {
             Ok(generation) => {
                 tracing::info!(checkpoint = c.id, generation, "checkpoint rolled back");
-                self.checkpoints.checkpoints.remove(i);
                 checkpoint::RESTORED
             }
             Err(e) => {
                 tracing::error!(checkpoint = c.id, "checkpoint rollback refused: {e}");
+                self.checkpoints = before;
                 self.checkpoints.checkpoints[i].arm(0, 0);
+                if let Err(e) = checkpoint::save(&self.options.state_dir, &self.checkpoints) {
+                    // Armed on disk still: a restart tries this rollback once more.
+                    tracing::error!(checkpoint = c.id, "cannot save the checkpoints: {e}");
+                }
+                self.publish_checkpoints();
                 checkpoint::refusal_code(&e)
             }
         };
-        // Memory follows what happened whatever the disk says: a checkpoint put back armed
-        // would roll back again at once.
-        if let Err(e) = checkpoint::save(&self.options.state_dir, &self.checkpoints) {
-            // After a restart the file's copy would restore the same farms once more.
-            tracing::error!(checkpoint = c.id, "cannot save the checkpoints: {e}");
-        }
-        self.publish_checkpoints();
         farms.into_iter().map(|f| (f, code)).collect()
     }
 
